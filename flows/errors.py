@@ -1,0 +1,44 @@
+"""Errors every command turns into a clear message and a meaningful exit code.
+
+Exit codes of the ``flowedge`` command:
+
+====  ==========================================================
+0     success
+1     unexpected internal error (a bug: the traceback is logged)
+2     bad usage or configuration (key path and expectation named)
+3     bad or insufficient data (names the files or folders)
+4     model mismatch (card version, preprocessing, calibration or engine)
+5     a check failed (export parity, calibration sanity, evaluation target)
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_DATA = 3
+EXIT_MODEL = 4
+EXIT_CHECK = 5
+
+
+class FlowedgeError(Exception):
+    """An expected failure with a message meant for the user and an exit code."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class ConfigError(FlowedgeError):
+    exit_code = EXIT_USAGE
+
+
+class DataError(FlowedgeError):
+    exit_code = EXIT_DATA
+
+
+class ModelMismatchError(FlowedgeError):
+    exit_code = EXIT_MODEL
+
+
+class CheckFailedError(FlowedgeError):
+    exit_code = EXIT_CHECK

@@ -1,0 +1,97 @@
+"""The one image preprocessing implementation, shared by training, evaluation and station.
+
+numpy + OpenCV only (no torch), so the station runs it without the training
+stack. Reading a spec from the model card guarantees the station feeds the
+network exactly what it saw in training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from flows.card import PreprocessSpec
+from flows.errors import DataError
+
+_INTERPOLATION = {
+    "area": cv2.INTER_AREA,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "nearest": cv2.INTER_NEAREST,
+}
+
+
+class BadInputError(DataError):
+    """A sample cannot be used (unreadable, truncated, wrong shape, NaN).
+
+    The message names the input and says what to do; the runtime counts it and
+    publishes it as an error event, training skips the sample.
+    """
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 HxW or HxWxC (BGR), refusing truncated files.
+
+    OpenCV decodes some truncated JPEGs silently with grey fill; the end-of-image
+    marker check catches those.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"image {path}: cannot read file ({exc.strerror})") from exc
+    return decode_image(data, name=str(path))
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    if not data:
+        raise BadInputError(f"image {name}: file is empty; check the camera or the file writer")
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
+        raise BadInputError(
+            f"image {name}: JPEG is truncated (no end-of-image marker); "
+            "the writer was probably interrupted: re-capture or drop the file"
+        )
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise BadInputError(
+            f"image {name}: not a decodable image (corrupt or unsupported format); "
+            "use PNG, JPEG, BMP or TIFF"
+        )
+    return image
+
+
+def to_tensor(image: np.ndarray, spec: PreprocessSpec, name: str = "<frame>") -> np.ndarray:
+    """Map one decoded image (uint8/uint16/float, gray or BGR/BGRA) to CHW float32."""
+    if image is None or not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+        raise BadInputError(f"image {name}: expected a 2-D or 3-D array, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise BadInputError(f"image {name}: {image.shape[2]} channels; expected 1, 3 or 4")
+    if image.dtype == np.uint8:
+        scaled = image.astype(np.float32) / 255.0
+    elif image.dtype == np.uint16:
+        scaled = image.astype(np.float32) / 65535.0
+    else:
+        scaled = image.astype(np.float32)
+    if not np.isfinite(scaled).all():
+        raise BadInputError(f"image {name}: contains NaN or Inf values; check the source")
+    if scaled.ndim == 3 and scaled.shape[2] == 1:
+        scaled = scaled[:, :, 0]
+    if scaled.ndim == 3:
+        scaled = cv2.cvtColor(scaled, cv2.COLOR_BGRA2RGB if scaled.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    interp = _INTERPOLATION[spec.interpolation]
+    resized = cv2.resize(scaled, (spec.width, spec.height), interpolation=interp)
+    if resized.ndim == 2:
+        resized = np.repeat(resized[:, :, None], spec.channels, axis=2)
+    elif spec.channels == 1:
+        resized = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[:, :, None]
+    mean = np.asarray(spec.mean, dtype=np.float32)[: spec.channels]
+    std = np.asarray(spec.std, dtype=np.float32)[: spec.channels]
+    normalised = (resized - mean) / std
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32)
+
+
+def load_tensor(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
+    """Read and preprocess one image file."""
+    return to_tensor(read_image(path), spec, name=str(path))
