@@ -15,7 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from calibration.config import DriftConfig
-from flows.config import DetectorConfig, Strict, TrainingConfig
+from flows.config import DetectorConfig, Strict, TrainingConfig, format_validation_error
 from flows.errors import ConfigError
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
@@ -131,21 +131,6 @@ class FlowedgeConfig(Strict):
         if duplicates:
             raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
         return self
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``key.path[0].name: message (got value)``."""
-    lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s)):"]
-    for error in exc.errors():
-        path = ""
-        for part in error["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against config.yaml)"
-        got = "" if error["type"] in ("missing", "extra_forbidden") else f" (got {error.get('input')!r})"
-        lines.append(f"  {path or '<top level>'}: {message}{got}")
-    return "\n".join(lines)
 
 
 def parse_config(data: Any, source: str = "<config>") -> FlowedgeConfig:

@@ -30,5 +30,5 @@ class Backend(ABC):
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (scores [B] float32, maps [B, H, W] float32) for a [B, C, H, W] batch."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release device memory or sessions; the default has nothing to release."""

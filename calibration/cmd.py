@@ -1,0 +1,177 @@
+"""``flowedge calibrate``: choose a threshold from held-out normal data and bind it to a model.
+
+Scores the ``--normal`` images (never training images: refused) and optionally labelled
+``--anomalous`` ones, picks the threshold with the chosen strategy and writes
+calibration.json bound to the model's weights hash. ``--update`` recalibrates an existing
+file from newly collected normal data without retraining (merge by default, or replace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from calibration.calibfile import check_binding, read_calibration, save_calibration
+from calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
+from calibration.scoring import image_files, open_model, score_folders, training_overlap
+from calibration.thresholds import STRATEGIES
+from flows.card import ModelCard
+from flows.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = CalibrationOptions()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="checkpoint directory (or .onnx / .engine)")
+    parser.add_argument(
+        "--normal",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="held-out normal images (recursive; repeatable); never the training images",
+    )
+    parser.add_argument(
+        "--anomalous",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="labelled defect images (repeatable): needed by f1/youden/cost, reported otherwise",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=None,
+        help="far: target false-alarm rate (default; or the updated file's); sigma: mean + k*std; "
+        "f1, youden, cost: need --anomalous",
+    )
+    parser.add_argument(
+        "--target-far", type=float, default=None, help="false-alarm rate for 'far' (0.01)"
+    )
+    parser.add_argument("--k", type=float, default=None, help="k for 'sigma' (3)")
+    parser.add_argument(
+        "--cost-ratio", type=float, default=None, help="missed defect / false alarm cost (10)"
+    )
+    parser.add_argument(
+        "--prevalence", type=float, default=None, help="defect share on the line, for 'cost'"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output file (default: the --update file, else CHECKPOINT_DIR/calibration.json)",
+    )
+    parser.add_argument(
+        "--update", type=Path, metavar="CALIBRATION.json", help="recalibrate this file"
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --update: use only the new normal data (default: merge with the stored sample)",
+    )
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--bootstrap", type=int, default=DEFAULTS.bootstrap, help="resamples for tail intervals"
+    )
+    parser.add_argument("--scores-out", type=Path, help="also write the raw scores (JSON) here")
+
+
+def _options(args: argparse.Namespace, previous: dict | None) -> CalibrationOptions:
+    """CLI values, else the updated file's, else the defaults."""
+    base = CalibrationOptions(**previous["options"]) if previous else DEFAULTS
+    given = {
+        "strategy": args.strategy,
+        "target_far": args.target_far,
+        "k": args.k,
+        "cost_ratio": args.cost_ratio,
+        "prevalence": args.prevalence,
+        "bootstrap": args.bootstrap,
+    }
+    return CalibrationOptions(
+        **{**asdict(base), **{k: v for k, v in given.items() if v is not None}}
+    )
+
+
+def _default_out(args: argparse.Namespace) -> Path:
+    if args.update is not None:
+        return args.update
+    folder = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    return folder / "calibration.json"
+
+
+def run(args: argparse.Namespace) -> int:
+    previous = read_calibration(args.update) if args.update else None
+    opts = _options(args, previous.data if previous else None)
+    infer, card, close = open_model(args.checkpoint, args.backend, args.device)
+    try:
+        if previous is not None:
+            check_binding(previous, card)
+        _refuse_training_images(args.normal, card)
+        normal = score_folders(args.normal, infer, card, args.batch_size)
+        anomalous = (
+            score_folders(args.anomalous, infer, card, args.batch_size) if args.anomalous else None
+        )
+    finally:
+        close()
+    sources = {"normal": normal.summary(), "anomalous": anomalous.summary() if anomalous else None}
+    abnormal = anomalous.scores if anomalous is not None else None
+    if previous is None:
+        data = build_calibration(normal.scores, card, opts, abnormal, sources)
+    else:
+        mode = "replace" if args.replace else "merge"
+        data = update_calibration(previous.data, normal.scores, card, opts, mode, abnormal, sources)
+    out = args.out or _default_out(args)
+    calibration = save_calibration(data, out)
+    if args.scores_out:
+        _write_scores(args.scores_out, normal.scores, abnormal)
+    _print_summary(data, out)
+    log.info("calibration %s written for %s", calibration.sha256[:12], card.model_id)
+    return 0
+
+
+def _refuse_training_images(folders: list[Path], card: ModelCard) -> None:
+    files = [str(p) for folder in folders for p in image_files(folder)]
+    overlap = training_overlap(files, card)
+    if overlap:
+        raise DataError(
+            f"{len(overlap)} of {len(files)} --normal images were used to train {card.model_id} "
+            f"(e.g. {overlap[0]}); training scores are optimistic, so the false-alarm rate "
+            "would be wrong: calibrate on held-out normal images"
+        )
+
+
+def _write_scores(path: Path, normal: np.ndarray, anomalous: np.ndarray | None) -> None:
+    scores = {
+        "normal": normal.tolist(),
+        "anomalous": None if anomalous is None else anomalous.tolist(),
+    }
+    path.write_text(json.dumps(scores) + "\n", encoding="utf-8")
+
+
+def _print_summary(data: dict, out: Path) -> None:
+    far = data["expected_far"]
+    lines = [
+        f"calibration written to {out} (model {data['model_id']})",
+        f"  strategy    {data['strategy']['name']} {data['strategy']['params']} "
+        f"({data['strategy']['detail'].get('method', '')})",
+        f"  threshold   {data['threshold']:.6g}  (normalised {data['normalised_threshold']:.3f})",
+        f"  normal      n={data['normal']['n']}  in-sample alarms {far['in_sample_alarms']}",
+        f"  false alarms expected {far['value']:.3%}  [{far['low']:.3%}, {far['high']:.3%}] "
+        f"{far['confidence']:.0%} {far['method']}",
+    ]
+    if data["anomalous"]:
+        rec = data["anomalous"]["recall"]
+        lines.append(
+            f"  anomalous   n={data['anomalous']['n']}  AUROC {data['anomalous']['auroc_vs_normal']:.3f}  "
+            f"recall {rec['value']:.1%} [{rec['low']:.1%}, {rec['high']:.1%}]"
+        )
+    print("\n".join(lines))

@@ -1,0 +1,154 @@
+"""Score folders of images with a model for calibration, and guard against training data.
+
+Uses the station's backend (``edge.backends.open_backend``), so a calibration can be
+computed with exactly the engine that will run (torch checkpoint, ONNX or TensorRT); the
+threshold maths only ever sees the resulting numpy array of scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.card import ModelCard
+from flows.data.datasets import IMAGE_EXTENSIONS
+from flows.errors import DataError
+from flows.preprocess import BadInputError, load_tensor
+
+log = logging.getLogger(__name__)
+
+InferFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class ScoredFolder:
+    """Scores of the readable images in some folders, and what was skipped (and why)."""
+
+    folders: list[str]
+    files: list[str] = field(default_factory=list)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"folders": self.folders, "n_scored": len(self.files), "skipped": self.skipped}
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image under ``folder`` (recursive), refusing mask folders and empty folders."""
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} is not a directory; check the path")
+    paths = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if any("ground_truth" in p.relative_to(folder).parts for p in paths):
+        raise DataError(
+            f"{folder} contains ground_truth masks; give a folder of images only "
+            "(e.g. test/good for normal, test/<defect> for anomalous)"
+        )
+    if not paths:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {folder}")
+    return paths
+
+
+def open_model(
+    path: Path, backend: str, device: str
+) -> tuple[InferFn, ModelCard, Callable[[], None]]:
+    """(infer batch -> scores, card, close) through the station's own backend."""
+    from edge.backends import open_backend
+    from edge.config import ModelConfig
+
+    model = open_backend(ModelConfig(path=path, backend=backend, device=device))
+    return (lambda batch: np.asarray(model.infer(batch)[0])), model.card, model.close
+
+
+def _batches(
+    paths: list[Path], card: ModelCard, size: int, out: ScoredFolder
+) -> Iterator[tuple[list[Path], np.ndarray]]:
+    chunk: list[tuple[Path, np.ndarray]] = []
+    for path in paths:
+        try:
+            chunk.append((path, load_tensor(path, card.preprocess)))
+        except BadInputError as exc:
+            log.warning("skipping %s", exc)
+            out.skipped.append(str(path))
+        if len(chunk) == size:
+            yield [p for p, _ in chunk], np.stack([t for _, t in chunk])
+            chunk = []
+    if chunk:
+        yield [p for p, _ in chunk], np.stack([t for _, t in chunk])
+
+
+def score_folders(
+    folders: list[Path], infer: InferFn, card: ModelCard, batch_size: int = 16
+) -> ScoredFolder:
+    """Score every image; unreadable files are skipped and listed, NaN scores refused."""
+    out = ScoredFolder([str(f) for f in folders])
+    paths = [p for folder in folders for p in image_files(folder)]
+    scores: list[np.ndarray] = []
+    for names, batch in _batches(paths, card, batch_size, out):
+        values = np.asarray(infer(batch), dtype=np.float64).reshape(-1)
+        bad = [str(p) for p, v in zip(names, values, strict=True) if not np.isfinite(v)]
+        if bad:
+            raise DataError(
+                f"the model gives NaN/Inf scores for {len(bad)} image(s), e.g. {bad[0]}; the model "
+                "or these images are broken: check them, re-export or retrain before calibrating"
+            )
+        out.files.extend(str(p) for p in names)
+        scores.append(values)
+    if out.skipped:
+        log.warning(
+            "%d of %d images skipped as unreadable (listed in the file)",
+            len(out.skipped),
+            len(paths),
+        )
+    out.scores = np.concatenate(scores) if scores else np.zeros(0)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def training_overlap(files: list[str], card: ModelCard) -> list[str]:
+    """Calibration files that were training images (same path, or same bytes elsewhere).
+
+    Uses the training root recorded in the card; logs a warning when it cannot be
+    checked (root not recorded or not on this machine).
+    """
+    root = card.training.get("data", {}).get("root")
+    if not root or not Path(root).is_dir():
+        log.warning(
+            "cannot check that the calibration images were not used for training (training data "
+            "root %s not available here); make sure they are held out",
+            root or "not recorded in the card",
+        )
+        return []
+    from flows.data.datasets import training_samples
+
+    train = [s.path for s in training_samples(root)]
+    train_paths = {p.resolve() for p in train}
+    by_size: dict[int, list[Path]] = {}
+    for p in train:
+        by_size.setdefault(p.stat().st_size, []).append(p)
+    hashes: dict[Path, str] = {}  # training files hashed once, only when a size matches
+
+    def digest(p: Path) -> str:
+        if p not in hashes:
+            hashes[p] = _sha256(p)
+        return hashes[p]
+
+    overlap = []
+    for name in files:
+        path = Path(name)
+        same_size = by_size.get(path.stat().st_size, [])
+        if path.resolve() in train_paths or (
+            same_size and _sha256(path) in {digest(p) for p in same_size}
+        ):
+            overlap.append(name)
+    return overlap

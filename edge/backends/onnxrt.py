@@ -1,0 +1,104 @@
+"""ONNX Runtime backend: the station's default, no torch needed.
+
+The graph carries its model card (metadata ``flowedge.card``), so the station
+preprocesses exactly as in training and refuses graphs that are not flowedge
+exports or come from an incompatible card format.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
+
+from edge.backends.base import Backend
+from export import metadata
+from flows.card import CardError
+from flows.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """All graph optimisations, sequential execution (one frame batch at a time), fixed threads."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = max(threads, 0)  # 0: ONNX Runtime picks (one per core)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only; our own log says what was loaded
+    return options
+
+
+def providers_for(device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            raise ConfigError(
+                f"model.device is '{device}' but this ONNX Runtime has no CUDA provider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu or use device 'cpu'"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ConfigError(
+        f"model.device '{device}' is not supported by onnxruntime; use 'cpu' or 'cuda'"
+    )
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, session: ort.InferenceSession, source: str) -> None:
+        meta = session.get_modelmeta().custom_metadata_map
+        super().__init__(metadata.card_from_metadata(meta, source))
+        self.session = session
+        self.source = source
+        self.precision = meta.get(metadata.PRECISION_KEY, "fp32")
+        self.calibration = metadata.json_entry(meta, metadata.CALIBRATION_KEY)
+        inputs = session.get_inputs()
+        names = [o.name for o in session.get_outputs()]
+        if len(inputs) != 1 or names[:2] != list(metadata.OUTPUT_NAMES):
+            raise CardError(
+                f"{source}: expected one input and outputs {list(metadata.OUTPUT_NAMES)}, got "
+                f"{[i.name for i in inputs]} -> {names}; export the checkpoint again"
+            )
+        self.input_name = inputs[0].name
+        spec = self.card.preprocess
+        self.input_chw = (spec.channels, spec.height, spec.width)
+
+    @classmethod
+    def open(cls, path: Path, device: str = "cpu", threads: int = 0) -> OnnxRuntimeBackend:
+        path = Path(path)
+        if not path.is_file():
+            raise CardError(
+                f"ONNX model {path} not found; give the file written by 'flowedge export onnx'"
+            )
+        try:
+            session = ort.InferenceSession(
+                str(path), sess_options=session_options(threads), providers=providers_for(device)
+            )
+        except (Fail, InvalidGraph, InvalidProtobuf) as exc:
+            raise CardError(f"{path}: not a loadable ONNX graph ({exc}); export it again") from exc
+        backend = cls(session, str(path))
+        log.info(
+            "onnxruntime: %s (%s, %s) on %s",
+            path,
+            backend.card.model_id,
+            backend.precision,
+            session.get_providers()[0],
+        )
+        return backend
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1:] != self.input_chw:
+            raise ValueError(
+                f"{self.source}: input batch of shape {batch.shape}, the model expects "
+                f"[B, {', '.join(map(str, self.input_chw))}]"
+            )
+        score, amap = self.session.run(list(metadata.OUTPUT_NAMES), {self.input_name: batch})
+        return score.astype(np.float32, copy=False), amap.astype(np.float32, copy=False)

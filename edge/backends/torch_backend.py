@@ -1,0 +1,50 @@
+"""PyTorch backend: the reference, running the checkpoint exactly as trained.
+
+The only module under ``edge/`` that imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge.backends.base import Backend
+from flows.card import ModelCard
+from flows.checkpoint import load_checkpoint, torch_device
+from flows.detectors.base import Detector
+
+log = logging.getLogger(__name__)
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, detector: Detector, card: ModelCard, device: torch.device) -> None:
+        super().__init__(card)
+        self.detector = detector
+        self.device = device
+        spec = card.preprocess
+        self.input_chw = (spec.channels, spec.height, spec.width)
+
+    @classmethod
+    def open(cls, path: Path, device: str = "cpu", threads: int = 0) -> TorchBackend:
+        if threads:
+            torch.set_num_threads(threads)
+        detector, card = load_checkpoint(path, device=device)
+        log.info("torch: %s (%s) on %s, %d thread(s)", path, card.model_id, device,
+                 torch.get_num_threads())
+        return cls(detector, card, torch_device(device))
+
+    @torch.inference_mode()
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_chw:
+            raise ValueError(
+                f"input batch of shape {batch.shape}, the model expects "
+                f"[B, {', '.join(map(str, self.input_chw))}]"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        score, amap = self.detector(x)
+        return (score.float().cpu().numpy(), amap.float().cpu().numpy())

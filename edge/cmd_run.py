@@ -1,0 +1,185 @@
+"""``flowedge run``: the station service.
+
+Start: validate config, load model and threshold, open the spool, connect MQTT,
+start the stages, tell systemd READY=1. SIGTERM (or SIGINT): stop capture, drain
+every queue, deliver or spool every decision, publish ``offline``, exit 0.
+SIGHUP: reload threshold / calibration / drift / heatmap settings from the
+config file without touching the broker connection. The run also ends when all
+sources have ended (folder replay without ``loop``) or after ``--max-samples``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge import logs
+from edge.backends import open_backend
+from edge.config import FlowedgeConfig, load_config
+from edge.decision import load_policy
+from edge.health import Notifier, Watchdog, watchdog_interval_s
+from edge.metrics import Metrics
+from edge.pipeline import Pipeline
+from edge.publisher import Publisher
+from edge.spool import Spool
+from flows.errors import FlowedgeError
+
+log = logging.getLogger("flowedge.run")
+
+# settings a SIGHUP applies in place; anything else needs a restart
+RELOADABLE = ("model.threshold", "model.calibration", "drift", "pipeline.heatmaps", "logging")
+FLUSH_ON_STOP_S = 5.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="station config.yaml")
+    parser.add_argument("--max-samples", type=int, default=None, metavar="N",
+                        help="stop capturing after N samples (all sources together)")
+    parser.add_argument("--exit-when-done", action="store_true",
+                        help="when capture ends, wait until the broker acknowledged every "
+                             "decision before exiting (folder replay in demos and tests)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+class Station:
+    """Wires config, backend, spool, publisher, pipeline and systemd together."""
+
+    def __init__(self, config_path: Path, cfg: FlowedgeConfig, max_samples: int | None) -> None:
+        self.config_path, self.cfg = config_path, cfg
+        self.backend = open_backend(cfg.model)
+        self.policy = load_policy(cfg, self.backend.card)
+        self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
+        self.metrics = Metrics()
+        self.notifier = Notifier()
+        self.publisher: Publisher | None = None
+        self.pipeline = Pipeline(cfg, self.backend, self.policy, self.spool, self.metrics,
+                                 on_published=self._wake, max_samples=max_samples)
+        if cfg.mqtt.enabled:
+            self.publisher = Publisher(cfg, self.spool, self.metrics, self.status_fields,
+                                       self.pipeline.event)
+        self.watchdog: Watchdog | None = None
+
+    def _wake(self) -> None:
+        if self.publisher is not None:
+            self.publisher.wake()
+        else:  # mqtt.enabled false: decisions are logged and counted, nothing is forwarded
+            self.spool.clear()
+
+    def status_fields(self) -> dict[str, Any]:
+        """Extra fields of the retained status message (the pipeline exists before MQTT)."""
+        return {
+            "model_id": self.backend.card.model_id,
+            "threshold": self.pipeline.policy.threshold,
+            "sources": dict(self.pipeline.source_state),
+            "counts": dict(self.pipeline.counts),
+            "spooled": self.spool.count(),
+            "spool_overflowed": self.spool.overflowed,
+        }
+
+    def start(self) -> None:
+        if self.cfg.metrics.enabled:
+            self.metrics.serve(self.cfg.metrics)
+        if self.publisher is not None:
+            self.publisher.start()
+        self.pipeline.start()
+        interval = watchdog_interval_s()
+        if interval:
+            self.watchdog = Watchdog(self.notifier, self.pipeline.progress, interval,
+                                     self.pipeline.status_line)
+            self.watchdog.start()
+        self.notifier.send("READY=1", f"STATUS=running model {self.backend.card.model_id}")
+        log.info("station %s/%s running: %d source(s), model %s, threshold %g",
+                 self.cfg.site, self.cfg.station, len(self.cfg.sources),
+                 self.backend.card.model_id, self.policy.threshold)
+
+    def reload(self) -> None:
+        """SIGHUP: new threshold/calibration/drift/heatmaps; the broker connection stays up."""
+        self.notifier.send("RELOADING=1", "STATUS=reloading configuration")
+        try:
+            new = load_config(self.config_path)
+            policy = load_policy(new, self.backend.card)
+        except FlowedgeError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.pipeline.event(None, "reload_failed", f"reload refused: {exc}")
+            self.notifier.send("READY=1", "STATUS=reload failed; running the previous config")
+            return
+        old = self.cfg.model_dump(mode="json", exclude={"model": {"threshold", "calibration"},
+                                                          "drift": True, "logging": True,
+                                                          "pipeline": {"heatmaps"}})
+        fresh = new.model_dump(mode="json", exclude={"model": {"threshold", "calibration"},
+                                                       "drift": True, "logging": True,
+                                                       "pipeline": {"heatmaps"}})
+        changed = sorted(k for k in fresh if fresh[k] != old.get(k))
+        if changed:
+            log.warning("reload: changes to %s need a restart (systemctl restart); "
+                        "applied only %s", ", ".join(changed), ", ".join(RELOADABLE))
+        self.cfg.model.threshold, self.cfg.model.calibration = new.model.threshold, new.model.calibration
+        self.cfg.drift = new.drift
+        self.cfg.pipeline.heatmaps = new.pipeline.heatmaps
+        logs.configure(new.logging)
+        self.pipeline.policy = policy
+        self.pipeline.event(None, "reloaded", f"configuration reloaded: threshold {policy.threshold:g}",
+                            threshold=policy.threshold)
+        if self.publisher is not None and self.publisher.connected:
+            self.publisher.publish_status("online", "reloaded")
+        self.notifier.send("READY=1", f"STATUS=reloaded: threshold {policy.threshold:g}")
+
+    def shutdown(self, reason: str, wait_for_delivery: bool,
+                 interrupted: threading.Event) -> None:
+        self.notifier.send("STOPPING=1", f"STATUS=stopping: {reason}")
+        self.pipeline.stop()
+        self.pipeline.wait()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self.publisher is not None:
+            if wait_for_delivery:
+                log.info("waiting until the broker acknowledged %d message(s)", self.spool.count())
+                while not self.publisher.flush(5.0) and not interrupted.is_set():
+                    log.info("still %d message(s) to deliver (SIGTERM to stop waiting)",
+                             self.spool.count())
+            self.publisher.stop(reason, FLUSH_ON_STOP_S)
+        left = self.spool.count()
+        if left:
+            log.info("%d message(s) stay in the spool %s for the next start", left, self.spool.path)
+        self.backend.close()
+        self.metrics.close()
+        self.spool.close()
+        self.notifier.close()
+        log.info("stopped (%s): %s", reason, self.pipeline.status_line())
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    logs.configure(cfg.logging, verbose=args.verbose)
+    station = Station(args.config, cfg, args.max_samples)
+    requests: list[str] = []
+    wakeup = threading.Event()
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        requests.append("reload" if signum == signal.SIGHUP else "stop")
+        if signum != signal.SIGHUP:
+            stop_requested.set()
+        wakeup.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    station.start()
+    reason = "capture ended"
+    while not station.pipeline.finished.is_set():
+        wakeup.wait(0.5)
+        wakeup.clear()
+        while requests:
+            if requests.pop(0) == "reload":
+                station.reload()
+            else:
+                reason = "stopped by signal (graceful)"
+                station.pipeline.stop()
+    # a stop request drains the pipeline but never waits for an absent broker
+    wait = args.exit_when_done and not stop_requested.is_set()
+    station.shutdown(reason, wait_for_delivery=wait, interrupted=stop_requested)
+    return 0

@@ -1,0 +1,50 @@
+"""Preprocessors by modality: a payload becomes the model's CHW float32 input.
+
+The image preprocessor is :func:`flows.preprocess.to_tensor` with the card's
+spec, so the station feeds the network exactly what training did. Audio or
+robot-log preprocessors register here under their modality name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from flows.card import PreprocessSpec
+from flows.preprocess import BadInputError, decode_image, read_image, to_tensor
+
+Preprocessor = Callable[[object, PreprocessSpec, str], np.ndarray]
+
+_REGISTRY: dict[str, Preprocessor] = {}
+
+
+def register(modality: str) -> Callable[[Preprocessor], Preprocessor]:
+    def add(function: Preprocessor) -> Preprocessor:
+        _REGISTRY[modality] = function
+        return function
+
+    return add
+
+
+def get_preprocessor(modality: str) -> Preprocessor:
+    try:
+        return _REGISTRY[modality]
+    except KeyError:
+        raise BadInputError(
+            f"no preprocessor for modality {modality!r} (known: {', '.join(sorted(_REGISTRY))}); "
+            "the model card and the source disagree"
+        ) from None
+
+
+@register("image")
+def image_to_tensor(payload: object, spec: PreprocessSpec, name: str) -> np.ndarray:
+    """Accept a decoded frame, encoded bytes or a file path."""
+    if isinstance(payload, (bytes, bytearray)):
+        payload = decode_image(bytes(payload), name=name)
+    elif isinstance(payload, (str, Path)):
+        payload = read_image(payload)
+    if not isinstance(payload, np.ndarray):
+        raise BadInputError(f"image {name}: unsupported payload type {type(payload).__name__}")
+    return to_tensor(payload, spec, name=name)

@@ -1,0 +1,255 @@
+"""MQTT publishing from the spool: in order, QoS 1, deleted only on PUBACK.
+
+The sender thread walks the spool by row id and keeps up to ``window`` messages
+in flight. paho keeps unacknowledged messages across reconnects and re-sends them
+in order, so while the broker is away rows simply accumulate in the spool and
+go out, in order, when it returns; after a process restart everything still in
+the spool is sent again (at-least-once: a PLC de-duplicates by ``seq``).
+The retained status topic doubles as the Last Will, set before connecting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.config import FlowedgeConfig
+from edge.metrics import Metrics
+from edge.sample import utc_now
+from edge.spool import Spool
+
+log = logging.getLogger(__name__)
+
+STATUS_SCHEMA = "flowedge.status/1"
+CONTENT_TYPE = "application/json"
+UNSUPPORTED_PROTOCOL = 132
+AUTH_FAILURES = {4, 5, 134, 135}  # 3.1.1 and 5 codes for bad credentials / not authorised
+
+
+class Topics:
+    def __init__(self, cfg: FlowedgeConfig) -> None:
+        self.base = f"{cfg.mqtt.topic_prefix}/{cfg.site}/{cfg.station}"
+
+    def decision(self, sensor: str) -> str:
+        return f"{self.base}/{sensor}/decision"
+
+    def event(self, sensor: str | None) -> str:
+        return f"{self.base}/{sensor}/event" if sensor else f"{self.base}/event"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+
+def _protocol(name: str) -> int:
+    return mqtt.MQTTv311 if name == "3.1.1" else mqtt.MQTTv5
+
+
+class Publisher:
+    """Owns the paho client and the sender thread; safe to call ``wake`` from any thread."""
+
+    def __init__(
+        self,
+        cfg: FlowedgeConfig,
+        spool: Spool,
+        metrics: Metrics,
+        status_fields: Callable[[], dict[str, Any]],
+        on_event: Callable[..., None],
+        window: int = 64,
+    ) -> None:
+        self.cfg, self.mqtt_cfg, self.spool, self.metrics = cfg, cfg.mqtt, spool, metrics
+        self.topics = Topics(cfg)
+        self.status_fields, self.on_event, self.window = status_fields, on_event, window
+        self.client_id = cfg.mqtt.client_id or f"flowedge-{cfg.site}-{cfg.station}"
+        self.connected = False
+        self.last_error = ""
+        self._protocol = _protocol(cfg.mqtt.protocol)
+        self._kick = threading.Event()  # new rows, acks, connection changes
+        self._acks: deque[int] = deque()  # mids acknowledged by the broker (appended by paho)
+        self._inflight: dict[int, int] = {}  # paho mid -> spool row id
+        self._cursor = 0  # highest spool row id handed to paho in this process
+        self._stop = threading.Event()
+        self._rebuild = False
+        self._thread = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
+        self.client = self._make_client()
+
+    # --- client ---------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        c = self.mqtt_cfg
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=self._protocol,
+            clean_session=None if self._protocol == mqtt.MQTTv5 else True,
+        )
+        username = c.resolved_username()
+        if username:
+            client.username_pw_set(username, c.resolved_password())
+        if c.tls is not None:
+            client.tls_set(
+                ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
+                certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
+                keyfile=str(c.tls.key_file) if c.tls.key_file else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            client.tls_insecure_set(c.tls.insecure)
+        will = self._status_payload("offline", "connection lost (process died or network down)")
+        client.will_set(self.topics.status, will, qos=1, retain=True,
+                        properties=self._props(expiry=False))
+        client.reconnect_delay_set(int(max(1, c.reconnect_min_s)), int(max(1, c.reconnect_max_s)))
+        client.max_inflight_messages_set(self.window)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _props(self, expiry: bool) -> Properties | None:
+        if self._protocol != mqtt.MQTTv5:
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        props.ContentType = CONTENT_TYPE
+        if expiry and self.mqtt_cfg.message_expiry_s:
+            props.MessageExpiryInterval = self.mqtt_cfg.message_expiry_s
+        return props
+
+    def _status_payload(self, state: str, reason: str) -> bytes:
+        doc = {
+            "schema": STATUS_SCHEMA,
+            "site": self.cfg.site,
+            "station": self.cfg.station,
+            "state": state,
+            "reason": reason,
+            "utc": utc_now(),
+            **self.status_fields(),
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def start(self) -> None:
+        c = self.mqtt_cfg
+        log.info("MQTT: connecting to %s:%d as %s (%s)", c.host, c.port, self.client_id,
+                 "MQTT 5" if self._protocol == mqtt.MQTTv5 else "MQTT 3.1.1")
+        self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+        self.client.loop_start()
+        self._thread.start()
+
+    # --- callbacks (paho network thread: never block here) -----------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        if reason_code.is_failure:
+            code = reason_code.value
+            c = self.mqtt_cfg
+            if code == UNSUPPORTED_PROTOCOL and c.protocol == "auto" and self._protocol == mqtt.MQTTv5:
+                log.warning("MQTT: broker does not speak MQTT 5; falling back to 3.1.1")
+                self._rebuild = True
+                self.wake()
+                return
+            hint = (
+                f"check mqtt.username / ${c.username_env} and ${c.password_env} (or the broker's ACL)"
+                if code in AUTH_FAILURES else "check the broker configuration"
+            )
+            self.last_error = f"broker {c.host}:{c.port} refused the connection: {reason_code} ({hint})"
+            log.error("MQTT: %s; retrying with backoff up to %.0f s", self.last_error,
+                      c.reconnect_max_s)
+            self.on_event(None, "broker_refused", self.last_error, reason_code=code)
+            return
+        self.connected = True
+        self.last_error = ""
+        self.metrics.broker_connected.set(1)
+        log.info("MQTT: connected to %s:%d", self.mqtt_cfg.host, self.mqtt_cfg.port)
+        self.publish_status("online", "running")
+        self.wake()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        was = self.connected
+        self.connected = False
+        self.metrics.broker_connected.set(0)
+        if was and not self._stop.is_set():
+            log.warning("MQTT: connection lost (%s); %d message(s) wait in the spool, reconnecting",
+                        reason_code, self.spool.count())
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
+        # paho holds its message lock here: only lock-free appends and an Event, never our locks
+        self._acks.append(mid)
+        self._kick.set()
+
+    # --- sender ----------------------------------------------------------------------
+    def wake(self) -> None:
+        self._kick.set()
+
+    def publish_status(self, state: str, reason: str) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(self.topics.status, self._status_payload(state, reason), qos=1,
+                                   retain=True, properties=self._props(expiry=False))
+
+    def _run(self) -> None:
+        """Only this thread touches ``_inflight`` and ``_cursor``."""
+        while not self._stop.is_set():
+            self._kick.clear()  # cleared before looking: a later wake is never missed
+            while self._acks:
+                row_id = self._inflight.pop(self._acks.popleft(), None)
+                if row_id is not None:
+                    self.spool.delete(row_id)
+            if self._rebuild:
+                self._switch_to_311()
+                continue
+            room = self.window - len(self._inflight)
+            if self.connected and room > 0:
+                rows = self.spool.after(self._cursor, room)
+                for row in rows:
+                    expiry = row.topic.endswith("/decision")
+                    info = self.client.publish(row.topic, row.payload, qos=1, retain=row.retain,
+                                               properties=self._props(expiry))
+                    self._inflight[info.mid] = row.id
+                    self._cursor = row.id
+                self.metrics.spool_messages.set(self.spool.count())
+                if rows:
+                    continue
+            self._kick.wait(0.5)
+
+    def _switch_to_311(self) -> None:
+        self._rebuild = False
+        self.client.loop_stop()
+        self._protocol = mqtt.MQTTv311
+        self._inflight.clear()
+        self._cursor = 0
+        self.client = self._make_client()
+        c = self.mqtt_cfg
+        self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+        self.client.loop_start()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until the spool is empty (all acknowledged); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.spool.count() == 0:
+                return True
+            self.wake()
+            time.sleep(0.02)
+        return self.spool.count() == 0
+
+    def stop(self, reason: str, flush_timeout_s: float = 5.0) -> None:
+        """Send what the broker takes within the timeout, publish ``offline``, disconnect.
+
+        Whatever is not acknowledged stays in the spool for the next start.
+        """
+        if self.connected:
+            self.flush(flush_timeout_s)
+            info = self.publish_status("offline", reason)
+            try:
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("MQTT: offline status not confirmed: %s", exc)
+        self._stop.set()
+        self.wake()
+        self._thread.join(timeout=2.0)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.metrics.broker_connected.set(0)

@@ -1,0 +1,151 @@
+"""``flowedge export onnx``: export, convert, lint and parity-check in one step.
+
+A graph is only left at ``--out`` when it passed; a failing one is kept as
+``<out>.failed`` for inspection and the command exits 5.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edge.backends.onnxrt import OnnxRuntimeBackend
+from export import metadata
+from export.calibration_ref import CalibrationRef, load_calibration
+from export.fp16 import to_fp16
+from export.metadata import MIN_OPSET
+from export.onnx_export import export_onnx
+from export.onnx_graph import get_metadata, set_metadata
+from export.oplint import supported_ops, unsupported_ops
+from export.parity import (
+    ParityReport,
+    compare,
+    folder_samples,
+    fp16_faithful_infer,
+    run_in_batches,
+    synthetic_samples,
+)
+from flows.checkpoint import load_checkpoint
+from flows.detectors.base import Detector
+from flows.errors import CheckFailedError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportRequest:
+    checkpoint: Path
+    out: Path
+    opset: int = MIN_OPSET
+    fp16: bool = False
+    calibration: Path | None = None
+    samples: Path | None = None
+    score_rtol: float | None = None  # None: the default for the precision (see export.parity)
+
+
+def torch_outputs(
+    detector: Detector, batch: np.ndarray, chunk: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    def infer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            score, amap = detector(torch.from_numpy(x))
+        return score.float().numpy(), amap.float().numpy()
+
+    return run_in_batches(infer, batch, sizes=(chunk,))
+
+
+FAITHFUL_SAMPLES = 2  # fp16 graphs: first normal and first anomalous sample
+
+
+def check_graph(
+    path: Path,
+    reference: tuple[np.ndarray, np.ndarray],
+    batch: np.ndarray,
+    calibration: CalibrationRef | None,
+    score_rtol: float | None = None,
+    fp16_faithful: bool = False,
+) -> ParityReport:
+    """Run the graph through the station's ONNX Runtime backend (batch 1 and 3) and compare.
+
+    ``fp16_faithful`` runs ONNX's reference evaluator instead (true fp16 arithmetic).
+    """
+    backend = OnnxRuntimeBackend.open(path, device="cpu", threads=0)
+    infer = fp16_faithful_infer(path) if fp16_faithful else backend.infer
+    got = run_in_batches(infer, batch, sizes=(1, 3))
+    return compare(
+        reference,
+        got,
+        precision=backend.precision,
+        threshold=None if calibration is None else calibration.threshold,
+        higher_is_anomalous=backend.card.score.higher_is_anomalous,
+        score_rtol=score_rtol,
+    )
+
+
+def lint(model: onnx.ModelProto, source: str) -> list[str]:
+    version, _ = supported_ops()
+    findings = [str(f) for f in unsupported_ops(model)]
+    if findings:
+        log.warning(
+            "%s: ops not in TensorRT %s's ONNX parser list: %s (a TensorRT build may fail)",
+            source,
+            version,
+            ", ".join(findings),
+        )
+    return findings
+
+
+def run_export(request: ExportRequest) -> ParityReport:
+    calibration = load_calibration(request.calibration) if request.calibration else None
+    detector, card = load_checkpoint(request.checkpoint, device="cpu")
+    spec = card.preprocess
+    batch = folder_samples(request.samples, spec) if request.samples else synthetic_samples(spec)
+    reference = torch_outputs(detector, batch)
+    out = request.out
+    with tempfile.TemporaryDirectory(prefix="flowedge-export-") as tmp:
+        staged = Path(tmp) / "model.onnx"
+        export_onnx(detector, card, staged, opset=request.opset, calibration=calibration)
+        model = onnx.load(str(staged))
+        if request.fp16:
+            model = to_fp16(model, source=str(request.checkpoint))
+            onnx.checker.check_model(model, full_check=True)
+            onnx.save(model, str(staged))
+        lint(model, str(out))
+        report = check_graph(staged, reference, batch, calibration, request.score_rtol)
+        log.info("onnxruntime: %s", report.summary())
+        if request.fp16 and report.passed:
+            half = len(batch) // 2
+            picks = [0, half] if half else [0]
+            report = check_graph(
+                staged,
+                tuple(r[picks] for r in reference),
+                batch[picks],
+                calibration,
+                request.score_rtol,
+                fp16_faithful=True,
+            )
+            log.info("fp16 reference evaluator: %s", report.summary())
+        set_metadata(
+            model, {**get_metadata(model), metadata.PARITY_KEY: json.dumps(report.to_dict())}
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        target = out if report.passed else out.with_name(out.name + ".failed")
+        onnx.save(model, str(target))
+    if not report.passed:
+        details = "; ".join(
+            f"sample {f['sample']}: {f['reference']:.6g} -> {f['graph']:.6g} at threshold {f['threshold']:.6g}"
+            for f in report.flips[:5]
+        )
+        raise CheckFailedError(
+            f"parity check failed, graph not written to {out} (kept as {target} for inspection): "
+            f"{report.summary()}{'; ' + details if details else ''}"
+        )
+    log.info("wrote %s (%s, card %s)", out, "fp16-safe" if request.fp16 else "fp32", card.model_id)
+    return report

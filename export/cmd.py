@@ -1,0 +1,107 @@
+"""``flowedge export onnx|trt``: one command, a subparser per target.
+
+``onnx`` needs the training stack (torch); ``trt`` needs TensorRT and runs on
+the GPU station the engine is for.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from export.metadata import MIN_OPSET
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
+    onnx_p = targets.add_parser(
+        "onnx",
+        help="checkpoint -> ONNX graph with embedded card; fails (exit 5) unless it matches PyTorch",
+    )
+    onnx_p.add_argument("checkpoint", type=Path, help="directory written by 'flowedge train'")
+    onnx_p.add_argument("--out", type=Path, default=Path("model.onnx"), help="graph to write")
+    onnx_p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    onnx_p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="fp16 up to the latents, fp32 reductions (for GPUs / TensorRT)",
+    )
+    onnx_p.add_argument(
+        "--calibration", type=Path, help="calibration.json: embed its threshold, check at it"
+    )
+    onnx_p.add_argument(
+        "--samples",
+        type=Path,
+        help="folder of images for the parity check (default: synthetic normal + defect)",
+    )
+    onnx_p.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help="relative score tolerance of the parity check (default 1e-3 fp32, 1e-2 fp16)",
+    )
+    trt_p = targets.add_parser(
+        "trt", help="ONNX graph -> TensorRT engine for this GPU (+ metadata JSON)"
+    )
+    trt_p.add_argument("model", type=Path, help="graph written by 'flowedge export onnx'")
+    trt_p.add_argument(
+        "--out", type=Path, default=None, help="engine to write (default: MODEL.engine)"
+    )
+    precision = trt_p.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--fp16",
+        dest="precision",
+        action="store_const",
+        const="fp16",
+        help="fp16 with fp32 reductions (default)",
+    )
+    precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32")
+    precision.add_argument(
+        "--int8",
+        dest="precision",
+        action="store_const",
+        const="int8",
+        help="INT8 (needs --int8-images), reductions stay fp32",
+    )
+    trt_p.add_argument(
+        "--int8-images", type=Path, help="folder of normal images for INT8 calibration"
+    )
+    trt_p.add_argument("--min-batch", type=int, default=1)
+    trt_p.add_argument("--opt-batch", type=int, default=4)
+    trt_p.add_argument("--max-batch", type=int, default=8)
+    trt_p.add_argument(
+        "--timing-cache", type=Path, help="persistent timing cache (read, then updated)"
+    )
+    trt_p.set_defaults(precision="fp16")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.target == "onnx":
+        from export.checked import ExportRequest, run_export
+
+        run_export(
+            ExportRequest(
+                args.checkpoint,
+                args.out,
+                args.opset,
+                args.fp16,
+                args.calibration,
+                args.samples,
+                args.rtol,
+            )
+        )
+        return 0
+    from export.engine_meta import BatchProfile
+    from export.tensorrt_build import BuildRequest, build_engine
+
+    build_engine(
+        BuildRequest(
+            onnx_path=args.model,
+            out=args.out or args.model.with_suffix(".engine"),
+            precision=args.precision,
+            profile=BatchProfile(args.min_batch, args.opt_batch, args.max_batch),
+            timing_cache=args.timing_cache,
+            int8_images=args.int8_images,
+        )
+    )
+    return 0

@@ -1,0 +1,45 @@
+"""Keys and readers for what flowedge embeds in an ONNX graph.
+
+Pure standard library: the station reads the card through ONNX Runtime's
+``custom_metadata_map`` without onnx or torch installed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flows.card import CardError, ModelCard
+
+CARD_KEY = "flowedge.card"  # the model card JSON (calibration_sha256 set when bound)
+CALIBRATION_KEY = "flowedge.calibration"  # {"threshold": float, "sha256": str} when bound
+LATENTS_KEY = "flowedge.latents"  # JSON list of the latent z tensor names (fp16 boundary)
+PRECISION_KEY = "flowedge.precision"  # "fp32" or "fp16" (fp16 up to z, fp32 reductions)
+PARITY_KEY = "flowedge.parity"  # JSON report of the export's parity check
+
+MIN_OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("score", "map")
+
+
+def card_from_metadata(meta: dict[str, str], source: str) -> ModelCard:
+    """Read and check the embedded card; a graph without one is not a flowedge model."""
+    if CARD_KEY not in meta:
+        raise CardError(
+            f"{source}: no model card embedded (metadata key '{CARD_KEY}'); "
+            "only graphs written by 'flowedge export onnx' can be run: export the checkpoint again"
+        )
+    try:
+        data = json.loads(meta[CARD_KEY])
+    except json.JSONDecodeError as exc:
+        raise CardError(
+            f"{source}: embedded model card is not valid JSON ({exc}); re-export"
+        ) from exc
+    if not isinstance(data, dict):
+        raise CardError(f"{source}: embedded model card is not a JSON object; re-export")
+    return ModelCard.from_dict(data, source=source)
+
+
+def json_entry(meta: dict[str, str], key: str, default: Any = None) -> Any:
+    """A JSON-valued metadata entry, or ``default`` when absent."""
+    return json.loads(meta[key]) if key in meta else default

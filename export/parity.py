@@ -1,0 +1,198 @@
+"""Parity check built into every export: the graph must score like PyTorch.
+
+Tolerance (stated, relative): for every sample, ``|s_graph - s_torch| /
+max(|s_torch|, 1e-6) <= rtol`` with rtol = 1e-3 for fp32 graphs and 1e-2 for
+fp16-safe graphs; maps: ``max|m_graph - m_torch| / max|m_torch| <= map_rtol``
+(1e-3 / 3e-2). And no decision may flip at the calibrated threshold; for an
+uncalibrated model, at the 10/25/50/75/90 % quantiles of the reference scores
+(midpoints between the two neighbouring reference scores), no decision may flip
+for a sample farther than the score tolerance from the threshold (closer ones
+are within the stated error by definition and are reported as borderline).
+ONNX Runtime's CPU provider runs most fp16 nodes through fp32 kernels and drops
+the casts between them, so it cannot show fp16 rounding or overflow; fp16
+graphs are therefore also run on a few samples with ONNX's reference evaluator
+(numpy, true fp16 arithmetic), as a GPU would. Samples go through the real preprocessing: smooth normal textures and the same
+textures with a bright blob and a dark scratch (synthetic anomalies), or user
+images; the graph runs at batch sizes 1 and 3 to prove the dynamic batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from flows.card import PreprocessSpec
+from flows.preprocess import load_tensor, to_tensor
+
+TOLERANCES = {"fp32": (1e-3, 1e-3), "fp16": (1e-2, 3e-2)}  # precision -> (score rtol, map rtol)
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass
+class ParityReport:
+    precision: str
+    n_samples: int
+    score_rtol: float
+    map_rtol: float
+    max_score_rel_err: float
+    max_map_rel_err: float
+    thresholds: list[float]
+    threshold_source: str  # "calibration" or "quantiles"
+    flips: list[dict[str, float]] = field(default_factory=list)
+    borderline: list[dict[str, float]] = field(default_factory=list)
+    nonfinite: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.nonfinite == 0
+            and not self.flips
+            and self.max_score_rel_err <= self.score_rtol
+            and self.max_map_rel_err <= self.map_rtol
+        )
+
+    def summary(self) -> str:
+        return (
+            f"{self.precision} parity on {self.n_samples} samples: score rel err "
+            f"{self.max_score_rel_err:.2e} (tol {self.score_rtol:.0e}), map rel err "
+            f"{self.max_map_rel_err:.2e} (tol {self.map_rtol:.0e}), {len(self.flips)} decision flip(s) "
+            f"at {len(self.thresholds)} {self.threshold_source} threshold(s) "
+            f"({len(self.borderline)} borderline), "
+            f"{self.nonfinite} non-finite score(s)"
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def _texture(rng: np.random.Generator, size: tuple[int, int], channels: int) -> np.ndarray:
+    h, w = size
+    coarse = rng.uniform(90, 170, size=(max(h // 8, 2), max(w // 8, 2), channels)).astype(
+        np.float32
+    )
+    smooth = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, channels)
+    grain = rng.normal(0, 6, size=(h, w, channels)).astype(np.float32)
+    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
+
+
+def _add_defect(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    out = image.copy()
+    radius = max(2, min(h, w) // 8)
+    centre = (int(rng.integers(radius, w - radius)), int(rng.integers(radius, h - radius)))
+    cv2.circle(out, centre, radius, (255, 255, 255), -1)
+    y = int(rng.integers(0, h))
+    cv2.line(out, (0, y), (w - 1, min(h - 1, y + h // 4)), (0, 0, 0), max(1, h // 32))
+    return out
+
+
+def synthetic_samples(
+    spec: PreprocessSpec, n_normal: int = 6, n_anomalous: int = 6, seed: int = 0
+) -> np.ndarray:
+    """Preprocessed [N, C, H, W] batch: normal textures, then the same with defects."""
+    rng = np.random.default_rng(seed)
+    size = (spec.height, spec.width)
+    normals = [_texture(rng, size, 3) for _ in range(max(n_normal, n_anomalous))]
+    images = normals[:n_normal] + [_add_defect(img, rng) for img in normals[:n_anomalous]]
+    return np.stack([to_tensor(img, spec, name=f"synthetic-{i}") for i, img in enumerate(images)])
+
+
+def folder_samples(folder: Path, spec: PreprocessSpec, limit: int = 16) -> np.ndarray:
+    """Preprocessed batch of up to ``limit`` images found (recursively, sorted) in ``folder``."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        from flows.errors import DataError
+
+        raise DataError(f"sample folder {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    step = max(1, len(files) // limit)  # spread over the folder (e.g. good and defect subfolders)
+    return np.stack([load_tensor(p, spec) for p in files[::step][:limit]])
+
+
+def run_in_batches(
+    infer, batch: np.ndarray, sizes: Sequence[int] = (1, 3)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``infer`` over ``batch`` in chunks whose sizes cycle through ``sizes``."""
+    scores, maps, start, i = [], [], 0, 0
+    while start < len(batch):
+        size = sizes[i % len(sizes)]
+        score, amap = infer(batch[start : start + size])
+        scores.append(score)
+        maps.append(amap)
+        start, i = start + size, i + 1
+    return np.concatenate(scores), np.concatenate(maps)
+
+
+def fp16_faithful_infer(path: Path):
+    """An ``infer`` that evaluates the graph with true fp16 arithmetic (slow: a few samples)."""
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(str(path))
+
+    def infer(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            score, amap = evaluator.run(["score", "map"], {"input": batch.astype(np.float32)})
+        return np.asarray(score, dtype=np.float32), np.asarray(amap, dtype=np.float32)
+
+    return infer
+
+
+def quantile_thresholds(reference: np.ndarray) -> list[float]:
+    """Thresholds at the QUANTILES of the reference scores, each moved to the midpoint between
+    the two reference scores around it, so no threshold sits on top of a sample by accident."""
+    ordered = np.sort(reference.astype(np.float64))
+    if len(ordered) < 2:
+        return [float(t) for t in ordered]
+    picks = sorted({min(int(q * (len(ordered) - 1)), len(ordered) - 2) for q in QUANTILES})
+    return [float((ordered[i] + ordered[i + 1]) / 2) for i in picks]
+
+
+def compare(
+    ref: tuple[np.ndarray, np.ndarray],
+    got: tuple[np.ndarray, np.ndarray],
+    precision: str,
+    threshold: float | None = None,
+    higher_is_anomalous: bool = True,
+    score_rtol: float | None = None,
+) -> ParityReport:
+    """Compare graph outputs with the reference; see the module docstring for the rule."""
+    ref_s, ref_m = (np.asarray(a, dtype=np.float64) for a in ref)
+    got_s, got_m = (np.asarray(a, dtype=np.float64) for a in got)
+    default_rtol, map_rtol = TOLERANCES["fp16" if precision.startswith("fp16") else "fp32"]
+    rtol = default_rtol if score_rtol is None else score_rtol
+    finite = np.isfinite(got_s)
+    with np.errstate(invalid="ignore", over="ignore"):
+        score_err = np.abs(got_s - ref_s) / np.maximum(np.abs(ref_s), 1e-6)
+        map_err = np.max(np.abs(got_m - ref_m)) / max(float(np.max(np.abs(ref_m))), 1e-6)
+    thresholds = [threshold] if threshold is not None else quantile_thresholds(ref_s)
+    flips, borderline = [], []
+    for t in thresholds:
+        ref_dec = ref_s >= t if higher_is_anomalous else ref_s <= t
+        got_dec = got_s >= t if higher_is_anomalous else got_s <= t
+        for idx in np.flatnonzero(ref_dec != got_dec):
+            near = threshold is None and abs(ref_s[idx] - t) <= rtol * max(abs(ref_s[idx]), 1e-6)
+            (borderline if near else flips).append(
+                {
+                    "sample": int(idx),
+                    "threshold": t,
+                    "reference": float(ref_s[idx]),
+                    "graph": float(got_s[idx]),
+                }
+            )
+    return ParityReport(
+        precision=precision,
+        n_samples=len(ref_s),
+        score_rtol=rtol,
+        map_rtol=map_rtol,
+        max_score_rel_err=float(np.nanmax(np.where(finite, score_err, np.inf))),
+        max_map_rel_err=float(map_err) if np.isfinite(map_err) else float("inf"),
+        thresholds=thresholds,
+        threshold_source="calibration" if threshold is not None else "quantiles",
+        flips=flips,
+        borderline=borderline,
+        nonfinite=int((~finite).sum()),
+    )

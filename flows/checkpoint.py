@@ -1,0 +1,117 @@
+"""Checkpoints: ``weights.safetensors`` plus ``card.json``, and nothing that runs code.
+
+safetensors holds only tensors (no pickle), and the card binds them by hash, so a
+station loads exactly the model that was trained and evaluated or refuses with a
+message that says which file is wrong. The full state dict (backbone included)
+is saved, so loading never needs the original backbone weights or a download.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from flows import __version__
+from flows.card import CardError, ModelCard, sha256_file
+from flows.config import DetectorConfig, TrainingConfig
+from flows.detectors.base import Detector
+from flows.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "card.json"
+
+
+def save_checkpoint(detector: Detector, card: ModelCard, out_dir: str | Path) -> ModelCard:
+    """Write weights and card to ``out_dir``; returns the card as written (hash, version, time)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # clone: safetensors refuses tensors that share storage (e.g. tied or viewed parameters)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in detector.state_dict().items()}
+    weights = out_dir / WEIGHTS_FILE
+    # one metadata key only: safetensors writes several in random order, and equal weights
+    # must give an equal file hash (reproducible training, re-saved checkpoints)
+    save_file(state, str(weights), metadata={"format": "pt"})
+    written = replace(
+        card,
+        weights_sha256=sha256_file(weights),
+        flowedge_version=__version__,
+        created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    written.save(out_dir / CARD_FILE)
+    log.info("checkpoint %s written to %s", written.model_id, out_dir)
+    return written
+
+
+def torch_device(name: str) -> torch.device:
+    """Parse a device name, refusing a CUDA device this machine does not have (exit 2)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {name!r} is not a device name; use cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {name!r} asked for, but torch sees no CUDA GPU here; use --device cpu"
+        )
+    return device
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """Accept the checkpoint directory or either of its two files."""
+    path = Path(path)
+    return path.parent if path.name in (WEIGHTS_FILE, CARD_FILE) else path
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Detector, ModelCard]:
+    """Rebuild the detector described by the card and load its verified weights.
+
+    Raises :class:`CardError` for a missing file, a card of another format, a
+    preprocessing spec changed since training, or weights that do not match the card.
+    """
+    folder = checkpoint_dir(path)
+    if not folder.is_dir():
+        raise CardError(
+            f"checkpoint {folder} not found; give the directory written by 'flowedge train'"
+        )
+    missing = [name for name in (CARD_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise CardError(f"checkpoint {folder} is incomplete: {' and '.join(missing)} missing")
+    card = ModelCard.load(folder / CARD_FILE)
+    weights = folder / WEIGHTS_FILE
+    actual = sha256_file(weights)
+    if actual != card.weights_sha256:
+        raise CardError(
+            f"{weights}: sha256 {actual[:12]}... does not match the card "
+            f"({card.weights_sha256[:12] or 'none'}...); the weights were replaced or damaged: "
+            "copy the checkpoint directory again as a whole"
+        )
+    try:
+        det_cfg = DetectorConfig.model_validate(card.detector_params)
+        train_cfg = TrainingConfig.model_validate(card.training.get("config", {}))
+    except ValidationError as exc:
+        raise CardError(f"{folder / CARD_FILE}: detector parameters are not valid: {exc}") from exc
+    det_cfg.backbone.weights = "none"  # the state dict below carries the backbone too
+    from flows.detectors import build_detector  # heavy (timm); only once the files check out
+
+    detector = build_detector(det_cfg, train_cfg)
+    rebuilt = detector.preprocess_spec()
+    if rebuilt.digest() != card.preprocess.digest():
+        raise CardError(
+            f"{folder / CARD_FILE}: the card's preprocessing ({card.preprocess}) differs from what "
+            f"this detector needs ({rebuilt}); the card was edited: retrain instead"
+        )
+    try:
+        state = load_file(str(weights), device="cpu")
+        detector.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError) as exc:
+        raise CardError(f"{weights}: weights do not fit the detector in the card: {exc}") from exc
+    detector.to(torch_device(device)).eval()
+    return detector, card

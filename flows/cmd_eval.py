@@ -1,0 +1,82 @@
+"""``flowedge eval CHECKPOINT TEST_ROOT --out DIR``: metrics, report and figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from flows.errors import CheckFailedError, DataError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="checkpoint directory written by 'flowedge train'",
+    )
+    parser.add_argument(
+        "test_root",
+        type=Path,
+        metavar="TEST_ROOT",
+        help="MVTec category root (uses test/ and ground_truth/) or its test folder",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="directory for report.json and the PNG figures"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--worst", type=int, default=3, help="heatmap overlays per kind of worst case (default 3)"
+    )
+    parser.add_argument(
+        "--min-auroc", type=float, help="exit 5 when the overall image AUROC is below this"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fmt(value: Any) -> str:
+    return "   n/a" if value is None else f"{value:6.3f}"
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """Overall and per-defect rows: counts, image AUROC, pixel AUROC, F1-max."""
+    rows = [
+        f"{'':<14} {'good':>5} {'defect':>6} {'img AUROC':>9} {'px AUROC':>9} {'F1-max':>7} {'threshold':>10}"
+    ]
+    groups = {"overall": metrics["overall"], **metrics["per_defect"]}
+    for name, m in groups.items():
+        threshold = "n/a" if m["f1_threshold"] is None else f"{m['f1_threshold']:.4g}"
+        rows.append(
+            f"{name:<14} {m['n_good']:>5} {m['n_defect']:>6} {_fmt(m['image_auroc']):>9} "
+            f"{_fmt(m.get('pixel_auroc')):>9} {_fmt(m['f1_max']):>7} {threshold:>10}"
+        )
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.test_root.is_dir():
+        raise DataError(f"test data folder {args.test_root} not found")
+    from flows.evaluate import evaluate  # heavy: torch, timm, matplotlib
+
+    report = evaluate(
+        args.checkpoint,
+        args.test_root,
+        args.out,
+        device=args.device,
+        batch_size=args.batch_size,
+        n_worst=args.worst,
+        show_progress=not args.no_progress,
+    )
+    data = report["data"]
+    print(f"model {report['model_id']} on {data['n_ok']} test images ({data['n_skipped']} skipped)")
+    print(summary_table(report["metrics"]))
+    files = report["files"]
+    print(
+        f"report: {files['report']}\nfigures: {files['roc']}, {files['histogram']}, {len(files['heatmaps'])} heatmaps in {Path(args.out) / 'heatmaps'}"
+    )
+    auroc = report["metrics"]["overall"]["image_auroc"]
+    if args.min_auroc is not None and (auroc is None or auroc < args.min_auroc):
+        raise CheckFailedError(f"image AUROC {auroc} is below the target {args.min_auroc}")
+    return 0

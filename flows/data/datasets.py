@@ -1,0 +1,178 @@
+"""Readers for MVTec-AD style datasets and plain folders of normal images.
+
+Images go through :mod:`flows.preprocess` (the one preprocessing), so training,
+evaluation and the station see identical tensors. A broken file never stops a
+run and never disappears silently: it is logged by name, skipped and counted in
+a :class:`LoadSummary` that ends up in the model card or the evaluation report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from flows.card import PreprocessSpec
+from flows.errors import DataError
+from flows.preprocess import BadInputError, load_tensor, read_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+GOOD = "good"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with its label: ``defect`` is ``good`` for normal images."""
+
+    path: Path
+    defect: str = GOOD
+    mask_path: Path | None = None
+
+    @property
+    def label(self) -> int:
+        return int(self.defect != GOOD)
+
+
+@dataclass
+class LoadSummary:
+    """What a reader used and what it had to skip (and why, in the log)."""
+
+    root: str
+    n_ok: int = 0
+    n_skipped: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def skip(self, sample: Sample, error: BadInputError) -> None:
+        log.warning("skipping %s", error)
+        self.n_skipped += 1
+        self.skipped.append(str(sample.path))
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DataError(f"{what} {path} is not a directory; check the path")
+
+
+def training_samples(root: str | Path) -> list[Sample]:
+    """Normal images for training: ``root/train/good`` of an MVTec category, else every
+    image under ``root`` (recursive)."""
+    root = Path(root)
+    _require_dir(root, "training data folder")
+    mvtec_train = root / "train" / GOOD
+    folder, recursive = (mvtec_train, False) if mvtec_train.is_dir() else (root, True)
+    paths = _images_in(folder, recursive)
+    if any("ground_truth" in p.relative_to(folder).parts for p in paths):
+        raise DataError(
+            f"{folder} holds ground_truth masks, so it is not a folder of normal images: "
+            "give one MVTec category root (with train/good), not the dataset root"
+        )
+    if not paths:
+        raise DataError(
+            f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder}; "
+            "give an MVTec category root (with train/good) or a folder of normal images"
+        )
+    return [Sample(path) for path in paths]
+
+
+def labelled_samples(root: str | Path) -> list[Sample]:
+    """Labelled test images: ``root/test/<defect>/`` (``good`` is normal) with masks at
+    ``root/ground_truth/<defect>/<stem>_mask.png``. ``root`` may also be the test folder
+    itself (masks then in its sibling or child ``ground_truth``)."""
+    root = Path(root)
+    _require_dir(root, "test data folder")
+    test_dir = root / "test" if (root / "test").is_dir() else root
+    truth_dirs = [test_dir.parent / "ground_truth", test_dir / "ground_truth"]
+    truth = next((d for d in truth_dirs if d.is_dir()), None)
+    samples: list[Sample] = []
+    for folder in sorted(d for d in test_dir.iterdir() if d.is_dir() and d.name != "ground_truth"):
+        for path in _images_in(folder, recursive=False):
+            mask = None
+            if folder.name != GOOD and truth is not None:
+                candidate = truth / folder.name / f"{path.stem}_mask.png"
+                mask = candidate if candidate.is_file() else None
+            samples.append(Sample(path, folder.name, mask))
+    if not any(s.label == 0 for s in samples) or not any(s.label == 1 for s in samples):
+        raise DataError(
+            f"test folder {test_dir} needs a 'good' subfolder and at least one defect subfolder "
+            "with images (MVTec layout: test/good, test/<defect>)"
+        )
+    return samples
+
+
+def load_mask(sample: Sample, spec: PreprocessSpec) -> np.ndarray | None:
+    """Ground-truth mask as bool HxW at the model input size (nearest), zeros for good
+    images, ``None`` when a defect image has no readable mask (no pixel metrics for it)."""
+    if sample.label == 0:
+        return np.zeros((spec.height, spec.width), dtype=bool)
+    if sample.mask_path is None:
+        return None
+    try:
+        mask = read_image(sample.mask_path)
+    except BadInputError as exc:
+        log.warning("ignoring mask: %s", exc)
+        return None
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    resized = cv2.resize(mask, (spec.width, spec.height), interpolation=cv2.INTER_NEAREST)
+    return resized > 0
+
+
+def iter_batches(
+    samples: Sequence[Sample],
+    spec: PreprocessSpec,
+    batch_size: int,
+    summary: LoadSummary,
+    num_workers: int = 0,
+) -> Iterator[tuple[np.ndarray, list[Sample]]]:
+    """Yield (NCHW float32 batch, its samples), skipping unusable images into ``summary``.
+
+    Raises :class:`DataError` naming ``summary.root`` when no image at all was usable.
+    ``num_workers`` > 0 decodes in threads (OpenCV releases the GIL).
+    """
+    pool = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
+
+    def load(sample: Sample) -> np.ndarray | BadInputError:
+        try:
+            return load_tensor(sample.path, spec)
+        except BadInputError as exc:
+            return exc
+
+    try:
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            results = list(pool.map(load, chunk)) if pool else [load(s) for s in chunk]
+            tensors, kept = [], []
+            for sample, result in zip(chunk, results, strict=True):
+                if isinstance(result, BadInputError):
+                    summary.skip(sample, result)
+                else:
+                    tensors.append(result)
+                    kept.append(sample)
+            summary.n_ok += len(kept)
+            if kept:
+                yield np.stack(tensors), kept
+    finally:
+        if pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+    if summary.n_ok == 0:
+        raise DataError(
+            f"{summary.root}: none of the {summary.n_skipped} image(s) could be used "
+            "(all unreadable or corrupt, see the warnings above); check the folder"
+        )

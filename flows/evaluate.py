@@ -1,0 +1,170 @@
+"""Evaluate a checkpoint on a labelled test set: ``report.json`` plus figures.
+
+The report carries every image's score so calibration and later comparisons can
+be redone without re-running the model; the figures show where the model is
+wrong (the highest-scored good images and the lowest-scored defects).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from flows.card import PreprocessSpec
+from flows.checkpoint import checkpoint_dir, load_checkpoint
+from flows.data.datasets import LoadSummary, Sample, iter_batches, labelled_samples, load_mask
+from flows.errors import CheckFailedError
+from flows.metrics import detection_report
+from flows.plots import plot_histogram, plot_overlay, plot_roc
+from flows.preprocess import read_image
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.json"
+
+
+def _display_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
+    """The input as RGB uint8 at the model's input size, for overlays."""
+    image = read_image(path)
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    else:
+        image = cv2.cvtColor(
+            image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        )
+    return cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
+
+
+@torch.no_grad()
+def score_samples(
+    detector: torch.nn.Module,
+    samples: list[Sample],
+    spec: PreprocessSpec,
+    summary: LoadSummary,
+    batch_size: int,
+    device: str,
+    show_progress: bool,
+) -> tuple[list[Sample], np.ndarray, np.ndarray]:
+    """Scores [N] and maps [N, H, W] of the usable samples (the others go to ``summary``)."""
+    kept_all: list[Sample] = []
+    scores, maps = [], []
+    with tqdm(total=len(samples), desc="eval", unit="img", disable=not show_progress) as bar:
+        for batch, kept in iter_batches(samples, spec, batch_size, summary):
+            score, amap = detector(torch.from_numpy(batch).to(device))
+            scores.append(score.float().cpu().numpy())
+            maps.append(amap.float().cpu().numpy())
+            kept_all += kept
+            bar.update(len(kept))
+    return kept_all, np.concatenate(scores), np.concatenate(maps)
+
+
+def _worst_cases(
+    samples: list[Sample],
+    scores: np.ndarray,
+    maps: np.ndarray,
+    masks: list[np.ndarray | None],
+    spec: PreprocessSpec,
+    out_dir: Path,
+    n_worst: int,
+) -> list[str]:
+    """Overlays of the highest-scored good images and the lowest-scored defects."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    value_range = (float(np.percentile(maps, 1)), float(np.percentile(maps, 99.9)))
+    labels = np.array([s.label for s in samples])
+    good = [int(i) for i in np.argsort(-scores) if labels[i] == 0][:n_worst]
+    defect = [int(i) for i in np.argsort(scores) if labels[i] == 1][:n_worst]
+    written = []
+    for kind, indices in (("good_highest", good), ("defect_lowest", defect)):
+        for rank, i in enumerate(indices):
+            sample = samples[i]
+            name = f"{kind}_{rank}_{sample.defect}_{sample.path.stem}.png"
+            title = f"{sample.defect}/{sample.path.name}  score {scores[i]:.4g}"
+            plot_overlay(
+                _display_image(sample.path, spec),
+                maps[i],
+                masks[i],
+                value_range,
+                out_dir / name,
+                title,
+            )
+            written.append(str(out_dir / name))
+    return written
+
+
+def evaluate(
+    checkpoint: str | Path,
+    test_root: str | Path,
+    out_dir: str | Path,
+    device: str = "cpu",
+    batch_size: int = 16,
+    n_worst: int = 3,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``test_root`` (MVTec category root or its ``test`` folder) and write the report."""
+    detector, card = load_checkpoint(checkpoint, device=device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = card.preprocess
+    samples = labelled_samples(test_root)
+    summary = LoadSummary(root=str(test_root))
+    kept, scores, maps = score_samples(
+        detector, samples, spec, summary, batch_size, device, show_progress
+    )
+    bad = [str(s.path) for s, v in zip(kept, scores, strict=True) if not np.isfinite(v)]
+    if bad:
+        raise CheckFailedError(
+            f"the model gave non-finite scores for {len(bad)} image(s), e.g. {bad[:3]}; the checkpoint is broken: retrain"
+        )
+    labels = [s.label for s in kept]
+    masks = [load_mask(s, spec) for s in kept]
+    n_no_mask = sum(m is None for m in masks)
+    if n_no_mask:
+        log.warning(
+            "%d defect image(s) have no ground-truth mask: left out of pixel AUROC", n_no_mask
+        )
+    metrics = detection_report(labels, [s.defect for s in kept], scores, masks, list(maps))
+
+    scores_by_label = {k: scores[np.asarray(labels) == k] for k in (0, 1)}
+    curves = {"overall": (np.asarray(labels), scores)}
+    for name in metrics["per_defect"]:
+        keep = [i for i, s in enumerate(kept) if s.label == 0 or s.defect == name]
+        curves[name] = (np.asarray(labels)[keep], scores[keep])
+    overall = metrics["overall"]
+    files = {
+        "report": str(out / REPORT_FILE),
+        "roc": str(plot_roc(curves, out / "roc.png", f"ROC  {card.model_id}")),
+        "histogram": str(
+            plot_histogram(
+                scores_by_label[0],
+                scores_by_label[1],
+                overall["f1_threshold"],
+                out / "score_histogram.png",
+                f"scores  {card.model_id}",
+            )
+        ),
+        "heatmaps": _worst_cases(kept, scores, maps, masks, spec, out / "heatmaps", n_worst),
+    }
+    report = {
+        "model_id": card.model_id,
+        "checkpoint": str(checkpoint_dir(checkpoint)),
+        "test_root": str(test_root),
+        "data": summary.to_dict() | {"n_without_mask": n_no_mask},
+        "metrics": metrics,
+        "files": files,
+        "images": [
+            {"path": str(s.path), "defect": s.defect, "label": s.label, "score": float(v)}
+            for s, v in zip(kept, scores, strict=True)
+        ],
+    }
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    log.info("evaluation of %s written to %s", card.model_id, out)
+    return report

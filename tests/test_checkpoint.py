@@ -1,0 +1,107 @@
+"""Checkpoint round trip and the refusals that protect a station from the wrong model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from flows.card import CardError, ModelCard
+from flows.checkpoint import CARD_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from flows.errors import EXIT_MODEL
+
+
+@pytest.fixture
+def checkpoint_copy(tiny_checkpoint: Path, tmp_path: Path) -> Path:
+    """A private copy to tamper with."""
+    return Path(shutil.copytree(tiny_checkpoint, tmp_path / "model"))
+
+
+def _edit_card(folder: Path, edit) -> None:
+    data = json.loads((folder / CARD_FILE).read_text())
+    edit(data)
+    (folder / CARD_FILE).write_text(json.dumps(data))
+
+
+def test_round_trip_gives_identical_scores(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    detector, card = load_checkpoint(tiny_checkpoint)
+    batch = torch.randn(
+        3,
+        3,
+        card.preprocess.height,
+        card.preprocess.width,
+        generator=torch.Generator().manual_seed(0),
+    )
+    with torch.no_grad():
+        scores, maps = detector(batch)
+    again = save_checkpoint(detector, card, tmp_path / "again")
+    assert again.weights_sha256 == card.weights_sha256  # same tensors, same bytes
+    reloaded, card2 = load_checkpoint(tmp_path / "again" / CARD_FILE)
+    with torch.no_grad():
+        scores2, maps2 = reloaded(batch)
+    torch.testing.assert_close(scores2, scores, rtol=0, atol=0)
+    torch.testing.assert_close(maps2, maps, rtol=0, atol=0)
+    assert maps.shape == (3, card.preprocess.height, card.preprocess.width)
+    assert card2.preprocess == card.preprocess and card2.detector_params == card.detector_params
+
+
+def test_card_records_provenance(tiny_checkpoint: Path) -> None:
+    from flows import __version__
+
+    card = ModelCard.load(tiny_checkpoint / CARD_FILE)
+    assert card.flowedge_version == __version__
+    assert card.created_utc.endswith("Z") and len(card.weights_sha256) == 64
+    assert (
+        card.detector == "csflow" and card.detector_params["image_size"] == card.preprocess.height
+    )
+    assert card.backbone["name"] and "out_indices" in card.backbone
+    data = card.training["data"]
+    assert data["n_images"] == 16 and data["n_skipped"] == 0
+    assert card.training["epochs"] >= 1 and card.training["final_loss"] is not None
+
+
+def test_refuses_another_card_format(checkpoint_copy: Path) -> None:
+    _edit_card(checkpoint_copy, lambda d: d.update(card_format="2.0"))
+    with pytest.raises(CardError, match="format 2.0 is not readable"):
+        load_checkpoint(checkpoint_copy)
+
+
+def test_refuses_edited_preprocessing(checkpoint_copy: Path) -> None:
+    _edit_card(checkpoint_copy, lambda d: d["preprocess"].update(interpolation="linear"))
+    with pytest.raises(CardError, match="preprocessing spec was changed"):
+        load_checkpoint(checkpoint_copy)
+
+
+def test_refuses_preprocessing_edited_together_with_its_digest(checkpoint_copy: Path) -> None:
+    def edit(data: dict) -> None:
+        data["preprocess"]["interpolation"] = "linear"
+        data["preprocess_digest"] = ""
+
+    _edit_card(checkpoint_copy, edit)
+    with pytest.raises(CardError, match="differs from what this detector needs"):
+        load_checkpoint(checkpoint_copy)
+
+
+def test_refuses_weights_that_do_not_match_the_hash(checkpoint_copy: Path) -> None:
+    weights = checkpoint_copy / WEIGHTS_FILE
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(CardError, match=rf"{WEIGHTS_FILE}: sha256 .* does not match the card"):
+        load_checkpoint(checkpoint_copy)
+
+
+@pytest.mark.parametrize("name", [WEIGHTS_FILE, CARD_FILE])
+def test_refuses_missing_files_by_name(checkpoint_copy: Path, name: str) -> None:
+    (checkpoint_copy / name).unlink()
+    with pytest.raises(CardError, match=rf"{name} missing") as info:
+        load_checkpoint(checkpoint_copy)
+    assert info.value.exit_code == EXIT_MODEL
+
+
+def test_refuses_absent_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CardError, match="not found"):
+        load_checkpoint(tmp_path / "nothing")

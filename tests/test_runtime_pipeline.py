@@ -1,0 +1,265 @@
+"""The station loop in-process with a fake backend: order, bad input, sources, spool, watchdog."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from runtime_fakes import FakeBackend, station_config, validator, write_images  # noqa: E402
+
+from edge.decision import Policy  # noqa: E402
+from edge.health import Notifier, StageProgress, Watchdog  # noqa: E402
+from edge.metrics import Metrics  # noqa: E402
+from edge.pipeline import Pipeline  # noqa: E402
+from edge.sources import CameraSource  # noqa: E402
+from edge.spool import Spool  # noqa: E402
+
+
+def run_pipeline(cfg, backend=None, **kwargs) -> tuple[Pipeline, list[tuple[str, dict]]]:  # noqa: ANN001
+    spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
+    pipeline = Pipeline(cfg, backend or FakeBackend(), Policy(cfg.model.threshold), spool,
+                        Metrics(), **kwargs)
+    pipeline.start()
+    assert pipeline.wait(30), "pipeline did not finish"
+    rows = [(r.topic, json.loads(r.payload)) for r in spool.after(0, 10_000)]
+    spool.close()
+    return pipeline, rows
+
+
+def decisions(rows: list[tuple[str, dict]]) -> list[dict]:
+    return [doc for topic, doc in rows if topic.endswith("/decision")]
+
+
+def events(rows: list[tuple[str, dict]]) -> list[dict]:
+    return [doc for topic, doc in rows if topic.endswith("/event")]
+
+
+def test_folder_replay_decides_every_image_in_order(tmp_path: Path) -> None:
+    write_images(tmp_path / "images", 12)
+    cfg = station_config(tmp_path, pipeline={"heatmaps": "anomalies", "max_batch": 4,
+                                             "heatmap_dir": str(tmp_path / "heat")})
+    backend = FakeBackend(delay_s=0.01)
+    pipeline, rows = run_pipeline(cfg, backend)
+    docs = decisions(rows)
+    assert [d["part_id"] for d in docs] == [f"img_{i:04d}.png" for i in range(12)]
+    assert [d["seq"] for d in docs] == list(range(1, 13))
+    check = validator("decision")
+    for doc in docs:
+        check.validate(doc)
+        assert doc["decision"] == ("ANOMALY" if doc["score"] >= 3.0 else "OK")
+        assert (doc["heatmap"] is not None) == (doc["decision"] == "ANOMALY")
+        assert doc["heatmap"] is None or Path(doc["heatmap"]).is_file()
+        assert {"capture", "preprocess", "infer", "publish"} <= set(doc["latency_ms"])
+    assert any(d["decision"] == "ANOMALY" for d in docs) and any(d["decision"] == "OK" for d in docs)
+    assert max(backend.batches) <= 4
+    assert pipeline.counts["decisions"] == 12
+
+
+def test_sequence_numbers_continue_across_restarts(tmp_path: Path) -> None:
+    write_images(tmp_path / "images", 3)
+    cfg = station_config(tmp_path)
+    _, first = run_pipeline(cfg)
+    _, both = run_pipeline(cfg)  # the spool still holds the first run's (unpublished) rows
+    assert [d["seq"] for d in decisions(both)] == [1, 2, 3, 4, 5, 6]
+    assert decisions(both)[:3] == decisions(first)
+
+
+def test_corrupt_image_gives_error_decision_and_event_and_goes_on(tmp_path: Path) -> None:
+    write_images(tmp_path / "images", 4)
+    (tmp_path / "images" / "img_0001.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    cfg = station_config(tmp_path)
+    pipeline, rows = run_pipeline(cfg)
+    docs = decisions(rows)
+    assert [d["decision"] != "ERROR" for d in docs] == [True, False, True, True]
+    bad = docs[1]
+    validator("decision").validate(bad)
+    assert "img_0001.png" in bad["error"] and bad["score"] is None
+    evs = [e for e in events(rows) if e["kind"] == "bad_input"]
+    assert len(evs) == 1 and "img_0001.png" in evs[0]["message"]
+    validator("event").validate(evs[0])
+    assert pipeline.counts["errors"] == 1
+
+
+def test_nan_score_is_an_error_not_a_silent_ok(tmp_path: Path) -> None:
+    write_images(tmp_path / "images", 2)
+
+    class NanBackend(FakeBackend):
+        def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scores, maps = super().infer(batch)
+            scores[:] = np.nan
+            return scores, maps
+
+    _, rows = run_pipeline(station_config(tmp_path), NanBackend())
+    assert [d["decision"] for d in decisions(rows)] == ["ERROR", "ERROR"]
+    assert all("non-finite" in d["error"] for d in decisions(rows))
+
+
+class FlakyCapture:
+    """A camera that delivers 3 frames, vanishes for two opens, then delivers 3 more."""
+
+    opens = 0
+
+    def __init__(self) -> None:
+        FlakyCapture.opens += 1
+        self.ok = FlakyCapture.opens not in (2, 3)
+        self.left = 3
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self.ok
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if not self.ok or self.left == 0:
+            return False, None
+        self.left -= 1
+        return True, np.full((40, 40, 3), 10 * self.left, dtype=np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+def test_camera_loss_reconnects_with_events(tmp_path: Path) -> None:
+    FlakyCapture.opens = 0
+    cfg = station_config(tmp_path, sources=[{
+        "name": "cam", "kind": "camera", "uri": "0", "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.1}])
+
+    def factory(source_cfg, events, **kwargs):  # noqa: ANN001, ANN202
+        return CameraSource(source_cfg, events, open_capture=lambda uri: FlakyCapture(), **kwargs)
+
+    pipeline, rows = run_pipeline(cfg, source_factory=factory, max_samples=6)
+    kinds = [e["kind"] for e in events(rows)]
+    assert kinds.count("source_lost") == 2 and kinds.count("source_reconnected") == 1
+    assert kinds.index("source_reconnected") > kinds.index("source_lost")
+    assert [d["part_id"] for d in decisions(rows)] == [str(i) for i in range(1, 7)]
+
+
+def test_drop_oldest_counts_and_reports_drops(tmp_path: Path) -> None:
+    write_images(tmp_path / "images", 30)
+    cfg = station_config(
+        tmp_path,
+        sources=[{"name": "cam1", "kind": "folder", "path": str(tmp_path / "images"),
+                  "backpressure": "drop_oldest", "queue_size": 1}],
+        pipeline={"heatmaps": "none", "max_batch": 1, "queue_size": 1},
+    )
+    pipeline, rows = run_pipeline(cfg, FakeBackend(delay_s=0.02))
+    dropped = [e for e in events(rows) if e["kind"] == "dropped"]
+    assert pipeline.counts["dropped"] == len(dropped) > 0
+    assert len(decisions(rows)) + len(dropped) == 30
+    parts = [d["part_id"] for d in decisions(rows)]
+    assert parts == sorted(parts) and parts[-1] == "img_0029.png"  # the newest frame survives
+
+
+def test_watch_source_waits_for_complete_files(tmp_path: Path) -> None:
+    watched = tmp_path / "drop"
+    watched.mkdir()
+    write_images(tmp_path / "src", 2)
+    (watched / "old.png").write_bytes((tmp_path / "src" / "img_0000.png").read_bytes())
+    cfg = station_config(tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(watched)}])
+    spool = Spool(cfg.spool.path, 100)
+    pipeline = Pipeline(cfg, FakeBackend(), Policy(3.0), spool, Metrics(), max_samples=1)
+    pipeline.start()
+    time.sleep(0.3)
+    data = (tmp_path / "src" / "img_0001.png").read_bytes()
+    with open(watched / "new.png", "wb") as handle:  # written in two parts, slowly
+        handle.write(data[:40])
+        handle.flush()
+        time.sleep(0.5)
+        handle.write(data[40:])
+    assert pipeline.wait(15)
+    docs = [json.loads(r.payload) for r in spool.after(0, 100)]
+    assert [(d["part_id"], d["decision"]) for d in docs] == [("new.png", "OK")]  # not ERROR
+
+
+def test_spool_survives_reopen_and_applies_overflow_policy(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite", max_messages=10)
+    for i in range(12):
+        spool.put("t", str(i).encode())
+    assert spool.count() == 10 and spool.overflowed == 2
+    spool.close()
+    again = Spool(tmp_path / "s.sqlite", max_messages=10, overflow="reject_new")
+    assert [r.payload for r in again.after(0, 100)] == [str(i).encode() for i in range(2, 12)]
+    assert again.put("t", b"x") is None and again.overflowed == 1
+    again.close()
+
+
+def test_watchdog_fed_only_while_stages_progress() -> None:
+    address = f"@flowedge-test-{time.monotonic_ns()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind("\0" + address[1:])
+    server.settimeout(2)
+    busy = StageProgress("infer", idle=lambda: False)
+    notifier = Notifier(address)
+    dog = Watchdog(notifier, [busy], 0.1, status=lambda: "fine")
+    feeding = threading.Event()
+
+    def work() -> None:
+        while feeding.is_set():
+            busy.tick()
+            time.sleep(0.01)
+
+    feeding.set()
+    worker = threading.Thread(target=work)
+    worker.start()
+    dog.start()
+    try:
+        notifier.send("READY=1")
+        assert server.recv(512) == b"READY=1"
+        assert server.recv(512).startswith(b"WATCHDOG=1\nSTATUS=fine")
+        feeding.clear()
+        worker.join()
+        time.sleep(0.25)
+        server.settimeout(0.05)
+        while True:  # drain what was sent before the stall
+            try:
+                server.recv(512)
+            except TimeoutError:
+                break
+        server.settimeout(0.5)
+        assert server.recv(512).startswith(b"STATUS=stalled: infer")
+    finally:
+        dog.stop()
+        server.close()
+
+
+def test_bad_config_key_exits_2_with_key_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from edge.cli import main
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("sources: [{name: a, kind: folder, path: x, backpresure: block}]\n")
+    assert main(["run", "--config", str(config)]) == 2
+    assert "sources[0].backpresure: unknown key" in capsys.readouterr().err
+
+
+def test_metrics_endpoint_reports_stages_queues_and_bad_inputs(tmp_path: Path) -> None:
+    import urllib.request
+
+    from edge.config import MetricsConfig
+
+    write_images(tmp_path / "images", 3)
+    (tmp_path / "images" / "img_0002.png").write_bytes(b"")
+    cfg = station_config(tmp_path)
+    spool = Spool(cfg.spool.path, 100)
+    metrics = Metrics()
+    pipeline = Pipeline(cfg, FakeBackend(), Policy(3.0), spool, metrics)
+    port = metrics.serve(MetricsConfig(port=0))
+    try:
+        pipeline.start()
+        assert pipeline.wait(15)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        metrics.close()
+        spool.close()
+    assert 'flowedge_stage_seconds_count{stage="infer"} 2.0' in text
+    assert 'flowedge_bad_inputs_total{source="cam1"} 1.0' in text
+    assert 'flowedge_decisions_total{decision="ERROR",source="cam1"} 1.0' in text
+    assert "flowedge_spool_messages" in text and "flowedge_broker_connected" in text
+    assert 'flowedge_queue_depth{queue="infer"}' in text

@@ -1,0 +1,235 @@
+"""Metrics on hand-checked cases, and train/eval end to end through the CLI on tiny data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+from flows.card import ModelCard
+from flows.cmd_train import build_configs
+from flows.errors import EXIT_CHECK, EXIT_DATA, EXIT_MODEL
+from flows.metrics import detection_report, f1_max, image_auroc, pixel_auroc
+
+LABELS = [0, 0, 1, 1]
+SCORES = [0.1, 0.4, 0.35, 0.8]
+
+TINY_CONFIG = """\
+detector:
+  kind: csflow
+  image_size: 64
+  n_scales: 2
+  n_blocks: 1
+  kernel_sizes: [3]
+  hidden_channels: 16
+  backbone:
+    weights: auto
+training:
+  epochs: 5
+  batch_size: 8
+"""
+
+
+# --- metrics ---------------------------------------------------------------------
+
+
+def test_image_auroc_by_hand() -> None:
+    # pairs (defect, good) ranked right: (0.35>0.1), (0.8>0.1), (0.8>0.4); wrong: (0.35<0.4) -> 3/4
+    assert image_auroc(LABELS, SCORES) == pytest.approx(0.75)
+    assert image_auroc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+    assert image_auroc([0, 0], [0.1, 0.2]) is None
+
+
+def test_f1_max_and_threshold_by_hand() -> None:
+    # threshold 0.35 flags {0.35, 0.4, 0.8}: precision 2/3, recall 1 -> F1 0.8 (0.8 alone: 0.667)
+    f1, threshold = f1_max(LABELS, SCORES)
+    assert f1 == pytest.approx(0.8) and threshold == pytest.approx(0.35)
+    assert f1_max([0, 0, 1], [0.1, 0.2, 0.9]) == (pytest.approx(1.0), pytest.approx(0.9))
+    assert f1_max([1, 1], [0.1, 0.2]) is None
+
+
+def test_pixel_auroc_by_hand() -> None:
+    masks = [np.array([[0, 1], [0, 0]], bool), np.zeros((2, 2), bool)]
+    maps = [np.array([[0.1, 0.9], [0.2, 0.3]]), np.array([[0.4, 0.95], [0.0, 0.0]])]
+    # one anomalous pixel (0.9) against 7 normal ones, of which only 0.95 scores higher -> 6/7
+    assert pixel_auroc(masks, maps) == pytest.approx(6 / 7)
+    assert pixel_auroc([np.zeros((2, 2), bool)], [np.ones((2, 2))]) is None
+
+
+def test_report_groups_each_defect_with_all_good_images() -> None:
+    defects = ["good", "good", "crack", "spot"]
+    masks = [np.zeros((2, 2), bool)] * 2 + [np.array([[1, 0], [0, 0]], bool), None]
+    maps = [np.zeros((2, 2))] * 2 + [np.array([[1.0, 0], [0, 0]]), np.ones((2, 2))]
+    report = detection_report(LABELS, defects, SCORES, masks, maps)
+    crack, spot = report["per_defect"]["crack"], report["per_defect"]["spot"]
+    assert (crack["n_good"], crack["n_defect"]) == (2, 1)
+    assert crack["image_auroc"] == pytest.approx(0.5)  # 0.35 beats 0.1, loses to 0.4
+    assert spot["image_auroc"] == pytest.approx(1.0)
+    assert crack["pixel_auroc"] == pytest.approx(1.0)
+    assert spot["pixel_auroc"] is None  # no mask for the only spot image: no defective pixel
+    assert report["overall"]["image_auroc"] == pytest.approx(0.75)
+    assert "pixel_auroc" not in detection_report(LABELS, defects, SCORES)["overall"]
+
+
+# --- train -----------------------------------------------------------------------
+
+
+def _args(**overrides: object) -> argparse.Namespace:
+    base = dict(
+        config=None,
+        detector=None,
+        image_size=None,
+        epochs=None,
+        batch_size=None,
+        seed=None,
+        backbone_weights=None,
+    )
+    return argparse.Namespace(**(base | overrides))
+
+
+def test_flags_override_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(TINY_CONFIG + "site: ignored-by-train\n")
+    det, train = build_configs(
+        _args(config=path, epochs=1, backbone_weights="none", seed=7, detector="gaussian")
+    )
+    assert (det.kind, det.image_size, det.hidden_channels, det.backbone.weights) == (
+        "gaussian",
+        64,
+        16,
+        "none",
+    )
+    assert (train.epochs, train.batch_size, train.seed) == (1, 8, 7)
+    det, train = build_configs(_args())
+    assert det.image_size == 384 and train.epochs == 40  # the documented defaults
+
+
+@pytest.fixture(scope="module")
+def cli_checkpoint(
+    detectors: ModuleType, synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[str]]:
+    """`flowedge train` on a plain folder holding the synthetic normals plus one broken file."""
+    work = tmp_path_factory.mktemp("cli")
+    data = Path(shutil.copytree(synthetic_dataset / "train" / "good", work / "normal" / "line-1"))
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    config = work / "config.yaml"
+    config.write_text(TINY_CONFIG)
+    out = work / "model"
+    argv = [
+        "train",
+        str(work / "normal"),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--epochs",
+        "1",
+        "--backbone-weights",
+        "none",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_train_cli_writes_a_checkpoint(
+    cli_checkpoint: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = cli_checkpoint
+    card = ModelCard.load(out / "card.json")
+    assert (out / "weights.safetensors").is_file()
+    assert card.detector_params["hidden_channels"] == 16 and card.training["epochs"] == 1
+    data = card.training["data"]
+    assert (data["n_images"], data["n_skipped"]) == (16, 1)
+    assert data["skipped"][0].endswith("broken.png")
+    assert card.training["feature_seconds"] >= 0 and card.training["fit_seconds"] >= 0
+
+
+def test_training_is_reproducible(cli_checkpoint: tuple[Path, list[str]], tmp_path: Path) -> None:
+    out, argv = cli_checkpoint
+    again = tmp_path / "again"
+    assert main([*argv[:3], str(again), *argv[4:]]) == 0
+    assert (
+        ModelCard.load(again / "card.json").weights_sha256
+        == ModelCard.load(out / "card.json").weights_sha256
+    )
+
+
+def test_train_cli_data_errors_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(tmp_path / "absent"), "--out", str(tmp_path / "m")]) == EXIT_DATA
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path / "m"),
+                "--backbone-weights",
+                "none",
+            ]
+        )
+        == EXIT_DATA
+    )
+    err = capsys.readouterr().err
+    assert "absent" in err and "empty" in err and "Traceback" not in err
+
+
+# --- eval ------------------------------------------------------------------------
+
+
+def test_eval_cli_writes_report_and_figures(
+    tiny_checkpoint: Path,
+    synthetic_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "eval",
+                str(tiny_checkpoint),
+                str(synthetic_dataset),
+                "--out",
+                str(out),
+                "--worst",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    stdout = capsys.readouterr().out
+    assert "overall" in stdout and "img AUROC" in stdout and str(out / "report.json") in stdout
+    report = json.loads((out / "report.json").read_text())
+    overall = report["metrics"]["overall"]
+    assert (overall["n_good"], overall["n_defect"]) == (4, 8)
+    assert 0 <= overall["image_auroc"] <= 1 and 0 <= overall["pixel_auroc"] <= 1
+    assert set(report["metrics"]["per_defect"]) == {"crack", "missing", "scratch", "spot"}
+    assert len(report["images"]) == 12 and report["model_id"].startswith("csflow-")
+    for name in ("roc.png", "score_histogram.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    heatmaps = sorted(p.name for p in (out / "heatmaps").glob("*.png"))
+    assert len(heatmaps) == 4 and sum(n.startswith("good_highest") for n in heatmaps) == 2
+
+
+def test_eval_cli_target_and_mismatch_exit_codes(
+    tiny_checkpoint: Path,
+    synthetic_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = [str(synthetic_dataset), "--out", str(tmp_path / "e"), "--worst", "0", "--no-progress"]
+    assert main(["eval", str(tiny_checkpoint), *args, "--min-auroc", "1.01"]) == EXIT_CHECK
+    broken = Path(shutil.copytree(tiny_checkpoint, tmp_path / "model"))
+    (broken / "weights.safetensors").write_bytes(b"not the trained weights")
+    assert main(["eval", str(broken), *args]) == EXIT_MODEL
+    err = capsys.readouterr().err
+    assert "below the target" in err and "does not match the card" in err and "Traceback" not in err
