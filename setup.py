@@ -5,6 +5,8 @@ Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 no torch), ``tensorrt`` and ``dev``.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 VERSION = "0.1.0"
@@ -33,13 +35,13 @@ TRAIN = [
 EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxruntime>=1.17"]
 STATION = ["onnxruntime>=1.17"]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
-DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4"]
+DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
 
 setup(
     name="flowedge",
     version=VERSION,
     description="Normalizing-flow anomaly detection for on-line industrial inspection, edge to PLC.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

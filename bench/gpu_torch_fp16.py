@@ -94,10 +94,13 @@ def forwards(detector, device: torch.device) -> dict[str, Forward]:
             return detector.reduce([t.float() for t in z], (x.shape[-2], x.shape[-1]))
 
     def fp16_naive_sum(x):
+        # CS-Flow's mean of z**2/2, but with the sum of squares held in an fp16 tensor
         with torch.autocast(device.type, dtype=torch.float16):
             z = detector.latents(detector.features(x))
-        score = sum(0.5 * (t.half() ** 2).sum(dim=tuple(range(1, t.ndim))) for t in z)
-        return score.float(), torch.zeros(x.shape[0], *x.shape[-2:], device=x.device)
+        total = sum((t.half() ** 2).flatten(1).sum(1, dtype=torch.float16) for t in z)
+        count = sum(t[0].numel() for t in z)
+        score = total.float() / count * 0.5
+        return score, torch.zeros(x.shape[0], *x.shape[-2:], device=x.device)
 
     return {"fp32": fp32, "fp16_safe": fp16_safe, "fp16_naive_sum": fp16_naive_sum}
 

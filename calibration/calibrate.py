@@ -44,7 +44,7 @@ class CalibrationOptions:
     prevalence: float | None = None
     tail_fraction: float = 0.1  # share of the largest normal scores the GPD tail is fitted to
     min_exceedances: int = 30  # fewer exceedances: no tail fit, no target below 1/(N+1)
-    max_extrapolation: float = 100.0  # lowest target: 1/((N+1) * this)
+    max_extrapolation: float = 10.0  # lowest target: 1/((N+1) * this)
     confidence: float = 0.95
     bootstrap: int = 200  # resamples for the tail interval
     seed: int = 0
@@ -60,14 +60,12 @@ def choose_threshold(
     dist: ScoreDistribution,
     opts: CalibrationOptions,
 ) -> ThresholdResult:
-    if opts.strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {opts.strategy!r}; use one of {', '.join(STRATEGIES)}")
-    check_sample_sizes(normal, anomalous, opts.strategy)
+    """Apply the strategy to checked scores (see :func:`build_calibration`)."""
     if opts.strategy == "far":
         return far_threshold(dist, opts.target_far, opts.tail_fraction, opts.max_extrapolation)
     if opts.strategy == "sigma":
         return sigma_threshold(normal, opts.k)
-    assert anomalous is not None  # check_sample_sizes refused otherwise
+    assert anomalous is not None  # check_sample_sizes refuses labelled strategies without
     return labelled_threshold(normal, anomalous, opts.strategy, opts.cost_ratio, opts.prevalence)
 
 
@@ -141,13 +139,14 @@ def build_calibration(
             f"model {card.model_id}: its score is lower-is-anomalous; calibration assumes "
             "'score > threshold' is an anomaly"
         )
+    if opts.strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {opts.strategy!r}; use one of {', '.join(STRATEGIES)}")
     normal = check_scores(normal, "normal calibration scores")
     if anomalous is not None:
         anomalous = check_scores(anomalous, "anomalous calibration scores")
-        if anomalous.size:
-            check_separation(normal, anomalous)
-    if normal.size < 2:
-        raise DataError(f"only {normal.size} normal calibration scores; add held-out normal images")
+    check_sample_sizes(normal, anomalous, opts.strategy)
+    if anomalous is not None and anomalous.size:
+        check_separation(normal, anomalous)
     dist = ScoreDistribution.from_sample(normal, opts.tail_fraction, opts.min_exceedances)
     chosen = choose_threshold(normal, anomalous, dist, opts)
     far = far_estimate(normal, dist, chosen.threshold, opts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from calibration.calibrate import CalibrationOptions, build_calibration, update_
 from calibration.scoring import image_files, open_model, score_folders, training_overlap
 from calibration.thresholds import STRATEGIES
 from flows.card import ModelCard
-from flows.errors import DataError
+from flows.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, previous: dict | None) -> CalibrationOptions:
     """CLI values, else the updated file's, else the defaults."""
-    base = CalibrationOptions(**previous["options"]) if previous else DEFAULTS
+    known = {f.name for f in fields(CalibrationOptions)}
+    stored = {k: v for k, v in (previous or {}).get("options", {}).items() if k in known}
+    base = CalibrationOptions(**stored)
     given = {
         "strategy": args.strategy,
         "target_far": args.target_far,
@@ -109,6 +111,8 @@ def _default_out(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.replace and args.update is None:
+        raise ConfigError("--replace only applies with --update CALIBRATION.json")
     previous = read_calibration(args.update) if args.update else None
     opts = _options(args, previous.data if previous else None)
     infer, card, close = open_model(args.checkpoint, args.backend, args.device)

@@ -74,6 +74,11 @@ class ScoreDistribution:
         survival = (n - np.arange(n, dtype=np.float64)) / (n + 1.0)  # S(x_(i)), i = 1..n
         keep = table_positions(n)
         scores, log_sf = _dedupe(values[keep], np.log(survival[keep]))
+        if scores.size < 2:
+            raise DataError(
+                f"all {n} calibration scores are equal ({values[0]:.6g}): the model's output is "
+                "constant, so no threshold can separate anything; check the model and the images"
+            )
         tail = fit_gpd_tail(values, tail_fraction, min_exceedances)
         return cls(scores, log_sf, n, float(values.mean()), float(values.std(ddof=1)), tail)
 

@@ -65,7 +65,7 @@ def fit_gpd_tail(
     """Fit a GPD to the top ``tail_fraction`` of the sorted scores; None when unsupported.
 
     Unsupported: fewer than ``min_exceedances`` exceedances, all excesses equal, or a
-    fit that does not converge to finite parameters.
+    fit that does not converge to finite parameters. The shape is kept >= 0 (see below).
     """
     n = sorted_scores.size
     k = exceedance_count(n, tail_fraction)
@@ -84,4 +84,9 @@ def fit_gpd_tail(
         return None
     if not (math.isfinite(xi) and math.isfinite(sigma) and sigma > 0):
         return None
+    if xi < 0:
+        # A bounded tail fitted on a few dozen exceedances is more often noise than a real end
+        # point, and it would promise fewer false alarms than the line gives: use the
+        # exponential tail (xi = 0, maximum likelihood scale = mean excess) instead.
+        xi, sigma = 0.0, float(excess.mean())
     return GPDTail(u, float(xi), float(sigma), k)

@@ -8,6 +8,7 @@ fewest false alarms.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ STRATEGIES = ("far", "sigma", "f1", "youden", "cost")
 LABELLED = ("f1", "youden", "cost")
 MIN_NORMAL = 20
 MIN_ANOMALOUS = 3
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,15 +60,23 @@ def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
     return float(u) / (normal.size * anomalous.size)
 
 
-def check_separation(normal: np.ndarray, anomalous: np.ndarray) -> float:
-    """Refuse anomalies that score *below* normal: almost always swapped folders."""
+def check_separation(normal: np.ndarray, anomalous: np.ndarray, p_swapped: float = 0.01) -> float:
+    """Refuse anomalies that score significantly *below* normal: almost always swapped folders.
+
+    A one-sided Mann-Whitney test, not a bare AUROC < 0.5, so a model that barely
+    separates (AUROC near 0.5 by chance) is warned about rather than refused.
+    """
     value = auroc(normal, anomalous)
-    if value < 0.5:
+    p_value = float(stats.mannwhitneyu(anomalous, normal, alternative="less").pvalue)
+    if p_value < p_swapped:
         raise CheckFailedError(
-            f"the anomalous images score lower than the normal ones (AUROC {value:.3f} < 0.5): "
-            "the --normal and --anomalous folders are probably swapped, or the model does not "
-            "work on this data; check the folders before calibrating"
+            f"the anomalous images score lower than the normal ones (AUROC {value:.3f}, "
+            f"one-sided p = {p_value:.2g}): the --normal and --anomalous folders are probably "
+            "swapped, or the model does not work on this data; check the folders before calibrating"
         )
+    if value < 0.6:
+        log.warning("the model barely separates anomalous from normal images (AUROC %.3f): "
+                    "label-based strategies will be unreliable", value)
     return value
 
 

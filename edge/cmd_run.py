@@ -14,6 +14,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.publisher import Publisher
 from edge.spool import Spool
-from flows.errors import FlowedgeError
+from flows.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
 
 log = logging.getLogger("flowedge.run")
 
@@ -57,7 +58,8 @@ class Station:
         self.notifier = Notifier()
         self.publisher: Publisher | None = None
         self.pipeline = Pipeline(cfg, self.backend, self.policy, self.spool, self.metrics,
-                                 on_published=self._wake, max_samples=max_samples)
+                                 on_published=self._wake, on_status=self._status_changed,
+                                 max_samples=max_samples)
         if cfg.mqtt.enabled:
             self.publisher = Publisher(cfg, self.spool, self.metrics, self.status_fields,
                                        self.pipeline.event)
@@ -68,6 +70,10 @@ class Station:
             self.publisher.wake()
         else:  # mqtt.enabled false: decisions are logged and counted, nothing is forwarded
             self.spool.clear()
+
+    def _status_changed(self, reason: str) -> None:
+        if self.publisher is not None and self.publisher.connected:
+            self.publisher.publish_status("online", reason)
 
     def status_fields(self) -> dict[str, Any]:
         """Extra fields of the retained status message (the pipeline exists before MQTT)."""
@@ -80,16 +86,32 @@ class Station:
             "spool_overflowed": self.spool.overflowed,
         }
 
+    def status_line(self) -> str:
+        """The STATUS= line of ``systemctl status``: counts plus the broker's state."""
+        if self.publisher is None:
+            broker = "MQTT disabled"
+        elif self.publisher.connected:
+            broker = "broker connected"
+        else:
+            broker = f"broker DOWN ({self.publisher.last_error or 'connecting'})"
+        return f"{self.pipeline.status_line()}; {broker}"
+
     def start(self) -> None:
         if self.cfg.metrics.enabled:
-            self.metrics.serve(self.cfg.metrics)
+            try:
+                self.metrics.serve(self.cfg.metrics)
+            except OSError as exc:
+                raise ConfigError(
+                    f"metrics.port {self.cfg.metrics.port} on {self.cfg.metrics.host}: cannot listen "
+                    f"({exc.strerror}); choose a free port or set metrics.enabled: false"
+                ) from exc
         if self.publisher is not None:
             self.publisher.start()
         self.pipeline.start()
         interval = watchdog_interval_s()
         if interval:
             self.watchdog = Watchdog(self.notifier, self.pipeline.progress, interval,
-                                     self.pipeline.status_line)
+                                     self.status_line)
             self.watchdog.start()
         self.notifier.send("READY=1", f"STATUS=running model {self.backend.card.model_id}")
         log.info("station %s/%s running: %d source(s), model %s, threshold %g",
@@ -98,7 +120,9 @@ class Station:
 
     def reload(self) -> None:
         """SIGHUP: new threshold/calibration/drift/heatmaps; the broker connection stays up."""
-        self.notifier.send("RELOADING=1", "STATUS=reloading configuration")
+        monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000  # systemd >= 253 wants it
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}",
+                           "STATUS=reloading configuration")
         try:
             new = load_config(self.config_path)
             policy = load_policy(new, self.backend.card)
@@ -155,7 +179,6 @@ class Station:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     logs.configure(cfg.logging, verbose=args.verbose)
-    station = Station(args.config, cfg, args.max_samples)
     requests: list[str] = []
     wakeup = threading.Event()
     stop_requested = threading.Event()
@@ -167,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
         wakeup.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+        signal.signal(sig, on_signal)  # before loading: a stop during start-up is honoured too
+    station = Station(args.config, cfg, args.max_samples)
     station.start()
     reason = "capture ended"
     while not station.pipeline.finished.is_set():
@@ -181,5 +205,8 @@ def run(args: argparse.Namespace) -> int:
                 station.pipeline.stop()
     # a stop request drains the pipeline but never waits for an absent broker
     wait = args.exit_when_done and not stop_requested.is_set()
+    failure = station.pipeline.failure
+    if failure is not None:
+        reason, wait = f"stage failed: {failure}", False
     station.shutdown(reason, wait_for_delivery=wait, interrupted=stop_requested)
-    return 0
+    return EXIT_INTERNAL if failure is not None else EXIT_OK

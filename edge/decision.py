@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def decision_doc(
     else:
         decision = "ANOMALY" if score >= policy.threshold else "OK"
         normalised = policy.normalise(score)
-    total = sum(v for k, v in sample.timings_ms.items() if k != "queue")
+    total = (time.perf_counter() - sample.t_captured) * 1000.0  # capture to decision
     return {
         "schema": DECISION_SCHEMA,
         "site": cfg.site,

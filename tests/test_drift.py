@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -79,3 +81,11 @@ def test_nonfinite_scores_counted_not_used(calibration: Calibration) -> None:
 def test_disabled_monitor_never_reports(calibration: Calibration) -> None:
     monitor = DriftMonitor(calibration, DriftConfig(enabled=False, window=20, check_every=1))
     assert feed(monitor, np.full(100, 100.0)) == [] and monitor.last_report is None
+
+
+def test_station_modules_do_not_import_torch() -> None:
+    code = (
+        "import sys, calibration.calibfile, calibration.drift, calibration.int8; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

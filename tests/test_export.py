@@ -167,9 +167,18 @@ def test_tampered_graph_fails_parity(exported: Path, standin, samples, tmp_path:
 def test_decision_flip_is_a_failure() -> None:
     ref = (np.array([1.0, 2.0, 3.0]), np.zeros((3, 2, 2)))
     got = (np.array([1.0, 1.9999, 3.0]), np.zeros((3, 2, 2)))
-    report = compare(ref, got, "fp32", threshold=2.0)
+    report = compare(ref, got, "fp32", threshold=1.99995)  # decisions are score > threshold
     assert report.max_score_rel_err < report.score_rtol and report.flips and not report.passed
     assert compare(ref, ref, "fp32").passed
+
+
+def test_quantile_thresholds_fail_real_flips_and_report_borderline_ones() -> None:
+    ref = (np.array([1.0, 2.0, 2.0005, 4.0, 8.0]), np.zeros((5, 2, 2)))
+    got = (ref[0] * np.array([1, 1, 0.9995, 1, 1]), ref[1])  # a near-tie swaps order
+    report = compare(ref, got, "fp32")
+    assert report.passed and report.borderline and not report.flips
+    moved = (ref[0] * np.array([1, 1, 1, 0.3, 1]), ref[1])  # far from any threshold: a real flip
+    assert compare(ref, moved, "fp32").flips
 
 
 def test_backend_refuses_graph_without_card(exported: Path, tmp_path: Path) -> None:

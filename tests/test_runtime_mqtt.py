@@ -11,7 +11,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mqtt_broker import Broker, Subscriber, require_mosquitto  # noqa: E402
+from mqtt_broker import (  # noqa: E402
+    Broker,
+    Mqtt311Only,
+    Subscriber,
+    make_certificates,
+    require_mosquitto,
+)
 from runtime_fakes import FakeBackend, station_config, validator, write_images  # noqa: E402
 
 from edge.decision import Policy  # noqa: E402
@@ -91,6 +97,7 @@ def test_every_decision_arrives_in_order_with_schema(tmp_path: Path, broker: Bro
             check.validate(doc)
             assert (doc["site"], doc["station"], doc["sensor"]) == ("plant", "line1", "cam1")
         assert docs[4]["decision"] == "ERROR"
+        assert sub.content_types == ({"application/json"} if protocol == "auto" else {None})
         bad = sub.wait_for("cam1/event", 1)
         validator("event").validate(bad[0])
         assert bad[0]["kind"] == "bad_input" and "img_0004.png" in bad[0]["message"]
@@ -164,3 +171,62 @@ def test_wrong_credentials_are_reported_and_retried(tmp_path: Path,
     finally:
         station.stop()
         broker.stop()
+
+
+def test_tls_with_client_certificate(tmp_path: Path) -> None:
+    require_mosquitto()
+    certs = make_certificates(tmp_path / "certs")
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker", tls={"ca": certs["ca.crt"], "cert": certs["server.crt"],
+                                             "key": certs["server.key"]}).start()
+    write_images(tmp_path / "images", 3)
+    tls = {"ca_file": str(certs["ca.crt"]), "cert_file": str(certs["client.crt"]),
+           "key_file": str(certs["client.key"])}
+    station = Station(station_config(tmp_path, mqtt=mqtt_section(broker, tls=tls)))
+    station.run()
+    try:
+        assert station.pipeline.wait(10)
+        deadline = time.monotonic() + 10
+        while (station.spool.count() or not station.publisher.connected) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert station.publisher.connected and station.spool.count() == 0  # all acknowledged
+    finally:
+        station.stop()
+        broker.stop()
+
+
+def test_protocol_auto_falls_back_to_311(tmp_path: Path, broker: Broker) -> None:
+    proxy = Mqtt311Only(broker.port)
+    write_images(tmp_path / "images", 3)
+    section = mqtt_section(broker, protocol="auto")
+    section["port"] = proxy.port
+    sub = Subscriber(broker.port)
+    station = Station(station_config(tmp_path, mqtt=section))
+    station.run()
+    try:
+        docs = sub.wait_for("/decision", 3)
+        assert [d["seq"] for d in docs] == [1, 2, 3]
+        assert proxy.refused >= 1 and sub.content_types == {None}  # sent as 3.1.1
+    finally:
+        station.stop()
+        proxy.close()
+        sub.close()
+
+
+def test_last_will_says_offline_when_the_connection_dies(tmp_path: Path, broker: Broker) -> None:
+    import socket
+
+    write_images(tmp_path / "images", 1)
+    sub = Subscriber(broker.port, topic="flowedge/plant/line1/status")
+    station = Station(station_config(tmp_path, mqtt=mqtt_section(broker)))
+    station.run()
+    try:
+        assert sub.wait_for("/status", 1)[0]["state"] == "online"
+        station.publisher.client.socket().shutdown(socket.SHUT_RDWR)  # no DISCONNECT: a crash
+        states = [(d["state"], d["reason"]) for d in sub.wait_for("/status", 3)]
+        assert states[1][0] == "offline" and "connection lost" in states[1][1]  # the Last Will
+        assert states[2] == ("online", "running")  # reconnected by itself
+        validator("status").validate(sub.on("/status")[1])
+    finally:
+        station.stop()
+        sub.close()

@@ -10,12 +10,14 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import tiny_detector_config, tiny_training_config
 
 from edge.cli import main
 from flows.card import ModelCard
 from flows.cmd_train import build_configs
-from flows.errors import EXIT_CHECK, EXIT_DATA, EXIT_MODEL
-from flows.metrics import detection_report, f1_max, image_auroc, pixel_auroc
+from flows.config import DetectorConfig, TrainingConfig
+from flows.errors import EXIT_CHECK, EXIT_DATA, EXIT_MODEL, CheckFailedError
+from flows.metrics import auroc, detection_report, f1_max, image_auroc, pixel_auroc
 
 LABELS = [0, 0, 1, 1]
 SCORES = [0.1, 0.4, 0.35, 0.8]
@@ -44,6 +46,15 @@ def test_image_auroc_by_hand() -> None:
     assert image_auroc(LABELS, SCORES) == pytest.approx(0.75)
     assert image_auroc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
     assert image_auroc([0, 0], [0.1, 0.2]) is None
+
+
+def test_auroc_equals_scikit_learn_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(5000) < 0.1
+    values = np.round(rng.random(5000) + 0.3 * truth, 1).astype(np.float32)  # many ties
+    assert auroc(truth, values) == pytest.approx(roc_auc_score(truth, values), abs=1e-12)
 
 
 def test_f1_max_and_threshold_by_hand() -> None:
@@ -107,7 +118,7 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     )
     assert (train.epochs, train.batch_size, train.seed) == (1, 8, 7)
     det, train = build_configs(_args())
-    assert det.image_size == 384 and train.epochs == 40  # the documented defaults
+    assert (det, train) == (DetectorConfig(), TrainingConfig())  # the documented defaults
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +170,26 @@ def test_training_is_reproducible(cli_checkpoint: tuple[Path, list[str]], tmp_pa
         ModelCard.load(again / "card.json").weights_sha256
         == ModelCard.load(out / "card.json").weights_sha256
     )
+
+
+def test_diverged_training_writes_no_checkpoint(
+    detectors: ModuleType, synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.detectors.csflow import CSFlow
+    from flows.train import train
+
+    monkeypatch.setattr(
+        CSFlow, "fit", lambda self, batches, epochs, progress: {"final_loss": float("nan")}
+    )
+    with pytest.raises(CheckFailedError, match="diverged"):
+        train(
+            tiny_detector_config(),
+            tiny_training_config(),
+            synthetic_dataset,
+            tmp_path / "m",
+            show_progress=False,
+        )
+    assert not (tmp_path / "m").exists()
 
 
 def test_train_cli_data_errors_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

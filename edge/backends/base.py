@@ -13,6 +13,17 @@ import numpy as np
 from flows.card import ModelCard
 
 
+def as_model_batch(batch: np.ndarray, input_chw: tuple[int, ...], source: str) -> np.ndarray:
+    """Contiguous float32 [B, C, H, W] matching the model's input, or a ValueError naming both shapes."""
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(input_chw):
+        raise ValueError(
+            f"{source}: input batch of shape {batch.shape}, the model expects "
+            f"[B, {', '.join(map(str, input_chw))}]"
+        )
+    return batch
+
+
 class Backend(ABC):
     """Loaded model plus its card. Thread use: one backend per infer thread."""
 

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
 
-from edge.backends.base import Backend
+from edge.backends.base import Backend, as_model_batch
 from export import metadata
 from flows.card import CardError
 from flows.errors import ConfigError
@@ -94,11 +94,6 @@ class OnnxRuntimeBackend(Backend):
         return backend
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1:] != self.input_chw:
-            raise ValueError(
-                f"{self.source}: input batch of shape {batch.shape}, the model expects "
-                f"[B, {', '.join(map(str, self.input_chw))}]"
-            )
+        batch = as_model_batch(batch, self.input_chw, self.source)
         score, amap = self.session.run(list(metadata.OUTPUT_NAMES), {self.input_name: batch})
         return score.astype(np.float32, copy=False), amap.astype(np.float32, copy=False)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.backends.base import Backend
+from edge.backends.base import Backend, as_model_batch
 from export.engine_meta import EngineMeta, check_compatible, read_meta
 from export.metadata import INPUT_NAME, OUTPUT_NAMES
 from flows.errors import ConfigError, ModelMismatchError
@@ -187,11 +187,7 @@ class TensorRTBackend(Backend):
         return worker
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1:] != self.input_chw:
-            raise ValueError(
-                f"{self.source}: input batch {batch.shape}, expected [B, {self.input_chw}]"
-            )
+        batch = as_model_batch(batch, self.input_chw, self.source)
         if len(batch) < self.meta.profile.min:
             raise ValueError(
                 f"{self.source}: batch {len(batch)} below the engine's minimum {self.meta.profile.min}"

@@ -23,7 +23,9 @@ def build_detector(det: DetectorConfig, train: TrainingConfig) -> Detector:
 
     registry = _registry()
     if det.kind not in registry:
-        raise ConfigError(f"detector.kind: unknown detector {det.kind!r}; choose from {sorted(registry)}")
+        raise ConfigError(
+            f"detector.kind: unknown detector {det.kind!r}; choose from {sorted(registry)}"
+        )
     backbone, info = build_backbone(det.backbone)
     try:
         return registry[det.kind](det, train, backbone, info)

@@ -48,7 +48,13 @@ def whitening(vectors: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndar
 class GaussianAD(Detector):
     name = "gaussian"
 
-    def __init__(self, det: DetectorConfig, train: TrainingConfig, backbone: nn.Module, backbone_info: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        det: DetectorConfig,
+        train: TrainingConfig,
+        backbone: nn.Module,
+        backbone_info: dict[str, Any],
+    ) -> None:
         super().__init__()
         self.det, self.backbone, self.backbone_info = det, backbone, backbone_info
         for layer, channels in enumerate(backbone_info["channels"]):
@@ -57,10 +63,16 @@ class GaussianAD(Detector):
                 self.register_buffer(f"{kind}_w{layer}", torch.eye(channels))
 
     def preprocess_spec(self) -> PreprocessSpec:
-        return PreprocessSpec(height=self.det.image_size, width=self.det.image_size, interpolation=self.det.interpolation)
+        return PreprocessSpec(
+            height=self.det.image_size,
+            width=self.det.image_size,
+            interpolation=self.det.interpolation,
+        )
 
     def score_spec(self) -> ScoreSpec:
-        return ScoreSpec(kind="sum_layer_mahalanobis", uses_logdet=False, map_source="mean_layer_mahalanobis")
+        return ScoreSpec(
+            kind="sum_layer_mahalanobis", uses_logdet=False, map_source="mean_layer_mahalanobis"
+        )
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> Features:
@@ -70,42 +82,59 @@ class GaussianAD(Detector):
         out: Latents = []
         for layer, f in enumerate(feats):
             pooled = f.mean(dim=(2, 3))
-            out.append((pooled - getattr(self, f"pool_mean{layer}")) @ getattr(self, f"pool_w{layer}"))
+            out.append(
+                (pooled - getattr(self, f"pool_mean{layer}")) @ getattr(self, f"pool_w{layer}")
+            )
             centred = f - getattr(self, f"map_mean{layer}")[None, :, None, None]
             out.append(torch.einsum("bchw,cd->bdhw", centred, getattr(self, f"map_w{layer}")))
         return out
 
-    def reduce(self, latents: Latents, input_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def reduce(
+        self, latents: Latents, input_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         z = [zk.float() for zk in latents]
         score = sum(torch.sqrt((zp**2).sum(dim=1)) for zp in z[0::2])
         maps = [
-            F.interpolate(torch.sqrt((zm**2).sum(dim=1, keepdim=True)), size=input_hw, mode="bilinear", align_corners=False)
+            F.interpolate(
+                torch.sqrt((zm**2).sum(dim=1, keepdim=True)),
+                size=input_hw,
+                mode="bilinear",
+                align_corners=False,
+            )
             for zm in z[1::2]
         ]
         return score, torch.stack(maps).mean(dim=0)[:, 0]
 
     @torch.no_grad()
-    def fit(self, batches: Callable[[], Iterable[Features]], epochs: int, progress: ProgressFn | None = None) -> dict[str, Any]:
+    def fit(
+        self,
+        batches: Callable[[], Iterable[Features]],
+        epochs: int,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
         pooled: list[list[np.ndarray]] = [[] for _ in self.backbone_info["channels"]]
         positions: list[list[np.ndarray]] = [[] for _ in self.backbone_info["channels"]]
         generator = np.random.default_rng(0)
-        n_images = 0
+        n_images = steps = 0
         for feats in batches():
             n_images += feats[0].shape[0]
+            steps += 1
             for layer, f in enumerate(feats):
                 pooled[layer].append(f.mean(dim=(2, 3)).cpu().numpy())
                 flat = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).cpu().numpy()
                 positions[layer].append(flat)
             if progress:
-                progress({"loss": 0.0, "epoch": 0})
+                progress({"loss": 0.0, "epoch": 0, "step": steps})
         kept = {}
         for layer in range(len(pooled)):
             all_positions = np.concatenate(positions[layer])
             if len(all_positions) > MAX_POSITIONS:
-                all_positions = all_positions[generator.choice(len(all_positions), MAX_POSITIONS, replace=False)]
+                all_positions = all_positions[
+                    generator.choice(len(all_positions), MAX_POSITIONS, replace=False)
+                ]
             for kind, data in (("pool", np.concatenate(pooled[layer])), ("map", all_positions)):
                 mean, w = whitening(data, self.det.pca_variance)
                 getattr(self, f"{kind}_mean{layer}").copy_(torch.from_numpy(mean))
                 getattr(self, f"{kind}_w{layer}").copy_(torch.from_numpy(w))
                 kept[f"{kind}{layer}_components"] = int((np.abs(w).sum(axis=0) > 0).sum())
-        return {"final_loss": 0.0, "epochs": 1, "n_images": n_images, **kept}
+        return {"final_loss": 0.0, "epochs": 1, "steps": steps, "n_images": n_images, **kept}
