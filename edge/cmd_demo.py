@@ -25,8 +25,9 @@ BROKER = ("127.0.0.1", 1883)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="where everything goes")
-    parser.add_argument("--epochs", type=int, default=30, help="CS-Flow training epochs")
+    parser.add_argument("--epochs", type=int, default=12, help="CS-Flow training epochs")
     parser.add_argument("--image-size", type=int, default=256, help="network input side in pixels")
+    parser.add_argument("--hidden", type=int, default=32, help="CS-Flow subnetwork channels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-stream", action="store_true", help="stop after calibration")
 
@@ -67,6 +68,19 @@ def _stream_folder(data: Path, stream: Path) -> int:
     return index
 
 
+def _training_config(out: Path, args: argparse.Namespace) -> Path:
+    """The demo's detector: CS-Flow on the stride-16 Lite0 stage (the synthetic defects are
+    thin lines and small spots, so the finer stage suits them), small enough for 2 CPU cores."""
+    config = {
+        "detector": {"kind": "csflow", "image_size": args.image_size, "hidden_channels": args.hidden,
+                     "backbone": {"name": "tf_efficientnet_lite0", "out_indices": [3], "weights": "auto"}},
+        "training": {"epochs": args.epochs, "batch_size": 16, "seed": args.seed},
+    }
+    path = out / "train.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def _station_config(out: Path, model: Path, calibration: Path, stream: Path) -> Path:
     config = {
         "site": "demo-site",
@@ -92,13 +106,12 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     _step("1/5 generating a synthetic inspection data set")
-    generate_dataset(data, n_train=120, n_test_good=30, n_test_defect=10, size=256, seed=args.seed)
+    generate_dataset(data, n_train=80, n_test_good=30, n_test_defect=10, size=256, seed=args.seed)
     generate_dataset(holdout, n_train=200, n_test_good=0, n_test_defect=0, size=256, seed=args.seed + 1000)
     print(f"training parts: {data / 'train/good'}; test parts: {data / 'test'}; held-out normal: {holdout / 'train/good'}")
 
     _step("2/5 training CS-Flow on the normal parts")
-    _cli("train", data, "--out", model, "--detector", "csflow", "--epochs", args.epochs,
-         "--image-size", args.image_size, "--seed", args.seed)
+    _cli("train", data, "--out", model, "--config", _training_config(out, args))
 
     _step("3/5 evaluating on the test parts")
     _cli("eval", model, data, "--out", out / "eval")

@@ -1,8 +1,8 @@
 """From a score to the message a PLC acts on: threshold, calibration, drift, heatmap.
 
-Decision values: ``OK`` (score < threshold), ``ANOMALY`` (score >= threshold) and
-``ERROR`` (the sample could not be scored: the PLC still gets an answer for every
-trigger, with ``error`` saying why). See ``edge/schema/decision.schema.json``.
+Decision values: ``OK`` (score <= threshold), ``ANOMALY`` (score > threshold, the rule
+calibration uses for its false-alarm statistics) and ``ERROR`` (the sample could not be
+scored: the PLC still gets an answer for every trigger, with ``error`` saying why). See ``edge/schema/decision.schema.json``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def decision_doc(
     if sample.error is not None or score is None:
         decision, normalised = "ERROR", None
     else:
-        decision = "ANOMALY" if score >= policy.threshold else "OK"
+        decision = "ANOMALY" if score > policy.threshold else "OK"
         normalised = policy.normalise(score)
     total = (time.perf_counter() - sample.t_captured) * 1000.0  # capture to decision
     return {
