@@ -118,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
 
     _step("4/5 calibrating a 1 % false-alarm threshold on held-out normal parts")
     calibration = model / "calibration.json"
-    _cli("calibrate", model, "--normal", holdout / "train/good", "--anomalous", data / "test",
-         "--out", calibration)
+    defects = [d for d in sorted((data / "test").iterdir()) if d.is_dir() and d.name != "good"]
+    _cli("calibrate", model, "--normal", holdout / "train/good",
+         *[arg for d in defects for arg in ("--anomalous", d)], "--out", calibration)
 
     if not args.no_stream:
         _step("5/5 streaming the test parts through the station loop")
