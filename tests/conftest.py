@@ -80,3 +80,14 @@ def tiny_checkpoint(
         tiny_detector_config(), tiny_training_config(), synthetic_dataset, out, show_progress=False
     )
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The test machine's cores are shared: torch's default thread pool thrashes on tiny ops."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,13 +9,7 @@ from flows.backbones import build_backbone, map_lite_keys, offline_lite_file
 from flows.config import BackboneConfig
 from flows.errors import ConfigError, DataError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_random_backbone_info_and_shapes():

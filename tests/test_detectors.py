@@ -13,13 +13,7 @@ from flows.errors import ConfigError
 SIZE = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's cores are shared: torch's default thread pool thrashes on tiny ops."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(kind: str = "csflow", **overrides) -> DetectorConfig:
