@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from flows.card import ScoreSpec
+from flows.card import PreprocessSpec, ScoreSpec
+from flows.config import DetectorConfig
 
 Features = list[torch.Tensor]
 Latents = list[torch.Tensor]
@@ -30,6 +31,15 @@ class Detector(nn.Module, ABC):
     """Base class; subclasses register themselves in :mod:`flows.detectors`."""
 
     name: str = ""
+    det: DetectorConfig
+
+    def preprocess_spec(self) -> PreprocessSpec:
+        """Image input as configured; grayscale is replicated to 3 channels by flows.preprocess."""
+        return PreprocessSpec(
+            height=self.det.image_size,
+            width=self.det.image_size,
+            interpolation=self.det.interpolation,
+        )
 
     @abstractmethod
     def features(self, x: torch.Tensor) -> Features:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from FrEIA.modules import InvertibleModule
 from torch import nn
 
-from flows.card import PreprocessSpec, ScoreSpec
+from flows.card import ScoreSpec
 from flows.config import DetectorConfig, TrainingConfig
 from flows.detectors.base import Detector, Features, Latents, ProgressFn
 
@@ -184,13 +184,6 @@ class CSFlow(Detector):
         side = det.image_size // reduction
         dims = [(channels, side >> k, side >> k) for k in range(det.n_scales)]
         self.graph = coupling_graph(dims, det)
-
-    def preprocess_spec(self) -> PreprocessSpec:
-        return PreprocessSpec(
-            height=self.det.image_size,
-            width=self.det.image_size,
-            interpolation=self.det.interpolation,
-        )
 
     def score_spec(self) -> ScoreSpec:
         return ScoreSpec(kind="mean_z2_half", uses_logdet=False, map_source="scale0")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flows.card import PreprocessSpec, ScoreSpec
+from flows.card import ScoreSpec
 from flows.config import DetectorConfig, TrainingConfig
 from flows.detectors.base import Detector, Features, Latents, ProgressFn
 
@@ -61,13 +61,6 @@ class GaussianAD(Detector):
             for kind in ("pool", "map"):
                 self.register_buffer(f"{kind}_mean{layer}", torch.zeros(channels))
                 self.register_buffer(f"{kind}_w{layer}", torch.eye(channels))
-
-    def preprocess_spec(self) -> PreprocessSpec:
-        return PreprocessSpec(
-            height=self.det.image_size,
-            width=self.det.image_size,
-            interpolation=self.det.interpolation,
-        )
 
     def score_spec(self) -> ScoreSpec:
         return ScoreSpec(
