@@ -25,6 +25,7 @@ from typing import Any
 from calibration.distribution import ScoreDistribution
 from flows.card import ModelCard, sha256_file
 from flows.errors import DataError, ModelMismatchError
+from flows.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +118,12 @@ def check_binding(calibration: Calibration, card: ModelCard) -> None:
 def read_calibration(path: str | Path) -> Calibration:
     """Read and validate a calibration file without checking which model it is bound to."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(
-            f"calibration file {path} not found; create it with 'flowedge calibrate CHECKPOINT "
-            "--normal DIR --out calibration.json' or set model.calibration to the right path"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"calibration file {path}: cannot read ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"calibration file {path}: not valid JSON ({exc}); recalibrate") from exc
+    data = read_json(
+        path, "calibration file", DataError,
+        missing="create it with 'flowedge calibrate CHECKPOINT --normal DIR --out calibration.json' "
+        "or set model.calibration to the right path",
+        invalid="recalibrate with 'flowedge calibrate'",
+    )
     calibration = Calibration.from_dict(data, source=str(path))
     return _with_hash(calibration, path)
 

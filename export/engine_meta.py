@@ -15,6 +15,7 @@ from typing import Any
 
 from flows.card import CardError, ModelCard
 from flows.errors import ConfigError, ModelMismatchError
+from flows.jsonfile import read_json
 
 META_SUFFIX = ".json"
 
@@ -84,15 +85,12 @@ def write_meta(engine: Path, meta: EngineMeta) -> Path:
 
 def read_meta(engine: Path) -> EngineMeta:
     path = meta_path(engine)
-    if not path.is_file():
-        raise CardError(
-            f"{engine}: metadata {path.name} not found beside the engine; engines are only usable "
-            "with their metadata: rebuild with 'flowedge export trt MODEL.onnx'"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CardError(f"{path}: not valid JSON ({exc}); rebuild the engine") from exc
+    data = read_json(
+        path, f"{engine}: engine metadata", CardError,
+        missing="an engine is only usable with the metadata beside it: "
+        "rebuild with 'flowedge export trt MODEL.onnx'",
+        invalid="rebuild the engine with 'flowedge export trt MODEL.onnx'",
+    )
     return EngineMeta.from_dict(data, str(path))
 
 

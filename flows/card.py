@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.errors import ModelMismatchError
+from flows.jsonfile import read_json
 
 # Bump the major part when a card written by this code can no longer be read by
 # an older runtime (or vice versa). Cards with another major version are refused.
@@ -130,12 +131,9 @@ class ModelCard:
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
         path = Path(path)
-        if not path.is_file():
-            raise CardError(f"model card {path} not found")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CardError(f"model card {path} is not valid JSON: {exc}") from exc
+        data = read_json(path, "model card", CardError,
+                         missing="give the checkpoint directory written by 'flowedge train'",
+                         invalid="the checkpoint is damaged: copy it again or retrain")
         return cls.from_dict(data, source=str(path))
 
 

@@ -33,6 +33,12 @@ class Backend(ABC):
         self.card = card
 
     @property
+    def input_chw(self) -> tuple[int, int, int]:
+        """The (C, H, W) every input batch must have, from the card's preprocessing spec."""
+        spec = self.card.preprocess
+        return (spec.channels, spec.height, spec.width)
+
+    @property
     def max_batch(self) -> int:
         """The largest batch the backend accepts (an engine's profile may cap it)."""
         return 64

@@ -67,8 +67,6 @@ class OnnxRuntimeBackend(Backend):
                 f"{[i.name for i in inputs]} -> {names}; export the checkpoint again"
             )
         self.input_name = inputs[0].name
-        spec = self.card.preprocess
-        self.input_chw = (spec.channels, spec.height, spec.width)
 
     @classmethod
     def open(cls, path: Path, device: str = "cpu", threads: int = 0) -> OnnxRuntimeBackend:

@@ -138,8 +138,6 @@ class TensorRTBackend(Backend):
     def __init__(self, engine: Any, trt: Any, meta: EngineMeta, source: str) -> None:
         super().__init__(meta.model_card(source))
         self.engine, self.trt, self.meta, self.source = engine, trt, meta, source
-        spec = self.card.preprocess
-        self.input_chw = (spec.channels, spec.height, spec.width)
         self._local = threading.local()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
