@@ -24,12 +24,12 @@ BROKER = ("127.0.0.1", 1883)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="where everything goes")
-    parser.add_argument("--epochs", type=int, default=12, help="CS-Flow training epochs")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the data, model, reports, calibration, spool and heatmaps (default runs/demo)")
+    parser.add_argument("--epochs", type=int, default=12, help="CS-Flow training epochs (default 12, ~4 min on 2 cores)")
     parser.add_argument("--image-size", type=int, default=256, help="network input side in pixels")
     parser.add_argument("--hidden", type=int, default=32, help="CS-Flow subnetwork channels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-stream", action="store_true", help="stop after calibration")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated data and the training")
+    parser.add_argument("--no-stream", action="store_true", help="stop after calibration (no station run, no MQTT)")
 
 
 def broker_answers(address: tuple[str, int] = BROKER, timeout_s: float = 1.0) -> bool:

@@ -26,8 +26,6 @@ class TorchBackend(Backend):
         super().__init__(card)
         self.detector = detector
         self.device = device
-        spec = card.preprocess
-        self.input_chw = (spec.channels, spec.height, spec.width)
 
     @classmethod
     def open(cls, path: Path, device: str = "cpu", threads: int = 0) -> TorchBackend:
