@@ -49,6 +49,7 @@ def extract(detector: Detector, samples: list, batch_size: int) -> tuple[Feature
 
 def cached_features(detector: Detector, det: DetectorConfig, args: argparse.Namespace) -> dict:
     key = f"{det.backbone.name}_i{'-'.join(map(str, det.backbone.out_indices))}_s{det.image_size}"
+    key += f"_{det.intensity}"
     key += (
         f"_n{det.n_scales if det.kind == 'csflow' else 1}_{det.interpolation}_pool"  # area pyramid
     )
@@ -85,6 +86,9 @@ def main() -> None:
     parser.add_argument(
         "--out-index", type=int, nargs="+", default=defaults_det.backbone.out_indices
     )
+    parser.add_argument(
+        "--intensity", choices=("raw", "standardize"), default=defaults_det.intensity
+    )
     parser.add_argument("--n-scales", type=int, default=defaults_det.n_scales)
     parser.add_argument("--hidden", type=int, default=defaults_det.hidden_channels)
     parser.add_argument("--epochs", type=int, default=defaults_train.epochs)
@@ -101,6 +105,7 @@ def main() -> None:
         kind=args.detector,
         backbone=BackboneConfig(out_indices=args.out_index),
         image_size=args.image_size,
+        intensity=args.intensity,
         n_scales=args.n_scales,
         hidden_channels=args.hidden,
         n_blocks=len(kernels),
@@ -159,6 +164,7 @@ def main() -> None:
         "config": {
             "detector": args.detector,
             "image_size": args.image_size,
+            "intensity": args.intensity,
             "out_indices": args.out_index,
             "n_scales": args.n_scales,
             "hidden": args.hidden,

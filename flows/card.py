@@ -20,7 +20,7 @@ from flows.jsonfile import read_json
 
 # Bump the major part when a card written by this code can no longer be read by
 # an older runtime (or vice versa). Cards with another major version are refused.
-CARD_FORMAT = "1.0"
+CARD_FORMAT = "2.0"  # 2.0: PreprocessSpec.intensity (a 1.x runtime would ignore it)
 
 
 class CardError(ModelMismatchError):
@@ -40,6 +40,9 @@ class PreprocessSpec:
     width: int = 256
     channels: int = 3  # the network's input channels; grayscale is replicated
     interpolation: str = "area"  # OpenCV resize mode: area | linear | cubic | nearest
+    # "raw", or "standardize": each image's intensities are mapped to a fixed mean and
+    # standard deviation before the channel normalisation (see flows.preprocess)
+    intensity: str = "raw"
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     extra: dict[str, Any] = field(default_factory=dict)  # modality-specific parameters

@@ -47,6 +47,10 @@ class DetectorConfig(Strict):
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     image_size: int = Field(384, ge=32, le=2048, description="top-scale input side in pixels")
     interpolation: Literal["area", "linear", "cubic", "nearest"] = "area"
+    # "standardize" maps every image to the same mean brightness and contrast, so the model
+    # learns texture, not illumination (MTD: image AUROC 0.87 -> 0.98, docs/results.md);
+    # "raw" keeps absolute brightness, for parts where too dark or too bright is a defect
+    intensity: Literal["raw", "standardize"] = "standardize"
     # CS-Flow (thesis ch. 5)
     n_scales: int = Field(3, ge=1, le=4)
     n_blocks: int = Field(4, ge=1, le=8)

@@ -23,6 +23,13 @@ _INTERPOLATION = {
 }
 
 
+# "standardize" maps every image to ImageNet's average brightness and contrast (the means of
+# the channel statistics), so the backbone sees inputs in the range it was trained on
+STANDARD_MEAN = 0.449
+STANDARD_STD = 0.226
+_FLAT_STD = 1e-3  # below this an image is flat (lens cap, dark frame): do not amplify noise
+
+
 class BadInputError(DataError):
     """A sample cannot be used (unreadable, truncated, wrong shape, NaN).
 
@@ -82,6 +89,8 @@ def to_tensor(image: np.ndarray, spec: PreprocessSpec, name: str = "<frame>") ->
         scaled = cv2.cvtColor(scaled, cv2.COLOR_BGRA2RGB if scaled.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     interp = _INTERPOLATION[spec.interpolation]
     resized = cv2.resize(scaled, (spec.width, spec.height), interpolation=interp)
+    if spec.intensity == "standardize":
+        resized = standardize_intensity(resized)
     if resized.ndim == 2:
         resized = np.repeat(resized[:, :, None], spec.channels, axis=2)
     elif spec.channels == 1:
@@ -90,6 +99,18 @@ def to_tensor(image: np.ndarray, spec: PreprocessSpec, name: str = "<frame>") ->
     std = np.asarray(spec.std, dtype=np.float32)[: spec.channels]
     normalised = (resized - mean) / std
     return np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32)
+
+
+def standardize_intensity(image: np.ndarray) -> np.ndarray:
+    """Give an image a fixed mean and standard deviation over all its pixels and channels.
+
+    Removes the global gain and offset of the illumination (lamp ageing, exposure
+    drift, part-to-part reflectance), which otherwise dominates the features and
+    hides small defects; colour ratios are kept because all channels share one
+    mean and scale.
+    """
+    std = max(float(image.std()), _FLAT_STD)
+    return (image - float(image.mean())) * (STANDARD_STD / std) + STANDARD_MEAN
 
 
 def load_tensor(path: str | Path, spec: PreprocessSpec) -> np.ndarray:

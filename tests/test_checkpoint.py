@@ -64,8 +64,8 @@ def test_card_records_provenance(tiny_checkpoint: Path) -> None:
 
 
 def test_refuses_another_card_format(checkpoint_copy: Path) -> None:
-    _edit_card(checkpoint_copy, lambda d: d.update(card_format="2.0"))
-    with pytest.raises(CardError, match="format 2.0 is not readable"):
+    _edit_card(checkpoint_copy, lambda d: d.update(card_format="1.0"))
+    with pytest.raises(CardError, match="format 1.0 is not readable"):
         load_checkpoint(checkpoint_copy)
 
 

@@ -95,3 +95,27 @@ def test_garbage_and_empty_bytes_are_refused() -> None:
         decode_image(b"", name="x.png")
     with pytest.raises(BadInputError, match="not a decodable image"):
         decode_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, name="x.png")
+
+
+STANDARDIZED = PreprocessSpec(height=32, width=48, intensity="standardize")
+
+
+def test_standardize_ignores_illumination_gain_and_offset(gray: np.ndarray) -> None:
+    """A dimmer, lower-contrast exposure of the same part gives the same tensor."""
+    dim = gray.astype(np.float32) / 255.0 * 0.6 + 0.1
+    np.testing.assert_allclose(to_tensor(dim, STANDARDIZED), to_tensor(gray, STANDARDIZED), atol=1e-4)
+    assert not np.allclose(to_tensor(dim, SPEC), to_tensor(gray, SPEC), atol=1e-2)
+
+
+def test_standardize_gives_imagenet_brightness(gray: np.ndarray) -> None:
+    tensor = to_tensor(gray, PreprocessSpec(height=32, width=48, intensity="standardize",
+                                            mean=(0, 0, 0), std=(1, 1, 1)))
+    assert tensor.mean() == pytest.approx(0.449, abs=1e-4)
+    assert tensor.std() == pytest.approx(0.226, abs=1e-4)
+
+
+def test_standardize_keeps_a_flat_frame_flat() -> None:
+    """A lens cap or dark frame is not blown up into noise (it scores as whatever flat looks like)."""
+    dark = np.full((20, 20), 3, np.uint8)
+    tensor = to_tensor(dark, PreprocessSpec(height=8, width=8, intensity="standardize"))
+    assert np.isfinite(tensor).all() and np.ptp(tensor, axis=(1, 2)).max() < 1e-6

@@ -39,6 +39,7 @@ class Detector(nn.Module, ABC):
             height=self.det.image_size,
             width=self.det.image_size,
             interpolation=self.det.interpolation,
+            intensity=self.det.intensity,
         )
 
     @abstractmethod
