@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=defaults_det.hidden_channels)
     parser.add_argument("--epochs", type=int, default=defaults_train.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults_train.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults_train.lr)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-dir", default="/tmp/flowedge_bench_features")
@@ -111,7 +112,9 @@ def main() -> None:
         n_blocks=len(kernels),
         kernel_sizes=kernels,
     )
-    train_cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    train_cfg = TrainingConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+    )
     detector = build_detector(det, train_cfg)
     data = cached_features(detector, det, args)
 
@@ -170,6 +173,7 @@ def main() -> None:
             "hidden": args.hidden,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
+            "lr": args.lr,
             "seed": args.seed,
         },
         "image_auroc": overall["image_auroc"],

@@ -134,9 +134,13 @@ class ModelCard:
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
         path = Path(path)
-        data = read_json(path, "model card", CardError,
-                         missing="give the checkpoint directory written by 'flowedge train'",
-                         invalid="the checkpoint is damaged: copy it again or retrain")
+        data = read_json(
+            path,
+            "model card",
+            CardError,
+            missing="give the checkpoint directory written by 'flowedge train'",
+            invalid="the checkpoint is damaged: copy it again or retrain",
+        )
         return cls.from_dict(data, source=str(path))
 
 

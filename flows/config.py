@@ -62,9 +62,11 @@ class DetectorConfig(Strict):
 
 
 class TrainingConfig(Strict):
-    epochs: int = Field(24, ge=1)
+    epochs: int = Field(16, ge=1)
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(2e-4, gt=0)
+    # 5x the paper's 2e-4: with Adam's eps 1e-4 that rate needs the paper's 60 GPU epochs;
+    # 1e-3 converges in 16 (MTD: 0.94 after 32 epochs at 2e-4, 0.986 after 16 at 1e-3)
+    lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0

@@ -72,7 +72,9 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
 def to_tensor(image: np.ndarray, spec: PreprocessSpec, name: str = "<frame>") -> np.ndarray:
     """Map one decoded image (uint8/uint16/float, gray or BGR/BGRA) to CHW float32."""
     if image is None or not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
-        raise BadInputError(f"image {name}: expected a 2-D or 3-D array, got {type(image).__name__}")
+        raise BadInputError(
+            f"image {name}: expected a 2-D or 3-D array, got {type(image).__name__}"
+        )
     if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
         raise BadInputError(f"image {name}: {image.shape[2]} channels; expected 1, 3 or 4")
     if image.dtype == np.uint8:
@@ -86,7 +88,9 @@ def to_tensor(image: np.ndarray, spec: PreprocessSpec, name: str = "<frame>") ->
     if scaled.ndim == 3 and scaled.shape[2] == 1:
         scaled = scaled[:, :, 0]
     if scaled.ndim == 3:
-        scaled = cv2.cvtColor(scaled, cv2.COLOR_BGRA2RGB if scaled.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        scaled = cv2.cvtColor(
+            scaled, cv2.COLOR_BGRA2RGB if scaled.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        )
     interp = _INTERPOLATION[spec.interpolation]
     resized = cv2.resize(scaled, (spec.width, spec.height), interpolation=interp)
     if spec.intensity == "standardize":

@@ -103,13 +103,17 @@ STANDARDIZED = PreprocessSpec(height=32, width=48, intensity="standardize")
 def test_standardize_ignores_illumination_gain_and_offset(gray: np.ndarray) -> None:
     """A dimmer, lower-contrast exposure of the same part gives the same tensor."""
     dim = gray.astype(np.float32) / 255.0 * 0.6 + 0.1
-    np.testing.assert_allclose(to_tensor(dim, STANDARDIZED), to_tensor(gray, STANDARDIZED), atol=1e-4)
+    np.testing.assert_allclose(
+        to_tensor(dim, STANDARDIZED), to_tensor(gray, STANDARDIZED), atol=1e-4
+    )
     assert not np.allclose(to_tensor(dim, SPEC), to_tensor(gray, SPEC), atol=1e-2)
 
 
 def test_standardize_gives_imagenet_brightness(gray: np.ndarray) -> None:
-    tensor = to_tensor(gray, PreprocessSpec(height=32, width=48, intensity="standardize",
-                                            mean=(0, 0, 0), std=(1, 1, 1)))
+    tensor = to_tensor(
+        gray,
+        PreprocessSpec(height=32, width=48, intensity="standardize", mean=(0, 0, 0), std=(1, 1, 1)),
+    )
     assert tensor.mean() == pytest.approx(0.449, abs=1e-4)
     assert tensor.std() == pytest.approx(0.226, abs=1e-4)
 

@@ -51,11 +51,18 @@ class Detector(nn.Module, ABC):
         """Map features to latent tensors (for flows: z per scale)."""
 
     @abstractmethod
-    def reduce(self, latents: Latents, input_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def reduce(
+        self, latents: Latents, input_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (score [B], map [B, H, W] at the input resolution), computed in fp32."""
 
     @abstractmethod
-    def fit(self, batches: Callable[[], Iterable[Features]], epochs: int, progress: ProgressFn | None = None) -> dict[str, Any]:
+    def fit(
+        self,
+        batches: Callable[[], Iterable[Features]],
+        epochs: int,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
         """Fit on cached features of normal samples; returns a training summary."""
 
     @abstractmethod
