@@ -55,7 +55,11 @@ def pyramid(paths: list[Path], size: int, device: str, backbone) -> list[list[to
     for start in range(0, len(images), 32):
         x = torch.from_numpy(images[start : start + 32]).to(device)
         for k in range(3):
-            xs = x if k == 0 else F.interpolate(x, scale_factor=0.5**k, mode="bilinear", align_corners=False)
+            xs = (
+                x
+                if k == 0
+                else F.interpolate(x, scale_factor=0.5**k, mode="bilinear", align_corners=False)
+            )
             for stage, f in enumerate(backbone(xs)):
                 per_stage[stage][k].append(f)
     return [[torch.cat(chunks) for chunks in stage] for stage in per_stage]
@@ -71,7 +75,9 @@ def auroc(detector, feats: list[torch.Tensor], labels: np.ndarray, size: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=Path("runs/sweep.json"))
@@ -92,15 +98,24 @@ def main() -> None:
             continue
         if size not in cache:
             start = time.perf_counter()
-            cache[size] = (pyramid(train_paths, size, args.device, backbone),
-                           pyramid([s.path for s in test], size, args.device, backbone))
+            cache[size] = (
+                pyramid(train_paths, size, args.device, backbone),
+                pyramid([s.path for s in test], size, args.device, backbone),
+            )
             print(f"features at {size}: {time.perf_counter() - start:.1f} s", flush=True)
         train_feats, test_feats = (c[STAGE_OF[stride]] for c in cache[size])
         torch.manual_seed(0)
-        det = DetectorConfig(kind=kind, image_size=size, hidden_channels=max(hidden, 8),
-                             backbone=BackboneConfig(out_indices=[STAGE_OF[stride] + 3]))
-        stage_info = {**info, "channels": [info["channels"][STAGE_OF[stride]]],
-                      "reductions": [stride]}
+        det = DetectorConfig(
+            kind=kind,
+            image_size=size,
+            hidden_channels=max(hidden, 8),
+            backbone=BackboneConfig(out_indices=[STAGE_OF[stride] + 3]),
+        )
+        stage_info = {
+            **info,
+            "channels": [info["channels"][STAGE_OF[stride]]],
+            "reductions": [stride],
+        }
         cls = CSFlow if kind == "csflow" else GaussianAD
         detector = cls(det, TrainingConfig(epochs=epochs), backbone, stage_info).to(args.device)
         n = len(train_paths)
@@ -115,8 +130,13 @@ def main() -> None:
         detector.fit(batches, epochs)
         fit_s = time.perf_counter() - start
         detector.eval()
-        result = {"setting": name, "image_auroc": round(auroc(detector, test_feats if kind == "csflow" else test_feats[:1], labels, size), 4),
-                  "fit_s": round(fit_s, 1)}
+        result = {
+            "setting": name,
+            "image_auroc": round(
+                auroc(detector, test_feats if kind == "csflow" else test_feats[:1], labels, size), 4
+            ),
+            "fit_s": round(fit_s, 1),
+        }
         results.append(result)
         print(json.dumps(result), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

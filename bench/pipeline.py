@@ -48,7 +48,9 @@ def demo_checkpoint(size: int, out: Path) -> Path:
     from flows.config import BackboneConfig, DetectorConfig, TrainingConfig
     from flows.detectors import build_detector
 
-    det_cfg = DetectorConfig(kind="csflow", backbone=BackboneConfig(weights="none"), image_size=size)
+    det_cfg = DetectorConfig(
+        kind="csflow", backbone=BackboneConfig(weights="none"), image_size=size
+    )
     train_cfg = TrainingConfig(epochs=1, batch_size=2)
     detector = build_detector(det_cfg, train_cfg)
     spec = detector.preprocess_spec()
@@ -57,9 +59,14 @@ def demo_checkpoint(size: int, out: Path) -> Path:
         feats = detector.features(x)
     detector.fit(lambda: [feats], epochs=1)
     detector.eval()
-    card = ModelCard(detector="csflow", detector_params=det_cfg.model_dump(mode="json"),
-                     backbone={}, preprocess=spec, score=detector.score_spec(),
-                     training={"config": train_cfg.model_dump(mode="json")})
+    card = ModelCard(
+        detector="csflow",
+        detector_params=det_cfg.model_dump(mode="json"),
+        backbone={},
+        preprocess=spec,
+        score=detector.score_spec(),
+        training={"config": train_cfg.model_dump(mode="json")},
+    )
     save_checkpoint(detector, card, out)
     return out
 
@@ -74,8 +81,9 @@ def write_images(folder: Path, count: int, size: int) -> None:
         cv2.imwrite(str(folder / f"part_{i:04d}.png"), image)
 
 
-def bare_loop(backend: TorchBackend, images: list[Path],
-              preload: bool) -> tuple[float, list[float], float]:
+def bare_loop(
+    backend: TorchBackend, images: list[Path], preload: bool
+) -> tuple[float, list[float], float]:
     """One sample at a time; ``preload``: tensors made beforehand (inference only)."""
     spec = backend.card.preprocess
     tensors = [load_tensor(path, spec)[None] for path in images] if preload else []
@@ -90,19 +98,26 @@ def bare_loop(backend: TorchBackend, images: list[Path],
     return n / (time.perf_counter() - start), latencies, (time.process_time() - cpu) / n
 
 
-def full_loop(tmp: Path, model: Path, images: Path, count: int, threads: int,
-              rate_hz: float | None, tag: str) -> tuple[float, list[dict], float]:
+def full_loop(
+    tmp: Path, model: Path, images: Path, count: int, threads: int, rate_hz: float | None, tag: str
+) -> tuple[float, list[dict], float]:
     (tmp / f"broker-{tag}").mkdir()
     broker = Broker(tmp / f"broker-{tag}").start()
-    cfg = parse_config({
-        "model": {"path": str(model), "backend": "torch", "threshold": 1e9,
-                  "intra_op_threads": threads},
-        "sources": [{"name": "cam", "kind": "folder", "path": str(images), "rate_hz": rate_hz}],
-        "pipeline": {"max_batch": 1, "heatmaps": "none"},
-        "mqtt": {"port": broker.port},
-        "metrics": {"enabled": False},
-        "spool": {"path": str(tmp / f"spool-{tag}.sqlite")},
-    })
+    cfg = parse_config(
+        {
+            "model": {
+                "path": str(model),
+                "backend": "torch",
+                "threshold": 1e9,
+                "intra_op_threads": threads,
+            },
+            "sources": [{"name": "cam", "kind": "folder", "path": str(images), "rate_hz": rate_hz}],
+            "pipeline": {"max_batch": 1, "heatmaps": "none"},
+            "mqtt": {"port": broker.port},
+            "metrics": {"enabled": False},
+            "spool": {"path": str(tmp / f"spool-{tag}.sqlite")},
+        }
+    )
     sub = Subscriber(broker.port, topic="flowedge/+/+/+/decision")
     station = Station(tmp / "unused.yaml", cfg, max_samples=None)
     arrivals: dict[int, float] = {}
@@ -120,7 +135,9 @@ def full_loop(tmp: Path, model: Path, images: Path, count: int, threads: int,
     docs = sub.wait_for("/decision", count, timeout=600)
     elapsed = max(arrivals.values()) - start
     cpu_per_image = (time.process_time() - cpu) / count
-    station.shutdown("benchmark over", wait_for_delivery=False, interrupted=station.pipeline.finished)
+    station.shutdown(
+        "benchmark over", wait_for_delivery=False, interrupted=station.pipeline.finished
+    )
     sub.close()
     broker.stop()
     assert [d["seq"] for d in docs] == list(range(1, count + 1)), "lost or reordered decisions"
@@ -135,7 +152,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128, help="model input side")
     parser.add_argument("--images", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both loops)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (both loops)"
+    )
     parser.add_argument("--load", type=float, default=0.5, help="paced run: fraction of bare rate")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs, best kept")
     parser.add_argument("--checkpoint", type=Path, help="use this checkpoint instead")
@@ -163,35 +182,54 @@ def main() -> None:
             cpu["io"].append(used)
             if rate > io_rate:
                 io_rate, io_lat = rate, lat
-            rate, _, used = full_loop(tmp, model, tmp / "images", args.images, args.threads, None,
-                                      f"unpaced{r}")
+            rate, _, used = full_loop(
+                tmp, model, tmp / "images", args.images, args.threads, None, f"unpaced{r}"
+            )
             cpu["pipe"].append(used)
             pipe_rate = max(pipe_rate, rate)
             pair_ratios.append(pair_bare / rate)
         paced = bare_rate * args.load
-        _, docs, _ = full_loop(tmp, model, tmp / "images", args.images, args.threads, paced, "paced")
+        _, docs, _ = full_loop(
+            tmp, model, tmp / "images", args.images, args.threads, paced, "paced"
+        )
     e2e = [d["latency_ms"]["total"] / 1e3 for d in docs]
     stages = {k: statistics.median(d["latency_ms"][k] for d in docs) for k in docs[0]["latency_ms"]}
-    print(f"model: CS-Flow {args.size}x{args.size}, torch cpu, {args.threads} thread(s), "
-          f"{args.images} images, batch 1, best of {args.repeats} interleaved runs")
-    print(f"bare infer    : {bare_rate:7.2f} img/s  latency p50 {pct(bare_lat, 50):7.1f} ms  "
-          f"p99 {pct(bare_lat, 99):7.1f} ms  (tensors preloaded)")
-    print(f"bare read+pre+infer: {io_rate:7.2f} img/s  latency p50 {pct(io_lat, 50):7.1f} ms  "
-          f"p99 {pct(io_lat, 99):7.1f} ms")
-    print(f"full pipeline : {pipe_rate:7.2f} img/s  (capture -> MQTT PUBACK'd, subscriber received)")
-    print(f"paced at {paced:.2f} Hz: end-to-end latency p50 {pct(e2e, 50):7.1f} ms  "
-          f"p99 {pct(e2e, 99):7.1f} ms  (capture -> decision spooled)")
+    print(
+        f"model: CS-Flow {args.size}x{args.size}, torch cpu, {args.threads} thread(s), "
+        f"{args.images} images, batch 1, best of {args.repeats} interleaved runs"
+    )
+    print(
+        f"bare infer    : {bare_rate:7.2f} img/s  latency p50 {pct(bare_lat, 50):7.1f} ms  "
+        f"p99 {pct(bare_lat, 99):7.1f} ms  (tensors preloaded)"
+    )
+    print(
+        f"bare read+pre+infer: {io_rate:7.2f} img/s  latency p50 {pct(io_lat, 50):7.1f} ms  "
+        f"p99 {pct(io_lat, 99):7.1f} ms"
+    )
+    print(
+        f"full pipeline : {pipe_rate:7.2f} img/s  (capture -> MQTT PUBACK'd, subscriber received)"
+    )
+    print(
+        f"paced at {paced:.2f} Hz: end-to-end latency p50 {pct(e2e, 50):7.1f} ms  "
+        f"p99 {pct(e2e, 99):7.1f} ms  (capture -> decision spooled)"
+    )
     print("  per-stage p50 ms: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
-    print(f"overhead ratio (bare infer / pipeline throughput): best-of {bare_rate / pipe_rate:.3f}, "
-          f"median of adjacent pairs {statistics.median(pair_ratios):.3f} "
-          f"(pairs: {' '.join(f'{r:.2f}' for r in pair_ratios)}; target < 1.15); "
-          f"vs bare read+pre+infer: {io_rate / pipe_rate:.3f}")
+    print(
+        f"overhead ratio (bare infer / pipeline throughput): best-of {bare_rate / pipe_rate:.3f}, "
+        f"median of adjacent pairs {statistics.median(pair_ratios):.3f} "
+        f"(pairs: {' '.join(f'{r:.2f}' for r in pair_ratios)}; target < 1.15); "
+        f"vs bare read+pre+infer: {io_rate / pipe_rate:.3f}"
+    )
     best = {k: 1e3 * min(v) for k, v in cpu.items()}
-    print(f"CPU time per image (process, all threads; best run): bare infer {best['bare']:.1f} ms, "
-          f"bare read+pre+infer {best['io']:.1f} ms, pipeline {best['pipe']:.1f} ms -> ratio "
-          f"{best['pipe'] / best['bare']:.3f} / {best['pipe'] / best['io']:.3f}")
-    print(f"latency ratio p50 (pipeline end-to-end / bare read+pre+infer): "
-          f"{pct(e2e, 50) / pct(io_lat, 50):.3f}")
+    print(
+        f"CPU time per image (process, all threads; best run): bare infer {best['bare']:.1f} ms, "
+        f"bare read+pre+infer {best['io']:.1f} ms, pipeline {best['pipe']:.1f} ms -> ratio "
+        f"{best['pipe'] / best['bare']:.3f} / {best['pipe'] / best['io']:.3f}"
+    )
+    print(
+        f"latency ratio p50 (pipeline end-to-end / bare read+pre+infer): "
+        f"{pct(e2e, 50) / pct(io_lat, 50):.3f}"
+    )
 
 
 if __name__ == "__main__":

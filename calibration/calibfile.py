@@ -119,7 +119,9 @@ def read_calibration(path: str | Path) -> Calibration:
     """Read and validate a calibration file without checking which model it is bound to."""
     path = Path(path)
     data = read_json(
-        path, "calibration file", DataError,
+        path,
+        "calibration file",
+        DataError,
         missing="create it with 'flowedge calibrate CHECKPOINT --normal DIR --out calibration.json' "
         "or set model.calibration to the right path",
         invalid="recalibrate with 'flowedge calibrate'",

@@ -75,8 +75,11 @@ def check_separation(normal: np.ndarray, anomalous: np.ndarray, p_swapped: float
             "swapped, or the model does not work on this data; check the folders before calibrating"
         )
     if value < 0.6:
-        log.warning("the model barely separates anomalous from normal images (AUROC %.3f): "
-                    "label-based strategies will be unreliable", value)
+        log.warning(
+            "the model barely separates anomalous from normal images (AUROC %.3f): "
+            "label-based strategies will be unreliable",
+            value,
+        )
     return value
 
 

@@ -16,7 +16,10 @@ from flows.errors import EXIT_INTERNAL, EXIT_USAGE, FlowedgeError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("flows.cmd_train", "train a detector on normal images (writes a checkpoint + model card)"),
+    "train": (
+        "flows.cmd_train",
+        "train a detector on normal images (writes a checkpoint + model card)",
+    ),
     "eval": ("flows.cmd_eval", "evaluate a checkpoint on a labelled test set (AUROC, F1, plots)"),
     "demo": ("edge.cmd_demo", "offline demo: generate data, train, evaluate, stream, publish"),
     "calibrate": ("calibration.cmd", "choose a threshold from held-out normal data"),
@@ -36,7 +39,9 @@ def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowedge",
         description="Normalizing-flow anomaly detection, from training to the PLC.",
-        epilog=EPILOG.format(commands="\n".join(f"  {n:<10} {t}" for n, (_, t) in COMMANDS.items())),
+        epilog=EPILOG.format(
+            commands="\n".join(f"  {n:<10} {t}" for n, (_, t) in COMMANDS.items())
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flowedge {_version()}")

@@ -24,12 +24,26 @@ BROKER = ("127.0.0.1", 1883)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the data, model, reports, calibration, spool and heatmaps (default runs/demo)")
-    parser.add_argument("--epochs", type=int, default=12, help="CS-Flow training epochs (default 12, ~4 min on 2 cores)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/demo"),
+        help="folder for the data, model, reports, calibration, spool and heatmaps (default runs/demo)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=12,
+        help="CS-Flow training epochs (default 12, ~4 min on 2 cores)",
+    )
     parser.add_argument("--image-size", type=int, default=256, help="network input side in pixels")
     parser.add_argument("--hidden", type=int, default=32, help="CS-Flow subnetwork channels")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generated data and the training")
-    parser.add_argument("--no-stream", action="store_true", help="stop after calibration (no station run, no MQTT)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the generated data and the training"
+    )
+    parser.add_argument(
+        "--no-stream", action="store_true", help="stop after calibration (no station run, no MQTT)"
+    )
 
 
 def broker_answers(address: tuple[str, int] = BROKER, timeout_s: float = 1.0) -> bool:
@@ -58,7 +72,9 @@ def _stream_folder(data: Path, stream: Path) -> int:
     if stream.exists():
         shutil.rmtree(stream)
     stream.mkdir(parents=True)
-    groups = {d.name: sorted(d.glob("*.png")) for d in sorted((data / "test").iterdir()) if d.is_dir()}
+    groups = {
+        d.name: sorted(d.glob("*.png")) for d in sorted((data / "test").iterdir()) if d.is_dir()
+    }
     index = 0
     for round_ in range(max(len(files) for files in groups.values())):
         for name, files in groups.items():
@@ -72,8 +88,12 @@ def _training_config(out: Path, args: argparse.Namespace) -> Path:
     """The demo's detector: CS-Flow on the stride-16 Lite0 stage (the synthetic defects are
     thin lines and small spots, so the finer stage suits them), small enough for 2 CPU cores."""
     config = {
-        "detector": {"kind": "csflow", "image_size": args.image_size, "hidden_channels": args.hidden,
-                     "backbone": {"name": "tf_efficientnet_lite0", "out_indices": [3], "weights": "auto"}},
+        "detector": {
+            "kind": "csflow",
+            "image_size": args.image_size,
+            "hidden_channels": args.hidden,
+            "backbone": {"name": "tf_efficientnet_lite0", "out_indices": [3], "weights": "auto"},
+        },
         "training": {"epochs": args.epochs, "batch_size": 16, "seed": args.seed},
     }
     path = out / "train.yaml"
@@ -86,8 +106,15 @@ def _station_config(out: Path, model: Path, calibration: Path, stream: Path) -> 
         "site": "demo-site",
         "station": "demo-station",
         "model": {"path": str(model), "backend": "torch", "calibration": str(calibration)},
-        "sources": [{"name": "cam-demo", "kind": "folder", "path": str(stream), "rate_hz": 20,
-                     "backpressure": "block"}],
+        "sources": [
+            {
+                "name": "cam-demo",
+                "kind": "folder",
+                "path": str(stream),
+                "rate_hz": 20,
+                "backpressure": "block",
+            }
+        ],
         "pipeline": {"heatmaps": "anomalies", "heatmap_dir": str(out / "heatmaps")},
         "mqtt": {"host": BROKER[0], "port": BROKER[1]},
         "spool": {"path": str(out / "spool.sqlite")},
@@ -107,8 +134,12 @@ def run(args: argparse.Namespace) -> int:
 
     _step("1/5 generating a synthetic inspection data set")
     generate_dataset(data, n_train=80, n_test_good=30, n_test_defect=10, size=256, seed=args.seed)
-    generate_dataset(holdout, n_train=200, n_test_good=0, n_test_defect=0, size=256, seed=args.seed + 1000)
-    print(f"training parts: {data / 'train/good'}; test parts: {data / 'test'}; held-out normal: {holdout / 'train/good'}")
+    generate_dataset(
+        holdout, n_train=200, n_test_good=0, n_test_defect=0, size=256, seed=args.seed + 1000
+    )
+    print(
+        f"training parts: {data / 'train/good'}; test parts: {data / 'test'}; held-out normal: {holdout / 'train/good'}"
+    )
 
     _step("2/5 training CS-Flow on the normal parts")
     _cli("train", data, "--out", model, "--config", _training_config(out, args))
@@ -119,27 +150,40 @@ def run(args: argparse.Namespace) -> int:
     _step("4/5 calibrating a 1 % false-alarm threshold on held-out normal parts")
     calibration = model / "calibration.json"
     defects = [d for d in sorted((data / "test").iterdir()) if d.is_dir() and d.name != "good"]
-    _cli("calibrate", model, "--normal", holdout / "train/good",
-         *[arg for d in defects for arg in ("--anomalous", d)], "--out", calibration)
+    _cli(
+        "calibrate",
+        model,
+        "--normal",
+        holdout / "train/good",
+        *[arg for d in defects for arg in ("--anomalous", d)],
+        "--out",
+        calibration,
+    )
 
     if not args.no_stream:
         _step("5/5 streaming the test parts through the station loop")
         n_parts = _stream_folder(data, out / "stream")
         station = _station_config(out, model, calibration, out / "stream")
         if broker_answers():
-            print(f"broker at {BROKER[0]}:{BROKER[1]} answers: decisions go to flowedge/demo-site/demo-station/#")
+            print(
+                f"broker at {BROKER[0]}:{BROKER[1]} answers: decisions go to flowedge/demo-site/demo-station/#"
+            )
             print("watch them with:  mosquitto_sub -h 127.0.0.1 -t 'flowedge/#' -v")
             _cli("run", "--config", station, "--exit-when-done")
         else:
-            print(f"no MQTT broker answers at {BROKER[0]}:{BROKER[1]}: the {n_parts} decisions wait in the "
-                  f"spool {out / 'spool.sqlite'} and are sent in order once a broker runs there "
-                  f"(start one with 'mosquitto -d', then 'flowedge run --config {station}')")
+            print(
+                f"no MQTT broker answers at {BROKER[0]}:{BROKER[1]}: the {n_parts} decisions wait in the "
+                f"spool {out / 'spool.sqlite'} and are sent in order once a broker runs there "
+                f"(start one with 'mosquitto -d', then 'flowedge run --config {station}')"
+            )
             _cli("run", "--config", station)
 
     report = json.loads((out / "eval" / "report.json").read_text(encoding="utf-8"))
     overall = report["metrics"]["overall"]
     _step("done")
-    print(f"image AUROC {overall['image_auroc']:.3f}, pixel AUROC {overall.get('pixel_auroc') or float('nan'):.3f}")
+    print(
+        f"image AUROC {overall['image_auroc']:.3f}, pixel AUROC {overall.get('pixel_auroc') or float('nan'):.3f}"
+    )
     print(f"checkpoint      {model}")
     print(f"report          {out / 'eval' / 'report.json'}")
     print(f"pictures        {out / 'eval'} (roc.png, score_histogram.png, heatmaps/)")

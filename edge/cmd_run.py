@@ -38,11 +38,19 @@ FLUSH_ON_STOP_S = 5.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="station config.yaml")
-    parser.add_argument("--max-samples", type=int, default=None, metavar="N",
-                        help="stop capturing after N samples (all sources together)")
-    parser.add_argument("--exit-when-done", action="store_true",
-                        help="when capture ends, wait until the broker acknowledged every "
-                             "decision before exiting (folder replay in demos and tests)")
+    parser.add_argument(
+        "--max-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop capturing after N samples (all sources together)",
+    )
+    parser.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="when capture ends, wait until the broker acknowledged every "
+        "decision before exiting (folder replay in demos and tests)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
@@ -57,12 +65,20 @@ class Station:
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.publisher: Publisher | None = None
-        self.pipeline = Pipeline(cfg, self.backend, self.policy, self.spool, self.metrics,
-                                 on_published=self._wake, on_status=self._status_changed,
-                                 max_samples=max_samples)
+        self.pipeline = Pipeline(
+            cfg,
+            self.backend,
+            self.policy,
+            self.spool,
+            self.metrics,
+            on_published=self._wake,
+            on_status=self._status_changed,
+            max_samples=max_samples,
+        )
         if cfg.mqtt.enabled:
-            self.publisher = Publisher(cfg, self.spool, self.metrics, self.status_fields,
-                                       self.pipeline.event)
+            self.publisher = Publisher(
+                cfg, self.spool, self.metrics, self.status_fields, self.pipeline.event
+            )
         self.watchdog: Watchdog | None = None
 
     def _wake(self) -> None:
@@ -110,19 +126,28 @@ class Station:
         self.pipeline.start()
         interval = watchdog_interval_s()
         if interval:
-            self.watchdog = Watchdog(self.notifier, self.pipeline.progress, interval,
-                                     self.status_line)
+            self.watchdog = Watchdog(
+                self.notifier, self.pipeline.progress, interval, self.status_line
+            )
             self.watchdog.start()
         self.notifier.send("READY=1", f"STATUS=running model {self.backend.card.model_id}")
-        log.info("station %s/%s running: %d source(s), model %s, threshold %g",
-                 self.cfg.site, self.cfg.station, len(self.cfg.sources),
-                 self.backend.card.model_id, self.policy.threshold)
+        log.info(
+            "station %s/%s running: %d source(s), model %s, threshold %g",
+            self.cfg.site,
+            self.cfg.station,
+            len(self.cfg.sources),
+            self.backend.card.model_id,
+            self.policy.threshold,
+        )
 
     def reload(self) -> None:
         """SIGHUP: new threshold/calibration/drift/heatmaps; the broker connection stays up."""
-        monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000  # systemd >= 253 wants it
-        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}",
-                           "STATUS=reloading configuration")
+        monotonic_usec = (
+            time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        )  # systemd >= 253 wants it
+        self.notifier.send(
+            "RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", "STATUS=reloading configuration"
+        )
         try:
             new = load_config(self.config_path)
             policy = load_policy(new, self.backend.card)
@@ -131,29 +156,50 @@ class Station:
             self.pipeline.event(None, "reload_failed", f"reload refused: {exc}")
             self.notifier.send("READY=1", "STATUS=reload failed; running the previous config")
             return
-        old = self.cfg.model_dump(mode="json", exclude={"model": {"threshold", "calibration"},
-                                                          "drift": True, "logging": True,
-                                                          "pipeline": {"heatmaps"}})
-        fresh = new.model_dump(mode="json", exclude={"model": {"threshold", "calibration"},
-                                                       "drift": True, "logging": True,
-                                                       "pipeline": {"heatmaps"}})
+        old = self.cfg.model_dump(
+            mode="json",
+            exclude={
+                "model": {"threshold", "calibration"},
+                "drift": True,
+                "logging": True,
+                "pipeline": {"heatmaps"},
+            },
+        )
+        fresh = new.model_dump(
+            mode="json",
+            exclude={
+                "model": {"threshold", "calibration"},
+                "drift": True,
+                "logging": True,
+                "pipeline": {"heatmaps"},
+            },
+        )
         changed = sorted(k for k in fresh if fresh[k] != old.get(k))
         if changed:
-            log.warning("reload: changes to %s need a restart (systemctl restart); "
-                        "applied only %s", ", ".join(changed), ", ".join(RELOADABLE))
-        self.cfg.model.threshold, self.cfg.model.calibration = new.model.threshold, new.model.calibration
+            log.warning(
+                "reload: changes to %s need a restart (systemctl restart); applied only %s",
+                ", ".join(changed),
+                ", ".join(RELOADABLE),
+            )
+        self.cfg.model.threshold, self.cfg.model.calibration = (
+            new.model.threshold,
+            new.model.calibration,
+        )
         self.cfg.drift = new.drift
         self.cfg.pipeline.heatmaps = new.pipeline.heatmaps
         logs.configure(new.logging)
         self.pipeline.policy = policy
-        self.pipeline.event(None, "reloaded", f"configuration reloaded: threshold {policy.threshold:g}",
-                            threshold=policy.threshold)
+        self.pipeline.event(
+            None,
+            "reloaded",
+            f"configuration reloaded: threshold {policy.threshold:g}",
+            threshold=policy.threshold,
+        )
         if self.publisher is not None and self.publisher.connected:
             self.publisher.publish_status("online", "reloaded")
         self.notifier.send("READY=1", f"STATUS=reloaded: threshold {policy.threshold:g}")
 
-    def shutdown(self, reason: str, wait_for_delivery: bool,
-                 interrupted: threading.Event) -> None:
+    def shutdown(self, reason: str, wait_for_delivery: bool, interrupted: threading.Event) -> None:
         self.notifier.send("STOPPING=1", f"STATUS=stopping: {reason}")
         self.pipeline.stop()
         self.pipeline.wait()
@@ -163,8 +209,10 @@ class Station:
             if wait_for_delivery:
                 log.info("waiting until the broker acknowledged %d message(s)", self.spool.count())
                 while not self.publisher.flush(5.0) and not interrupted.is_set():
-                    log.info("still %d message(s) to deliver (SIGTERM to stop waiting)",
-                             self.spool.count())
+                    log.info(
+                        "still %d message(s) to deliver (SIGTERM to stop waiting)",
+                        self.spool.count(),
+                    )
             self.publisher.stop(reason, FLUSH_ON_STOP_S)
         left = self.spool.count()
         if left:

@@ -39,7 +39,9 @@ class SourceConfig(Strict):
     # folder (replay) and watch (new files dropped by a vision system)
     path: Path | None = None
     pattern: str = "*.png,*.jpg,*.jpeg,*.bmp,*.tif,*.tiff"
-    rate_hz: float | None = Field(None, gt=0, description="replay or capture rate; None: as fast as possible")
+    rate_hz: float | None = Field(
+        None, gt=0, description="replay or capture rate; None: as fast as possible"
+    )
     loop: bool = False  # folder replay: start again at the end
     backpressure: Literal["block", "drop_oldest"] = "block"
     queue_size: int = Field(8, ge=1)
@@ -137,7 +139,9 @@ def parse_config(data: Any, source: str = "<config>") -> FlowedgeConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of keys, got {type(data).__name__}"
+        )
     try:
         return FlowedgeConfig.model_validate(data)
     except ValidationError as exc:
@@ -148,7 +152,9 @@ def load_config(path: str | Path) -> FlowedgeConfig:
     """Read and validate a YAML config; relative paths stay relative to the working directory."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found; start from the commented config.yaml in the repository")
+        raise ConfigError(
+            f"config file {path} not found; start from the commented config.yaml in the repository"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

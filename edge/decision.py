@@ -109,8 +109,9 @@ def decision_doc(
     }
 
 
-def event_doc(cfg: FlowedgeConfig, sensor: str | None, kind: str, message: str,
-              severity: str, **details: Any) -> dict[str, Any]:
+def event_doc(
+    cfg: FlowedgeConfig, sensor: str | None, kind: str, message: str, severity: str, **details: Any
+) -> dict[str, Any]:
     return {
         "schema": EVENT_SCHEMA,
         "site": cfg.site,
@@ -128,8 +129,9 @@ def encode(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
-def write_heatmap(folder: Path, sample: Sample, tensor: np.ndarray, amap: np.ndarray,
-                  spec: PreprocessSpec) -> str:
+def write_heatmap(
+    folder: Path, sample: Sample, tensor: np.ndarray, amap: np.ndarray, spec: PreprocessSpec
+) -> str:
     """Overlay the anomaly map on the model's input view; returns the PNG path."""
     mean = np.asarray(spec.mean, dtype=np.float32)[: spec.channels, None, None]
     std = np.asarray(spec.std, dtype=np.float32)[: spec.channels, None, None]

@@ -78,7 +78,12 @@ class Watchdog(threading.Thread):
         status: Callable[[], str],
     ) -> None:
         super().__init__(name="watchdog", daemon=True)
-        self.notifier, self.stages, self.interval_s, self.status = notifier, stages, interval_s, status
+        self.notifier, self.stages, self.interval_s, self.status = (
+            notifier,
+            stages,
+            interval_s,
+            status,
+        )
         self.stop_event = threading.Event()
         self._last = {stage.name: -1 for stage in stages}
 
@@ -94,8 +99,11 @@ class Watchdog(threading.Thread):
         while not self.stop_event.wait(self.interval_s):
             stuck = self.stalled()
             if stuck:
-                log.error("stage(s) %s made no progress in %.1f s: watchdog not fed",
-                          ", ".join(stuck), self.interval_s)
+                log.error(
+                    "stage(s) %s made no progress in %.1f s: watchdog not fed",
+                    ", ".join(stuck),
+                    self.interval_s,
+                )
                 self.notifier.send(f"STATUS=stalled: {', '.join(stuck)}")
                 continue
             self.notifier.send("WATCHDOG=1", f"STATUS={self.status()}")

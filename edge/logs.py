@@ -29,7 +29,8 @@ def configure(cfg: LoggingConfig, verbose: bool = False) -> None:
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else cfg.level)
     formatter = (
-        JsonFormatter() if cfg.json_format
+        JsonFormatter()
+        if cfg.json_format
         else logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s")
     )
     if not root.handlers:

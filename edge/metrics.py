@@ -19,15 +19,20 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.stage_seconds = Histogram(
-            "flowedge_stage_seconds", "Per-sample latency of each stage", ["stage"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "flowedge_stage_seconds",
+            "Per-sample latency of each stage",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.samples = Counter("flowedge_samples_total", "Samples captured", ["source"], registry=r)
         self.decisions = Counter(
             "flowedge_decisions_total", "Decisions made", ["source", "decision"], registry=r
         )
         self.drops = Counter(
-            "flowedge_dropped_total", "Samples dropped by drop_oldest backpressure", ["source"],
+            "flowedge_dropped_total",
+            "Samples dropped by drop_oldest backpressure",
+            ["source"],
             registry=r,
         )
         self.bad_inputs = Counter(
@@ -36,19 +41,23 @@ class Metrics:
         self.events = Counter("flowedge_events_total", "Events emitted", ["kind"], registry=r)
         self.queue_depth = Gauge("flowedge_queue_depth", "Items waiting", ["queue"], registry=r)
         self.batch_size = Histogram(
-            "flowedge_batch_size", "Inference batch sizes", buckets=(1, 2, 4, 8, 16, 32, 64),
+            "flowedge_batch_size",
+            "Inference batch sizes",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
-        self.spool_messages = Gauge("flowedge_spool_messages", "Messages not yet acknowledged",
-                                    registry=r)
+        self.spool_messages = Gauge(
+            "flowedge_spool_messages", "Messages not yet acknowledged", registry=r
+        )
         self.spool_overflow = Counter(
             "flowedge_spool_overflow_total", "Messages lost to the spool size limit", registry=r
         )
         self.broker_connected = Gauge(
             "flowedge_broker_connected", "1 while the MQTT broker connection is up", registry=r
         )
-        self.source_up = Gauge("flowedge_source_up", "1 while a source delivers", ["source"],
-                               registry=r)
+        self.source_up = Gauge(
+            "flowedge_source_up", "1 while a source delivers", ["source"], registry=r
+        )
 
     def serve(self, cfg: MetricsConfig) -> int:
         """Start the /metrics endpoint; returns the bound port (port 0 picks a free one)."""

@@ -38,9 +38,16 @@ log = logging.getLogger(__name__)
 
 _END = object()  # travels down the queues after the last sample
 DROP_EVENT_EVERY_S = 5.0
-SEVERITY = {"bad_input": "error", "source_lost": "error", "broker_refused": "error",
-            "inference_failed": "error", "drift": "warning",
-            "dropped": "warning", "source_empty": "warning", "spool_overflow": "error"}
+SEVERITY = {
+    "bad_input": "error",
+    "source_lost": "error",
+    "broker_refused": "error",
+    "inference_failed": "error",
+    "drift": "warning",
+    "dropped": "warning",
+    "source_empty": "warning",
+    "spool_overflow": "error",
+}
 
 
 class FanIn:
@@ -112,7 +119,12 @@ class Pipeline:
         source_factory: Callable[..., Source] = make_source,
     ) -> None:
         self.cfg, self.backend, self.policy, self.spool, self.metrics = (
-            cfg, backend, policy, spool, metrics)
+            cfg,
+            backend,
+            policy,
+            spool,
+            metrics,
+        )
         self.card = backend.card
         self.topics = Topics(cfg)
         self.on_published = on_published
@@ -140,14 +152,16 @@ class Pipeline:
             for s in cfg.sources
         ]
         self._capture_threads = [
-            threading.Thread(target=self._capture, args=(src,), name=f"capture-{src.name}",
-                             daemon=True)
+            threading.Thread(
+                target=self._capture, args=(src,), name=f"capture-{src.name}", daemon=True
+            )
             for src in self.sources
         ]
         self.failure: BaseException | None = None  # a stage died: the run ends with an error
         self._stage_threads = [
-            threading.Thread(target=self._guarded, args=(stage,), name=stage.__name__.strip("_"),
-                             daemon=True)
+            threading.Thread(
+                target=self._guarded, args=(stage,), name=stage.__name__.strip("_"), daemon=True
+            )
             for stage in (self._preprocess, self._infer, self._publish)
         ]
 
@@ -155,8 +169,16 @@ class Pipeline:
     def event(self, sensor: str | None, kind: str, message: str, **details: Any) -> None:
         """Log, count and spool an event (errors, drops, reconnects, drift)."""
         severity = SEVERITY.get(kind, "info")
-        log.log(logging.ERROR if severity == "error" else logging.WARNING
-                if severity == "warning" else logging.INFO, "%s: %s", sensor or "station", message)
+        log.log(
+            logging.ERROR
+            if severity == "error"
+            else logging.WARNING
+            if severity == "warning"
+            else logging.INFO,
+            "%s: %s",
+            sensor or "station",
+            message,
+        )
         self.metrics.events.labels(kind).inc()
         doc = event_doc(self.cfg, sensor, kind, message, severity, **details)
         self.spool.put(self.topics.event(sensor), encode(doc))
@@ -187,10 +209,15 @@ class Pipeline:
         if not count:
             return
         self._last_drop_event[source] = time.monotonic()
-        self.event(source, "dropped",
-                   f"{count} frame(s) dropped (latest {last_part or '?'}): inference is slower "
-                   "than the source (backpressure drop_oldest); lower rate_hz or use a faster "
-                   "backend", count=count, part_id=last_part)
+        self.event(
+            source,
+            "dropped",
+            f"{count} frame(s) dropped (latest {last_part or '?'}): inference is slower "
+            "than the source (backpressure drop_oldest); lower rate_hz or use a faster "
+            "backend",
+            count=count,
+            part_id=last_part,
+        )
 
     def _add(self, key: str, n: int = 1) -> None:
         with self._count_lock:
@@ -218,8 +245,10 @@ class Pipeline:
 
     def status_line(self) -> str:
         c = self.counts
-        return (f"{c['decisions']} decisions, {c['errors']} errors, {c['dropped']} dropped, "
-                f"{self.spool.count()} spooled")
+        return (
+            f"{c['decisions']} decisions, {c['errors']} errors, {c['dropped']} dropped, "
+            f"{self.spool.count()} spooled"
+        )
 
     # --- stages ------------------------------------------------------------------------
     def _guarded(self, stage: Callable[[], None]) -> None:
@@ -237,17 +266,22 @@ class Pipeline:
         try:
             for part_id, payload in source.frames(self.stop_capture):
                 t0 = time.perf_counter()
-                sample = Sample(source=source.name, part_id=part_id, payload=payload,
-                                modality=source.modality)
+                sample = Sample(
+                    source=source.name, part_id=part_id, payload=payload, modality=source.modality
+                )
                 if self.source_state.get(source.name) != "up":
                     self._source_state(source.name, True)
                 self.metrics.samples.labels(source.name).inc()
                 sample.mark("capture", t0)
-                self.metrics.stage_seconds.labels("capture").observe(sample.timings_ms["capture"] / 1e3)
+                self.metrics.stage_seconds.labels("capture").observe(
+                    sample.timings_ms["capture"] / 1e3
+                )
                 self.fan_in.put(sample)
                 with self._count_lock:
                     self.counts["samples"] += 1
-                    reached = self.max_samples is not None and self.counts["samples"] >= self.max_samples
+                    reached = (
+                        self.max_samples is not None and self.counts["samples"] >= self.max_samples
+                    )
                 if reached:
                     self.stop_capture.set()
                 if self.stop_capture.is_set():
@@ -274,15 +308,20 @@ class Pipeline:
             sample.timings_ms["queue"] = round((t0 - sample.t_captured) * 1000.0, 3)
             try:
                 if sample.modality != spec.modality:
-                    raise BadInputError(f"{sample.source}: {sample.modality} sample for a "
-                                        f"{spec.modality} model; check the source configuration")
+                    raise BadInputError(
+                        f"{sample.source}: {sample.modality} sample for a "
+                        f"{spec.modality} model; check the source configuration"
+                    )
                 sample.tensor = get_preprocessor(sample.modality)(
-                    sample.payload, spec, f"{sample.source}/{sample.part_id}")
+                    sample.payload, spec, f"{sample.source}/{sample.part_id}"
+                )
             except BadInputError as exc:
                 self._bad_input(sample, str(exc))
             sample.payload = None
             sample.mark("preprocess", t0)
-            self.metrics.stage_seconds.labels("preprocess").observe(sample.timings_ms["preprocess"] / 1e3)
+            self.metrics.stage_seconds.labels("preprocess").observe(
+                sample.timings_ms["preprocess"] / 1e3
+            )
             self.to_infer.put(sample)
 
     def _bad_input(self, sample: Sample, message: str) -> None:
@@ -327,8 +366,12 @@ class Pipeline:
             log.exception("inference failed")
             for s in valid:
                 s.error = f"inference failed: {exc}"
-            self.event(None, "inference_failed", f"inference failed on a batch of {len(valid)}: "
-                       f"{exc}; check the model and device", batch=len(valid))
+            self.event(
+                None,
+                "inference_failed",
+                f"inference failed on a batch of {len(valid)}: {exc}; check the model and device",
+                batch=len(valid),
+            )
             return
         self.metrics.batch_size.observe(len(valid))
         for s, score, amap in zip(valid, scores, maps, strict=True):
@@ -336,8 +379,11 @@ class Pipeline:
             self.metrics.stage_seconds.labels("infer").observe(s.timings_ms["infer"] / 1e3)
             s.score, s.amap = float(score), amap
             if not np.isfinite(score):
-                self._bad_input(s, f"{s.source}/{s.part_id}: the model returned a non-finite score; "
-                                "check the input and the model export")
+                self._bad_input(
+                    s,
+                    f"{s.source}/{s.part_id}: the model returned a non-finite score; "
+                    "check the input and the model export",
+                )
 
     def _publish(self) -> None:
         progress = self.progress[2]
@@ -359,10 +405,17 @@ class Pipeline:
         score = sample.score if sample.error is None else None
         heatmap = None
         mode = self.cfg.pipeline.heatmaps
-        if score is not None and (mode == "all" or (mode == "anomalies" and score >= policy.threshold)):
+        if score is not None and (
+            mode == "all" or (mode == "anomalies" and score >= policy.threshold)
+        ):
             try:
-                heatmap = write_heatmap(self.cfg.pipeline.heatmap_dir, sample, sample.tensor,
-                                        sample.amap, self.card.preprocess)
+                heatmap = write_heatmap(
+                    self.cfg.pipeline.heatmap_dir,
+                    sample,
+                    sample.tensor,
+                    sample.amap,
+                    self.card.preprocess,
+                )
             except (OSError, ValueError) as exc:
                 log.warning("heatmap for %s/%s not written: %s", sample.source, sample.part_id, exc)
         sample.tensor = sample.amap = None
@@ -370,8 +423,9 @@ class Pipeline:
 
         def build(seq: int) -> tuple[str, bytes]:
             sample.seq = seq
-            doc = decision_doc(self.cfg, self.card, self.backend.name, sample, score, policy,
-                               heatmap)
+            doc = decision_doc(
+                self.cfg, self.card, self.backend.name, sample, score, policy, heatmap
+            )
             return self.topics.decision(sample.source), encode(doc)
 
         self.spool.put_numbered(sample.source, build)
@@ -380,15 +434,18 @@ class Pipeline:
             self.metrics.spool_overflow.inc(self.spool.overflowed - self._overflow_seen)
             self._overflow_seen = self.spool.overflowed
         decision = "ERROR" if score is None else ("ANOMALY" if score >= policy.threshold else "OK")
-        log.debug("%s #%d %s: %s (score %s)", sample.source, sample.seq, sample.part_id, decision,
-                  score)
+        log.debug(
+            "%s #%d %s: %s (score %s)", sample.source, sample.seq, sample.part_id, decision, score
+        )
         self._add("decisions")
         if decision == "ERROR":
             self._add("errors")
         self.metrics.decisions.labels(sample.source, decision).inc()
         # the metric includes the spool commit (fsync), which the message cannot carry
         self.metrics.stage_seconds.labels("publish").observe(time.perf_counter() - t0)
-        self.metrics.stage_seconds.labels("end_to_end").observe(time.perf_counter() - sample.t_captured)
+        self.metrics.stage_seconds.labels("end_to_end").observe(
+            time.perf_counter() - sample.t_captured
+        )
         self.metrics.spool_messages.set(self.spool.count())
         self.metrics.queue_depth.labels("preprocess").set(self.fan_in.depth())
         self.metrics.queue_depth.labels("infer").set(self.to_infer.qsize())
@@ -397,5 +454,10 @@ class Pipeline:
         if monitor is not None and score is not None:
             report = monitor.update(score)
             if report is not None:
-                self.event(sample.source, "drift", f"{sample.source}: {report.summary()}; inspect "
-                           "the line and the camera, or recalibrate", **report.to_dict())
+                self.event(
+                    sample.source,
+                    "drift",
+                    f"{sample.source}: {report.summary()}; inspect "
+                    "the line and the camera, or recalibrate",
+                    **report.to_dict(),
+                )

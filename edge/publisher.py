@@ -105,8 +105,9 @@ class Publisher:
             )
             client.tls_insecure_set(c.tls.insecure)
         will = self._status_payload("offline", "connection lost (process died or network down)")
-        client.will_set(self.topics.status, will, qos=1, retain=True,
-                        properties=self._props(expiry=False))
+        client.will_set(
+            self.topics.status, will, qos=1, retain=True, properties=self._props(expiry=False)
+        )
         client.reconnect_delay_set(c.reconnect_min_s, c.reconnect_max_s)  # floats work
         client.max_inflight_messages_set(self.window)
         client.on_connect = self._on_connect
@@ -138,8 +139,13 @@ class Publisher:
 
     def start(self) -> None:
         c = self.mqtt_cfg
-        log.info("MQTT: connecting to %s:%d as %s (%s)", c.host, c.port, self.client_id,
-                 "MQTT 5" if self._protocol == mqtt.MQTTv5 else "MQTT 3.1.1")
+        log.info(
+            "MQTT: connecting to %s:%d as %s (%s)",
+            c.host,
+            c.port,
+            self.client_id,
+            "MQTT 5" if self._protocol == mqtt.MQTTv5 else "MQTT 3.1.1",
+        )
         self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
         self.client.loop_start()
         self._thread.start()
@@ -149,18 +155,26 @@ class Publisher:
         if reason_code.is_failure:
             code = reason_code.value
             c = self.mqtt_cfg
-            if code in UNSUPPORTED_PROTOCOL and c.protocol == "auto" and self._protocol == mqtt.MQTTv5:
+            if (
+                code in UNSUPPORTED_PROTOCOL
+                and c.protocol == "auto"
+                and self._protocol == mqtt.MQTTv5
+            ):
                 log.warning("MQTT: broker does not speak MQTT 5; falling back to 3.1.1")
                 self._rebuild = True
                 self.wake()
                 return
             hint = (
                 f"check mqtt.username / ${c.username_env} and ${c.password_env} (or the broker's ACL)"
-                if code in AUTH_FAILURES else "check the broker configuration"
+                if code in AUTH_FAILURES
+                else "check the broker configuration"
             )
-            self.last_error = f"broker {c.host}:{c.port} refused the connection: {reason_code} ({hint})"
-            log.error("MQTT: %s; retrying with backoff up to %.0f s", self.last_error,
-                      c.reconnect_max_s)
+            self.last_error = (
+                f"broker {c.host}:{c.port} refused the connection: {reason_code} ({hint})"
+            )
+            log.error(
+                "MQTT: %s; retrying with backoff up to %.0f s", self.last_error, c.reconnect_max_s
+            )
             self.on_event(None, "broker_refused", self.last_error, reason_code=code)
             return
         self.connected = True
@@ -172,8 +186,10 @@ class Publisher:
 
     def _on_connect_fail(self, client, userdata) -> None:  # noqa: ANN001
         c = self.mqtt_cfg
-        error = (f"cannot reach broker {c.host}:{c.port} (broker down, network, firewall or TLS "
-                 "certificates: check mqtt.host, mqtt.port, mqtt.tls)")
+        error = (
+            f"cannot reach broker {c.host}:{c.port} (broker down, network, firewall or TLS "
+            "certificates: check mqtt.host, mqtt.port, mqtt.tls)"
+        )
         if error != self.last_error:  # once per outage, not once per retry
             log.warning("MQTT: %s; decisions wait in the spool, retrying", error)
         self.last_error = error
@@ -183,8 +199,11 @@ class Publisher:
         self.connected = False
         self.metrics.broker_connected.set(0)
         if was and not self._stop.is_set():
-            log.warning("MQTT: connection lost (%s); %d message(s) wait in the spool, reconnecting",
-                        reason_code, self.spool.count())
+            log.warning(
+                "MQTT: connection lost (%s); %d message(s) wait in the spool, reconnecting",
+                reason_code,
+                self.spool.count(),
+            )
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
         # paho holds its message lock here: only lock-free appends and an Event, never our locks
@@ -196,8 +215,13 @@ class Publisher:
         self._kick.set()
 
     def publish_status(self, state: str, reason: str) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(self.topics.status, self._status_payload(state, reason), qos=1,
-                                   retain=True, properties=self._props(expiry=False))
+        return self.client.publish(
+            self.topics.status,
+            self._status_payload(state, reason),
+            qos=1,
+            retain=True,
+            properties=self._props(expiry=False),
+        )
 
     def _run(self) -> None:
         """Only this thread touches ``_inflight`` and ``_cursor``."""
@@ -215,8 +239,13 @@ class Publisher:
                 rows = self.spool.after(self._cursor, room)
                 for row in rows:
                     expiry = row.topic.endswith("/decision")
-                    info = self.client.publish(row.topic, row.payload, qos=1, retain=row.retain,
-                                               properties=self._props(expiry))
+                    info = self.client.publish(
+                        row.topic,
+                        row.payload,
+                        qos=1,
+                        retain=row.retain,
+                        properties=self._props(expiry),
+                    )
                     self._inflight[info.mid] = row.id
                     self._cursor = row.id
                 self.metrics.spool_messages.set(self.spool.count())

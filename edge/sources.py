@@ -67,7 +67,8 @@ class FolderSource:
             files = _matching(folder, _patterns(self.cfg)) if folder.is_dir() else []
             if not files:
                 self.events(
-                    self.name, "source_empty",
+                    self.name,
+                    "source_empty",
                     f"folder {folder} has no files matching {self.cfg.pattern}; "
                     "check sources[].path and pattern",
                 )
@@ -126,7 +127,9 @@ class WatchSource:
     poll_s = 0.1
     give_up_s = 10.0
 
-    def __init__(self, cfg: SourceConfig, events: EventSink, memory: Watermark | None = None) -> None:
+    def __init__(
+        self, cfg: SourceConfig, events: EventSink, memory: Watermark | None = None
+    ) -> None:
         self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
 
     def _already_handled(self, folder: Path, patterns: list[str]) -> set[Path]:
@@ -186,8 +189,12 @@ def _open_capture(uri: str) -> Any:
 
     if uri.isdigit():
         return cv2.VideoCapture(int(uri))
-    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS,
-                cv2.CAP_PROP_READ_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS]
+    timeouts = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        CAPTURE_TIMEOUT_MS,
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        CAPTURE_TIMEOUT_MS,
+    ]
     return cv2.VideoCapture(uri, cv2.CAP_ANY, timeouts)
 
 
@@ -217,13 +224,14 @@ class CameraSource:
         lost = False
         while not stop.is_set():
             capture = self.open_capture(self.cfg.uri)
-            ok, frame = (capture.read() if capture.isOpened() else (False, None))
+            ok, frame = capture.read() if capture.isOpened() else (False, None)
             if not ok:
                 capture.release()
                 if not lost:
                     self.on_state(self.name, False)
                 self.events(
-                    self.name, "source_lost",
+                    self.name,
+                    "source_lost",
                     f"camera {self.cfg.uri!r} cannot be opened or delivers no frames; "
                     f"retrying in {delay:.1f} s (check cable, power, URL)",
                     retry_in_s=delay,

@@ -139,7 +139,9 @@ class Spool:
     def watermark(self, source: str) -> int | None:
         """What a source recorded as handled (a watch folder: newest file mtime), None if never."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM watermark WHERE source = ?", (source,)).fetchone()
+            row = self._db.execute(
+                "SELECT value FROM watermark WHERE source = ?", (source,)
+            ).fetchone()
         return None if row is None else int(row[0])
 
     def set_watermark(self, source: str, value: int) -> None:

@@ -86,7 +86,9 @@ def write_meta(engine: Path, meta: EngineMeta) -> Path:
 def read_meta(engine: Path) -> EngineMeta:
     path = meta_path(engine)
     data = read_json(
-        path, f"{engine}: engine metadata", CardError,
+        path,
+        f"{engine}: engine metadata",
+        CardError,
         missing="an engine is only usable with the metadata beside it: "
         "rebuild with 'flowedge export trt MODEL.onnx'",
         invalid="rebuild the engine with 'flowedge export trt MODEL.onnx'",

@@ -19,7 +19,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+)
 
 
 def require_mosquitto() -> str:
@@ -35,23 +37,35 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None,
-                 tls: dict[str, Path] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, users: dict[str, str] | None = None, tls: dict[str, Path] | None = None
+    ) -> None:
         self.binary = require_mosquitto()
         self.port = free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
         # as root, mosquitto switches to user 'mosquitto', who cannot read pytest's tmp dirs
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {getpass.getuser()}"]
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence false",
+            f"user {getpass.getuser()}",
+        ]
         if tls:  # {ca, cert, key}: TLS listener that requires a client certificate from the CA
-            lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
-                      "require_certificate true"]
+            lines += [
+                f"cafile {tls['ca']}",
+                f"certfile {tls['cert']}",
+                f"keyfile {tls['key']}",
+                "require_certificate true",
+            ]
         if users:
             pwfile = workdir / "passwd"
             pwfile.write_text("")
             for user, password in users.items():
-                subprocess.run(["mosquitto_passwd", "-b", str(pwfile), user, password], check=True,
-                               capture_output=True)
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(pwfile), user, password],
+                    check=True,
+                    capture_output=True,
+                )
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
         else:
             lines.append("allow_anonymous true")
@@ -59,8 +73,11 @@ class Broker:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Broker:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -80,13 +97,15 @@ class Broker:
 class Subscriber:
     """Collects every message under a topic filter, in arrival order (JSON decoded)."""
 
-    def __init__(self, port: int, topic: str = "#", username: str | None = None,
-                 password: str | None = None) -> None:
+    def __init__(
+        self, port: int, topic: str = "#", username: str | None = None, password: str | None = None
+    ) -> None:
         self.messages: list[tuple[str, Any, bool]] = []
         self.content_types: set[str | None] = set()  # MQTT 5 content type of what arrived
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}", protocol=mqtt.MQTTv5
+        )
         if username:
             self.client.username_pw_set(username, password)
         self.client.on_message = self._on_message
@@ -127,16 +146,59 @@ def make_certificates(folder: Path) -> dict[str, Path]:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
         (folder / f"{name}.ext").write_text(ext + "\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
-    return {name: folder / name for name in ("ca.crt", "server.crt", "server.key", "client.crt",
-                                             "client.key")}
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.crt",
+        )
+    return {
+        name: folder / name
+        for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+    }
 
 
 class Mqtt311Only:
@@ -165,7 +227,7 @@ class Mqtt311Only:
         offset = 1
         while first[offset] & 0x80:  # skip the variable-length "remaining length"
             offset += 1
-        name_len = int.from_bytes(first[offset + 1: offset + 3], "big")
+        name_len = int.from_bytes(first[offset + 1 : offset + 3], "big")
         if first[offset + 3 + name_len] == 5:
             self.refused += 1
             client.sendall(bytes([0x20, 3, 0, 0x84, 0]))

@@ -21,8 +21,11 @@ SIZE = 32
 
 def fake_card() -> ModelCard:
     return ModelCard(
-        detector="fake", detector_params={}, backbone={},
-        preprocess=PreprocessSpec(height=SIZE, width=SIZE), score=ScoreSpec(kind="mean"),
+        detector="fake",
+        detector_params={},
+        backbone={},
+        preprocess=PreprocessSpec(height=SIZE, width=SIZE),
+        score=ScoreSpec(kind="mean"),
         weights_sha256="f" * 64,
     )
 
@@ -60,7 +63,8 @@ def write_images(folder: Path, count: int, size: int = SIZE, start: int = 0) -> 
 
 def station_config(tmp: Path, **sections: Any) -> FlowedgeConfig:
     data: dict[str, Any] = {
-        "site": "plant", "station": "line1",
+        "site": "plant",
+        "station": "line1",
         "model": {"path": str(tmp / "model"), "threshold": 3.0},
         "sources": [{"name": "cam1", "kind": "folder", "path": str(tmp / "images")}],
         "mqtt": {"enabled": False},

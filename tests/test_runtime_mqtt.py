@@ -45,10 +45,17 @@ class Station:
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
         self.metrics = Metrics()
         self.publisher: Publisher | None = None
-        self.pipeline = Pipeline(cfg, backend or FakeBackend(), Policy(cfg.model.threshold),
-                                 self.spool, self.metrics, on_published=self._wake)
-        self.publisher = Publisher(cfg, self.spool, self.metrics,
-                                   lambda: {"model_id": "fake"}, self.pipeline.event)
+        self.pipeline = Pipeline(
+            cfg,
+            backend or FakeBackend(),
+            Policy(cfg.model.threshold),
+            self.spool,
+            self.metrics,
+            on_published=self._wake,
+        )
+        self.publisher = Publisher(
+            cfg, self.spool, self.metrics, lambda: {"model_id": "fake"}, self.pipeline.event
+        )
 
     def _wake(self) -> None:
         if self.publisher is not None:
@@ -66,8 +73,13 @@ class Station:
 
 
 def mqtt_section(broker: Broker, **extra) -> dict:  # noqa: ANN003
-    return {"enabled": True, "port": broker.port, "reconnect_min_s": 0.1, "reconnect_max_s": 1,
-            **extra}
+    return {
+        "enabled": True,
+        "port": broker.port,
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 1,
+        **extra,
+    }
 
 
 def assert_in_order_without_loss(docs: list[dict], count: int) -> None:
@@ -80,8 +92,9 @@ def assert_in_order_without_loss(docs: list[dict], count: int) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
-def test_every_decision_arrives_in_order_with_schema(tmp_path: Path, broker: Broker,
-                                                      protocol: str) -> None:
+def test_every_decision_arrives_in_order_with_schema(
+    tmp_path: Path, broker: Broker, protocol: str
+) -> None:
     write_images(tmp_path / "images", 10)
     (tmp_path / "images" / "img_0004.png").write_bytes(b"not an image")
     cfg = station_config(tmp_path, mqtt=mqtt_section(broker, protocol=protocol))
@@ -115,9 +128,11 @@ def test_every_decision_arrives_in_order_with_schema(tmp_path: Path, broker: Bro
 def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Broker) -> None:
     write_images(tmp_path / "images", 40)
     cfg = station_config(
-        tmp_path, mqtt=mqtt_section(broker),
-        sources=[{"name": "cam1", "kind": "folder", "path": str(tmp_path / "images"),
-                  "rate_hz": 40}],
+        tmp_path,
+        mqtt=mqtt_section(broker),
+        sources=[
+            {"name": "cam1", "kind": "folder", "path": str(tmp_path / "images"), "rate_hz": 40}
+        ],
     )
     sub = Subscriber(broker.port, topic="plant/+/+/decision".replace("plant", "flowedge/plant"))
     station = Station(cfg)
@@ -140,9 +155,9 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Broker)
         sub.close()
 
 
-def test_wrong_credentials_are_reported_and_retried(tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_credentials_are_reported_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     require_mosquitto()
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker", users={"plc": "right"}).start()
@@ -155,8 +170,11 @@ def test_wrong_credentials_are_reported_and_retried(tmp_path: Path,
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            refusals = [r for r in caplog.records
-                        if r.name == "edge.publisher" and "refused the connection" in r.getMessage()]
+            refusals = [
+                r
+                for r in caplog.records
+                if r.name == "edge.publisher" and "refused the connection" in r.getMessage()
+            ]
             if len(refusals) >= 2:
                 break
             time.sleep(0.1)
@@ -177,17 +195,24 @@ def test_tls_with_client_certificate(tmp_path: Path) -> None:
     require_mosquitto()
     certs = make_certificates(tmp_path / "certs")
     (tmp_path / "broker").mkdir()
-    broker = Broker(tmp_path / "broker", tls={"ca": certs["ca.crt"], "cert": certs["server.crt"],
-                                             "key": certs["server.key"]}).start()
+    broker = Broker(
+        tmp_path / "broker",
+        tls={"ca": certs["ca.crt"], "cert": certs["server.crt"], "key": certs["server.key"]},
+    ).start()
     write_images(tmp_path / "images", 3)
-    tls = {"ca_file": str(certs["ca.crt"]), "cert_file": str(certs["client.crt"]),
-           "key_file": str(certs["client.key"])}
+    tls = {
+        "ca_file": str(certs["ca.crt"]),
+        "cert_file": str(certs["client.crt"]),
+        "key_file": str(certs["client.key"]),
+    }
     station = Station(station_config(tmp_path, mqtt=mqtt_section(broker, tls=tls)))
     station.run()
     try:
         assert station.pipeline.wait(10)
         deadline = time.monotonic() + 10
-        while (station.spool.count() or not station.publisher.connected) and time.monotonic() < deadline:
+        while (
+            station.spool.count() or not station.publisher.connected
+        ) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert station.publisher.connected and station.spool.count() == 0  # all acknowledged
     finally:

@@ -26,8 +26,9 @@ from edge.spool import Spool  # noqa: E402
 
 def run_pipeline(cfg, backend=None, **kwargs) -> tuple[Pipeline, list[tuple[str, dict]]]:  # noqa: ANN001
     spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
-    pipeline = Pipeline(cfg, backend or FakeBackend(), Policy(cfg.model.threshold), spool,
-                        Metrics(), **kwargs)
+    pipeline = Pipeline(
+        cfg, backend or FakeBackend(), Policy(cfg.model.threshold), spool, Metrics(), **kwargs
+    )
     pipeline.start()
     assert pipeline.wait(30), "pipeline did not finish"
     rows = [(r.topic, json.loads(r.payload)) for r in spool.after(0, 10_000)]
@@ -45,8 +46,10 @@ def events(rows: list[tuple[str, dict]]) -> list[dict]:
 
 def test_folder_replay_decides_every_image_in_order(tmp_path: Path) -> None:
     write_images(tmp_path / "images", 12)
-    cfg = station_config(tmp_path, pipeline={"heatmaps": "anomalies", "max_batch": 4,
-                                             "heatmap_dir": str(tmp_path / "heat")})
+    cfg = station_config(
+        tmp_path,
+        pipeline={"heatmaps": "anomalies", "max_batch": 4, "heatmap_dir": str(tmp_path / "heat")},
+    )
     backend = FakeBackend(delay_s=0.01)
     pipeline, rows = run_pipeline(cfg, backend)
     docs = decisions(rows)
@@ -59,7 +62,9 @@ def test_folder_replay_decides_every_image_in_order(tmp_path: Path) -> None:
         assert (doc["heatmap"] is not None) == (doc["decision"] == "ANOMALY")
         assert doc["heatmap"] is None or Path(doc["heatmap"]).is_file()
         assert {"capture", "preprocess", "infer", "publish"} <= set(doc["latency_ms"])
-    assert any(d["decision"] == "ANOMALY" for d in docs) and any(d["decision"] == "OK" for d in docs)
+    assert any(d["decision"] == "ANOMALY" for d in docs) and any(
+        d["decision"] == "OK" for d in docs
+    )
     assert max(backend.batches) <= 4
     assert pipeline.counts["decisions"] == 12
 
@@ -128,17 +133,28 @@ class FlakyCapture:
 
 def test_camera_loss_reconnects_with_events(tmp_path: Path) -> None:
     FlakyCapture.opens = 0
-    cfg = station_config(tmp_path, sources=[{
-        "name": "cam", "kind": "camera", "uri": "0", "reconnect_min_s": 0.05,
-        "reconnect_max_s": 0.1}])
+    cfg = station_config(
+        tmp_path,
+        sources=[
+            {
+                "name": "cam",
+                "kind": "camera",
+                "uri": "0",
+                "reconnect_min_s": 0.05,
+                "reconnect_max_s": 0.1,
+            }
+        ],
+    )
 
     def factory(source_cfg, events, memory, on_state):  # noqa: ANN001, ANN202
-        return CameraSource(source_cfg, events, open_capture=lambda uri: FlakyCapture(),
-                            on_state=on_state)
+        return CameraSource(
+            source_cfg, events, open_capture=lambda uri: FlakyCapture(), on_state=on_state
+        )
 
     changes: list[str] = []
-    pipeline, rows = run_pipeline(cfg, source_factory=factory, max_samples=6,
-                                  on_status=changes.append)
+    pipeline, rows = run_pipeline(
+        cfg, source_factory=factory, max_samples=6, on_status=changes.append
+    )
     assert changes == ["source cam up", "source cam lost", "source cam up", "source cam ended"]
     kinds = [e["kind"] for e in events(rows)]
     assert kinds.count("source_lost") == 2 and kinds.count("source_reconnected") == 1
@@ -150,8 +166,15 @@ def test_drop_oldest_counts_and_reports_drops(tmp_path: Path) -> None:
     write_images(tmp_path / "images", 30)
     cfg = station_config(
         tmp_path,
-        sources=[{"name": "cam1", "kind": "folder", "path": str(tmp_path / "images"),
-                  "backpressure": "drop_oldest", "queue_size": 1}],
+        sources=[
+            {
+                "name": "cam1",
+                "kind": "folder",
+                "path": str(tmp_path / "images"),
+                "backpressure": "drop_oldest",
+                "queue_size": 1,
+            }
+        ],
         pipeline={"heatmaps": "none", "max_batch": 1, "queue_size": 1},
     )
     pipeline, rows = run_pipeline(cfg, FakeBackend(delay_s=0.02))
@@ -168,7 +191,9 @@ def test_watch_source_waits_for_complete_files(tmp_path: Path) -> None:
     watched.mkdir()
     write_images(tmp_path / "src", 2)
     (watched / "old.png").write_bytes((tmp_path / "src" / "img_0000.png").read_bytes())
-    cfg = station_config(tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(watched)}])
+    cfg = station_config(
+        tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(watched)}]
+    )
     spool = Spool(cfg.spool.path, 100)
     pipeline = Pipeline(cfg, FakeBackend(), Policy(3.0), spool, Metrics(), max_samples=1)
     pipeline.start()
@@ -235,7 +260,9 @@ def test_watchdog_fed_only_while_stages_progress() -> None:
         server.close()
 
 
-def test_bad_config_key_exits_2_with_key_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_config_key_exits_2_with_key_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from edge.cli import main
 
     config = tmp_path / "bad.yaml"
@@ -275,8 +302,9 @@ def test_json_logs_are_one_object_per_line() -> None:
 
     from edge.logs import JsonFormatter
 
-    record = logging.LogRecord("flowedge.run", logging.ERROR, __file__, 1, "camera %s lost", ("c1",),
-                               None)
+    record = logging.LogRecord(
+        "flowedge.run", logging.ERROR, __file__, 1, "camera %s lost", ("c1",), None
+    )
     doc = json.loads(JsonFormatter().format(record))
     assert doc["level"] == "ERROR" and doc["message"] == "camera c1 lost"
     assert doc["logger"] == "flowedge.run" and doc["utc"].endswith("+00:00")
@@ -291,8 +319,9 @@ def test_backend_failure_answers_with_error_decisions(tmp_path: Path) -> None:
 
     _, rows = run_pipeline(station_config(tmp_path), Broken())
     assert [d["decision"] for d in decisions(rows)] == ["ERROR", "ERROR"]
-    assert any(e["kind"] == "inference_failed" and "device lost" in e["message"]
-               for e in events(rows))
+    assert any(
+        e["kind"] == "inference_failed" and "device lost" in e["message"] for e in events(rows)
+    )
 
 
 def test_a_dying_stage_ends_the_run_instead_of_hanging(tmp_path: Path) -> None:
@@ -317,13 +346,18 @@ def test_calibration_gives_threshold_normalised_score_and_drift_events(tmp_path:
 
     normal = np.random.default_rng(0).normal(2.0, 0.3, 300)
     path = tmp_path / "calibration.json"
-    calibration = save_calibration(build_calibration(normal, fake_card(), CalibrationOptions()), path)
+    calibration = save_calibration(
+        build_calibration(normal, fake_card(), CalibrationOptions()), path
+    )
     folder = tmp_path / "images"
     write_images(folder, 25)
     for image in folder.glob("*.png"):  # all bright: every score far above the normal ones
         image.write_bytes((folder / "img_0006.png").read_bytes())
-    cfg = station_config(tmp_path, model={"path": "x", "calibration": str(path)},
-                         drift={"window": 20, "check_every": 5})
+    cfg = station_config(
+        tmp_path,
+        model={"path": "x", "calibration": str(path)},
+        drift={"window": 20, "check_every": 5},
+    )
     policy = load_policy(cfg, fake_card())
     assert policy.threshold == calibration.threshold
     spool = Spool(cfg.spool.path, 1000)
@@ -332,8 +366,9 @@ def test_calibration_gives_threshold_normalised_score_and_drift_events(tmp_path:
     assert pipeline.wait(15)
     rows = [(r.topic, json.loads(r.payload)) for r in spool.after(0, 1000)]
     docs = decisions(rows)
-    assert all(d["threshold"] == calibration.threshold and d["normalised_score"] is not None
-               for d in docs)
+    assert all(
+        d["threshold"] == calibration.threshold and d["normalised_score"] is not None for d in docs
+    )
     assert docs[0]["model"]["calibration_sha256"] == calibration.sha256
     drift = [e for e in events(rows) if e["kind"] == "drift"]
     assert drift and drift[0]["details"]["drifted"] is True
@@ -386,7 +421,9 @@ def test_watch_source_picks_up_files_dropped_while_stopped(tmp_path: Path) -> No
 
     watched = tmp_path / "drop"
     write_images(watched, 1)  # there before the very first start: not ours
-    cfg = station_config(tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(watched)}])
+    cfg = station_config(
+        tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(watched)}]
+    )
     spool = Spool(cfg.spool.path, 100)
     first: list[str] = []
     stop = threading.Event()

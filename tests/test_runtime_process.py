@@ -23,23 +23,33 @@ from runtime_fakes import validator, write_images  # noqa: E402
 pytestmark = pytest.mark.timeout(180)
 
 
-def write_config(path: Path, tmp: Path, checkpoint: Path, port: int, threshold: float,
-                 **source: object) -> None:
-    path.write_text(yaml.safe_dump({
-        "site": "plant", "station": "line1",
-        "model": {"path": str(checkpoint), "backend": "torch", "threshold": threshold},
-        "sources": [{"name": "cam1", "kind": "folder", "path": str(tmp / "images"), **source}],
-        "mqtt": {"port": port, "reconnect_min_s": 0.2, "reconnect_max_s": 1},
-        "metrics": {"enabled": True, "port": 0},
-        "spool": {"path": str(tmp / "spool.sqlite")},
-        "pipeline": {"heatmaps": "none"},
-    }))
+def write_config(
+    path: Path, tmp: Path, checkpoint: Path, port: int, threshold: float, **source: object
+) -> None:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "site": "plant",
+                "station": "line1",
+                "model": {"path": str(checkpoint), "backend": "torch", "threshold": threshold},
+                "sources": [
+                    {"name": "cam1", "kind": "folder", "path": str(tmp / "images"), **source}
+                ],
+                "mqtt": {"port": port, "reconnect_min_s": 0.2, "reconnect_max_s": 1},
+                "metrics": {"enabled": True, "port": 0},
+                "spool": {"path": str(tmp / "spool.sqlite")},
+                "pipeline": {"heatmaps": "none"},
+            }
+        )
+    )
 
 
 def start(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "--config", str(config), *args],
-        env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
 
@@ -50,7 +60,9 @@ def spool_state(path: Path) -> tuple[int, int]:
         return 0, 0
     db = sqlite3.connect(path, timeout=5)
     try:
-        waiting = db.execute("SELECT COUNT(*) FROM outbox WHERE topic LIKE '%/decision'").fetchone()[0]
+        waiting = db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE topic LIKE '%/decision'"
+        ).fetchone()[0]
         last = db.execute("SELECT last FROM sequence WHERE sensor = 'cam1'").fetchone()
     except sqlite3.OperationalError:  # tables not created yet
         return 0, 0
@@ -68,8 +80,9 @@ def wait_until(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_sigkill_with_full_spool_then_restart_loses_nothing(tmp_path: Path,
-                                                            tiny_checkpoint: Path) -> None:
+def test_sigkill_with_full_spool_then_restart_loses_nothing(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     require_mosquitto()
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker")  # not started: the broker is down at first
@@ -126,8 +139,9 @@ class NotifySocket:
         wait_until(lambda: any(x.startswith(line) for x in self.collect()), timeout, line)
 
 
-def test_notify_watchdog_sighup_reload_and_sigterm_drain(tmp_path: Path,
-                                                         tiny_checkpoint: Path) -> None:
+def test_notify_watchdog_sighup_reload_and_sigterm_drain(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     require_mosquitto()
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker").start()
@@ -144,8 +158,11 @@ def test_notify_watchdog_sighup_reload_and_sigterm_drain(tmp_path: Path,
 
         write_config(config, tmp_path, tiny_checkpoint, broker.port, -1e9, loop=True, rate_hz=10)
         proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: any(d["threshold"] == -1e9 for d in sub.on("/decision")), 30,
-                   "a decision with the reloaded threshold")
+        wait_until(
+            lambda: any(d["threshold"] == -1e9 for d in sub.on("/decision")),
+            30,
+            "a decision with the reloaded threshold",
+        )
         reloaded = [d for d in sub.on("/decision") if d["threshold"] == -1e9]
         assert all(d["decision"] == "ANOMALY" for d in reloaded)
         assert any(e["kind"] == "reloaded" for e in sub.on("line1/event"))

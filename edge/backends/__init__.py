@@ -17,9 +17,11 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 # the package each backend needs, named in the error when it is missing
-_PACKAGES = {"torch": "torch (pip install flowedge[train])",
-             "onnxruntime": "onnxruntime (pip install flowedge[station])",
-             "tensorrt": "tensorrt (pip install flowedge[tensorrt])"}
+_PACKAGES = {
+    "torch": "torch (pip install flowedge[train])",
+    "onnxruntime": "onnxruntime (pip install flowedge[station])",
+    "tensorrt": "tensorrt (pip install flowedge[tensorrt])",
+}
 
 
 def open_backend(model_cfg: ModelConfig) -> Backend:

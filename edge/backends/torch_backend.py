@@ -32,8 +32,13 @@ class TorchBackend(Backend):
         if threads:
             torch.set_num_threads(threads)
         detector, card = load_checkpoint(path, device=device)
-        log.info("torch: %s (%s) on %s, %d thread(s)", path, card.model_id, device,
-                 torch.get_num_threads())
+        log.info(
+            "torch: %s (%s) on %s, %d thread(s)",
+            path,
+            card.model_id,
+            device,
+            torch.get_num_threads(),
+        )
         return cls(detector, card, torch_device(device))
 
     @torch.inference_mode()
