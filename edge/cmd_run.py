@@ -36,6 +36,21 @@ RELOADABLE = ("model.threshold", "model.calibration", "drift", "pipeline.heatmap
 FLUSH_ON_STOP_S = 5.0
 
 
+def _exclude_spec(dotted: tuple[str, ...]) -> dict:
+    """pydantic's nested ``exclude`` for dotted names: ``model.threshold`` -> {"model": {"threshold"}}."""
+    spec: dict = {}
+    for name in dotted:
+        section, _, key = name.partition(".")
+        if key:
+            spec.setdefault(section, set()).add(key)
+        else:
+            spec[section] = True
+    return spec
+
+
+_RELOADABLE = _exclude_spec(RELOADABLE)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="station config.yaml")
     parser.add_argument(
@@ -156,24 +171,8 @@ class Station:
             self.pipeline.event(None, "reload_failed", f"reload refused: {exc}")
             self.notifier.send("READY=1", "STATUS=reload failed; running the previous config")
             return
-        old = self.cfg.model_dump(
-            mode="json",
-            exclude={
-                "model": {"threshold", "calibration"},
-                "drift": True,
-                "logging": True,
-                "pipeline": {"heatmaps"},
-            },
-        )
-        fresh = new.model_dump(
-            mode="json",
-            exclude={
-                "model": {"threshold", "calibration"},
-                "drift": True,
-                "logging": True,
-                "pipeline": {"heatmaps"},
-            },
-        )
+        old = self.cfg.model_dump(mode="json", exclude=_RELOADABLE)
+        fresh = new.model_dump(mode="json", exclude=_RELOADABLE)
         changed = sorted(k for k in fresh if fresh[k] != old.get(k))
         if changed:
             log.warning(
