@@ -23,6 +23,10 @@ from flows.jsonfile import read_json
 CARD_FORMAT = "2.0"  # 2.0: PreprocessSpec.intensity (a 1.x runtime would ignore it)
 
 
+INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
+INTENSITIES = ("raw", "standardize")
+
+
 class CardError(ModelMismatchError):
     """A card is missing, malformed, from another format version or tampered with."""
 
@@ -46,6 +50,14 @@ class PreprocessSpec:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     extra: dict[str, Any] = field(default_factory=dict)  # modality-specific parameters
+
+    def __post_init__(self) -> None:
+        # a card from a newer flowedge may name a step this one cannot do: refuse, never skip it
+        for key, allowed in (("interpolation", INTERPOLATIONS), ("intensity", INTENSITIES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(
+                    f"preprocess.{key} {getattr(self, key)!r} is not one of {', '.join(allowed)}"
+                )
 
     def digest(self) -> str:
         """A stable hash of the spec: equal specs, equal digests."""
@@ -121,8 +133,11 @@ class ModelCard:
             data["preprocess"] = PreprocessSpec.from_dict(data["preprocess"])
             data["score"] = ScoreSpec(**data["score"])
             card = cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise CardError(f"{source}: malformed model card ({exc}); the file is damaged") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CardError(
+                f"{source}: malformed model card ({exc}); the file is damaged or was written "
+                "by a newer flowedge: retrain or upgrade"
+            ) from exc
         if card.preprocess_digest and card.preprocess_digest != card.preprocess.digest():
             raise CardError(
                 f"{source}: the preprocessing spec was changed after training "

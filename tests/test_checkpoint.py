@@ -75,6 +75,20 @@ def test_refuses_edited_preprocessing(checkpoint_copy: Path) -> None:
         load_checkpoint(checkpoint_copy)
 
 
+def test_refuses_a_preprocessing_step_it_does_not_know(checkpoint_copy: Path) -> None:
+    """A card from a newer flowedge naming an unknown step is refused, never run without it."""
+
+    def edit(data: dict) -> None:
+        data["preprocess"]["intensity"] = "clahe"
+        data["preprocess_digest"] = ""
+
+    _edit_card(checkpoint_copy, edit)
+    with pytest.raises(
+        CardError, match="preprocess.intensity 'clahe' is not one of raw, standardize"
+    ):
+        load_checkpoint(checkpoint_copy)
+
+
 def test_refuses_preprocessing_edited_together_with_its_digest(checkpoint_copy: Path) -> None:
     def edit(data: dict) -> None:
         data["preprocess"]["interpolation"] = "linear"
