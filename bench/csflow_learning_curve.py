@@ -26,16 +26,18 @@ from sklearn.metrics import roc_auc_score
 
 from flows.config import DetectorConfig, TrainingConfig
 from flows.detectors import build_detector
+from flows.detectors.base import Detector
 
 PAPER_LR = 2e-4
 
 
-def reductions(latents: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Image scores from the latents: the paper's mean over everything, and alternatives."""
-    squared = [zk.float() ** 2 for zk in latents]
-    top = squared[0].mean(dim=1).flatten(1)  # per-position map of the finest scale
+def reductions(detector: Detector, latents: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Image scores: the detector's own (the paper's mean over all scales), and alternatives
+    computed from its top-scale map, taken at the latent's resolution (no upsampling)."""
+    score, amap = detector.reduce(latents, tuple(latents[0].shape[-2:]))
+    top = amap.flatten(1)
     return {
-        "mean_all": torch.cat([s.flatten(1) for s in squared], dim=1).mean(dim=1),
+        "mean_all": score,
         "mean_top_scale": top.mean(dim=1),
         "max_top_scale": top.max(dim=1).values,
         "top10pct_top_scale": top.topk(max(1, top.shape[1] // 10), dim=1).values.mean(dim=1),
@@ -61,7 +63,7 @@ def learning_curve(args: argparse.Namespace, lr: float) -> list[dict]:
         latents = [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
         aurocs = {
             k: round(float(roc_auc_score(labels, v.numpy())), 4)
-            for k, v in reductions(latents).items()
+            for k, v in reductions(detector, latents).items()
         }
         rows.append(
             {"lr": lr, "epoch": epoch, "fit_s": round(time.perf_counter() - start), **aurocs}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flows.card import INTENSITIES
 from flows.config import BackboneConfig, DetectorConfig, TrainingConfig
 from flows.data.datasets import (
     LoadSummary,
@@ -86,9 +87,7 @@ def main() -> None:
     parser.add_argument(
         "--out-index", type=int, nargs="+", default=defaults_det.backbone.out_indices
     )
-    parser.add_argument(
-        "--intensity", choices=("raw", "standardize"), default=defaults_det.intensity
-    )
+    parser.add_argument("--intensity", choices=INTENSITIES, default=defaults_det.intensity)
     parser.add_argument("--n-scales", type=int, default=defaults_det.n_scales)
     parser.add_argument("--hidden", type=int, default=defaults_det.hidden_channels)
     parser.add_argument("--epochs", type=int, default=defaults_train.epochs)

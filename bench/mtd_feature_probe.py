@@ -23,7 +23,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from flows.backbones import build_backbone
-from flows.card import PreprocessSpec
+from flows.card import INTENSITIES, PreprocessSpec
 from flows.config import BackboneConfig
 from flows.data.datasets import LoadSummary, iter_batches, labelled_samples, training_samples
 
@@ -65,7 +65,7 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--image-size", type=int, default=384)
-    parser.add_argument("--intensity", choices=("raw", "standardize"), default="standardize")
+    parser.add_argument("--intensity", choices=INTENSITIES, default="standardize")
     parser.add_argument("--baseline", action="store_true", help="also run --intensity raw")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

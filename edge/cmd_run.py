@@ -157,9 +157,8 @@ class Station:
 
     def reload(self) -> None:
         """SIGHUP: new threshold/calibration/drift/heatmaps; the broker connection stays up."""
-        monotonic_usec = (
-            time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        )  # systemd >= 253 wants it
+        # systemd >= 253 wants the reload's monotonic time stamp
+        monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.notifier.send(
             "RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", "STATUS=reloading configuration"
         )

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flows.card import INTENSITIES, INTERPOLATIONS
+
 
 class Strict(BaseModel):
     """Unknown keys are errors: a typo in config.yaml must not be ignored silently."""
@@ -46,11 +48,11 @@ class DetectorConfig(Strict):
     kind: Literal["csflow", "gaussian"] = "csflow"
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     image_size: int = Field(384, ge=32, le=2048, description="top-scale input side in pixels")
-    interpolation: Literal["area", "linear", "cubic", "nearest"] = "area"
+    interpolation: Literal[INTERPOLATIONS] = "area"  # the card's list: one source of truth
     # "standardize" maps every image to the same mean brightness and contrast, so the model
     # learns texture, not illumination (MTD: image AUROC 0.87 -> 0.98, docs/results.md);
     # "raw" keeps absolute brightness, for parts where too dark or too bright is a defect
-    intensity: Literal["raw", "standardize"] = "standardize"
+    intensity: Literal[INTENSITIES] = "standardize"
     # CS-Flow (thesis ch. 5)
     n_scales: int = Field(3, ge=1, le=4)
     n_blocks: int = Field(4, ge=1, le=8)

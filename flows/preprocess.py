@@ -24,9 +24,9 @@ _INTERPOLATION = {
 
 
 # "standardize" maps every image to ImageNet's average brightness and contrast (the means of
-# the channel statistics), so the backbone sees inputs in the range it was trained on
-STANDARD_MEAN = 0.449
-STANDARD_STD = 0.226
+# the default channel statistics: 0.449, 0.226), so the backbone sees inputs in its trained range
+STANDARD_MEAN = float(np.mean(PreprocessSpec.mean))
+STANDARD_STD = float(np.mean(PreprocessSpec.std))
 _FLAT_STD = 1e-3  # below this an image is flat (lens cap, dark frame): do not amplify noise
 
 
@@ -113,8 +113,11 @@ def standardize_intensity(image: np.ndarray) -> np.ndarray:
     hides small defects; colour ratios are kept because all channels share one
     mean and scale.
     """
-    std = max(float(image.std()), _FLAT_STD)
-    return (image - float(image.mean())) * (STANDARD_STD / std) + STANDARD_MEAN
+    centred = image - float(image.mean())
+    std = max(float(np.sqrt(np.mean(centred * centred))), _FLAT_STD)
+    centred *= STANDARD_STD / std  # in place: this runs on every frame
+    centred += STANDARD_MEAN
+    return centred
 
 
 def load_tensor(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
