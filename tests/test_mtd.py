@@ -1,9 +1,9 @@
 """Real data end to end: train and evaluate on MTD through the CLI (skips when MTD is absent).
 
-A Gaussian at 256 px keeps this to about a minute on two cores; the full CS-Flow
-figures come from bench/ and docs/results.md. The assertion is behavioural: on
-real tiles the pretrained features separate defects clearly, and standardising
-the illumination is what makes them do so.
+A Gaussian at 256 px keeps this to about 90 s on two cores (two trainings and
+evaluations); the full CS-Flow figures come from bench/ and docs/results.md. The
+assertion is behavioural: on real tiles the pretrained features separate defects,
+and better once the illumination is standardised.
 """
 
 from __future__ import annotations
