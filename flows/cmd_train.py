@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from flows.card import INTENSITIES
 from flows.config import DetectorConfig, TrainingConfig, TrainingSections, format_validation_error
 from flows.errors import ConfigError, DataError
 
@@ -35,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="overrides training.epochs")
     parser.add_argument("--batch-size", type=int, help="overrides training.batch_size")
     parser.add_argument("--image-size", type=int, help="overrides detector.image_size")
+    parser.add_argument(
+        "--intensity",
+        choices=INTENSITIES,
+        help="overrides detector.intensity: standardize (default) evens out each image's "
+        "brightness and contrast; raw keeps them, when too dark or bright is itself a defect",
+    )
     parser.add_argument(
         "--backbone-weights", metavar="auto|none|PATH", help="overrides detector.backbone.weights"
     )
@@ -74,6 +81,7 @@ def build_configs(args: argparse.Namespace) -> tuple[DetectorConfig, TrainingCon
     overrides = {
         ("detector", "kind"): args.detector,
         ("detector", "image_size"): args.image_size,
+        ("detector", "intensity"): args.intensity,
         ("training", "epochs"): args.epochs,
         ("training", "batch_size"): args.batch_size,
         ("training", "seed"): args.seed,

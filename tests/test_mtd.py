@@ -15,18 +15,10 @@ from edge.cli import main
 
 
 def _train_and_eval(mtd_root: Path, out: Path, intensity: str) -> float:
-    config = out / "config.yaml"
-    out.mkdir()
-    config.write_text(
-        "detector:\n  kind: gaussian\n  image_size: 256\n"
-        f"  intensity: {intensity}\ntraining:\n  seed: 0\n"
-    )
     model = out / "model"
+    detector_flags = ["--detector", "gaussian", "--image-size", "256", "--intensity", intensity]
     assert (
-        main(
-            ["train", str(mtd_root), "--out", str(model), "--config", str(config), "--no-progress"]
-        )
-        == 0
+        main(["train", str(mtd_root), "--out", str(model), *detector_flags, "--no-progress"]) == 0
     )
     assert main(["eval", str(model), str(mtd_root), "--out", str(out / "eval")]) == 0
     report = json.loads((out / "eval" / "report.json").read_text())

@@ -96,6 +96,7 @@ def _args(**overrides: object) -> argparse.Namespace:
         config=None,
         detector=None,
         image_size=None,
+        intensity=None,
         epochs=None,
         batch_size=None,
         seed=None,
@@ -108,8 +109,16 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(TINY_CONFIG + "site: ignored-by-train\n")
     det, train = build_configs(
-        _args(config=path, epochs=1, backbone_weights="none", seed=7, detector="gaussian")
+        _args(
+            config=path,
+            epochs=1,
+            backbone_weights="none",
+            seed=7,
+            detector="gaussian",
+            intensity="raw",
+        )
     )
+    assert det.intensity == "raw"
     assert (det.kind, det.image_size, det.hidden_channels, det.backbone.weights) == (
         "gaussian",
         64,
