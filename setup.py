@@ -5,11 +5,26 @@ Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 no torch), ``tensorrt`` and ``dev``.
 """
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
-VERSION = "0.1.0"
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "flowedge" / "__init__.py").read_text(encoding="utf-8")
+).group(1)
+
+# The design folders stay at the top of the repository and install as one package:
+# flowedge/ (core contract, modalities, backends, CLI, API) plus edge/, flows/,
+# calibration/ and export/ as flowedge.edge, flowedge.flows, ...
+DESIGN_FOLDERS = ("edge", "flows", "calibration", "export")
+PACKAGE_DIR = {"flowedge": "flowedge", **{f"flowedge.{name}": name for name in DESIGN_FOLDERS}}
+PACKAGES = [f"flowedge.{p}" if p else "flowedge" for p in ["", *find_packages("flowedge")]] + [
+    f"flowedge.{name}{'.' + sub if sub else ''}"
+    for name in DESIGN_FOLDERS
+    for sub in ["", *find_packages(name)]
+]
 
 CORE = [
     "numpy>=1.24",
@@ -41,22 +56,21 @@ setup(
     name="flowedge",
     version=VERSION,
     description="Normalizing-flow anomaly detection for on-line industrial inspection, edge to PLC.",
-    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["flows*", "edge*", "calibration*", "export*"]),
-    package_data={"edge": ["schema/*.json"], "export": ["data/*.json"]},
+    package_dir=PACKAGE_DIR,
+    packages=PACKAGES,
+    package_data={"flowedge.edge": ["schema/*.json"], "flowedge.export": ["data/*.json"]},
     install_requires=CORE,
     extras_require={
         "train": TRAIN,
         "export": EXPORT,
         "station": STATION,
         "tensorrt": TENSORRT,
-        "audio": ["soundfile>=0.12"],
-        "robot": ["pyarrow>=14"],
         "dev": DEV,
         "all": TRAIN + EXPORT + DEV,
     },
-    entry_points={"console_scripts": ["flowedge=edge.cli:main"]},
+    entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

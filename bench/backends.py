@@ -27,18 +27,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
-from export.fp16 import to_fp16, to_fp16_naive  # noqa: E402
-from export.onnx_export import export_onnx  # noqa: E402
-from export.parity import compare, fp16_faithful_infer, synthetic_samples  # noqa: E402
-from flows.card import ModelCard  # noqa: E402
+from flowedge.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
+from flowedge.core.card import ModelCard  # noqa: E402
+from flowedge.export.fp16 import to_fp16, to_fp16_naive  # noqa: E402
+from flowedge.export.onnx_export import export_onnx  # noqa: E402
+from flowedge.export.parity import compare, fp16_faithful_infer, synthetic_samples  # noqa: E402
 
 
 def untrained(kind: str, size: int) -> tuple[torch.nn.Module, ModelCard]:
     """A default-shaped detector with a random backbone, fitted once on random inputs."""
-    from flows.card import ModelCard
-    from flows.config import BackboneConfig, DetectorConfig, TrainingConfig
-    from flows.detectors import build_detector
+    from flowedge.core.card import ModelCard
+    from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
+    from flowedge.flows.detectors import build_detector
 
     det_cfg = DetectorConfig(kind=kind, backbone=BackboneConfig(weights="none"), image_size=size)
     detector = build_detector(det_cfg, TrainingConfig(epochs=1, batch_size=4))
@@ -129,7 +129,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.detectors.split(","):
             if kind in checkpoints:
-                from flows.checkpoint import load_checkpoint
+                from flowedge.flows.checkpoint import load_checkpoint
 
                 detector, card = load_checkpoint(checkpoints[kind])
             else:

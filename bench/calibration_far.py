@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from calibration.calibfile import save_calibration
-from calibration.calibrate import CalibrationOptions, build_calibration
-from calibration.config import DriftConfig
-from calibration.drift import DriftMonitor
-from flows.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.calibration.calibfile import save_calibration
+from flowedge.calibration.calibrate import CalibrationOptions, build_calibration
+from flowedge.calibration.config import DriftConfig
+from flowedge.calibration.drift import DriftMonitor
+from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
 
 LAWS = {"gamma(2)": stats.gamma(2.0), "lognormal(0.5)": stats.lognorm(0.5), "normal": stats.norm()}
 CARD = ModelCard("bench", {}, {}, PreprocessSpec(), ScoreSpec("x"), weights_sha256="0" * 64)

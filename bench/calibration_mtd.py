@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.calibfile import load_calibration
-from calibration.scoring import image_files, open_model, score_folders
-from calibration.thresholds import auroc, clopper_pearson
+from flowedge.calibration.calibfile import load_calibration
+from flowedge.calibration.scoring import image_files, open_model, score_folders
+from flowedge.calibration.thresholds import auroc, clopper_pearson
 
 
 def split(root: Path, work: Path, holdout: int, seed: int) -> None:

@@ -24,9 +24,9 @@ import torch
 from mtd_accuracy import DATA, cached_features
 from sklearn.metrics import roc_auc_score
 
-from flows.config import DetectorConfig, TrainingConfig
-from flows.detectors import build_detector
-from flows.detectors.base import Detector
+from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.detectors import build_detector
+from flowedge.flows.detectors.base import Detector
 
 PAPER_LR = 2e-4
 

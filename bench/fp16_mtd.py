@@ -24,13 +24,13 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
-from export.checked import torch_outputs  # noqa: E402
-from export.fp16 import to_fp16, to_fp16_naive  # noqa: E402
-from export.onnx_export import export_onnx  # noqa: E402
-from export.parity import fp16_faithful_infer, run_in_batches  # noqa: E402
-from flows.checkpoint import load_checkpoint  # noqa: E402
-from flows.preprocess import load_tensor  # noqa: E402
+from flowedge.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
+from flowedge.export.checked import torch_outputs  # noqa: E402
+from flowedge.export.fp16 import to_fp16, to_fp16_naive  # noqa: E402
+from flowedge.export.onnx_export import export_onnx  # noqa: E402
+from flowedge.export.parity import fp16_faithful_infer, run_in_batches  # noqa: E402
+from flowedge.flows.checkpoint import load_checkpoint  # noqa: E402
+from flowedge.modalities.image import load_tensor  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
 

@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.parity import compare, synthetic_samples  # noqa: E402
-from flows.config import BackboneConfig, DetectorConfig, TrainingConfig  # noqa: E402
-from flows.detectors import build_detector  # noqa: E402
+from flowedge.export.parity import compare, synthetic_samples  # noqa: E402
+from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig  # noqa: E402
+from flowedge.flows.detectors import build_detector  # noqa: E402
 
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -44,7 +44,7 @@ def make_detector(kind: str, size: int, device: torch.device, fit_epochs: int):
 
 def load_test_set(root: Path, spec) -> tuple[np.ndarray, np.ndarray]:
     """MVTec-layout test/ folder: (preprocessed images, labels 0 = good, 1 = defect)."""
-    from flows.preprocess import load_tensor
+    from flowedge.modalities.image import load_tensor
 
     files = sorted(
         p for p in (root / "test").rglob("*") if p.suffix.lower() in {".png", ".jpg", ".bmp"}
@@ -159,7 +159,7 @@ def main() -> int:
     size = args.size or DetectorConfig().image_size
     torch.backends.cudnn.benchmark = True
     if args.checkpoint:
-        from flows.checkpoint import load_checkpoint
+        from flowedge.flows.checkpoint import load_checkpoint
 
         detector, card = load_checkpoint(args.checkpoint, device=str(device))
         spec = card.preprocess

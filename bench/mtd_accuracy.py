@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flows.card import INTENSITIES
-from flows.config import BackboneConfig, DetectorConfig, TrainingConfig
-from flows.data.datasets import (
+from flowedge.core.card import INTENSITIES
+from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
+from flowedge.flows.data.datasets import (
     LoadSummary,
     iter_batches,
     labelled_samples,
     load_mask,
     training_samples,
 )
-from flows.detectors import build_detector
-from flows.detectors.base import Detector, Features
-from flows.metrics import detection_report
+from flowedge.flows.detectors import build_detector
+from flowedge.flows.detectors.base import Detector, Features
+from flowedge.flows.metrics import detection_report
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
 

@@ -22,10 +22,15 @@ import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-from flows.backbones import build_backbone
-from flows.card import INTENSITIES, PreprocessSpec
-from flows.config import BackboneConfig
-from flows.data.datasets import LoadSummary, iter_batches, labelled_samples, training_samples
+from flowedge.core.card import INTENSITIES, PreprocessSpec
+from flowedge.flows.backbones import build_backbone
+from flowedge.flows.config import BackboneConfig
+from flowedge.flows.data.datasets import (
+    LoadSummary,
+    iter_batches,
+    labelled_samples,
+    training_samples,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
 STAGES = {2: "stride8", 3: "stride16", 4: "stride32"}

@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from flows.backbones import build_backbone
-from flows.config import BackboneConfig, DetectorConfig, TrainingConfig
-from flows.data.datasets import labelled_samples, training_samples
-from flows.detectors.csflow import CSFlow
-from flows.detectors.gaussian import GaussianAD
-from flows.preprocess import load_tensor
+from flowedge.flows.backbones import build_backbone
+from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
+from flowedge.flows.data.datasets import labelled_samples, training_samples
+from flowedge.flows.detectors.csflow import CSFlow
+from flowedge.flows.detectors.gaussian import GaussianAD
+from flowedge.modalities.image import load_tensor
 
 STAGE_OF = {16: 0, 32: 1}  # position in the shared out_indices [3, 4] of Lite0
 
@@ -46,7 +46,7 @@ SETTINGS = [
 def pyramid(paths: list[Path], size: int, device: str, backbone) -> list[list[torch.Tensor]]:
     """Per stage (16, 32): features at input scales 1, 1/2, 1/4, for all images."""
     spec = DetectorConfig(image_size=size)
-    from flows.card import PreprocessSpec
+    from flowedge.core.card import PreprocessSpec
 
     spec = PreprocessSpec(height=size, width=size, interpolation="area")
     with ThreadPoolExecutor(8) as pool:

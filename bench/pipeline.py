@@ -33,20 +33,20 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from mqtt_broker import Broker, Subscriber  # noqa: E402
 
-from edge.backends.torch_backend import TorchBackend  # noqa: E402
-from edge.cmd_run import Station  # noqa: E402
-from edge.config import parse_config  # noqa: E402
-from flows.preprocess import load_tensor  # noqa: E402
+from flowedge.backends.torch_backend import TorchBackend  # noqa: E402
+from flowedge.edge.cmd_run import Station  # noqa: E402
+from flowedge.edge.config import parse_config  # noqa: E402
+from flowedge.modalities.image import load_tensor  # noqa: E402
 
 
 def demo_checkpoint(size: int, out: Path) -> Path:
     """A default-shaped CS-Flow (random backbone) fitted once on noise: latency needs no training."""
     import torch
 
-    from flows.card import ModelCard
-    from flows.checkpoint import save_checkpoint
-    from flows.config import BackboneConfig, DetectorConfig, TrainingConfig
-    from flows.detectors import build_detector
+    from flowedge.core.card import ModelCard
+    from flowedge.flows.checkpoint import save_checkpoint
+    from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
+    from flowedge.flows.detectors import build_detector
 
     det_cfg = DetectorConfig(
         kind="csflow", backbone=BackboneConfig(weights="none"), image_size=size

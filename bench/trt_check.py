@@ -15,9 +15,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
-from edge.backends.tensorrt import TensorRTBackend  # noqa: E402
-from export.parity import compare, run_in_batches, synthetic_samples  # noqa: E402
+from flowedge.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
+from flowedge.backends.tensorrt import TensorRTBackend  # noqa: E402
+from flowedge.export.parity import compare, run_in_batches, synthetic_samples  # noqa: E402
 
 
 def median_ms(fn, x: np.ndarray, repeats: int) -> float:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from calibration.distribution import ScoreDistribution
-from flows.card import ModelCard, sha256_file
-from flows.errors import DataError, ModelMismatchError
-from flows.jsonfile import read_json
+from flowedge.calibration.distribution import ScoreDistribution
+from flowedge.core.card import ModelCard, sha256_file
+from flowedge.core.errors import DataError, ModelMismatchError
+from flowedge.core.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 

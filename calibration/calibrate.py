@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from calibration.calibfile import CALIBRATION_FORMAT
-from calibration.distribution import ScoreDistribution, check_scores, table_positions
-from calibration.thresholds import (
+from flowedge import __version__
+from flowedge.calibration.calibfile import CALIBRATION_FORMAT
+from flowedge.calibration.distribution import ScoreDistribution, check_scores, table_positions
+from flowedge.calibration.thresholds import (
     LABELLED,
     STRATEGIES,
     ThresholdResult,
@@ -28,9 +29,8 @@ from calibration.thresholds import (
     labelled_threshold,
     sigma_threshold,
 )
-from flows import __version__
-from flows.card import ModelCard
-from flows.errors import ConfigError, DataError
+from flowedge.core.card import ModelCard
+from flowedge.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

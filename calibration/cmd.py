@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.calibfile import check_binding, read_calibration, save_calibration
-from calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
-from calibration.scoring import image_files, open_model, score_folders, training_overlap
-from calibration.thresholds import STRATEGIES
-from flows.card import ModelCard
-from flows.errors import ConfigError, DataError
+from flowedge.calibration.calibfile import check_binding, read_calibration, save_calibration
+from flowedge.calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
+from flowedge.calibration.scoring import image_files, open_model, score_folders, training_overlap
+from flowedge.calibration.thresholds import STRATEGIES
+from flowedge.core.card import ModelCard
+from flowedge.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

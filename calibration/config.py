@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from flows.config import Strict
+from flowedge.core.validation import Strict
 
 
 class DriftConfig(Strict):

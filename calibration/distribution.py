@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from calibration.tail import GPDTail, fit_gpd_tail
-from flows.errors import DataError
+from flowedge.calibration.tail import GPDTail, fit_gpd_tail
+from flowedge.core.errors import DataError
 
 # The largest normalised score: -log10 of a tail probability of 1e-15, beyond anything a
 # calibration sample can support; keeps +inf scores and bounded GPD tails finite.

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from calibration.calibfile import Calibration
-from calibration.config import DriftConfig
+from flowedge.calibration.calibfile import Calibration
+from flowedge.calibration.config import DriftConfig
 
 
 def _utc(timestamp: float) -> str:

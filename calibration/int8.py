@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from calibration.scoring import image_files
-from flows.card import PreprocessSpec
-from flows.errors import ConfigError, DataError
-from flows.preprocess import BadInputError, load_tensor
+from flowedge.calibration.scoring import image_files
+from flowedge.core.card import PreprocessSpec
+from flowedge.core.errors import BadInputError, ConfigError, DataError
+from flowedge.modalities.image import load_tensor
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def make_int8_calibrator(
     input_shape: tuple[int, int, int],
 ) -> Any:
     """A ``tensorrt.IInt8EntropyCalibrator2`` over the normal images in ``image_dir``."""
-    from edge.backends.tensorrt import check_cuda, import_cudart, import_tensorrt
+    from flowedge.backends.tensorrt import check_cuda, import_cudart, import_tensorrt
 
     trt = import_tensorrt("INT8 calibration")
     base = getattr(trt, "IInt8EntropyCalibrator2", None)

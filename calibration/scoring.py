@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from flows.card import ModelCard
-from flows.data.datasets import IMAGE_EXTENSIONS
-from flows.errors import DataError
-from flows.preprocess import BadInputError, load_tensor
+from flowedge.core.card import ModelCard
+from flowedge.core.errors import BadInputError, DataError
+from flowedge.flows.data.datasets import IMAGE_EXTENSIONS
+from flowedge.modalities.image import load_tensor
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def open_model(
     path: Path, backend: str, device: str
 ) -> tuple[InferFn, ModelCard, Callable[[], None]]:
     """(infer batch -> scores, card, close) through the station's own backend."""
-    from edge.backends import open_backend
-    from edge.config import ModelConfig
+    from flowedge.backends import open_backend
+    from flowedge.edge.config import ModelConfig
 
     model = open_backend(ModelConfig(path=path, backend=backend, device=device))
     return (lambda batch: np.asarray(model.infer(batch)[0])), model.card, model.close
@@ -129,7 +129,7 @@ def training_overlap(files: list[str], card: ModelCard) -> list[str]:
             root or "not recorded in the card",
         )
         return []
-    from flows.data.datasets import training_samples
+    from flowedge.flows.data.datasets import training_samples
 
     train = [s.path for s in training_samples(root)]
     train_paths = {p.resolve() for p in train}

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from calibration.distribution import ScoreDistribution
-from calibration.tail import exceedance_count
-from flows.errors import CheckFailedError, ConfigError, DataError
+from flowedge.calibration.distribution import ScoreDistribution
+from flowedge.calibration.tail import exceedance_count
+from flowedge.core.errors import CheckFailedError, ConfigError, DataError
 
 STRATEGIES = ("far", "sigma", "f1", "youden", "cost")
 LABELLED = ("f1", "youden", "cost")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from flows.errors import EXIT_OK, CheckFailedError
+from flowedge.core.errors import EXIT_OK, CheckFailedError
 
 BROKER = ("127.0.0.1", 1883)
 
@@ -60,7 +60,7 @@ def _step(title: str) -> None:
 
 def _cli(*argv: str) -> None:
     """Run one flowedge command exactly as a user would; stop the demo if it fails."""
-    from edge.cli import main
+    from flowedge.cli import main
 
     code = main([str(a) for a in argv])
     if code != EXIT_OK:
@@ -126,7 +126,7 @@ def _station_config(out: Path, model: Path, calibration: Path, stream: Path) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.data.synthetic import generate_dataset
+    from flowedge.flows.data.synthetic import generate_dataset
 
     out: Path = args.out
     data, holdout, model = out / "data", out / "holdout", out / "model"

@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge import logs
-from edge.backends import open_backend
-from edge.config import FlowedgeConfig, load_config
-from edge.decision import load_policy
-from edge.health import Notifier, Watchdog, watchdog_interval_s
-from edge.metrics import Metrics
-from edge.pipeline import Pipeline
-from edge.publisher import Publisher
-from edge.spool import Spool
-from flows.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
+from flowedge.backends import open_backend
+from flowedge.core.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
+from flowedge.edge import logs
+from flowedge.edge.config import FlowedgeConfig, load_config
+from flowedge.edge.decision import load_policy
+from flowedge.edge.health import Notifier, Watchdog, watchdog_interval_s
+from flowedge.edge.metrics import Metrics
+from flowedge.edge.pipeline import Pipeline
+from flowedge.edge.publisher import Publisher
+from flowedge.edge.spool import Spool
 
 log = logging.getLogger("flowedge.run")
 

@@ -14,9 +14,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from calibration.config import DriftConfig
-from flows.config import DetectorConfig, Strict, TrainingConfig, format_validation_error
-from flows.errors import ConfigError
+from flowedge.calibration.config import DriftConfig
+from flowedge.core.errors import ConfigError
+from flowedge.core.validation import Strict, format_validation_error
+from flowedge.flows.config import DetectorConfig, TrainingConfig
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
 

@@ -19,10 +19,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.config import FlowedgeConfig
-from edge.sample import Sample, utc_now
-from flows.card import ModelCard, PreprocessSpec
-from flows.errors import ConfigError
+from flowedge.core.card import ModelCard, PreprocessSpec
+from flowedge.core.errors import ConfigError
+from flowedge.edge.config import FlowedgeConfig
+from flowedge.edge.sample import Sample, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,14 @@ def load_policy(cfg: FlowedgeConfig, card: ModelCard) -> Policy:
                 "and set model.calibration, or give a fixed model.threshold"
             )
         return Policy(threshold=float(model.threshold))
-    if importlib.util.find_spec("calibration.calibfile") is None:
+    if importlib.util.find_spec("flowedge.calibration.calibfile") is None:
         raise ConfigError("model.calibration is set but this flowedge has no calibration support")
-    from calibration.calibfile import load_calibration
+    from flowedge.calibration.calibfile import load_calibration
 
     calibration = load_calibration(model.calibration, card)
     policy = Policy(threshold=float(calibration.threshold), calibration=calibration)
-    if cfg.drift.enabled and importlib.util.find_spec("calibration.drift") is not None:
-        from calibration.drift import DriftMonitor
+    if cfg.drift.enabled and importlib.util.find_spec("flowedge.calibration.drift") is not None:
+        from flowedge.calibration.drift import DriftMonitor
 
         policy.drift = {s.name: DriftMonitor(calibration, cfg.drift) for s in cfg.sources}
     return policy

@@ -6,7 +6,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from edge.config import LoggingConfig
+from flowedge.edge.config import LoggingConfig
 
 
 class JsonFormatter(logging.Formatter):

@@ -6,7 +6,7 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from edge.config import MetricsConfig
+from flowedge.edge.config import MetricsConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,17 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from edge.backends.base import Backend
-from edge.config import FlowedgeConfig, SourceConfig
-from edge.decision import Policy, decision_doc, encode, event_doc, write_heatmap
-from edge.health import StageProgress
-from edge.metrics import Metrics
-from edge.preprocessors import get_preprocessor
-from edge.publisher import Topics
-from edge.sample import Sample
-from edge.sources import Source, make_source
-from edge.spool import Spool
-from flows.preprocess import BadInputError
+from flowedge.backends.base import Backend
+from flowedge.core.errors import BadInputError
+from flowedge.edge.config import FlowedgeConfig, SourceConfig
+from flowedge.edge.decision import Policy, decision_doc, encode, event_doc, write_heatmap
+from flowedge.edge.health import StageProgress
+from flowedge.edge.metrics import Metrics
+from flowedge.edge.publisher import Topics
+from flowedge.edge.sample import Sample
+from flowedge.edge.sources import Source, make_source
+from flowedge.edge.spool import Spool
+from flowedge.modalities import get_preprocessor
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.config import FlowedgeConfig
-from edge.metrics import Metrics
-from edge.sample import utc_now
-from edge.spool import Spool
+from flowedge.edge.config import FlowedgeConfig
+from flowedge.edge.metrics import Metrics
+from flowedge.edge.sample import utc_now
+from flowedge.edge.spool import Spool
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge.config import SourceConfig
+from flowedge.edge.config import SourceConfig
 
 log = logging.getLogger(__name__)
 

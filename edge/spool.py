@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.errors import ConfigError
+from flowedge.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.card import sha256_file
-from flows.errors import ConfigError
+from flowedge.core.card import sha256_file
+from flowedge.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

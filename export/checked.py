@@ -16,14 +16,15 @@ import numpy as np
 import onnx
 import torch
 
-from edge.backends.onnxrt import OnnxRuntimeBackend
-from export import metadata
-from export.calibration_ref import CalibrationRef, load_calibration
-from export.metadata import MIN_OPSET
-from export.onnx_export import export_onnx
-from export.onnx_graph import get_metadata, set_metadata
-from export.oplint import supported_ops, unsupported_ops
-from export.parity import (
+from flowedge.backends.onnxrt import OnnxRuntimeBackend
+from flowedge.core import metadata
+from flowedge.core.errors import CheckFailedError
+from flowedge.core.metadata import MIN_OPSET
+from flowedge.export.calibration_ref import CalibrationRef, load_calibration
+from flowedge.export.onnx_export import export_onnx
+from flowedge.export.onnx_graph import get_metadata, set_metadata
+from flowedge.export.oplint import supported_ops, unsupported_ops
+from flowedge.export.parity import (
     ParityReport,
     compare,
     folder_samples,
@@ -31,9 +32,8 @@ from export.parity import (
     run_in_batches,
     synthetic_samples,
 )
-from flows.checkpoint import load_checkpoint
-from flows.detectors.base import Detector
-from flows.errors import CheckFailedError
+from flowedge.flows.checkpoint import load_checkpoint
+from flowedge.flows.detectors.base import Detector
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def run_export(request: ExportRequest) -> dict[str, ParityReport]:
         export_onnx(detector, card, staged, opset=request.opset, calibration=calibration)
         model = onnx.load(str(staged))
         if request.fp16:
-            from export.fp16 import to_fp16  # onnxconverter-common: only for fp16 graphs
+            from flowedge.export.fp16 import to_fp16  # onnxconverter-common: only for fp16 graphs
 
             model = to_fp16(model, source=str(request.checkpoint))
             onnx.checker.check_model(model, full_check=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from export.metadata import MIN_OPSET
+from flowedge.core.metadata import MIN_OPSET
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.target == "onnx":
-        from export.checked import ExportRequest, run_export
+        from flowedge.export.checked import ExportRequest, run_export
 
         run_export(
             ExportRequest(
@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    from export.engine_meta import BatchProfile
-    from export.tensorrt_build import BuildRequest, build_engine
+    from flowedge.core.engine_meta import BatchProfile
+    from flowedge.export.tensorrt_build import BuildRequest, build_engine
 
     build_engine(
         BuildRequest(

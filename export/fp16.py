@@ -16,10 +16,10 @@ import warnings
 import onnx
 from onnxconverter_common import float16
 
-from export import metadata
-from export.graph import reduction_nodes
-from export.onnx_graph import get_metadata, graph_nodes, name_nodes, set_metadata
-from flows.card import CardError
+from flowedge.core import metadata
+from flowedge.core.card import CardError
+from flowedge.export.graph import reduction_nodes
+from flowedge.export.onnx_graph import get_metadata, graph_nodes, name_nodes, set_metadata
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,13 @@ import onnx
 import torch
 from torch import nn
 
-from export import metadata
-from export.calibration_ref import CalibrationRef
-from export.metadata import MIN_OPSET
-from export.onnx_graph import name_nodes, set_metadata
-from flows.card import ModelCard
-from flows.detectors.base import Detector
-from flows.errors import CheckFailedError
+from flowedge.core import metadata
+from flowedge.core.card import ModelCard
+from flowedge.core.errors import CheckFailedError
+from flowedge.core.metadata import MIN_OPSET
+from flowedge.export.calibration_ref import CalibrationRef
+from flowedge.export.onnx_graph import name_nodes, set_metadata
+from flowedge.flows.detectors.base import Detector
 
 log = logging.getLogger(__name__)
 

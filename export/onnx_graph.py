@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from export.graph import Node
+from flowedge.export.graph import Node
 
 
 def graph_nodes(model: onnx.ModelProto) -> list[Node]:

@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flows.card import PreprocessSpec
-from flows.preprocess import load_tensor, to_tensor
+from flowedge.core.card import PreprocessSpec
+from flowedge.modalities.image import load_tensor, to_tensor
 
 TOLERANCES = {"fp32": (1e-3, 1e-3), "fp16": (1e-2, 3e-2)}  # precision -> (score rtol, map rtol)
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -107,7 +107,7 @@ def folder_samples(folder: Path, spec: PreprocessSpec, limit: int = 16) -> np.nd
     """Preprocessed batch of up to ``limit`` images found (recursively, sorted) in ``folder``."""
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        from flows.errors import DataError
+        from flowedge.core.errors import DataError
 
         raise DataError(f"sample folder {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     step = max(1, len(files) // limit)  # spread over the folder (e.g. good and defect subfolders)

@@ -20,14 +20,14 @@ from typing import Any
 
 import onnx
 
-from edge.backends.tensorrt import gpu_identity, import_tensorrt
-from export import metadata
-from export.engine_meta import BatchProfile, EngineMeta, meta_path, write_meta
-from export.fp16 import to_fp16
-from export.graph import Node, reduction_nodes
-from export.onnx_graph import get_metadata
-from flows.card import sha256_file
-from flows.errors import CheckFailedError, ConfigError
+from flowedge.backends.tensorrt import gpu_identity, import_tensorrt
+from flowedge.core import metadata
+from flowedge.core.card import sha256_file
+from flowedge.core.engine_meta import BatchProfile, EngineMeta, meta_path, write_meta
+from flowedge.core.errors import CheckFailedError, ConfigError
+from flowedge.export.fp16 import to_fp16
+from flowedge.export.graph import Node, reduction_nodes
+from flowedge.export.onnx_graph import get_metadata
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def build_engine(request: BuildRequest) -> EngineMeta:
 def _int8_calibrator(request: BuildRequest, card: Any) -> Any:
     if request.int8_images is None:
         raise ConfigError("--int8 needs --int8-images DIR (normal images for calibration)")
-    from calibration.int8 import make_int8_calibrator
+    from flowedge.calibration.int8 import make_int8_calibrator
 
     spec = card.preprocess
     return make_int8_calibrator(

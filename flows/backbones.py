@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from flows.card import sha256_file
-from flows.config import BackboneConfig
-from flows.errors import ConfigError, DataError
+from flowedge.core.card import sha256_file
+from flowedge.core.errors import ConfigError, DataError
+from flowedge.flows.config import BackboneConfig
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from flows import __version__
-from flows.card import CardError, ModelCard, sha256_file
-from flows.config import DetectorConfig, TrainingConfig
-from flows.detectors.base import Detector
-from flows.errors import ConfigError
+from flowedge import __version__
+from flowedge.core.card import CardError, ModelCard, sha256_file
+from flowedge.core.errors import ConfigError
+from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.detectors.base import Detector
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Detector, Mo
     except ValidationError as exc:
         raise CardError(f"{folder / CARD_FILE}: detector parameters are not valid: {exc}") from exc
     det_cfg.backbone.weights = "none"  # the state dict below carries the backbone too
-    from flows.detectors import build_detector  # heavy (timm); only once the files check out
+    from flowedge.flows.detectors import (
+        build_detector,  # heavy (timm); only once the files check out
+    )
 
     detector = build_detector(det_cfg, train_cfg)
     rebuilt = detector.preprocess_spec()

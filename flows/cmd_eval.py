@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from flows.errors import CheckFailedError, DataError
+from flowedge.core.errors import CheckFailedError, DataError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     if not args.test_root.is_dir():
         raise DataError(f"test data folder {args.test_root} not found")
-    from flows.evaluate import evaluate  # heavy: torch, timm, matplotlib
+    from flowedge.flows.evaluate import evaluate  # heavy: torch, timm, matplotlib
 
     report = evaluate(
         args.checkpoint,

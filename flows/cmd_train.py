@@ -9,9 +9,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from flows.card import INTENSITIES
-from flows.config import DetectorConfig, TrainingConfig, TrainingSections, format_validation_error
-from flows.errors import ConfigError, DataError
+from flowedge.core.card import INTENSITIES
+from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.validation import format_validation_error
+from flowedge.flows.config import DetectorConfig, TrainingConfig, TrainingSections
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     det_cfg, train_cfg = build_configs(args)
     if not args.data_dir.is_dir():
         raise DataError(f"training data folder {args.data_dir} not found")
-    from flows.train import train  # heavy: torch, timm
+    from flowedge.flows.train import train  # heavy: torch, timm
 
     card = train(
         det_cfg,

@@ -17,13 +17,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flows.card import PreprocessSpec
-from flows.checkpoint import checkpoint_dir, load_checkpoint
-from flows.data.datasets import LoadSummary, Sample, iter_batches, labelled_samples, load_mask
-from flows.errors import CheckFailedError
-from flows.metrics import detection_report
-from flows.plots import plot_histogram, plot_overlay, plot_roc
-from flows.preprocess import read_image
+from flowedge.core.card import PreprocessSpec
+from flowedge.core.errors import CheckFailedError
+from flowedge.flows.checkpoint import checkpoint_dir, load_checkpoint
+from flowedge.flows.data.datasets import (
+    LoadSummary,
+    Sample,
+    iter_batches,
+    labelled_samples,
+    load_mask,
+)
+from flowedge.flows.metrics import detection_report
+from flowedge.flows.plots import plot_histogram, plot_overlay, plot_roc
+from flowedge.modalities.image import read_image
 
 log = logging.getLogger(__name__)
 

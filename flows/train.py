@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flows.card import ModelCard
-from flows.checkpoint import save_checkpoint, torch_device
-from flows.config import DetectorConfig, TrainingConfig
-from flows.data.datasets import LoadSummary, Sample, iter_batches, training_samples
-from flows.detectors.base import Detector, Features
-from flows.errors import CheckFailedError
+from flowedge.core.card import ModelCard
+from flowedge.core.errors import CheckFailedError
+from flowedge.flows.checkpoint import save_checkpoint, torch_device
+from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.data.datasets import LoadSummary, Sample, iter_batches, training_samples
+from flowedge.flows.detectors.base import Detector, Features
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def train(
     """Train a detector on the normal images in ``data_dir`` and write a checkpoint to ``out_dir``."""
     data_dir = Path(data_dir)
     samples = training_samples(data_dir)  # before building anything: a wrong folder fails fast
-    from flows.detectors import build_detector  # heavy (timm, FrEIA)
+    from flowedge.flows.detectors import build_detector  # heavy (timm, FrEIA)
 
     target = torch_device(device)
     seed_everything(train_cfg.seed)

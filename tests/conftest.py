@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from flows.config import BackboneConfig, DetectorConfig, TrainingConfig
+from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -47,7 +47,7 @@ def mtd_root() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MVTec-layout root: train/good (16), test/good (4), test/<defect> (2 each), ground_truth."""
-    from flows.data.synthetic import generate_dataset
+    from flowedge.flows.data.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("synthetic") / "part"
     return generate_dataset(
@@ -59,7 +59,7 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def detectors() -> ModuleType:
     """The detector registry; skips (with the reason) where it cannot be imported."""
     try:
-        import flows.detectors as module
+        import flowedge.flows.detectors as module
 
         module.build_detector  # noqa: B018
     except (ImportError, AttributeError) as exc:
@@ -73,7 +73,7 @@ def tiny_checkpoint(
 ) -> Path:
     """Directory with weights.safetensors + card.json of a CS-Flow trained 2 epochs on the
     synthetic dataset (input 64 px)."""
-    from flows.train import train
+    from flowedge.flows.train import train
 
     out = tmp_path_factory.mktemp("checkpoint") / "model"
     train(

@@ -11,9 +11,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.backends.base import Backend
-from edge.config import FlowedgeConfig, parse_config
-from flows.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.backends.base import Backend
+from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.edge.config import FlowedgeConfig, parse_config
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "edge" / "schema"
 SIZE = 32

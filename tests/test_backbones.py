@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flows.backbones import build_backbone, map_lite_keys, offline_lite_file
-from flows.config import BackboneConfig
-from flows.errors import ConfigError, DataError
+from flowedge.core.errors import ConfigError, DataError
+from flowedge.flows.backbones import build_backbone, map_lite_keys, offline_lite_file
+from flowedge.flows.config import BackboneConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

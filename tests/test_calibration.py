@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from calibration.calibfile import load_calibration, read_calibration, save_calibration
-from calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
-from calibration.distribution import NORMALISED_MAX, ScoreDistribution
-from calibration.thresholds import far_threshold, labelled_threshold, sigma_threshold
-from flows.card import ModelCard, PreprocessSpec, ScoreSpec
-from flows.errors import CheckFailedError, ConfigError, DataError, ModelMismatchError
+from flowedge.calibration.calibfile import load_calibration, read_calibration, save_calibration
+from flowedge.calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
+from flowedge.calibration.distribution import NORMALISED_MAX, ScoreDistribution
+from flowedge.calibration.thresholds import far_threshold, labelled_threshold, sigma_threshold
+from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.core.errors import CheckFailedError, ConfigError, DataError, ModelMismatchError
 
 FAST = CalibrationOptions(bootstrap=40)
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from calibration.calibfile import load_calibration
-from edge.cli import main
-from flows.card import ModelCard
+from flowedge.calibration.calibfile import load_calibration
+from flowedge.cli import main
+from flowedge.core.card import ModelCard
 
 
 def normal_images(folder: Path, n: int, seed: int) -> Path:
     """Normal images from another seed: same process as training, never trained on."""
-    from flows.data.synthetic import generate_dataset
+    from flowedge.flows.data.synthetic import generate_dataset
 
     root = generate_dataset(folder, n_train=n, n_test_good=0, n_test_defect=0, size=64, seed=seed)
     return root / "train" / "good"

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.int8 import CalibrationBatches, CalibrationCache, make_int8_calibrator
-from flows.card import PreprocessSpec
-from flows.errors import ConfigError, DataError
+from flowedge.calibration.int8 import CalibrationBatches, CalibrationCache, make_int8_calibrator
+from flowedge.core.card import PreprocessSpec
+from flowedge.core.errors import ConfigError, DataError
 
 SPEC = PreprocessSpec(height=32, width=32)
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from flows.card import CardError, ModelCard
-from flows.checkpoint import CARD_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
-from flows.errors import EXIT_MODEL
+from flowedge.core.card import CardError, ModelCard
+from flowedge.core.errors import EXIT_MODEL
+from flowedge.flows.checkpoint import CARD_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_round_trip_gives_identical_scores(tiny_checkpoint: Path, tmp_path: Path
 
 
 def test_card_records_provenance(tiny_checkpoint: Path) -> None:
-    from flows import __version__
+    from flowedge import __version__
 
     card = ModelCard.load(tiny_checkpoint / CARD_FILE)
     assert card.flowedge_version == __version__

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main
-from edge.config import load_config, parse_config
-from flows.errors import EXIT_USAGE, ConfigError
+from flowedge.cli import main
+from flowedge.core.errors import EXIT_USAGE, ConfigError
+from flowedge.edge.config import load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 

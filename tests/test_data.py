@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from flows.card import PreprocessSpec
-from flows.data.datasets import (
+from flowedge.core.card import PreprocessSpec
+from flowedge.core.errors import DataError
+from flowedge.flows.data.datasets import (
     LoadSummary,
     Sample,
     iter_batches,
@@ -19,8 +20,7 @@ from flows.data.datasets import (
     load_mask,
     training_samples,
 )
-from flows.data.synthetic import DEFECTS, generate_dataset
-from flows.errors import DataError
+from flowedge.flows.data.synthetic import DEFECTS, generate_dataset
 
 SPEC = PreprocessSpec(height=32, width=32)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flows.config import BackboneConfig, DetectorConfig, TrainingConfig
-from flows.detectors import DETECTOR_NAMES, build_detector
-from flows.detectors.csflow import CrossScaleCoupling, soft_clamp
-from flows.errors import ConfigError
+from flowedge.core.errors import ConfigError
+from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
+from flowedge.flows.detectors import DETECTOR_NAMES, build_detector
+from flowedge.flows.detectors.csflow import CrossScaleCoupling, soft_clamp
 
 SIZE = 64
 
@@ -192,7 +192,7 @@ def test_gaussian_fit_and_score():
 def test_gaussian_whitening_gives_mahalanobis():
     import numpy as np
 
-    from flows.detectors.gaussian import whitening
+    from flowedge.flows.detectors.gaussian import whitening
 
     rng = np.random.default_rng(0)
     data = rng.normal(size=(4000, 3)) @ np.array([[2.0, 0, 0], [0.5, 1.0, 0], [0, 0, 0.2]])

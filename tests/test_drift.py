@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from calibration.calibfile import Calibration, save_calibration
-from calibration.calibrate import CalibrationOptions, build_calibration
-from calibration.config import DriftConfig
-from calibration.drift import DriftMonitor
-from flows.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.calibration.calibfile import Calibration, save_calibration
+from flowedge.calibration.calibrate import CalibrationOptions, build_calibration
+from flowedge.calibration.config import DriftConfig
+from flowedge.calibration.drift import DriftMonitor
+from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
 
 CFG = DriftConfig(window=300, check_every=50, p_value=0.001)
 

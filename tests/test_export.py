@@ -18,17 +18,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge.backends.onnxrt import OnnxRuntimeBackend
-from export import metadata
-from export.calibration_ref import CalibrationRef
-from export.checked import check_graph, torch_outputs
-from export.fp16 import fp32_nodes, to_fp16, to_fp16_naive
-from export.onnx_export import explicit_same_padding, export_onnx
-from export.onnx_graph import get_metadata, set_metadata
-from export.oplint import unsupported_ops
-from export.parity import compare, synthetic_samples
-from flows.card import CardError, ModelCard, PreprocessSpec, ScoreSpec
-from flows.detectors.base import Detector
+from flowedge.backends.onnxrt import OnnxRuntimeBackend
+from flowedge.core import metadata
+from flowedge.core.card import CardError, ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.export.calibration_ref import CalibrationRef
+from flowedge.export.checked import check_graph, torch_outputs
+from flowedge.export.fp16 import fp32_nodes, to_fp16, to_fp16_naive
+from flowedge.export.onnx_export import explicit_same_padding, export_onnx
+from flowedge.export.onnx_graph import get_metadata, set_metadata
+from flowedge.export.oplint import unsupported_ops
+from flowedge.export.parity import compare, synthetic_samples
+from flowedge.flows.detectors.base import Detector
 
 
 class _Coupling(nn.Module):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import onnx
 
-from edge.cli import main
-from export import metadata
-from export.onnx_graph import get_metadata
+from flowedge.cli import main
+from flowedge.core import metadata
+from flowedge.export.onnx_graph import get_metadata
 
 
 def test_export_onnx_fp32_and_fp16(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -11,11 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cli import main
-from export.engine_meta import BatchProfile, EngineMeta, check_compatible, read_meta, write_meta
-from export.tensorrt_build import pin_reductions_fp32
-from flows.card import CardError
-from flows.errors import ConfigError, ModelMismatchError
+from flowedge.cli import main
+from flowedge.core.card import CardError
+from flowedge.core.engine_meta import (
+    BatchProfile,
+    EngineMeta,
+    check_compatible,
+    read_meta,
+    write_meta,
+)
+from flowedge.core.errors import ConfigError, ModelMismatchError
+from flowedge.export.tensorrt_build import pin_reductions_fp32
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 needs_trt = pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed (GPU stations only)")
@@ -145,11 +151,11 @@ def test_engine_build_matches_onnxruntime(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from test_export import StandInDetector
 
-    from edge.backends.onnxrt import OnnxRuntimeBackend
-    from edge.backends.tensorrt import TensorRTBackend
-    from export.onnx_export import export_onnx
-    from export.parity import compare, synthetic_samples
-    from export.tensorrt_build import BuildRequest, build_engine
+    from flowedge.backends.onnxrt import OnnxRuntimeBackend
+    from flowedge.backends.tensorrt import TensorRTBackend
+    from flowedge.export.onnx_export import export_onnx
+    from flowedge.export.parity import compare, synthetic_samples
+    from flowedge.export.tensorrt_build import BuildRequest, build_engine
 
     det = StandInDetector().eval()
     onnx_path = tmp_path / "m.onnx"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge.cli import main
+from flowedge.cli import main
 
 
 def _train_and_eval(mtd_root: Path, out: Path, intensity: str) -> float:

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from flows.card import PreprocessSpec
-from flows.preprocess import BadInputError, decode_image, load_tensor, read_image, to_tensor
+from flowedge.core.card import PreprocessSpec
+from flowedge.core.errors import BadInputError
+from flowedge.modalities.image import decode_image, load_tensor, read_image, to_tensor
 
 SPEC = PreprocessSpec(height=32, width=48)
 

@@ -20,11 +20,11 @@ from mqtt_broker import (  # noqa: E402
 )
 from runtime_fakes import FakeBackend, station_config, validator, write_images  # noqa: E402
 
-from edge.decision import Policy  # noqa: E402
-from edge.metrics import Metrics  # noqa: E402
-from edge.pipeline import Pipeline  # noqa: E402
-from edge.publisher import Publisher  # noqa: E402
-from edge.spool import Spool  # noqa: E402
+from flowedge.edge.decision import Policy  # noqa: E402
+from flowedge.edge.metrics import Metrics  # noqa: E402
+from flowedge.edge.pipeline import Pipeline  # noqa: E402
+from flowedge.edge.publisher import Publisher  # noqa: E402
+from flowedge.edge.spool import Spool  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -165,7 +165,7 @@ def test_wrong_credentials_are_reported_and_retried(
     write_images(tmp_path / "images", 2)
     cfg = station_config(tmp_path, mqtt=mqtt_section(broker, username="plc"))
     station = Station(cfg)
-    caplog.set_level(logging.ERROR, logger="edge.publisher")
+    caplog.set_level(logging.ERROR, logger="flowedge.edge.publisher")
     station.run()
     try:
         deadline = time.monotonic() + 15
@@ -173,7 +173,8 @@ def test_wrong_credentials_are_reported_and_retried(
             refusals = [
                 r
                 for r in caplog.records
-                if r.name == "edge.publisher" and "refused the connection" in r.getMessage()
+                if r.name == "flowedge.edge.publisher"
+                and "refused the connection" in r.getMessage()
             ]
             if len(refusals) >= 2:
                 break

@@ -16,12 +16,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from runtime_fakes import FakeBackend, fake_card, station_config, validator, write_images  # noqa: E402
 
-from edge.decision import Policy  # noqa: E402
-from edge.health import Notifier, StageProgress, Watchdog  # noqa: E402
-from edge.metrics import Metrics  # noqa: E402
-from edge.pipeline import Pipeline  # noqa: E402
-from edge.sources import CameraSource  # noqa: E402
-from edge.spool import Spool  # noqa: E402
+from flowedge.edge.decision import Policy  # noqa: E402
+from flowedge.edge.health import Notifier, StageProgress, Watchdog  # noqa: E402
+from flowedge.edge.metrics import Metrics  # noqa: E402
+from flowedge.edge.pipeline import Pipeline  # noqa: E402
+from flowedge.edge.sources import CameraSource  # noqa: E402
+from flowedge.edge.spool import Spool  # noqa: E402
 
 
 def run_pipeline(cfg, backend=None, **kwargs) -> tuple[Pipeline, list[tuple[str, dict]]]:  # noqa: ANN001
@@ -263,7 +263,7 @@ def test_watchdog_fed_only_while_stages_progress() -> None:
 def test_bad_config_key_exits_2_with_key_path(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from edge.cli import main
+    from flowedge.cli import main
 
     config = tmp_path / "bad.yaml"
     config.write_text("sources: [{name: a, kind: folder, path: x, backpresure: block}]\n")
@@ -274,7 +274,7 @@ def test_bad_config_key_exits_2_with_key_path(
 def test_metrics_endpoint_reports_stages_queues_and_bad_inputs(tmp_path: Path) -> None:
     import urllib.request
 
-    from edge.config import MetricsConfig
+    from flowedge.edge.config import MetricsConfig
 
     write_images(tmp_path / "images", 3)
     (tmp_path / "images" / "img_0002.png").write_bytes(b"")
@@ -300,7 +300,7 @@ def test_metrics_endpoint_reports_stages_queues_and_bad_inputs(tmp_path: Path) -
 def test_json_logs_are_one_object_per_line() -> None:
     import logging
 
-    from edge.logs import JsonFormatter
+    from flowedge.edge.logs import JsonFormatter
 
     record = logging.LogRecord(
         "flowedge.run", logging.ERROR, __file__, 1, "camera %s lost", ("c1",), None
@@ -340,9 +340,9 @@ def test_a_dying_stage_ends_the_run_instead_of_hanging(tmp_path: Path) -> None:
 
 
 def test_calibration_gives_threshold_normalised_score_and_drift_events(tmp_path: Path) -> None:
-    from calibration.calibfile import save_calibration
-    from calibration.calibrate import CalibrationOptions, build_calibration
-    from edge.decision import load_policy
+    from flowedge.calibration.calibfile import save_calibration
+    from flowedge.calibration.calibrate import CalibrationOptions, build_calibration
+    from flowedge.edge.decision import load_policy
 
     normal = np.random.default_rng(0).normal(2.0, 0.3, 300)
     path = tmp_path / "calibration.json"
@@ -376,8 +376,8 @@ def test_calibration_gives_threshold_normalised_score_and_drift_events(tmp_path:
 
 
 def test_no_threshold_and_no_calibration_is_a_config_error(tmp_path: Path) -> None:
-    from edge.decision import load_policy
-    from flows.errors import ConfigError
+    from flowedge.core.errors import ConfigError
+    from flowedge.edge.decision import load_policy
 
     cfg = station_config(tmp_path, model={"path": "x"})
     with pytest.raises(ConfigError, match="neither 'calibration' nor 'threshold'"):
@@ -404,7 +404,7 @@ def test_video_file_through_the_real_opencv_capture(tmp_path: Path) -> None:
 def test_watch_source_picks_up_files_dropped_while_stopped(tmp_path: Path) -> None:
     import os
 
-    from edge.sources import WatchSource
+    from flowedge.edge.sources import WatchSource
 
     def collect(source: WatchSource, stop: threading.Event, into: list[str]) -> threading.Thread:
         def run() -> None:

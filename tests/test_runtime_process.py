@@ -46,7 +46,7 @@ def write_config(
 
 def start(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(config), *args],
+        [sys.executable, "-m", "flowedge.cli", "run", "--config", str(config), *args],
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

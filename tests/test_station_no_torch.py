@@ -47,8 +47,8 @@ except ModuleNotFoundError:
     pass
 from pathlib import Path
 import numpy as np
-from edge.backends.onnxrt import OnnxRuntimeBackend
-from flows.preprocess import load_tensor
+from flowedge.backends.onnxrt import OnnxRuntimeBackend
+from flowedge.modalities.image import load_tensor
 
 backend = OnnxRuntimeBackend.open(Path(sys.argv[1]), "cpu", 1)
 images = sorted(Path(sys.argv[2]).glob("*.png"))
@@ -72,7 +72,7 @@ def _env(tmp: Path) -> dict[str, str]:
 def station_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from test_export import StandInDetector
 
-    from export.onnx_export import export_onnx
+    from flowedge.export.onnx_export import export_onnx
 
     tmp = tmp_path_factory.mktemp("station")
     det = StandInDetector().eval()
@@ -100,8 +100,8 @@ def test_onnxruntime_backend_runs_without_torch(station_files, tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert "STATION-OK" in done.stdout
 
-    from edge.backends.onnxrt import OnnxRuntimeBackend
-    from flows.preprocess import load_tensor
+    from flowedge.backends.onnxrt import OnnxRuntimeBackend
+    from flowedge.modalities.image import load_tensor
 
     backend = OnnxRuntimeBackend.open(model, "cpu", 1)
     batch = np.stack(
@@ -114,7 +114,7 @@ def test_onnxruntime_backend_runs_without_torch(station_files, tmp_path: Path) -
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("edge.cmd_run") is None, reason="edge.cmd_run not written yet"
+    importlib.util.find_spec("flowedge.edge.cmd_run") is None, reason="edge.cmd_run not written yet"
 )
 def test_flowedge_run_without_torch(station_files, tmp_path: Path) -> None:
     model, images = station_files
@@ -131,7 +131,7 @@ def test_flowedge_run_without_torch(station_files, tmp_path: Path) -> None:
         encoding="utf-8",
     )
     done = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "flowedge.cli", "run", "--config", str(config)],
         env=_env(tmp_path),
         capture_output=True,
         text=True,

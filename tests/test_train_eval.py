@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from conftest import tiny_detector_config, tiny_training_config
 
-from edge.cli import main
-from flows.card import ModelCard
-from flows.cmd_train import build_configs
-from flows.config import DetectorConfig, TrainingConfig
-from flows.errors import EXIT_CHECK, EXIT_DATA, EXIT_MODEL, CheckFailedError
-from flows.metrics import auroc, detection_report, f1_max, image_auroc, pixel_auroc
+from flowedge.cli import main
+from flowedge.core.card import ModelCard
+from flowedge.core.errors import EXIT_CHECK, EXIT_DATA, EXIT_MODEL, CheckFailedError
+from flowedge.flows.cmd_train import build_configs
+from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.metrics import auroc, detection_report, f1_max, image_auroc, pixel_auroc
 
 LABELS = [0, 0, 1, 1]
 SCORES = [0.1, 0.4, 0.35, 0.8]
@@ -184,8 +184,8 @@ def test_training_is_reproducible(cli_checkpoint: tuple[Path, list[str]], tmp_pa
 def test_diverged_training_writes_no_checkpoint(
     detectors: ModuleType, synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.detectors.csflow import CSFlow
-    from flows.train import train
+    from flowedge.flows.detectors.csflow import CSFlow
+    from flowedge.flows.train import train
 
     monkeypatch.setattr(
         CSFlow, "fit", lambda self, batches, epochs, progress: {"final_loss": float("nan")}

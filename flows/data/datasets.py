@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flows.card import PreprocessSpec
-from flows.errors import DataError
-from flows.preprocess import BadInputError, load_tensor, read_image
+from flowedge.core.card import PreprocessSpec
+from flowedge.core.errors import BadInputError, DataError
+from flowedge.modalities.image import load_tensor, read_image
 
 log = logging.getLogger(__name__)
 

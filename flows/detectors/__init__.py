@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flows.config import DetectorConfig, TrainingConfig
-from flows.detectors.base import Detector
-from flows.errors import ConfigError
+from flowedge.core.errors import ConfigError
+from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.detectors.base import Detector
 
 
 def _registry() -> dict[str, type[Detector]]:
-    from flows.detectors.csflow import CSFlow
-    from flows.detectors.gaussian import GaussianAD
+    from flowedge.flows.detectors.csflow import CSFlow
+    from flowedge.flows.detectors.gaussian import GaussianAD
 
     return {cls.name: cls for cls in (CSFlow, GaussianAD)}
 
@@ -19,7 +19,7 @@ DETECTOR_NAMES = ("csflow", "gaussian")
 
 def build_detector(det: DetectorConfig, train: TrainingConfig) -> Detector:
     """Backbone + detector head; raises ConfigError naming the bad key."""
-    from flows.backbones import build_backbone
+    from flowedge.flows.backbones import build_backbone
 
     registry = _registry()
     if det.kind not in registry:

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from flows.card import PreprocessSpec, ScoreSpec
-from flows.config import DetectorConfig
+from flowedge.core.card import PreprocessSpec, ScoreSpec
+from flowedge.flows.config import DetectorConfig
 
 Features = list[torch.Tensor]
 Latents = list[torch.Tensor]

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from FrEIA.modules import InvertibleModule
 from torch import nn
 
-from flows.card import ScoreSpec
-from flows.config import DetectorConfig, TrainingConfig
-from flows.detectors.base import Detector, Features, Latents, ProgressFn
+from flowedge.core.card import ScoreSpec
+from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.detectors.base import Detector, Features, Latents, ProgressFn
 
 
 def soft_clamp(s: torch.Tensor, alpha: float) -> torch.Tensor:

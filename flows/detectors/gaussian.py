@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flows.card import ScoreSpec
-from flows.config import DetectorConfig, TrainingConfig
-from flows.detectors.base import Detector, Features, Latents, ProgressFn
+from flowedge.core.card import ScoreSpec
+from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.detectors.base import Detector, Features, Latents, ProgressFn
 
 MAX_POSITIONS = 200_000  # positions sampled per layer for the map Gaussian (memory bound)
 

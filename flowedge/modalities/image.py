@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flows.card import PreprocessSpec
-from flows.errors import DataError
+from flowedge.core.card import PreprocessSpec
+from flowedge.core.errors import BadInputError
 
 _INTERPOLATION = {
     "area": cv2.INTER_AREA,
@@ -28,14 +28,6 @@ _INTERPOLATION = {
 STANDARD_MEAN = float(np.mean(PreprocessSpec.mean))
 STANDARD_STD = float(np.mean(PreprocessSpec.std))
 _FLAT_STD = 1e-3  # below this an image is flat (lens cap, dark frame): do not amplify noise
-
-
-class BadInputError(DataError):
-    """A sample cannot be used (unreadable, truncated, wrong shape, NaN).
-
-    The message names the input and says what to do; the runtime counts it and
-    publishes it as an error event, training skips the sample.
-    """
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.backends.base import Backend
-from flows.card import ModelCard
-from flows.checkpoint import load_checkpoint, torch_device
-from flows.detectors.base import Detector
+from flowedge.backends.base import Backend
+from flowedge.core.card import ModelCard
+from flowedge.flows.checkpoint import load_checkpoint, torch_device
+from flowedge.flows.detectors.base import Detector
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flows.card import CardError, ModelCard
+from flowedge.core.card import CardError, ModelCard
 
 CARD_KEY = "flowedge.card"  # the model card JSON (calibration_sha256 set when bound)
 CALIBRATION_KEY = "flowedge.calibration"  # {"threshold": float, "sha256": str} when bound

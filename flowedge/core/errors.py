@@ -42,3 +42,11 @@ class ModelMismatchError(FlowedgeError):
 
 class CheckFailedError(FlowedgeError):
     exit_code = EXIT_CHECK
+
+
+class BadInputError(DataError):
+    """A sample cannot be used (unreadable, truncated, wrong shape, NaN).
+
+    The message names the input and says what to do; the runtime counts it and
+    publishes it as an error event, training skips the sample.
+    """

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.card import CardError, ModelCard
-from flows.errors import ConfigError, ModelMismatchError
-from flows.jsonfile import read_json
+from flowedge.core.card import CardError, ModelCard
+from flowedge.core.errors import ConfigError, ModelMismatchError
+from flowedge.core.jsonfile import read_json
 
 META_SUFFIX = ".json"
 

@@ -12,19 +12,31 @@ import importlib
 import logging
 import sys
 
-from flows.errors import EXIT_INTERNAL, EXIT_USAGE, FlowedgeError
+from flowedge.core.errors import EXIT_INTERNAL, EXIT_USAGE, FlowedgeError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": (
-        "flows.cmd_train",
+        "flowedge.flows.cmd_train",
         "train a detector on normal images (writes a checkpoint + model card)",
     ),
-    "eval": ("flows.cmd_eval", "evaluate a checkpoint on a labelled test set (AUROC, F1, plots)"),
-    "demo": ("edge.cmd_demo", "offline demo: generate data, train, evaluate, stream, publish"),
-    "calibrate": ("calibration.cmd", "choose a threshold from held-out normal data"),
-    "export": ("export.cmd", "export to ONNX (with parity check) or build a TensorRT engine"),
-    "run": ("edge.cmd_run", "run the station loop: capture -> preprocess -> infer -> publish"),
+    "eval": (
+        "flowedge.flows.cmd_eval",
+        "evaluate a checkpoint on a labelled test set (AUROC, F1, plots)",
+    ),
+    "demo": (
+        "flowedge.edge.cmd_demo",
+        "offline demo: generate data, train, evaluate, stream, publish",
+    ),
+    "calibrate": ("flowedge.calibration.cmd", "choose a threshold from held-out normal data"),
+    "export": (
+        "flowedge.export.cmd",
+        "export to ONNX (with parity check) or build a TensorRT engine",
+    ),
+    "run": (
+        "flowedge.edge.cmd_run",
+        "run the station loop: capture -> preprocess -> infer -> publish",
+    ),
 }
 
 EPILOG = """commands:
@@ -51,7 +63,7 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from flows import __version__
+    from flowedge import __version__
 
     return __version__
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from edge.backends.base import Backend
-from edge.config import ModelConfig
-from flows.errors import ConfigError
+from flowedge.backends.base import Backend
+from flowedge.core.errors import ConfigError
+from flowedge.edge.config import ModelConfig
 
 # model.backend -> (module, class); each class has ``open(path, device, threads)``
 BACKENDS: dict[str, tuple[str, str]] = {
-    "torch": ("edge.backends.torch_backend", "TorchBackend"),
-    "onnxruntime": ("edge.backends.onnxrt", "OnnxRuntimeBackend"),
-    "tensorrt": ("edge.backends.tensorrt", "TensorRTBackend"),
+    "torch": ("flowedge.backends.torch_backend", "TorchBackend"),
+    "onnxruntime": ("flowedge.backends.onnxrt", "OnnxRuntimeBackend"),
+    "tensorrt": ("flowedge.backends.tensorrt", "TensorRTBackend"),
 }
 
 # the package each backend needs, named in the error when it is missing

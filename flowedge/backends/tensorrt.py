@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.backends.base import Backend, as_model_batch
-from export.engine_meta import EngineMeta, check_compatible, read_meta
-from export.metadata import INPUT_NAME, OUTPUT_NAMES
-from flows.errors import ConfigError, ModelMismatchError
+from flowedge.backends.base import Backend, as_model_batch
+from flowedge.core.engine_meta import EngineMeta, check_compatible, read_meta
+from flowedge.core.errors import ConfigError, ModelMismatchError
+from flowedge.core.metadata import INPUT_NAME, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
 

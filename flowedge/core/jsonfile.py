@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.errors import FlowedgeError
+from flowedge.core.errors import FlowedgeError
 
 
 def read_json(path: Path, what: str, error: type[FlowedgeError], missing: str, invalid: str) -> Any:

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.errors import ModelMismatchError
-from flows.jsonfile import read_json
+from flowedge.core.errors import ModelMismatchError
+from flowedge.core.jsonfile import read_json
 
 # Bump the major part when a card written by this code can no longer be read by
 # an older runtime (or vice versa). Cards with another major version are refused.

@@ -14,10 +14,10 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
 
-from edge.backends.base import Backend, as_model_batch
-from export import metadata
-from flows.card import CardError
-from flows.errors import ConfigError
+from flowedge.backends.base import Backend, as_model_batch
+from flowedge.core import metadata
+from flowedge.core.card import CardError
+from flowedge.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

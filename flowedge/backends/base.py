@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from flows.card import ModelCard
+from flowedge.core.card import ModelCard
 
 
 def as_model_batch(batch: np.ndarray, input_chw: tuple[int, ...], source: str) -> np.ndarray:

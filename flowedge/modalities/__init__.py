@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.card import PreprocessSpec
-from flows.preprocess import BadInputError, decode_image, read_image, to_tensor
+from flowedge.core.card import PreprocessSpec
+from flowedge.core.errors import BadInputError
+from flowedge.modalities.image import decode_image, read_image, to_tensor
 
 Preprocessor = Callable[[object, PreprocessSpec, str], np.ndarray]
 
