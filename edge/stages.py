@@ -65,9 +65,7 @@ class Capture:
         try:
             self._capture()
         except Exception as exc:  # a dead source must not take the station down silently
-            if isinstance(exc, FlowedgeError):
-                log.error("source %s failed: %s", name, exc)
-            else:
+            if not isinstance(exc, FlowedgeError):  # a bug: keep the traceback
                 log.exception("source %s failed", name)
             self.events.emit(name, "source_lost", f"source {name} stopped: {exc}")
             self.states.failed(name, str(exc))
