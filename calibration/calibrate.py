@@ -30,6 +30,7 @@ from flowedge.calibration.thresholds import (
     sigma_threshold,
 )
 from flowedge.core.card import ModelCard
+from flowedge.core.decision import is_anomalous
 from flowedge.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def far_estimate(
     refit the tail, re-evaluate ``S``) when a tail was fitted.
     """
     value = float(dist.sf(threshold)[0])
-    above = int(np.count_nonzero(normal > threshold))
+    above = int(np.count_nonzero(is_anomalous(normal, threshold)))
     result = {"value": value, "confidence": opts.confidence, "in_sample_alarms": above}
     if threshold <= normal.max() or dist.tail is None:
         low, high = clopper_pearson(above, normal.size, opts.confidence)
@@ -110,7 +111,7 @@ def _bootstrap_interval(
 def anomalous_summary(
     normal: np.ndarray, anomalous: np.ndarray, threshold: float, confidence: float
 ) -> dict[str, Any]:
-    caught = int(np.count_nonzero(anomalous > threshold))
+    caught = int(np.count_nonzero(is_anomalous(anomalous, threshold)))
     low, high = clopper_pearson(caught, anomalous.size, confidence)
     return {
         "n": int(anomalous.size),

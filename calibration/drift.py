@@ -30,6 +30,7 @@ from scipy import stats
 
 from flowedge.calibration.calibfile import Calibration
 from flowedge.calibration.config import DriftConfig
+from flowedge.core.decision import is_anomalous
 
 
 def _utc(timestamp: float) -> str:
@@ -131,7 +132,7 @@ class DriftMonitor:
         self._since_check = 0
         cal = self.calibration
         window = np.fromiter(self._scores, dtype=np.float64)
-        crossings = int(np.count_nonzero(window > cal.threshold))
+        crossings = int(np.count_nonzero(is_anomalous(window, cal.threshold)))
         binomial_p = crossing_test(crossings, window.size, cal.expected_far)
         ks_stat, ks_p = ks_test(window, cal)
         alpha = self.cfg.p_value

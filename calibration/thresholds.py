@@ -1,6 +1,6 @@
 """Threshold strategies: pure functions of numpy score arrays (however they were obtained).
 
-Decision rule everywhere: ``score > threshold`` is an anomaly. With labelled anomalies the
+Decision rule everywhere (:mod:`flowedge.core.decision`): ``score > threshold`` is an anomaly. With labelled anomalies the
 candidates are the midpoints between consecutive distinct pooled scores (plus one below
 and one above all), and ties in the objective go to the *highest* threshold, i.e. the
 fewest false alarms.
@@ -132,7 +132,9 @@ def _candidates(normal: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
 
 
 def _confusion(normal: np.ndarray, anomalous: np.ndarray, thresholds: np.ndarray):
-    """(true positives, false positives) for each threshold under ``score > t``."""
+    """(true positives, false positives) for each threshold under the one decision rule
+    (:func:`flowedge.core.decision.is_anomalous`, ``score > t``): ``side="right"`` counts
+    exactly the scores above ``t``, so a score at ``t`` is not an alarm."""
     tp = anomalous.size - np.searchsorted(np.sort(anomalous), thresholds, side="right")
     fp = normal.size - np.searchsorted(np.sort(normal), thresholds, side="right")
     return tp.astype(np.float64), fp.astype(np.float64)

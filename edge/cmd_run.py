@@ -5,7 +5,10 @@ start the stages, tell systemd READY=1. SIGTERM (or SIGINT): stop capture, drain
 every queue, deliver or spool every decision, publish ``offline``, exit 0.
 SIGHUP: reload threshold / calibration / drift / heatmap settings from the
 config file without touching the broker connection. The run also ends when all
-sources have ended (folder replay without ``loop``) or after ``--max-samples``.
+sources have ended (folder replay without ``loop``) or after ``--max-samples``; when
+every source failed, it exits non-zero (3) so systemd's ``Restart=on-failure`` restarts it.
+With ``mqtt.enabled: false`` nothing is sent: decisions and events stay in the spool
+(the station's local record, bounded by ``spool.max_messages``) until MQTT is enabled.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from flowedge.backends import open_backend
-from flowedge.core.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
+from flowedge.backends.base import Backend
+from flowedge.core.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
 from flowedge.edge import logs
 from flowedge.edge.config import FlowedgeConfig, load_config
-from flowedge.edge.decision import load_policy
+from flowedge.edge.decision import embedded_calibration, load_policy
 from flowedge.edge.health import Notifier, Watchdog, watchdog_interval_s
 from flowedge.edge.metrics import Metrics
 from flowedge.edge.pipeline import Pipeline
@@ -72,10 +76,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Station:
     """Wires config, backend, spool, publisher, pipeline and systemd together."""
 
-    def __init__(self, config_path: Path, cfg: FlowedgeConfig, max_samples: int | None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        cfg: FlowedgeConfig,
+        max_samples: int | None,
+        backend: Backend | None = None,
+    ) -> None:
+        """``backend``: an opened backend (tests, benches); None opens ``cfg.model``."""
         self.config_path, self.cfg = config_path, cfg
-        self.backend = open_backend(cfg.model)
-        self.policy = load_policy(cfg, self.backend.card)
+        self.backend = backend if backend is not None else open_backend(cfg.model)
+        self.embedded = embedded_calibration(self.backend)
+        self.policy = load_policy(cfg, self.backend.card, self.embedded)
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
         self.metrics = Metrics()
         self.notifier = Notifier()
@@ -92,15 +104,13 @@ class Station:
         )
         if cfg.mqtt.enabled:
             self.publisher = Publisher(
-                cfg, self.spool, self.metrics, self.status_fields, self.pipeline.event
+                cfg, self.spool, self.metrics, self.status_fields, self.pipeline.events.emit
             )
         self.watchdog: Watchdog | None = None
 
     def _wake(self) -> None:
         if self.publisher is not None:
             self.publisher.wake()
-        else:  # mqtt.enabled false: decisions are logged and counted, nothing is forwarded
-            self.spool.clear()
 
     def _status_changed(self, reason: str) -> None:
         if self.publisher is not None and self.publisher.connected:
@@ -111,8 +121,8 @@ class Station:
         return {
             "model_id": self.backend.card.model_id,
             "threshold": self.pipeline.policy.threshold,
-            "sources": dict(self.pipeline.source_state),
-            "counts": dict(self.pipeline.counts),
+            "sources": self.pipeline.states.snapshot(),
+            "counts": self.pipeline.counts.snapshot(),
             "spooled": self.spool.count(),
             "spool_overflowed": self.spool.overflowed,
         }
@@ -138,6 +148,14 @@ class Station:
                 ) from exc
         if self.publisher is not None:
             self.publisher.start()
+        else:
+            log.warning(
+                "MQTT disabled (mqtt.enabled: false): decisions and events are kept in the spool "
+                "%s (at most %d, then %s), not sent; enable mqtt to forward them in order",
+                self.spool.path,
+                self.spool.max_messages,
+                self.cfg.spool.overflow,
+            )
         self.pipeline.start()
         interval = watchdog_interval_s()
         if interval:
@@ -147,12 +165,13 @@ class Station:
             self.watchdog.start()
         self.notifier.send("READY=1", f"STATUS=running model {self.backend.card.model_id}")
         log.info(
-            "station %s/%s running: %d source(s), model %s, threshold %g",
+            "station %s/%s running: %d source(s), model %s, threshold %g from %s",
             self.cfg.site,
             self.cfg.station,
             len(self.cfg.sources),
             self.backend.card.model_id,
             self.policy.threshold,
+            self.policy.origin,
         )
 
     def reload(self) -> None:
@@ -164,10 +183,10 @@ class Station:
         )
         try:
             new = load_config(self.config_path)
-            policy = load_policy(new, self.backend.card)
+            policy = load_policy(new, self.backend.card, self.embedded)
         except FlowedgeError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
-            self.pipeline.event(None, "reload_failed", f"reload refused: {exc}")
+            self.pipeline.events.emit(None, "reload_failed", f"reload refused: {exc}")
             self.notifier.send("READY=1", "STATUS=reload failed; running the previous config")
             return
         old = self.cfg.model_dump(mode="json", exclude=_RELOADABLE)
@@ -187,7 +206,7 @@ class Station:
         self.cfg.pipeline.heatmaps = new.pipeline.heatmaps
         logs.configure(new.logging)
         self.pipeline.policy = policy
-        self.pipeline.event(
+        self.pipeline.events.emit(
             None,
             "reloaded",
             f"configuration reloaded: threshold {policy.threshold:g}",
@@ -251,8 +270,12 @@ def run(args: argparse.Namespace) -> int:
                 station.pipeline.stop()
     # a stop request drains the pipeline but never waits for an absent broker
     wait = args.exit_when_done and not stop_requested.is_set()
-    failure = station.pipeline.failure
+    code = EXIT_OK
+    failure, sources_failed = station.pipeline.failure, station.pipeline.sources_failed()
     if failure is not None:
-        reason, wait = f"stage failed: {failure}", False
+        reason, wait, code = f"stage failed: {failure}", False, EXIT_INTERNAL
+    elif sources_failed is not None:
+        reason, code = f"every source failed ({sources_failed})", EXIT_DATA
+        log.error("%s: exiting with %d so that systemd restarts the station", reason, code)
     station.shutdown(reason, wait_for_delivery=wait, interrupted=stop_requested)
-    return EXIT_INTERNAL if failure is not None else EXIT_OK
+    return code

@@ -63,6 +63,9 @@ class PipelineConfig(Strict):
     queue_size: int = Field(32, ge=1)
     heatmaps: Literal["none", "anomalies", "all"] = "anomalies"
     heatmap_dir: Path = Path("runs/heatmaps")
+    # retention per sensor, oldest deleted first: whichever limit is reached first
+    heatmap_keep: int = Field(1000, ge=1, description="overlay PNGs kept per sensor")
+    heatmap_keep_mb: float = Field(500.0, gt=0, description="megabytes of overlays per sensor")
 
 
 class TLSConfig(Strict):

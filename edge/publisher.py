@@ -27,6 +27,7 @@ from flowedge.edge.config import FlowedgeConfig
 from flowedge.edge.metrics import Metrics
 from flowedge.edge.sample import utc_now
 from flowedge.edge.spool import Spool
+from flowedge.edge.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +36,6 @@ CONTENT_TYPE = "application/json"
 # MQTT 5 "Unsupported protocol version"; a 3.1.1-only broker answers 1 ("unacceptable version")
 UNSUPPORTED_PROTOCOL = {1, 132}
 AUTH_FAILURES = {4, 5, 134, 135}  # 3.1.1 and 5 codes for bad credentials / not authorised
-
-
-class Topics:
-    def __init__(self, cfg: FlowedgeConfig) -> None:
-        self.base = f"{cfg.mqtt.topic_prefix}/{cfg.site}/{cfg.station}"
-
-    def decision(self, sensor: str) -> str:
-        return f"{self.base}/{sensor}/decision"
-
-    def event(self, sensor: str | None) -> str:
-        return f"{self.base}/{sensor}/event" if sensor else f"{self.base}/event"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
 
 
 def _protocol(name: str) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from flowedge.core.errors import DataError
 from flowedge.edge.config import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,12 @@ class FolderSource:
         folder = Path(self.cfg.path)
         pacer = Pacer(self.cfg.rate_hz)
         while not stop.is_set():
-            files = _matching(folder, _patterns(self.cfg)) if folder.is_dir() else []
+            if not folder.is_dir():  # a failure (unmounted, typo), not an end: exit non-zero
+                raise DataError(
+                    f"folder {folder} (sources[].path of {self.name}) does not exist or is "
+                    "not a directory; check the path and the mount"
+                )
+            files = _matching(folder, _patterns(self.cfg))
             if not files:
                 self.events(
                     self.name,

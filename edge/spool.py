@@ -19,6 +19,8 @@ from flowedge.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+OVERFLOW_LOG_EVERY = 1000  # every loss is counted (metrics, status); the log says it now and then
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -106,15 +108,21 @@ class Spool:
         count = self._size
         if count >= self.max_messages:
             self.overflowed += 1
+            if self.overflowed == 1 or self.overflowed % OVERFLOW_LOG_EVERY == 0:
+                log.warning(
+                    "spool full (%d messages): %d message(s) lost so far (%s); the broker "
+                    "is away or MQTT is disabled: raise spool.max_messages or connect a broker",
+                    count,
+                    self.overflowed,
+                    "newest rejected" if self.overflow == "reject_new" else "oldest dropped",
+                )
             if self.overflow == "reject_new":
-                log.warning("spool full (%d messages): new message on %s rejected", count, topic)
                 return None
             dropped = self._db.execute(
                 "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
                 (count - self.max_messages + 1,),
             )
             self._size -= dropped.rowcount
-            log.warning("spool full (%d messages): oldest message dropped", count)
         cursor = self._db.execute(
             "INSERT INTO outbox(topic, payload, retain) VALUES (?, ?, ?)",
             (topic, payload, int(retain)),
@@ -151,12 +159,6 @@ class Spool:
                 "ON CONFLICT(source) DO UPDATE SET value = max(value, excluded.value)",
                 (source, value),
             )
-
-    def clear(self) -> None:
-        """Forget every message (MQTT disabled: nothing to forward); sequences stay."""
-        with self._lock:
-            self._db.execute("DELETE FROM outbox")
-            self._size = 0
 
     def count(self) -> int:
         return self._size

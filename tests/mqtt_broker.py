@@ -102,7 +102,7 @@ class Subscriber:
     ) -> None:
         self.messages: list[tuple[str, Any, bool]] = []
         self.content_types: set[str | None] = set()  # MQTT 5 content type of what arrived
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()  # notified on every message
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}", protocol=mqtt.MQTTv5
         )
@@ -118,18 +118,16 @@ class Subscriber:
         with self.lock:
             self.messages.append((msg.topic, json.loads(msg.payload), bool(msg.retain)))
             self.content_types.add(getattr(msg.properties, "ContentType", None))
+            self.lock.notify_all()
 
     def on(self, suffix: str) -> list[dict[str, Any]]:
         with self.lock:
             return [doc for topic, doc, _ in self.messages if topic.endswith(suffix)]
 
     def wait_for(self, suffix: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.on(suffix)
-            if len(found) >= count:
-                return found
-            time.sleep(0.05)
+        """The messages on ``suffix`` once ``count`` arrived (or all there are at the timeout)."""
+        with self.lock:
+            self.lock.wait_for(lambda: len(self.on(suffix)) >= count, timeout)
         return self.on(suffix)
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import cv2
 import numpy as np
 
 from flowedge.backends.base import Backend
+from flowedge.core import metadata
 from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.edge.cmd_run import Station
 from flowedge.edge.config import FlowedgeConfig, parse_config
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "edge" / "schema"
@@ -81,3 +84,50 @@ def validator(kind: str) -> Any:
 
     schema = json.loads((SCHEMAS / f"{kind}.schema.json").read_text())
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def open_station(cfg: FlowedgeConfig, backend: Backend | None = None, **kwargs: Any) -> Station:
+    """The real ``flowedge run`` wiring (spool, pipeline, publisher) around a given backend."""
+    return Station(
+        Path("unused.yaml"), cfg, kwargs.pop("max_samples", None), backend or FakeBackend()
+    )
+
+
+def stop_station(station: Station) -> None:
+    """What SIGTERM does: stop capture, drain, deliver what the broker takes, close."""
+    station.shutdown("test over", wait_for_delivery=False, interrupted=threading.Event())
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """For state with no event to wait on (a spool row count, another process's file)."""
+    deadline = time.monotonic() + timeout
+    ticker = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        ticker.wait(0.02)
+
+
+def write_onnx_model(path: Path, calibration: dict[str, Any] | None = None) -> Path:
+    """A real ONNX graph shaped like an export (score = mean pixel, map = channel mean) with
+    the fake card and, optionally, an embedded calibration; built without torch."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    batch = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])
+    score = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])
+    amap = helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", SIZE, SIZE])
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["score"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("ReduceMean", ["input"], ["map"], axes=[1], keepdims=0),
+    ]
+    graph = helper.make_graph(nodes, "fake", [batch], [score, amap])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    entries = {metadata.CARD_KEY: json.dumps(fake_card().to_dict())}
+    if calibration is not None:
+        entries[metadata.CALIBRATION_KEY] = json.dumps(calibration)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path

@@ -165,3 +165,15 @@ def test_update_merge_and_replace() -> None:
     replaced = update_calibration(merged, rng.gamma(3.0, size=250), make_card(), FAST, "replace")
     assert replaced["normal"]["n"] == 250 and len(replaced["history"]) == 3
     assert replaced["threshold"] > first["threshold"]
+
+
+def test_a_score_at_the_threshold_is_not_a_false_alarm_nor_a_catch() -> None:
+    """Calibration counts with the station's rule: a score equal to the threshold is OK."""
+    from flowedge.calibration.calibrate import anomalous_summary, far_estimate
+
+    normal = np.arange(1.0, 101.0)  # 100 distinct normal scores
+    dist = ScoreDistribution.from_sample(normal, FAST.tail_fraction, FAST.min_exceedances)
+    far = far_estimate(normal, dist, 90.0, FAST)
+    assert far["in_sample_alarms"] == 10  # 91..100; the normal score 90 itself is no alarm
+    anomalous = np.array([90.0, 95.0, 99.0])
+    assert anomalous_summary(normal, anomalous, 90.0, 0.95)["recall"]["caught"] == 2

@@ -89,3 +89,10 @@ def test_station_modules_do_not_import_torch() -> None:
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_score_at_the_threshold_is_not_a_crossing(calibration: Calibration) -> None:
+    monitor = DriftMonitor(calibration, CFG)
+    for score in (calibration.threshold, calibration.threshold, calibration.threshold * 2):
+        monitor.update(score)
+    assert monitor.check().crossings == 1

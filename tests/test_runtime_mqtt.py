@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,14 @@ from mqtt_broker import (  # noqa: E402
     make_certificates,
     require_mosquitto,
 )
-from runtime_fakes import FakeBackend, station_config, validator, write_images  # noqa: E402
-
-from flowedge.edge.decision import Policy  # noqa: E402
-from flowedge.edge.metrics import Metrics  # noqa: E402
-from flowedge.edge.pipeline import Pipeline  # noqa: E402
-from flowedge.edge.publisher import Publisher  # noqa: E402
-from flowedge.edge.spool import Spool  # noqa: E402
+from runtime_fakes import (  # noqa: E402
+    open_station,
+    station_config,
+    stop_station,
+    validator,
+    wait_until,
+    write_images,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -36,40 +36,6 @@ def broker(tmp_path: Path):  # noqa: ANN201
     b = Broker(tmp_path / "broker").start()
     yield b
     b.stop()
-
-
-class Station:
-    """Pipeline + publisher in-process, the way ``flowedge run`` wires them."""
-
-    def __init__(self, cfg, backend=None) -> None:  # noqa: ANN001
-        self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
-        self.metrics = Metrics()
-        self.publisher: Publisher | None = None
-        self.pipeline = Pipeline(
-            cfg,
-            backend or FakeBackend(),
-            Policy(cfg.model.threshold),
-            self.spool,
-            self.metrics,
-            on_published=self._wake,
-        )
-        self.publisher = Publisher(
-            cfg, self.spool, self.metrics, lambda: {"model_id": "fake"}, self.pipeline.event
-        )
-
-    def _wake(self) -> None:
-        if self.publisher is not None:
-            self.publisher.wake()
-
-    def run(self) -> None:
-        self.publisher.start()
-        self.pipeline.start()
-
-    def stop(self) -> None:
-        self.pipeline.stop()
-        self.pipeline.wait(10)
-        self.publisher.stop("test over", flush_timeout_s=5)
-        self.spool.close()
 
 
 def mqtt_section(broker: Broker, **extra) -> dict:  # noqa: ANN003
@@ -99,8 +65,8 @@ def test_every_decision_arrives_in_order_with_schema(
     (tmp_path / "images" / "img_0004.png").write_bytes(b"not an image")
     cfg = station_config(tmp_path, mqtt=mqtt_section(broker, protocol=protocol))
     sub = Subscriber(broker.port)
-    station = Station(cfg)
-    station.run()
+    station = open_station(cfg)
+    station.start()
     try:
         docs = sub.wait_for("/decision", 10)
         assert [d["part_id"] for d in docs] == [f"img_{i:04d}.png" for i in range(10)]
@@ -118,7 +84,7 @@ def test_every_decision_arrives_in_order_with_schema(
         validator("status").validate(status[0])
         assert status[0]["state"] == "online"
     finally:
-        station.stop()
+        stop_station(station)
     offline = sub.wait_for("line1/status", 2)[-1]
     assert offline["state"] == "offline" and offline["reason"] == "test over"
     assert station.spool.count() == 0
@@ -135,23 +101,20 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Broker)
         ],
     )
     sub = Subscriber(broker.port, topic="plant/+/+/decision".replace("plant", "flowedge/plant"))
-    station = Station(cfg)
-    station.run()
+    station = open_station(cfg)
+    station.start()
     try:
         assert len(sub.wait_for("/decision", 5)) >= 5
         broker.stop()
-        time.sleep(0.6)  # decisions accumulate in the spool meanwhile
-        assert station.spool.count() > 0
+        wait_until(lambda: not station.publisher.connected, 10, "the station to see the outage")
+        wait_until(lambda: station.spool.count() > 0, 10, "decisions waiting in the spool")
         broker.start()
         docs = sub.wait_for("/decision", 40, timeout=30)
         assert_in_order_without_loss(sub.wait_for("/decision", 40), 40)
         assert len(docs) >= 40
-        deadline = time.monotonic() + 10
-        while station.spool.count() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert station.spool.count() == 0
+        wait_until(lambda: station.spool.count() == 0, 10, "every decision acknowledged")
     finally:
-        station.stop()
+        stop_station(station)
         sub.close()
 
 
@@ -164,23 +127,21 @@ def test_wrong_credentials_are_reported_and_retried(
     monkeypatch.setenv("FLOWEDGE_MQTT_PASSWORD", "wrong")
     write_images(tmp_path / "images", 2)
     cfg = station_config(tmp_path, mqtt=mqtt_section(broker, username="plc"))
-    station = Station(cfg)
+    station = open_station(cfg)
     caplog.set_level(logging.ERROR, logger="flowedge.edge.publisher")
-    station.run()
+    station.start()
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            refusals = [
-                r
+
+        def refusals() -> list[str]:
+            return [
+                r.getMessage()
                 for r in caplog.records
                 if r.name == "flowedge.edge.publisher"
                 and "refused the connection" in r.getMessage()
             ]
-            if len(refusals) >= 2:
-                break
-            time.sleep(0.1)
-        assert len(refusals) >= 2, "no retry after a refused connection"
-        message = refusals[0].getMessage()
+
+        wait_until(lambda: len(refusals()) >= 2, 15, "a retry after a refused connection")
+        message = refusals()[0]
         assert "FLOWEDGE_MQTT_PASSWORD" in message
         assert "not authori" in message.lower() or "bad user name" in message.lower()
         assert not station.publisher.connected
@@ -188,7 +149,7 @@ def test_wrong_credentials_are_reported_and_retried(
         assert station.metrics.events.labels("broker_refused")._value.get() >= 2
         assert station.spool.count() >= 2
     finally:
-        station.stop()
+        stop_station(station)
         broker.stop()
 
 
@@ -206,18 +167,17 @@ def test_tls_with_client_certificate(tmp_path: Path) -> None:
         "cert_file": str(certs["client.crt"]),
         "key_file": str(certs["client.key"]),
     }
-    station = Station(station_config(tmp_path, mqtt=mqtt_section(broker, tls=tls)))
-    station.run()
+    station = open_station(station_config(tmp_path, mqtt=mqtt_section(broker, tls=tls)))
+    station.start()
     try:
         assert station.pipeline.wait(10)
-        deadline = time.monotonic() + 10
-        while (
-            station.spool.count() or not station.publisher.connected
-        ) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert station.publisher.connected and station.spool.count() == 0  # all acknowledged
+        wait_until(
+            lambda: station.publisher.connected and station.spool.count() == 0,
+            10,
+            "every decision acknowledged over TLS",
+        )
     finally:
-        station.stop()
+        stop_station(station)
         broker.stop()
 
 
@@ -227,14 +187,14 @@ def test_protocol_auto_falls_back_to_311(tmp_path: Path, broker: Broker) -> None
     section = mqtt_section(broker, protocol="auto")
     section["port"] = proxy.port
     sub = Subscriber(broker.port)
-    station = Station(station_config(tmp_path, mqtt=section))
-    station.run()
+    station = open_station(station_config(tmp_path, mqtt=section))
+    station.start()
     try:
         docs = sub.wait_for("/decision", 3)
         assert [d["seq"] for d in docs] == [1, 2, 3]
         assert proxy.refused >= 1 and sub.content_types == {None}  # sent as 3.1.1
     finally:
-        station.stop()
+        stop_station(station)
         proxy.close()
         sub.close()
 
@@ -244,15 +204,21 @@ def test_last_will_says_offline_when_the_connection_dies(tmp_path: Path, broker:
 
     write_images(tmp_path / "images", 1)
     sub = Subscriber(broker.port, topic="flowedge/plant/line1/status")
-    station = Station(station_config(tmp_path, mqtt=mqtt_section(broker)))
-    station.run()
+    station = open_station(station_config(tmp_path, mqtt=mqtt_section(broker)))
+    station.start()
     try:
         assert sub.wait_for("/status", 1)[0]["state"] == "online"
         station.publisher.client.socket().shutdown(socket.SHUT_RDWR)  # no DISCONNECT: a crash
-        states = [(d["state"], d["reason"]) for d in sub.wait_for("/status", 3)]
-        assert states[1][0] == "offline" and "connection lost" in states[1][1]  # the Last Will
-        assert states[2] == ("online", "running")  # reconnected by itself
-        validator("status").validate(sub.on("/status")[1])
+
+        def since_the_will() -> list[tuple[str, str]]:
+            """Statuses from the Last Will on (source changes republish the status too)."""
+            states = [(d["state"], d["reason"]) for d in sub.on("/status")]
+            offline = [i for i, (state, _) in enumerate(states) if state == "offline"]
+            return states[offline[0] :] if offline else []
+
+        wait_until(lambda: ("online", "running") in since_the_will(), 30, "the reconnection")
+        assert "connection lost" in since_the_will()[0][1]  # the Last Will
+        validator("status").validate(next(d for d in sub.on("/status") if d["state"] == "offline"))
     finally:
-        station.stop()
+        stop_station(station)
         sub.close()

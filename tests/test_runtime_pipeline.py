@@ -14,7 +14,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from runtime_fakes import FakeBackend, fake_card, station_config, validator, write_images  # noqa: E402
+from runtime_fakes import (  # noqa: E402
+    FakeBackend,
+    fake_card,
+    open_station,
+    station_config,
+    stop_station,
+    validator,
+    wait_until,
+    write_images,
+    write_onnx_model,
+)
 
 from flowedge.edge.decision import Policy  # noqa: E402
 from flowedge.edge.health import Notifier, StageProgress, Watchdog  # noqa: E402
@@ -58,7 +68,7 @@ def test_folder_replay_decides_every_image_in_order(tmp_path: Path) -> None:
     check = validator("decision")
     for doc in docs:
         check.validate(doc)
-        assert doc["decision"] == ("ANOMALY" if doc["score"] >= 3.0 else "OK")
+        assert doc["decision"] == ("ANOMALY" if doc["score"] > 3.0 else "OK")
         assert (doc["heatmap"] is not None) == (doc["decision"] == "ANOMALY")
         assert doc["heatmap"] is None or Path(doc["heatmap"]).is_file()
         assert {"capture", "preprocess", "infer", "publish"} <= set(doc["latency_ms"])
@@ -197,12 +207,12 @@ def test_watch_source_waits_for_complete_files(tmp_path: Path) -> None:
     spool = Spool(cfg.spool.path, 100)
     pipeline = Pipeline(cfg, FakeBackend(), Policy(3.0), spool, Metrics(), max_samples=1)
     pipeline.start()
-    time.sleep(0.3)
+    wait_until(lambda: spool.watermark("line") is not None, 5, "the watch source's snapshot")
     data = (tmp_path / "src" / "img_0001.png").read_bytes()
     with open(watched / "new.png", "wb") as handle:  # written in two parts, slowly
         handle.write(data[:40])
         handle.flush()
-        time.sleep(0.5)
+        time.sleep(0.5)  # the scenario, not a wait: a writer pausing for several polls
         handle.write(data[40:])
     assert pipeline.wait(15)
     docs = [json.loads(r.payload) for r in spool.after(0, 100)]
@@ -229,14 +239,12 @@ def test_watchdog_fed_only_while_stages_progress() -> None:
     busy = StageProgress("infer", idle=lambda: False)
     notifier = Notifier(address)
     dog = Watchdog(notifier, [busy], 0.1, status=lambda: "fine")
-    feeding = threading.Event()
+    stalled = threading.Event()
 
     def work() -> None:
-        while feeding.is_set():
+        while not stalled.wait(0.01):
             busy.tick()
-            time.sleep(0.01)
 
-    feeding.set()
     worker = threading.Thread(target=work)
     worker.start()
     dog.start()
@@ -244,17 +252,11 @@ def test_watchdog_fed_only_while_stages_progress() -> None:
         notifier.send("READY=1")
         assert server.recv(512) == b"READY=1"
         assert server.recv(512).startswith(b"WATCHDOG=1\nSTATUS=fine")
-        feeding.clear()
+        stalled.set()
         worker.join()
-        time.sleep(0.25)
-        server.settimeout(0.05)
-        while True:  # drain what was sent before the stall
-            try:
-                server.recv(512)
-            except TimeoutError:
-                break
-        server.settimeout(0.5)
-        assert server.recv(512).startswith(b"STATUS=stalled: infer")
+        while not (message := server.recv(512)).startswith(b"STATUS=stalled"):
+            assert message.startswith(b"WATCHDOG=1")  # pings sent before the stall was seen
+        assert message.startswith(b"STATUS=stalled: infer")
     finally:
         dog.stop()
         server.close()
@@ -406,13 +408,27 @@ def test_watch_source_picks_up_files_dropped_while_stopped(tmp_path: Path) -> No
 
     from flowedge.edge.sources import WatchSource
 
-    def collect(source: WatchSource, stop: threading.Event, into: list[str]) -> threading.Thread:
-        def run() -> None:
-            into.extend(name for name, _ in source.frames(stop))
+    class Collect(threading.Thread):
+        """Runs a watch source until ``stop``; ``wait_for(n)`` returns once n files came."""
 
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
+        def __init__(self, source: WatchSource) -> None:
+            super().__init__()
+            self.source, self.names, self.stop = source, [], threading.Event()
+            self.arrived = threading.Condition()
+            self.start()
+
+        def run(self) -> None:
+            for name, _ in self.source.frames(self.stop):
+                with self.arrived:
+                    self.names.append(name)
+                    self.arrived.notify_all()
+
+        def wait_for(self, count: int) -> list[str]:
+            with self.arrived:
+                self.arrived.wait_for(lambda: len(self.names) >= count, timeout=5)
+            self.stop.set()
+            self.join()
+            return self.names
 
     def drop(index: int, ahead_s: int) -> None:
         write_images(watched, 1, start=index)
@@ -425,26 +441,198 @@ def test_watch_source_picks_up_files_dropped_while_stopped(tmp_path: Path) -> No
         tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(watched)}]
     )
     spool = Spool(cfg.spool.path, 100)
-    first: list[str] = []
-    stop = threading.Event()
-    thread = collect(WatchSource(cfg.sources[0], lambda *a, **k: None, memory=spool), stop, first)
-    time.sleep(0.3)
+    first = Collect(WatchSource(cfg.sources[0], lambda *a, **k: None, memory=spool))
+    wait_until(lambda: spool.watermark("line") is not None, 5, "the first start's snapshot")
     drop(1, 1)
-    deadline = time.monotonic() + 5
-    while not first and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join()
-    assert first == ["img_0001.png"]
+    assert first.wait_for(1) == ["img_0001.png"]
     drop(2, 2)  # dropped while the service is down
     drop(3, 3)
-    second: list[str] = []
-    stop = threading.Event()
-    thread = collect(WatchSource(cfg.sources[0], lambda *a, **k: None, memory=spool), stop, second)
-    deadline = time.monotonic() + 5
-    while len(second) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join()
+    second = Collect(WatchSource(cfg.sources[0], lambda *a, **k: None, memory=spool))
+    assert second.wait_for(2) == ["img_0002.png", "img_0003.png"]
     spool.close()
-    assert second == ["img_0002.png", "img_0003.png"]
+
+
+class AtThreshold(FakeBackend):
+    """Every score exactly at the test threshold (3.0)."""
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, maps = super().infer(batch)
+        scores[:] = 3.0
+        return scores, maps
+
+
+def test_a_score_at_the_threshold_is_ok_in_message_metrics_and_heatmaps(tmp_path: Path) -> None:
+    write_images(tmp_path / "images", 3)
+    heat = tmp_path / "heat"
+    cfg = station_config(tmp_path, pipeline={"heatmaps": "anomalies", "heatmap_dir": str(heat)})
+    metrics = Metrics()
+    spool = Spool(cfg.spool.path, 100)
+    pipeline = Pipeline(cfg, AtThreshold(), Policy(3.0), spool, metrics)
+    pipeline.start()
+    assert pipeline.wait(15)
+    docs = [json.loads(r.payload) for r in spool.after(0, 100)]
+    spool.close()
+    assert [(d["score"], d["decision"], d["heatmap"]) for d in docs] == [(3.0, "OK", None)] * 3
+    assert metrics.decisions.labels("cam1", "OK")._value.get() == 3
+    assert metrics.decisions.labels("cam1", "ANOMALY")._value.get() == 0
+    assert not heat.exists()  # 'anomalies' mode wrote no overlay
+
+
+def bright_images(folder: Path, count: int) -> None:
+    """Images that all score far above the threshold 3.0 (every one an anomaly)."""
+    write_images(folder, count)
+    bright = write_images(folder.parent / "bright", 1, start=6)[0].read_bytes()
+    for i in range(count):
+        (folder / f"img_{i:04d}.png").write_bytes(bright)
+
+
+def test_heatmaps_keep_the_newest_files_within_the_retention_limit(tmp_path: Path) -> None:
+    heat = tmp_path / "heat"
+    (heat / "cam1").mkdir(parents=True)
+    old = heat / "cam1" / "20000101T000000000Z_old.png"  # from an earlier run: oldest
+    old.write_bytes(b"png")
+    bright_images(tmp_path / "images", 7)
+    cfg = station_config(
+        tmp_path, pipeline={"heatmaps": "all", "heatmap_dir": str(heat), "heatmap_keep": 3}
+    )
+    _, rows = run_pipeline(cfg)
+    paths = [d["heatmap"] for d in decisions(rows)]
+    assert len(paths) == 7 and all(paths)
+    assert sorted(str(p) for p in (heat / "cam1").iterdir()) == sorted(paths[-3:])
+    assert not old.exists()
+
+
+def test_heatmap_megabyte_limit_keeps_at_least_the_newest(tmp_path: Path) -> None:
+    heat = tmp_path / "heat"
+    bright_images(tmp_path / "images", 4)
+    cfg = station_config(
+        tmp_path,
+        pipeline={"heatmaps": "anomalies", "heatmap_dir": str(heat), "heatmap_keep_mb": 1e-6},
+    )
+    _, rows = run_pipeline(cfg)
+    assert [str(p) for p in (heat / "cam1").iterdir()] == [decisions(rows)[-1]["heatmap"]]
+
+
+def test_a_heatmap_that_cannot_be_written_is_an_event_not_silence(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the heatmap folder should be")
+    bright_images(tmp_path / "images", 2)
+    cfg = station_config(tmp_path, pipeline={"heatmaps": "anomalies", "heatmap_dir": str(blocked)})
+    _, rows = run_pipeline(cfg)
+    assert [(d["decision"], d["heatmap"]) for d in decisions(rows)] == [("ANOMALY", None)] * 2
+    failed = [e for e in events(rows) if e["kind"] == "heatmap_failed"]
+    assert len(failed) == 2 and "pipeline.heatmap_dir" in failed[0]["message"]
+    validator("event").validate(failed[0])
+
+
+class BrokenSource:
+    """A source that delivers one frame and then dies (a driver bug, a lost mount)."""
+
+    modality = "image"
+
+    def __init__(self, cfg, events, memory=None, on_state=None) -> None:  # noqa: ANN001
+        self.name = cfg.name
+
+    def frames(self, stop: threading.Event):  # noqa: ANN201
+        yield "1", np.full((40, 40, 3), 10, dtype=np.uint8)
+        raise RuntimeError("USB device disconnected")
+
+
+def test_every_source_failed_is_reported_with_the_reason(tmp_path: Path) -> None:
+    changes: list[str] = []
+    pipeline, rows = run_pipeline(
+        station_config(tmp_path), source_factory=BrokenSource, on_status=changes.append
+    )
+    assert pipeline.sources_failed() == "cam1: USB device disconnected"
+    assert changes == ["source cam1 up", "source cam1 failed"]
+    assert [d["decision"] for d in decisions(rows)] == ["OK"]  # the frame it gave is answered
+    assert any(e["kind"] == "source_lost" for e in events(rows))
+
+
+def test_a_source_that_ended_normally_is_no_failure(tmp_path: Path) -> None:
+    from flowedge.edge.sources import make_source
+
+    write_images(tmp_path / "images", 2)
+    cfg = station_config(
+        tmp_path,
+        sources=[
+            {"name": "cam1", "kind": "folder", "path": str(tmp_path / "images")},
+            {"name": "cam2", "kind": "camera", "uri": "0"},
+        ],
+    )
+
+    def factory(source_cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        make = BrokenSource if source_cfg.kind == "camera" else make_source
+        return make(source_cfg, *args, **kwargs)
+
+    pipeline, _ = run_pipeline(cfg, source_factory=factory)
+    assert pipeline.states.snapshot() == {"cam1": "ended", "cam2": "failed"}
+    assert pipeline.sources_failed() is None
+
+
+def test_a_missing_replay_folder_is_a_source_failure(tmp_path: Path) -> None:
+    pipeline, rows = run_pipeline(station_config(tmp_path))  # tmp/images was never created
+    assert "does not exist" in pipeline.sources_failed()
+    assert decisions(rows) == []
+
+
+def test_without_mqtt_decisions_stay_in_the_spool(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mqtt.enabled false: nothing is sent and nothing is thrown away, not even the
+    previous run's unsent decisions; the log says where they are."""
+    import logging
+
+    write_images(tmp_path / "images", 3)
+    cfg = station_config(tmp_path)  # mqtt: {enabled: false}
+    caplog.set_level(logging.WARNING, logger="flowedge.run")
+    for _ in range(2):
+        station = open_station(cfg)
+        station.start()
+        assert station.pipeline.wait(15)
+        stop_station(station)
+    assert station.publisher is None
+    assert "MQTT disabled" in caplog.text and str(cfg.spool.path) in caplog.text
+    spool = Spool(cfg.spool.path, 100)
+    assert [json.loads(r.payload)["seq"] for r in spool.after(0, 100)] == [1, 2, 3, 4, 5, 6]
+    spool.close()
+
+
+def test_threshold_embedded_in_the_onnx_model_is_used(tmp_path: Path) -> None:
+    from flowedge.backends import open_backend
+
+    model = write_onnx_model(tmp_path / "model.onnx", {"threshold": 0.25, "sha256": "c" * 64})
+    write_images(tmp_path / "images", 2)
+    cfg = station_config(tmp_path, model={"path": str(model), "backend": "onnxruntime"})
+    station = open_station(cfg, open_backend(cfg.model))
+    station.start()
+    assert station.pipeline.wait(15)
+    stop_station(station)
+    assert station.policy.threshold == 0.25
+    spool = Spool(cfg.spool.path, 100)
+    docs = [json.loads(r.payload) for r in spool.after(0, 100)]
+    spool.close()
+    assert [(d["threshold"], d["model"]["calibration_sha256"]) for d in docs] == [
+        (0.25, "c" * 64)
+    ] * 2
+
+
+def test_no_threshold_anywhere_is_a_config_error_naming_the_ways_out(tmp_path: Path) -> None:
+    from flowedge.backends import open_backend
+    from flowedge.core.errors import ConfigError
+
+    model = write_onnx_model(tmp_path / "model.onnx")  # exported without --calibration
+    cfg = station_config(tmp_path, model={"path": str(model), "backend": "onnxruntime"})
+    with pytest.raises(ConfigError, match="no threshold anywhere") as error:
+        open_station(cfg, open_backend(cfg.model))
+    assert "export with --calibration" in str(error.value)
+
+
+def test_tensorrt_engine_metadata_calibration_counts_as_embedded() -> None:
+    from types import SimpleNamespace
+
+    from flowedge.edge.decision import embedded_calibration
+
+    engine = SimpleNamespace(meta=SimpleNamespace(calibration={"threshold": 1.5, "sha256": "d"}))
+    assert embedded_calibration(engine) == {"threshold": 1.5, "sha256": "d"}
+    assert embedded_calibration(FakeBackend()) is None

@@ -18,7 +18,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 
 from mqtt_broker import Broker, Subscriber, require_mosquitto  # noqa: E402
-from runtime_fakes import validator, write_images  # noqa: E402
+from runtime_fakes import validator, wait_until, write_images, write_onnx_model  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -69,15 +69,6 @@ def spool_state(path: Path) -> tuple[int, int]:
     finally:
         db.close()
     return int(waiting), int(last[0]) if last else 0
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sigkill_with_full_spool_then_restart_loses_nothing(
@@ -184,3 +175,34 @@ def test_notify_watchdog_sighup_reload_and_sigterm_drain(
     assert "graceful" in status[-1]["reason"]
     sub.close()
     broker.stop()
+
+
+def test_a_station_whose_every_source_failed_exits_nonzero(tmp_path: Path) -> None:
+    """systemd's Restart=on-failure restarts it; a folder that simply ended exits 0."""
+    model = write_onnx_model(tmp_path / "model.onnx", {"threshold": 0.5, "sha256": "e" * 64})
+    write_images(tmp_path / "images", 2)
+    config = tmp_path / "config.yaml"
+
+    def run_with(folder: Path) -> subprocess.CompletedProcess:
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "model": {"path": str(model), "backend": "onnxruntime"},
+                    "sources": [{"name": "cam1", "kind": "folder", "path": str(folder)}],
+                    "mqtt": {"enabled": False},
+                    "metrics": {"enabled": False},
+                    "spool": {"path": str(tmp_path / "spool.sqlite")},
+                }
+            )
+        )
+        done = start(config)
+        out, _ = done.communicate(timeout=60)
+        return subprocess.CompletedProcess(done.args, done.returncode, out)
+
+    ended = run_with(tmp_path / "images")
+    assert ended.returncode == 0, ended.stdout[-3000:]
+    assert "threshold 0.5 from the calibration embedded in" in ended.stdout
+    failed = run_with(tmp_path / "unmounted")
+    assert failed.returncode == 3, failed.stdout[-3000:]
+    assert "every source failed (cam1: folder" in failed.stdout
+    assert "Traceback" not in failed.stdout

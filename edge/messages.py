@@ -1,0 +1,88 @@
+"""The JSON documents the station publishes (schemas in ``edge/schema/``).
+
+Decision values: ``OK``, ``ANOMALY`` (``score > threshold``, see
+:mod:`flowedge.core.decision`) and ``ERROR`` (the sample could not be scored: the PLC
+still gets an answer for every trigger, with ``error`` saying why).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flowedge.core.card import ModelCard
+from flowedge.core.decision import Decision
+from flowedge.edge.config import FlowedgeConfig
+from flowedge.edge.decision import Policy
+from flowedge.edge.sample import Sample, utc_now
+
+DECISION_SCHEMA = "flowedge.decision/1"
+EVENT_SCHEMA = "flowedge.event/1"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One sample's decision with what it was made from (one policy, even during a reload)."""
+
+    decision: Decision
+    score: float | None  # None when the sample could not be scored
+    policy: Policy
+    heatmap: str | None = None  # overlay PNG path when one was written
+
+
+def _number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def decision_doc(
+    cfg: FlowedgeConfig, card: ModelCard, backend: str, sample: Sample, verdict: Verdict
+) -> dict[str, Any]:
+    score, policy = verdict.score, verdict.policy
+    normalised = None if verdict.decision == "ERROR" else policy.normalise(score)
+    total = (time.perf_counter() - sample.t_captured) * 1000.0  # capture to decision
+    return {
+        "schema": DECISION_SCHEMA,
+        "site": cfg.site,
+        "station": cfg.station,
+        "sensor": sample.source,
+        "seq": sample.seq,
+        "part_id": sample.part_id,
+        "captured_utc": sample.captured_utc,
+        "decided_utc": utc_now(),
+        "decision": verdict.decision,
+        "score": None if score is None else _number(score),
+        "threshold": policy.threshold,
+        "normalised_score": normalised,
+        "model": {
+            "id": card.model_id,
+            "weights_sha256": card.weights_sha256,
+            "calibration_sha256": policy.calibration_sha256,
+            "backend": backend,
+        },
+        "latency_ms": {**sample.timings_ms, "total": round(total, 3)},
+        "heatmap": verdict.heatmap,
+        "error": sample.error,
+    }
+
+
+def event_doc(
+    cfg: FlowedgeConfig, sensor: str | None, kind: str, message: str, severity: str, **details: Any
+) -> dict[str, Any]:
+    return {
+        "schema": EVENT_SCHEMA,
+        "site": cfg.site,
+        "station": cfg.station,
+        "sensor": sensor,
+        "utc": utc_now(),
+        "kind": kind,
+        "severity": severity,
+        "message": message,
+        "details": details,
+    }
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()

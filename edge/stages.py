@@ -1,0 +1,285 @@
+"""The stage loops: capture (one per source) -> preprocess -> infer -> publish.
+
+Each loop runs on its own thread and hands samples on through bounded queues; ``END``
+follows the last sample so each stage drains its input before it ends. A sample that
+cannot be scored is marked (``sample.error``) and still travels on: it gets an
+``ERROR`` decision plus an event, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from flowedge.backends.base import Backend
+from flowedge.core.card import PreprocessSpec
+from flowedge.core.errors import BadInputError, FlowedgeError
+from flowedge.edge.counts import Counts
+from flowedge.edge.decider import Decider
+from flowedge.edge.events import EventBus
+from flowedge.edge.fanin import END, FanIn
+from flowedge.edge.health import StageProgress
+from flowedge.edge.metrics import Metrics
+from flowedge.edge.sample import Sample
+from flowedge.edge.source_states import SourceStates
+from flowedge.edge.sources import Source
+from flowedge.edge.spool import Spool
+from flowedge.modalities import get_preprocessor
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5  # how often an idle stage ticks its progress (the watchdog's "alive")
+
+
+def refuse(sample: Sample, message: str, metrics: Metrics, events: EventBus) -> None:
+    """The sample cannot be scored: it will be answered with ``ERROR`` and ``message``."""
+    sample.error = message
+    metrics.bad_inputs.labels(sample.source).inc()
+    events.emit(sample.source, "bad_input", message, part_id=sample.part_id)
+
+
+class Capture:
+    """One source's frames into the fan-in, until the source ends, fails or ``stop`` is set."""
+
+    def __init__(
+        self,
+        source: Source,
+        fan_in: FanIn,
+        states: SourceStates,
+        counts: Counts,
+        metrics: Metrics,
+        events: EventBus,
+        stop: threading.Event,
+        max_samples: int | None,
+    ) -> None:
+        self.source, self.fan_in, self.states, self.counts = source, fan_in, states, counts
+        self.metrics, self.events, self.stop, self.max_samples = metrics, events, stop, max_samples
+
+    def run(self) -> None:
+        name = self.source.name
+        try:
+            self._capture()
+        except Exception as exc:  # a dead source must not take the station down silently
+            if not isinstance(exc, FlowedgeError):  # a bug: keep the traceback
+                log.exception("source %s failed", name)
+            self.events.emit(name, "source_lost", f"source {name} stopped: {exc}")
+            self.states.failed(name, str(exc))
+            return
+        self.states.set(name, "ended")
+
+    def _capture(self) -> None:
+        source = self.source
+        for part_id, payload in source.frames(self.stop):
+            t0 = time.perf_counter()
+            sample = Sample(
+                source=source.name, part_id=part_id, payload=payload, modality=source.modality
+            )
+            if self.states.get(source.name) != "up":
+                self.states.connected(source.name, True)
+            self.metrics.samples.labels(source.name).inc()
+            sample.mark("capture", t0)
+            self.metrics.stage_seconds.labels("capture").observe(sample.timings_ms["capture"] / 1e3)
+            self.fan_in.put(sample)
+            total = self.counts.add("samples")
+            if self.max_samples is not None and total >= self.max_samples:
+                self.stop.set()
+            if self.stop.is_set():
+                return
+
+
+class Preprocess:
+    """Decode and preprocess with the model card's spec (off the capture threads)."""
+
+    def __init__(
+        self,
+        fan_in: FanIn,
+        out: queue.Queue,
+        spec: PreprocessSpec,
+        metrics: Metrics,
+        events: EventBus,
+    ) -> None:
+        self.fan_in, self.out, self.spec = fan_in, out, spec
+        self.metrics, self.events = metrics, events
+        self.progress = StageProgress("preprocess", lambda: fan_in.depth() == 0)
+
+    def run(self) -> None:
+        while True:
+            sample = self.fan_in.get(timeout=POLL_S)
+            self.progress.tick()
+            if sample is None:
+                continue
+            if sample is END:
+                self.out.put(END)
+                return
+            self._preprocess(sample)
+            self.out.put(sample)
+
+    def _preprocess(self, sample: Sample) -> None:
+        t0 = time.perf_counter()
+        sample.timings_ms["queue"] = round((t0 - sample.t_captured) * 1000.0, 3)
+        spec = self.spec
+        try:
+            if sample.modality != spec.modality:
+                raise BadInputError(
+                    f"{sample.source}: {sample.modality} sample for a "
+                    f"{spec.modality} model; check the source configuration"
+                )
+            sample.tensor = get_preprocessor(sample.modality)(
+                sample.payload, spec, f"{sample.source}/{sample.part_id}"
+            )
+        except BadInputError as exc:
+            refuse(sample, str(exc), self.metrics, self.events)
+        sample.payload = None
+        sample.mark("preprocess", t0)
+        self.metrics.stage_seconds.labels("preprocess").observe(
+            sample.timings_ms["preprocess"] / 1e3
+        )
+
+
+class Infer:
+    """Score whatever has queued up, in batches of at most ``max_batch``."""
+
+    def __init__(
+        self,
+        inbox: queue.Queue,
+        out: queue.Queue,
+        backend: Backend,
+        max_batch: int,
+        metrics: Metrics,
+        events: EventBus,
+    ) -> None:
+        self.inbox, self.out, self.backend, self.max_batch = inbox, out, backend, max_batch
+        self.metrics, self.events = metrics, events
+        self.progress = StageProgress("infer", inbox.empty)
+
+    def run(self) -> None:
+        while True:
+            try:
+                first = self.inbox.get(timeout=POLL_S)
+            except queue.Empty:
+                self.progress.tick()
+                continue
+            batch = [first]
+            while first is not END and len(batch) < self.max_batch:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+                if batch[-1] is END:
+                    break
+            ended = batch[-1] is END
+            samples = [s for s in batch if s is not END]
+            self._score(samples)
+            self.progress.tick()
+            for sample in samples:
+                self.out.put(sample)
+            if ended:
+                self.out.put(END)
+                return
+
+    def _score(self, samples: list[Sample]) -> None:
+        valid = [s for s in samples if s.error is None]
+        if not valid:
+            return
+        t0 = time.perf_counter()
+        try:
+            scores, maps = self.backend.infer(np.stack([s.tensor for s in valid]))
+        except Exception as exc:  # a backend failure answers the batch with ERROR decisions
+            log.exception("inference failed")
+            for s in valid:
+                s.error = f"inference failed: {exc}"
+            self.events.emit(
+                None,
+                "inference_failed",
+                f"inference failed on a batch of {len(valid)}: {exc}; check the model and device",
+                batch=len(valid),
+            )
+            return
+        self.metrics.batch_size.observe(len(valid))
+        for s, score, amap in zip(valid, scores, maps, strict=True):
+            s.mark("infer", t0)  # the batch's time: what this sample waited for its score
+            self.metrics.stage_seconds.labels("infer").observe(s.timings_ms["infer"] / 1e3)
+            s.score, s.amap = float(score), amap
+            if not np.isfinite(score):
+                refuse(
+                    s,
+                    f"{s.source}/{s.part_id}: the model returned a non-finite score; "
+                    "check the input and the model export",
+                    self.metrics,
+                    self.events,
+                )
+
+
+class Publish:
+    """Decide, then number and store each decision in the spool (one transaction)."""
+
+    def __init__(
+        self,
+        inbox: queue.Queue,
+        decider: Decider,
+        spool: Spool,
+        counts: Counts,
+        metrics: Metrics,
+        on_published: Callable[[], None],
+        queue_depths: Callable[[], dict[str, int]],
+    ) -> None:
+        self.inbox, self.decider, self.spool, self.counts = inbox, decider, spool, counts
+        self.metrics, self.on_published, self.queue_depths = metrics, on_published, queue_depths
+        self.progress = StageProgress("publish", inbox.empty)
+        self._overflow_seen = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                sample = self.inbox.get(timeout=POLL_S)
+            except queue.Empty:
+                self.progress.tick()
+                continue
+            self.progress.tick()
+            if sample is END:
+                return
+            self._publish(sample)
+
+    def _publish(self, sample: Sample) -> None:
+        t0 = time.perf_counter()
+        verdict = self.decider.verdict(sample)
+        sample.tensor = sample.amap = None
+        sample.mark("publish", t0)
+
+        def build(seq: int) -> tuple[str, bytes]:
+            sample.seq = seq
+            return self.decider.message(sample, verdict)
+
+        self.spool.put_numbered(sample.source, build)
+        self.on_published()
+        log.debug(
+            "%s #%d %s: %s (score %s)",
+            sample.source,
+            sample.seq,
+            sample.part_id,
+            verdict.decision,
+            verdict.score,
+        )
+        self.counts.add("decisions")
+        if verdict.decision == "ERROR":
+            self.counts.add("errors")
+        self._observe(sample, verdict.decision, t0)
+        self.decider.check_drift(sample, verdict)
+
+    def _observe(self, sample: Sample, decision: str, t0: float) -> None:
+        m = self.metrics
+        if self.spool.overflowed > self._overflow_seen:
+            m.spool_overflow.inc(self.spool.overflowed - self._overflow_seen)
+            self._overflow_seen = self.spool.overflowed
+        m.decisions.labels(sample.source, decision).inc()
+        # the metric includes the spool commit (fsync), which the message cannot carry
+        m.stage_seconds.labels("publish").observe(time.perf_counter() - t0)
+        m.stage_seconds.labels("end_to_end").observe(time.perf_counter() - sample.t_captured)
+        m.spool_messages.set(self.spool.count())
+        for name, depth in self.queue_depths().items():
+            m.queue_depth.labels(name).set(depth)

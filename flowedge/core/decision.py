@@ -1,0 +1,26 @@
+"""The one decision rule: a score above the threshold is an anomaly.
+
+The MQTT message, the station's metrics, the heatmap choice and calibration's
+false-alarm and recall statistics all decide through this module, so a score
+exactly at the threshold is ``OK`` everywhere (and a calibrated false-alarm rate
+means what the station does).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+Decision = Literal["OK", "ANOMALY", "ERROR"]
+
+
+def is_anomalous(score: Any, threshold: float) -> Any:
+    """``score > threshold``; elementwise on numpy arrays (calibration counts with it)."""
+    return score > threshold
+
+
+def decide(score: float | None, threshold: float) -> Decision:
+    """``ANOMALY`` iff ``score > threshold``; a missing or non-finite score is ``ERROR``."""
+    if score is None or not math.isfinite(score):
+        return "ERROR"
+    return "ANOMALY" if is_anomalous(score, threshold) else "OK"
