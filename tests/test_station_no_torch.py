@@ -32,7 +32,9 @@ class _NoTorch(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in self.BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by test_station_no_torch)")
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (blocked by test_station_no_torch)", name=name
+            )
         return None
 
 sys.meta_path.insert(0, _NoTorch())
