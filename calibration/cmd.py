@@ -76,13 +76,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --update: use only the new normal data (default: merge with the stored sample)",
     )
-    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime", "tensorrt"),
+        default="torch",
+        help="runtime that scores the images: calibrate with the one the station will run",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per inference (>= 1)")
     parser.add_argument(
         "--bootstrap", type=int, default=DEFAULTS.bootstrap, help="resamples for tail intervals"
     )
     parser.add_argument("--scores-out", type=Path, help="also write the raw scores (JSON) here")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (periodic log lines only)"
+    )
 
 
 def _options(args: argparse.Namespace, previous: dict | None) -> CalibrationOptions:
@@ -120,9 +128,13 @@ def run(args: argparse.Namespace) -> int:
         if previous is not None:
             check_binding(previous, card)
         _refuse_training_images(args.normal, card)
-        normal = score_folders(args.normal, infer, card, args.batch_size)
+        _log_plan(args, opts, card)
+        bar = not args.no_progress
+        normal = score_folders(args.normal, infer, card, args.batch_size, "normal", bar)
         anomalous = (
-            score_folders(args.anomalous, infer, card, args.batch_size) if args.anomalous else None
+            score_folders(args.anomalous, infer, card, args.batch_size, "anomalous", bar)
+            if args.anomalous
+            else None
         )
     finally:
         close()
@@ -140,6 +152,25 @@ def run(args: argparse.Namespace) -> int:
     _print_summary(data, out)
     log.info("calibration %s written for %s", calibration.sha256[:12], card.model_id)
     return 0
+
+
+def _log_plan(args: argparse.Namespace, opts: CalibrationOptions, card: ModelCard) -> None:
+    """Say what was found and which settings apply, before the long scoring starts."""
+    for kind, folders in (("normal", args.normal), ("anomalous", args.anomalous or [])):
+        for folder in folders:
+            log.info("%s images: %d in %s", kind, len(image_files(folder)), folder)
+    log.info(
+        "calibrating %s with %s on %s: strategy %s (target false-alarm rate %g, k %g, "
+        "cost ratio %g), batch %d",
+        card.model_id,
+        args.backend,
+        args.device,
+        opts.strategy,
+        opts.target_far,
+        opts.k,
+        opts.cost_ratio,
+        args.batch_size,
+    )
 
 
 def _refuse_training_images(folders: list[Path], card: ModelCard) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import BadInputError, DataError
+from flowedge.core.progress import Progress
 from flowedge.flows.data.datasets import IMAGE_EXTENSIONS
 from flowedge.modalities.image import load_tensor
 
@@ -85,22 +86,30 @@ def _batches(
 
 
 def score_folders(
-    folders: list[Path], infer: InferFn, card: ModelCard, batch_size: int = 16
+    folders: list[Path],
+    infer: InferFn,
+    card: ModelCard,
+    batch_size: int = 16,
+    desc: str = "score",
+    show_progress: bool = True,
 ) -> ScoredFolder:
     """Score every image; unreadable files are skipped and listed, NaN scores refused."""
     out = ScoredFolder([str(f) for f in folders])
     paths = [p for folder in folders for p in image_files(folder)]
     scores: list[np.ndarray] = []
-    for names, batch in _batches(paths, card, batch_size, out):
-        values = np.asarray(infer(batch), dtype=np.float64).reshape(-1)
-        bad = [str(p) for p, v in zip(names, values, strict=True) if not np.isfinite(v)]
-        if bad:
-            raise DataError(
-                f"the model gives NaN/Inf scores for {len(bad)} image(s), e.g. {bad[0]}; the model "
-                "or these images are broken: check them, re-export or retrain before calibrating"
-            )
-        out.files.extend(str(p) for p in names)
-        scores.append(values)
+    with Progress(len(paths), desc, "img", bar=show_progress) as progress:
+        for names, batch in _batches(paths, card, batch_size, out):
+            values = np.asarray(infer(batch), dtype=np.float64).reshape(-1)
+            bad = [str(p) for p, v in zip(names, values, strict=True) if not np.isfinite(v)]
+            if bad:
+                raise DataError(
+                    f"the model gives NaN/Inf scores for {len(bad)} image(s), e.g. {bad[0]}; the "
+                    "model or these images are broken: check them, re-export or retrain before "
+                    "calibrating"
+                )
+            out.files.extend(str(p) for p in names)
+            scores.append(values)
+            progress.advance_to(len(out.files) + len(out.skipped))
     if out.skipped:
         log.warning(
             "%d of %d images skipped as unreadable (listed in the file)",

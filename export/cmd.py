@@ -55,7 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const="fp16",
         help="fp16 with fp32 reductions (default)",
     )
-    precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32")
+    precision.add_argument(
+        "--fp32",
+        dest="precision",
+        action="store_const",
+        const="fp32",
+        help="plain fp32 (slowest; the reference)",
+    )
     precision.add_argument(
         "--int8",
         dest="precision",
@@ -66,9 +72,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trt_p.add_argument(
         "--int8-images", type=Path, help="folder of normal images for INT8 calibration"
     )
-    trt_p.add_argument("--min-batch", type=int, default=1)
-    trt_p.add_argument("--opt-batch", type=int, default=4)
-    trt_p.add_argument("--max-batch", type=int, default=8)
+    trt_p.add_argument(
+        "--min-batch", type=int, default=1, help="smallest batch the engine accepts (>= 1)"
+    )
+    trt_p.add_argument(
+        "--opt-batch", type=int, default=4, help="batch TensorRT tunes for (min..max)"
+    )
+    trt_p.add_argument(
+        "--max-batch",
+        type=int,
+        default=8,
+        help="largest batch the engine accepts (>= the station's batch size)",
+    )
     trt_p.add_argument(
         "--timing-cache", type=Path, help="persistent timing cache (read, then updated)"
     )

@@ -11,8 +11,10 @@ import argparse
 import importlib
 import logging
 import sys
+from types import ModuleType
 
-from flowedge.core.errors import EXIT_INTERNAL, EXIT_USAGE, FlowedgeError
+from flowedge.core.errors import EXIT_INTERNAL, FlowedgeError
+from flowedge.core.extras import needs_extras
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,14 +39,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "flowedge.edge.cmd_run",
         "run the station loop: capture -> preprocess -> infer -> publish",
     ),
+    "predict": ("flowedge.cmd_predict", "score image files and folders into a CSV"),
 }
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 EPILOG = """commands:
 {commands}
 
 exit codes: 0 ok, 1 internal error, 2 bad usage or config, 3 bad data,
-            4 model mismatch, 5 a check failed (parity, calibration, target)
+            4 model mismatch, 5 a check failed (parity, calibration, target),
+            130 interrupted (Ctrl-C)
 see 'flowedge COMMAND --help' for each command"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep descriptions as written and show the default of each option that takes a value
+    (unless it has none or its help already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -54,7 +70,7 @@ def _top_parser() -> argparse.ArgumentParser:
         epilog=EPILOG.format(
             commands="\n".join(f"  {n:<10} {t}" for n, (_, t) in COMMANDS.items())
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flowedge {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -73,25 +89,44 @@ def main(argv: list[str] | None = None) -> int:
     top = _top_parser()
     split = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
     top_args = top.parse_args(argv[: split + 1])
-    module_name, help_text = COMMANDS[top_args.command]
     logging.basicConfig(
         level=logging.DEBUG if top_args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"flowedge {top_args.command}", description=help_text)
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[split + 1 :])
     try:
-        return int(module.run(args) or 0)
+        return _run_command(top_args.command, argv[split + 1 :])
     except FlowedgeError as exc:
         print(f"flowedge {top_args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return EXIT_USAGE
+        print(f"flowedge {top_args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception:  # a bug: keep the traceback for the report
         logging.getLogger("flowedge").exception("internal error in 'flowedge %s'", top_args.command)
         return EXIT_INTERNAL
+
+
+def command_parser(name: str) -> tuple[argparse.ArgumentParser, ModuleType]:
+    """The subcommand's parser (defaults shown in --help) and its module."""
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"flowedge {name}", description=help_text, formatter_class=HelpFormatter
+    )
+    module.add_arguments(parser)
+    for action in parser._actions:  # subcommands of a command (export onnx|trt) show them too
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.formatter_class = HelpFormatter
+    return parser, module
+
+
+def _run_command(name: str, argv: list[str]) -> int:
+    """Import, parse and run; a package of a missing extra says which extra to install."""
+    with needs_extras(f"flowedge {name}"):
+        parser, module = command_parser(name)
+        args = parser.parse_args(argv)
+        return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

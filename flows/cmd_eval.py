@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from flowedge.core.errors import CheckFailedError, DataError
+from flowedge.flows.data.datasets import labelled_samples
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,15 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="directory for report.json and the PNG figures"
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per inference (>= 1)")
     parser.add_argument(
-        "--worst", type=int, default=3, help="heatmap overlays per kind of worst case (default 3)"
+        "--worst", type=int, default=3, help="heatmap overlays per kind of worst case (>= 0)"
     )
     parser.add_argument(
-        "--min-auroc", type=float, help="exit 5 when the overall image AUROC is below this"
+        "--min-auroc",
+        type=float,
+        help="exit 5 when the overall image AUROC is below this (0..1)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (periodic log lines only)"
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -55,9 +64,28 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def log_plan(args: argparse.Namespace) -> None:
+    """Say what was found and which settings apply, before the long part starts."""
+    per_class = Counter(sample.defect for sample in labelled_samples(args.test_root))
+    log.info(
+        "test images in %s: %s",
+        args.test_root,
+        ", ".join(f"{name} {count}" for name, count in sorted(per_class.items())),
+    )
+    log.info(
+        "evaluating %s on %s, batch %d, %d worst case(s) per kind, target AUROC %s",
+        args.checkpoint,
+        args.device,
+        args.batch_size,
+        args.worst,
+        "none" if args.min_auroc is None else f"{args.min_auroc:g}",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.test_root.is_dir():
         raise DataError(f"test data folder {args.test_root} not found")
+    log_plan(args)
     from flowedge.flows.evaluate import evaluate  # heavy: torch, timm, matplotlib
 
     report = evaluate(

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from flowedge.core.card import INTENSITIES
+from flowedge.core.card import INTENSITIES, ModelCard
 from flowedge.core.errors import ConfigError, DataError
 from flowedge.core.validation import format_validation_error
 from flowedge.flows.config import DetectorConfig, TrainingConfig, TrainingSections
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backbone-weights", metavar="auto|none|PATH", help="overrides detector.backbone.weights"
     )
+    parser.add_argument("--lr", type=float, help="overrides training.lr (> 0)")
     parser.add_argument("--seed", type=int, help="overrides training.seed")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (periodic log lines only)"
+    )
 
 
 def _sections(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -76,49 +84,105 @@ def _sections(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     return sections[0], sections[1]
 
 
+# command-line flag (and flowedge.train keyword) -> the config key it overrides
+OVERRIDES: dict[str, tuple[str, ...]] = {
+    "detector": ("detector", "kind"),
+    "image_size": ("detector", "image_size"),
+    "intensity": ("detector", "intensity"),
+    "backbone_weights": ("detector", "backbone", "weights"),
+    "epochs": ("training", "epochs"),
+    "batch_size": ("training", "batch_size"),
+    "lr": ("training", "lr"),
+    "seed": ("training", "seed"),
+}
+
+
 def build_configs(args: argparse.Namespace) -> tuple[DetectorConfig, TrainingConfig]:
     """Config file sections with the command-line flags on top, validated together."""
-    detector, training = _sections(args.config)
-    overrides = {
-        ("detector", "kind"): args.detector,
-        ("detector", "image_size"): args.image_size,
-        ("detector", "intensity"): args.intensity,
-        ("training", "epochs"): args.epochs,
-        ("training", "batch_size"): args.batch_size,
-        ("training", "seed"): args.seed,
-    }
-    for (section, key), value in overrides.items():
-        if value is not None:
-            (detector if section == "detector" else training)[key] = value
-    if args.backbone_weights is not None:
-        backbone = detector.get("backbone") or {}
-        # a malformed section stays as it is, so validation reports it
-        detector["backbone"] = (
-            {**backbone, "weights": args.backbone_weights}
-            if isinstance(backbone, dict)
-            else backbone
+    return training_configs(args.config, {name: getattr(args, name) for name in OVERRIDES})
+
+
+def training_configs(
+    config: Path | None, overrides: Mapping[str, Any]
+) -> tuple[DetectorConfig, TrainingConfig]:
+    """The config file's sections with ``overrides`` (names of :data:`OVERRIDES`, None: keep)."""
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise ConfigError(
+            f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(OVERRIDES)} "
+            "(anything else goes in the config file's 'detector' and 'training' sections)"
         )
-    source = str(args.config) if args.config else "command line"
+    detector, training = _sections(config)
+    sections = {"detector": detector, "training": training}
+    for name, value in overrides.items():
+        if value is not None:
+            _set(sections, OVERRIDES[name], value)
+    source = str(config) if config else "command line"
     try:
-        sections = TrainingSections.model_validate({"detector": detector, "training": training})
+        validated = TrainingSections.model_validate(sections)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
-    return sections.detector, sections.training
+    return validated.detector, validated.training
+
+
+def _set(tree: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
+    """Set a nested key; a malformed (non-mapping) section stays as it is, so validation reports it."""
+    *parents, key = key_path
+    for part in parents:
+        child = tree.get(part) or {}
+        if not isinstance(child, dict):
+            return
+        tree[part] = child = dict(child)
+        tree = child
+    tree[key] = value
+
+
+def log_plan(
+    det_cfg: DetectorConfig, train_cfg: TrainingConfig, data_dir: Path, device: str
+) -> None:
+    """Say what was found and which settings apply, before the long part starts."""
+    from flowedge.flows.data.datasets import training_samples
+
+    per_folder = Counter(str(sample.path.parent) for sample in training_samples(data_dir))
+    for folder, count in sorted(per_folder.items()):
+        log.info("training images: %d in %s", count, folder)
+    log.info(
+        "training %s on %s: backbone %s (weights %s), image size %d, intensity %s, "
+        "%d epoch(s), batch %d, lr %g, seed %d",
+        det_cfg.kind,
+        device,
+        det_cfg.backbone.name,
+        det_cfg.backbone.weights,
+        det_cfg.image_size,
+        det_cfg.intensity,
+        train_cfg.epochs,
+        train_cfg.batch_size,
+        train_cfg.lr,
+        train_cfg.seed,
+    )
+
+
+def train_checkpoint(
+    det_cfg: DetectorConfig,
+    train_cfg: TrainingConfig,
+    data_dir: Path,
+    out: Path,
+    device: str = "cpu",
+    show_progress: bool = True,
+) -> ModelCard:
+    """What ``flowedge train`` and :func:`flowedge.train` run: check, describe, train, save."""
+    if not data_dir.is_dir():
+        raise DataError(f"training data folder {data_dir} not found")
+    log_plan(det_cfg, train_cfg, data_dir, device)
+    from flowedge.flows.train import train  # heavy: torch, timm
+
+    return train(det_cfg, train_cfg, data_dir, out, device=device, show_progress=show_progress)
 
 
 def run(args: argparse.Namespace) -> int:
     det_cfg, train_cfg = build_configs(args)
-    if not args.data_dir.is_dir():
-        raise DataError(f"training data folder {args.data_dir} not found")
-    from flowedge.flows.train import train  # heavy: torch, timm
-
-    card = train(
-        det_cfg,
-        train_cfg,
-        args.data_dir,
-        args.out,
-        device=args.device,
-        show_progress=not args.no_progress,
+    card = train_checkpoint(
+        det_cfg, train_cfg, args.data_dir, args.out, args.device, not args.no_progress
     )
     data = card.training["data"]
     loss = card.training["final_loss"]

@@ -15,10 +15,10 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from flowedge.core.card import PreprocessSpec
 from flowedge.core.errors import CheckFailedError
+from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import checkpoint_dir, load_checkpoint
 from flowedge.flows.data.datasets import (
     LoadSummary,
@@ -63,13 +63,13 @@ def score_samples(
     """Scores [N] and maps [N, H, W] of the usable samples (the others go to ``summary``)."""
     kept_all: list[Sample] = []
     scores, maps = [], []
-    with tqdm(total=len(samples), desc="eval", unit="img", disable=not show_progress) as bar:
+    with Progress(len(samples), "eval", "img", bar=show_progress) as progress:
         for batch, kept in iter_batches(samples, spec, batch_size, summary):
             score, amap = detector(torch.from_numpy(batch).to(device))
             scores.append(score.float().cpu().numpy())
             maps.append(amap.float().cpu().numpy())
             kept_all += kept
-            bar.update(len(kept))
+            progress.advance_to(summary.n_ok + summary.n_skipped)  # skipped count as done
     return kept_all, np.concatenate(scores), np.concatenate(maps)
 
 

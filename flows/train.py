@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import CheckFailedError
+from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import save_checkpoint, torch_device
 from flowedge.flows.config import DetectorConfig, TrainingConfig
 from flowedge.flows.data.datasets import LoadSummary, Sample, iter_batches, training_samples
@@ -88,11 +88,11 @@ def extract_features(
     spec = detector.preprocess_spec()
     chunks: list[Features] = []
     batches = iter_batches(samples, spec, train_cfg.batch_size, summary, train_cfg.num_workers)
-    with tqdm(total=len(samples), desc="features", unit="img", disable=not show_progress) as bar:
+    with Progress(len(samples), "features", "img", bar=show_progress) as progress:
         for batch, _ in batches:
             feats = detector.features(torch.from_numpy(batch).to(device))
             chunks.append([f.detach().to("cpu") for f in feats])
-            bar.update(summary.n_ok + summary.n_skipped - bar.n)  # skipped files count as done
+            progress.advance_to(summary.n_ok + summary.n_skipped)  # skipped files count as done
     return chunks, summary
 
 
@@ -129,25 +129,19 @@ def train(
     del chunks
 
     last: dict[str, float] = {}
-    with tqdm(
-        total=train_cfg.epochs * cache.n_batches,
-        desc="fit",
-        unit="batch",
-        disable=not show_progress,
-    ) as bar:
+    with Progress(
+        train_cfg.epochs * cache.n_batches, "fit", "batch", bar=show_progress
+    ) as progress:
 
-        def progress(info: dict[str, float]) -> None:
+        def on_batch(info: dict[str, float]) -> None:
             last.update(info)
-            bar.set_postfix(
-                epoch=int(info.get("epoch", 0)) + 1, loss=f"{info.get('loss', float('nan')):.4f}"
+            progress.update(
+                1, epoch=int(info.get("epoch", 0)) + 1, loss=float(info.get("loss", float("nan")))
             )
-            bar.update(1)
 
         start = time.perf_counter()
-        fit_summary = detector.fit(cache, train_cfg.epochs, progress)
+        fit_summary = detector.fit(cache, train_cfg.epochs, on_batch)
         fit_s = time.perf_counter() - start
-        bar.total = bar.n  # a closed-form fit (gaussian) takes one pass, not one per epoch
-        bar.refresh()
     detector.eval()
 
     final_loss = fit_summary.get("final_loss", last.get("loss"))

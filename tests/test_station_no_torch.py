@@ -32,7 +32,9 @@ class _NoTorch(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in self.BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by test_station_no_torch)")
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (blocked by test_station_no_torch)", name=name
+            )
         return None
 
 sys.meta_path.insert(0, _NoTorch())
@@ -142,3 +144,26 @@ def test_flowedge_run_without_torch(station_files, tmp_path: Path) -> None:
     assert "onnxruntime" in done.stderr and "3 decisions, 0 errors" in done.stderr, done.stderr[
         -3000:
     ]
+
+
+def test_flowedge_predict_without_torch(station_files, tmp_path: Path) -> None:
+    model, images = station_files
+    out = tmp_path / "scores.csv"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowedge.cli",
+            "predict",
+            str(model),
+            str(images),
+            "--out",
+            str(out),
+        ],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 3

@@ -99,6 +99,7 @@ def _args(**overrides: object) -> argparse.Namespace:
         intensity=None,
         epochs=None,
         batch_size=None,
+        lr=None,
         seed=None,
         backbone_weights=None,
     )

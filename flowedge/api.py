@@ -1,0 +1,278 @@
+"""The Python API: load a model and score samples with it, or train one.
+
+    with flowedge.load("runs/part/model.onnx") as model:
+        result = model.score("part_0001.png")
+        print(result.decision, result.score)
+
+It is built from the blocks the commands use (the backend the model file calls
+for, the card's own preprocessing, the one decision rule ``score > threshold``),
+so a notebook gets exactly the station's scores and decisions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from flowedge.backends.base import Backend
+from flowedge.core.card import ModelCard
+from flowedge.core.errors import BadInputError, ConfigError, DataError, ModelMismatchError
+from flowedge.core.extras import needs_extras
+from flowedge.modalities import get_preprocessor
+
+if TYPE_CHECKING:
+    from flowedge.calibration.calibfile import Calibration
+
+log = logging.getLogger(__name__)
+
+# what one sample may be: a file path, the file's encoded bytes or a decoded array
+Sample = str | Path | bytes | bytearray | np.ndarray
+
+OK, ANOMALY, ERROR = "OK", "ANOMALY", "ERROR"
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome for one sample.
+
+    ``decision``: ANOMALY iff ``score > threshold``, else OK; ERROR when the sample
+    could not be scored (``error`` says why); None when the model has no threshold
+    (not calibrated and none given). ``normalised_score`` needs a calibration file
+    (see :mod:`flowedge.calibration.calibfile`).
+    """
+
+    name: str
+    score: float | None
+    decision: str | None
+    threshold: float | None
+    normalised_score: float | None = None
+    anomaly_map: np.ndarray | None = None  # the card's map shape, e.g. (H, W) for images
+    error: str = ""
+
+
+class Model:
+    """A loaded model with its card and decision threshold; close it (or use ``with``)."""
+
+    def __init__(
+        self, backend: Backend, threshold: float | None, calibration: Calibration | None = None
+    ) -> None:
+        self.backend = backend
+        self.threshold = threshold
+        self.calibration = calibration
+
+    @property
+    def card(self) -> ModelCard:
+        return self.backend.card
+
+    def score(self, sample: Sample, name: str | None = None) -> Result:
+        """Score one sample (path, encoded bytes or decoded array)."""
+        return self.score_batch([sample], None if name is None else [name])[0]
+
+    def score_batch(
+        self, samples: Sequence[Sample], names: Sequence[str] | None = None
+    ) -> list[Result]:
+        """Score samples in batches; an unusable sample gives an ERROR result, never an exception."""
+        names = list(names) if names is not None else [_name(s, i) for i, s in enumerate(samples)]
+        if len(names) != len(samples):
+            raise ConfigError(f"{len(samples)} samples but {len(names)} names; give one per sample")
+        step = self.backend.max_batch  # preprocess one batch at a time: memory stays bounded
+        results: list[Result] = []
+        for start in range(0, len(samples), step):
+            results += self._score_chunk(samples[start : start + step], names[start : start + step])
+        return results
+
+    def _score_chunk(self, samples: Sequence[Sample], names: Sequence[str]) -> list[Result]:
+        results: list[Result | None] = [None] * len(samples)
+        usable: list[tuple[int, np.ndarray]] = []
+        for index, (sample, name) in enumerate(zip(samples, names, strict=True)):
+            try:
+                usable.append((index, self._preprocess(sample, name)))
+            except BadInputError as exc:
+                results[index] = Result(name, None, ERROR, self.threshold, error=str(exc))
+        if usable:
+            scores, maps = self.backend.infer(np.stack([tensor for _, tensor in usable]))
+            for (index, _), score, amap in zip(usable, scores, maps, strict=True):
+                results[index] = self._result(names[index], float(score), amap)
+        return [r for r in results if r is not None]
+
+    def _preprocess(self, sample: Sample, name: str) -> np.ndarray:
+        # MERGE(h1): get_modality(card.input.kind): read/decode by type, then preprocess(raw, card.input, name)
+        spec = self.card.preprocess
+        return get_preprocessor(spec.modality)(sample, spec, name)
+
+    def _result(self, name: str, score: float, amap: np.ndarray) -> Result:
+        decision = decide(score, self.threshold)
+        if decision == ERROR:
+            return Result(
+                name,
+                score,
+                ERROR,
+                self.threshold,
+                anomaly_map=amap,
+                error=f"{name}: the model gave a non-finite score ({score}); check the sample",
+            )
+        normalised = None if self.calibration is None else self.calibration.normalise(score)
+        return Result(name, score, decision, self.threshold, normalised, amap)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def decide(score: float | None, threshold: float | None) -> str | None:
+    """The one rule: ANOMALY iff score > threshold, else OK; a non-finite score is an ERROR.
+
+    MERGE(h3): flowedge.core.decision.decide; keep only the None-threshold case here.
+    """
+    if score is None or not math.isfinite(score):
+        return ERROR
+    if threshold is None:
+        return None
+    return ANOMALY if score > threshold else OK
+
+
+def load(
+    model: str | Path,
+    *,
+    threshold: float | None = None,
+    calibration: str | Path | None = None,
+    backend: str = "auto",
+    device: str = "cpu",
+    threads: int = 0,
+) -> Model:
+    """Open a checkpoint directory, ``.onnx`` graph or TensorRT engine for scoring.
+
+    The threshold is ``threshold`` when given, else the calibration file's
+    (``calibration``, or a ``calibration.json`` beside the model bound to its
+    weights), else the one embedded at export; without any, results carry scores
+    and no decision.
+    """
+    path = Path(model)
+    opened = _open_backend(path, backend, device, threads)
+    try:
+        calib = _calibration(path, calibration, opened.card)
+    except BaseException:
+        opened.close()
+        raise
+    if threshold is None:
+        threshold = calib.threshold if calib is not None else _embedded_threshold(opened)
+    if threshold is None:
+        log.warning(
+            "%s has no threshold: results have scores but no decision; run 'flowedge calibrate' "
+            "or pass threshold=",
+            path,
+        )
+    return Model(opened, None if threshold is None else float(threshold), calib)
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    detector: str = "csflow",
+    *,
+    config: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    **overrides: Any,
+) -> Path:
+    """Train like ``flowedge train DATA --out OUT``; returns the checkpoint directory.
+
+    ``overrides`` are the command's flags as keywords (``epochs=4``, ``image_size=256``,
+    ``lr=1e-3``...); everything else comes from ``config`` (a config.yaml).
+    """
+    from flowedge.flows.cmd_train import train_checkpoint, training_configs
+
+    det_cfg, train_cfg = training_configs(
+        None if config is None else Path(config), {"detector": detector, **overrides}
+    )
+    with needs_extras("flowedge.train"):
+        train_checkpoint(det_cfg, train_cfg, Path(data), Path(out), device, progress)
+    return Path(out)
+
+
+def _name(sample: Sample, index: int) -> str:
+    if isinstance(sample, str | Path):
+        return str(sample)
+    return f"<{type(sample).__name__} #{index}>"
+
+
+def _calibration(path: Path, given: str | Path | None, card: ModelCard) -> Calibration | None:
+    """The given calibration file (must fit the model), else one beside the model that fits."""
+    from flowedge.calibration.calibfile import load_calibration
+
+    if given is not None:
+        return load_calibration(given, card)
+    beside = (path if path.is_dir() else path.parent) / "calibration.json"
+    if not beside.is_file():
+        return None
+    try:
+        return load_calibration(beside, card)
+    except ModelMismatchError as exc:
+        log.warning("not using %s: %s", beside, exc)
+        return None
+
+
+def _embedded_threshold(backend: Backend) -> float | None:
+    """The threshold an export embedded (ONNX metadata or engine sidecar), if any."""
+    # MERGE(h1): one Backend attribute for the embedded calibration would replace this lookup
+    meta = getattr(backend, "meta", None)
+    embedded = getattr(backend, "calibration", None) or getattr(meta, "calibration", None)
+    return None if not embedded else float(embedded["threshold"])
+
+
+_BACKEND_OF_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
+
+
+def _open_backend(path: Path, backend: str, device: str, threads: int) -> Backend:
+    """MERGE(h1): flowedge.backends.open_backend(path, backend, device, threads) does this."""
+    from flowedge.backends import BACKENDS
+
+    if not path.exists():
+        raise DataError(
+            f"model {path} not found; give a checkpoint directory, an .onnx graph or an engine"
+        )
+    if backend == "auto":
+        backend = "torch" if path.is_dir() else _BACKEND_OF_SUFFIX.get(path.suffix.lower(), "")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"model {path}: cannot tell the backend (known suffixes: "
+            f"{', '.join(_BACKEND_OF_SUFFIX)}, or a checkpoint directory); pass backend= one of "
+            f"{', '.join(BACKENDS)}"
+        )
+    module_name, class_name = BACKENDS[backend]
+    with needs_extras(f"the {backend} backend"):
+        module = importlib.import_module(module_name)
+    return getattr(module, class_name).open(path, device, threads)
+
+
+def files_of(inputs: Iterable[str | Path], card: ModelCard) -> list[Path]:
+    """The sample files named by ``inputs``: files as given, folders searched recursively."""
+    # MERGE(h1): get_modality(card.input.kind).list_files(folder, recursive=True)
+    from flowedge.flows.data.datasets import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+        elif item.is_file():
+            files.append(item)
+        else:
+            log.warning("%s: no such file or folder, skipped", item)
+    return files

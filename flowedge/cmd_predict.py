@@ -1,0 +1,122 @@
+"""``flowedge predict MODEL INPUTS... --out scores.csv``: score files and folders offline.
+
+A thin shell over the Python API (:func:`flowedge.api.load`), so its scores and
+decisions are the ones a notebook or the station gets. A bad file is a row with
+decision ERROR and the reason, never the end of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from collections import Counter
+from pathlib import Path
+
+from flowedge.api import ERROR, Model, Result, files_of, load
+from flowedge.core.errors import DataError
+from flowedge.core.progress import Progress
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("file", "score", "decision", "normalised_score", "error")
+CHUNK = 64  # files scored (and rows written) at a time: memory stays bounded
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model", type=Path, help="checkpoint directory, .onnx graph or TensorRT engine"
+    )
+    parser.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        metavar="INPUT",
+        help="image files and folders (searched recursively)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="decision threshold (default: the model's calibration, else the one embedded at "
+        "export; without any, the decision column stays empty)",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="calibration.json bound to the model (default: MODEL_DIR/calibration.json if present)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        default="auto",
+        help="auto: by the model file (directory: torch, .onnx: onnxruntime, .engine: tensorrt)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="inference threads (>= 0; 0: the runtime decides)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (periodic log lines only)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    with load(
+        args.model,
+        threshold=args.threshold,
+        calibration=args.calibration,
+        backend=args.backend,
+        device=args.device,
+        threads=args.threads,
+    ) as model:
+        files = files_of(args.inputs, model.card)
+        if not files:
+            raise DataError(
+                f"no input files found in {', '.join(map(str, args.inputs))}; give image files "
+                "or folders that contain them"
+            )
+        log.info("scoring %d file(s) with %s", len(files), model.card.model_id)
+        counts = write_scores(model, files, args.out, show_progress=not args.no_progress)
+    print(summary(counts, len(files), model.threshold, args.out))
+    return 0
+
+
+def write_scores(model: Model, files: list[Path], out: Path, show_progress: bool) -> Counter[str]:
+    """Score ``files`` chunk by chunk into the CSV at ``out``; returns the count per decision."""
+    counts: Counter[str] = Counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        out.open("w", newline="", encoding="utf-8") as handle,
+        Progress(len(files), "predict", "file", bar=show_progress) as progress,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for start in range(0, len(files), CHUNK):
+            chunk = files[start : start + CHUNK]
+            for result in model.score_batch(chunk):
+                writer.writerow(_row(result))
+                counts[result.decision or "scored"] += 1
+            progress.update(len(chunk))
+    return counts
+
+
+def _row(result: Result) -> list[str]:
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.6g}"
+
+    return [
+        result.name,
+        number(result.score),
+        result.decision or "",
+        number(result.normalised_score),
+        result.error,
+    ]
+
+
+def summary(counts: Counter[str], n_files: int, threshold: float | None, out: Path) -> str:
+    """One line a person reads: how many of each decision, at which threshold, where the CSV is."""
+    parts = ", ".join(f"{counts[d]} {d}" for d in sorted(counts))
+    at = "no threshold" if threshold is None else f"threshold {threshold:.6g}"
+    errors = " (errors: see the error column)" if counts[ERROR] else ""
+    return f"{n_files} file(s) scored ({at}): {parts}{errors}; written to {out}"
