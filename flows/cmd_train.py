@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from flowedge.core.card import INTENSITIES
 from flowedge.core.errors import ConfigError, DataError
 from flowedge.core.validation import format_validation_error
+from flowedge.core.yamlfile import read_yaml
 from flowedge.flows.config import DetectorConfig, TrainingConfig, TrainingSections
 
 
@@ -55,12 +55,7 @@ def _sections(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The raw 'detector' and 'training' mappings of the config file (empty without one)."""
     if path is None:
         return {}, {}
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, "config file") or {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"
