@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flowedge.core.errors import CheckFailedError, DataError
+from flowedge.core.outpaths import check_output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +59,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     if not args.test_root.is_dir():
         raise DataError(f"test data folder {args.test_root} not found")
+    check_output_dir(args.out)
     from flowedge.flows.evaluate import evaluate  # heavy: torch, timm, matplotlib
 
     report = evaluate(

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from flowedge.core.card import INTENSITIES
 from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.outpaths import check_output_dir
 from flowedge.core.validation import format_validation_error
 from flowedge.core.yamlfile import read_yaml
 from flowedge.flows.config import DetectorConfig, TrainingConfig, TrainingSections
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     det_cfg, train_cfg = build_configs(args)
     if not args.data_dir.is_dir():
         raise DataError(f"training data folder {args.data_dir} not found")
+    check_output_dir(args.out)
     from flowedge.flows.train import train  # heavy: torch, timm
 
     card = train(
