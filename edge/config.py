@@ -62,9 +62,13 @@ def _topic_prefix(value: str) -> str:
     return value
 
 
+def split_patterns(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
 def _confined_patterns(value: str) -> str:
     """Comma-separated globs relative to the source folder, never reaching outside it."""
-    patterns = [p.strip() for p in value.split(",") if p.strip()]
+    patterns = split_patterns(value)
     if not patterns:
         raise ValueError("needs at least one file pattern, e.g. '*.png'")
     for pattern in patterns:
@@ -246,6 +250,10 @@ class FlowedgeConfig(Strict):
         if duplicates:
             raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
         return self
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"flowedge-{self.site}-{self.station}"
 
     @model_validator(mode="after")
     def _topics_fit(self) -> FlowedgeConfig:

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "flowedge.edge.cmd_run",
         "run the station loop: capture -> preprocess -> infer -> publish",
     ),
+    "check": ("flowedge.edge.cmd_check", "try model, sources, broker and spool before enabling"),
 }
 
 EPILOG = """commands:

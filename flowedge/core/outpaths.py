@@ -27,6 +27,8 @@ def check_output_file(path: Path, flag: str = "--out") -> None:
     """``path`` is a file that can be written (replaced when it exists; exit 2 otherwise)."""
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a directory; give a file name inside it")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{flag} {path} is read-only for this user; fix its permissions")
     _check_creatable(path.parent, flag)
 
 
