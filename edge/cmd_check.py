@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from flowedge.core.errors import EXIT_CHECK, EXIT_DATA, EXIT_OK, ConfigError, Fl
 from flowedge.core.outpaths import check_output_dir, check_output_file
 from flowedge.edge.config import FlowedgeConfig, SourceConfig, load_config
 from flowedge.edge.decision import load_policy
+from flowedge.edge.mqtt_client import new_client
 from flowedge.edge.publisher import AUTH_FAILURES, UNSUPPORTED_PROTOCOL
 from flowedge.edge.sources import make_source
 
@@ -163,12 +163,6 @@ def _connect_once(
     c = cfg.mqtt
     version = "MQTT 5" if protocol == mqtt.MQTTv5 else "MQTT 3.1.1"
     client_id = f"{cfg.mqtt_client_id}-check"
-    client = mqtt.Client(
-        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=protocol,
-        clean_session=None if protocol == mqtt.MQTTv5 else True,
-    )
     connack: list[Any] = []
     answered = threading.Event()
 
@@ -176,9 +170,9 @@ def _connect_once(
         connack.append(reason_code)
         answered.set()
 
-    client.on_connect = on_connect
     try:
-        _configure(client, cfg)
+        client = new_client(c, client_id, protocol)
+        client.on_connect = on_connect
         client.connect(c.host, c.port, keepalive=c.keepalive_s)
     except (OSError, ValueError) as exc:  # refused, unreachable, DNS, TLS handshake/certificates
         return failed(
@@ -203,22 +197,6 @@ def _connect_once(
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-def _configure(client: mqtt.Client, cfg: FlowedgeConfig) -> None:
-    """Credentials and TLS exactly as the station's publisher sets them."""
-    c = cfg.mqtt
-    username = c.resolved_username()
-    if username:
-        client.username_pw_set(username, c.resolved_password())
-    if c.tls is not None:
-        client.tls_set(
-            ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
-            certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
-            keyfile=str(c.tls.key_file) if c.tls.key_file else None,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
-        client.tls_insecure_set(c.tls.insecure)
 
 
 def check_writable(name: str, check: Callable[[], None], detail: str) -> CheckResult:

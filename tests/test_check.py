@@ -53,17 +53,18 @@ def check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str
     return code, lines
 
 
+@pytest.fixture
+def station_file(tiny_checkpoint: Path, synthetic_dataset: Path, tmp_path: Path):  # noqa: ANN201
+    """Config for the tiny checkpoint replaying the synthetic good test images to a port."""
+    images = synthetic_dataset / "test" / "good"
+    return lambda port: write_config(tmp_path, tiny_checkpoint, images, port)
+
+
 def test_everything_passes_against_a_real_broker(
-    tiny_checkpoint: Path,
-    synthetic_dataset: Path,
-    broker: Broker,
-    tmp_path: Path,
-    capsys,
-    monkeypatch,
+    station_file, broker: Broker, capsys, monkeypatch
 ) -> None:
     monkeypatch.setenv("CHECK_PW", "right")
-    images = synthetic_dataset / "test" / "good"
-    code, lines = check(write_config(tmp_path, tiny_checkpoint, images, broker.port), capsys)
+    code, lines = check(station_file(broker.port), capsys)
     assert code == EXIT_OK, lines
     assert set(lines) == {"config", "model", "threshold", "source cam1", "broker", "spool"}
     assert all(line.startswith("OK") for line in lines.values())
@@ -72,20 +73,14 @@ def test_everything_passes_against_a_real_broker(
 
 
 def test_wrong_password_and_closed_port_fail_with_exit_5(
-    tiny_checkpoint: Path,
-    synthetic_dataset: Path,
-    broker: Broker,
-    tmp_path: Path,
-    capsys,
-    monkeypatch,
+    station_file, broker: Broker, capsys, monkeypatch
 ) -> None:
-    images = synthetic_dataset / "test" / "good"
     monkeypatch.setenv("CHECK_PW", "wrong")
-    code, lines = check(write_config(tmp_path, tiny_checkpoint, images, broker.port), capsys)
+    code, lines = check(station_file(broker.port), capsys)
     assert code == EXIT_CHECK
     assert lines["broker"].startswith("FAIL") and "refused" in lines["broker"]
     assert "CHECK_PW" in lines["broker"] and lines["model"].startswith("OK")
-    code, lines = check(write_config(tmp_path, tiny_checkpoint, images, free_port()), capsys)
+    code, lines = check(station_file(free_port()), capsys)
     assert code == EXIT_CHECK and "cannot connect" in lines["broker"]
 
 
