@@ -8,6 +8,7 @@ and :func:`update_calibration`.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,8 +37,16 @@ from flowedge.core.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
+MAX_TARGET_FAR = 0.5  # above, most normal parts would raise an alarm
+MAX_SIGMA_K = 100.0  # further out than any score distribution worth calibrating
+MAX_COST_RATIO = 1e6
+MAX_BOOTSTRAP = 100_000
+
+
 @dataclass(frozen=True)
 class CalibrationOptions:
+    """How the threshold is chosen; values that cannot give a usable threshold are refused."""
+
     strategy: str = "far"
     target_far: float = 0.01
     k: float = 3.0
@@ -49,6 +58,41 @@ class CalibrationOptions:
     confidence: float = 0.95
     bootstrap: int = 200  # resamples for the tail interval
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # written so that NaN fails every rule (every comparison with NaN is false)
+        rules = [
+            (
+                "--target-far",
+                self.target_far,
+                0 < self.target_far <= MAX_TARGET_FAR,
+                f"a false-alarm rate in (0, {MAX_TARGET_FAR}]",
+            ),
+            ("--k", self.k, 0 < self.k <= MAX_SIGMA_K, f"in (0, {MAX_SIGMA_K:g}]"),
+            (
+                "--cost-ratio",
+                self.cost_ratio,
+                0 < self.cost_ratio <= MAX_COST_RATIO,
+                f"in (0, {MAX_COST_RATIO:g}]",
+            ),
+            (
+                "--prevalence",
+                self.prevalence,
+                self.prevalence is None or 0 < self.prevalence < 1,
+                "in (0, 1)",
+            ),
+            (
+                "--bootstrap",
+                self.bootstrap,
+                0 <= self.bootstrap <= MAX_BOOTSTRAP,
+                f"in [0, {MAX_BOOTSTRAP}]",
+            ),
+        ]
+        problems = [
+            f"{flag} must be {rule} (got {value})" for flag, value, ok, rule in rules if not ok
+        ]
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 def _now() -> str:
@@ -150,6 +194,12 @@ def build_calibration(
         check_separation(normal, anomalous)
     dist = ScoreDistribution.from_sample(normal, opts.tail_fraction, opts.min_exceedances)
     chosen = choose_threshold(normal, anomalous, dist, opts)
+    if not math.isfinite(chosen.threshold):
+        raise ConfigError(
+            f"strategy '{chosen.strategy}' with {chosen.params} gives a threshold of "
+            f"{chosen.threshold} for these scores (mean {dist.mean:.6g}, std {dist.std:.6g}): "
+            "not a usable decision threshold; choose a smaller --k or another --strategy"
+        )
     far = far_estimate(normal, dist, chosen.threshold, opts)
     if far["value"] > 0.2:
         log.warning(

@@ -22,6 +22,7 @@ from flowedge.calibration.scoring import image_files, open_model, score_folders,
 from flowedge.calibration.thresholds import STRATEGIES
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.outpaths import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--replace only applies with --update CALIBRATION.json")
     previous = read_calibration(args.update) if args.update else None
     opts = _options(args, previous.data if previous else None)
+    out = args.out or _default_out(args)
+    check_output_file(out)
+    if args.scores_out:
+        check_output_file(args.scores_out, "--scores-out")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1 (got {args.batch_size})")
     infer, card, close = open_model(args.checkpoint, args.backend, args.device)
     try:
         if previous is not None:
@@ -145,7 +152,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         mode = "replace" if args.replace else "merge"
         data = update_calibration(previous.data, normal.scores, card, opts, mode, abnormal, sources)
-    out = args.out or _default_out(args)
     calibration = save_calibration(data, out)
     if args.scores_out:
         _write_scores(args.scores_out, normal.scores, abnormal)

@@ -3,23 +3,84 @@
 Every error names the key path and what was expected, never a stack trace:
 ``sources[0].backpressure: Input should be 'block' or 'drop_oldest' (got 'drop')``.
 Secrets never need to be in the file: each can come from an environment variable.
+
+What would only fail later, at run time, is refused here: MQTT limits (topic
+characters, string lengths, keepalive and expiry ranges), glob patterns that
+reach outside their folder, NaN/inf numbers; and, in :func:`load_config`, what
+the file alone cannot show: no source to run, a user name whose password
+variable is empty, a TLS file that cannot be read.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from flowedge.calibration.config import DriftConfig
 from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Strict, format_validation_error
+from flowedge.core.yamlfile import read_yaml
 from flowedge.flows.config import DetectorConfig, TrainingConfig
 
+log = logging.getLogger(__name__)
+
+# site, station and source names are MQTT topic levels: these characters are always safe
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
+
+MQTT_MAX_STRING_BYTES = 65535  # MQTT UTF-8 strings: topic, client id, user name, password
+MQTT_MAX_KEEPALIVE_S = 65535  # two-byte field in CONNECT
+MQTT_MAX_EXPIRY_S = 2**32 - 1  # MQTT 5 Message Expiry Interval: four-byte integer
+MQTT_PORTABLE_CLIENT_ID = 23  # MQTT 3.1.1 servers may refuse longer client ids
+LONGEST_TOPIC_SUFFIX = "/decision"  # the longest per-sensor topic the station publishes
+
+
+def _mqtt_string(value: str) -> str:
+    """An MQTT UTF-8 string: no NUL (brokers disconnect), at most 65535 bytes encoded."""
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character")
+    size = len(value.encode("utf-8"))
+    if size > MQTT_MAX_STRING_BYTES:
+        raise ValueError(f"is {size} bytes in UTF-8; MQTT allows at most {MQTT_MAX_STRING_BYTES}")
+    return value
+
+
+def _topic_prefix(value: str) -> str:
+    """Topic levels the station publishes under: no wildcards, no '$', no empty level."""
+    _mqtt_string(value)
+    if not value:
+        raise ValueError("must not be empty (the default is 'flowedge')")
+    if "+" in value or "#" in value:
+        raise ValueError("must not contain the MQTT wildcards '+' or '#'")
+    if value.startswith("$"):
+        raise ValueError("must not start with '$' (reserved for broker topics such as $SYS)")
+    if "" in value.split("/"):
+        raise ValueError("must not start or end with '/' or contain '//' (an empty topic level)")
+    return value
+
+
+def split_patterns(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def _confined_patterns(value: str) -> str:
+    """Comma-separated globs relative to the source folder, never reaching outside it."""
+    patterns = split_patterns(value)
+    if not patterns:
+        raise ValueError("needs at least one file pattern, e.g. '*.png'")
+    for pattern in patterns:
+        posix, windows = PurePosixPath(pattern), PureWindowsPath(pattern)
+        if posix.is_absolute() or windows.is_absolute() or windows.drive:
+            raise ValueError(f"pattern {pattern!r} must be relative to the source path")
+        if ".." in posix.parts or ".." in windows.parts:
+            raise ValueError(f"pattern {pattern!r} must not use '..' (it would leave the folder)")
+    return value
+
+
+MqttString = Annotated[str, AfterValidator(_mqtt_string)]
 
 
 class ModelConfig(Strict):
@@ -28,7 +89,7 @@ class ModelConfig(Strict):
     backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
     device: str = "cpu"  # torch: cpu | cuda[:N]; onnxruntime: cpu | cuda
     calibration: Path | None = None  # calibration.json bound to the model; overrides threshold
-    threshold: float | None = None  # used when no calibration file is given
+    threshold: float | None = None  # used when no calibration file is given (finite)
     intra_op_threads: int = Field(0, ge=0, description="0: the backend's default")
 
 
@@ -39,7 +100,10 @@ class SourceConfig(Strict):
     uri: str | None = None
     # folder (replay) and watch (new files dropped by a vision system)
     path: Path | None = None
-    pattern: str = "*.png,*.jpg,*.jpeg,*.bmp,*.tif,*.tiff"
+    # comma-separated globs inside ``path`` (no absolute patterns, no '..')
+    pattern: Annotated[str, AfterValidator(_confined_patterns)] = (
+        "*.png,*.jpg,*.jpeg,*.bmp,*.tif,*.tiff"
+    )
     rate_hz: float | None = Field(
         None, gt=0, description="replay or capture rate; None: as fast as possible"
     )
@@ -55,7 +119,13 @@ class SourceConfig(Strict):
             raise ValueError("a camera source needs 'uri' (index, device path, URL or pipeline)")
         if self.kind in ("folder", "watch") and self.path is None:
             raise ValueError(f"a {self.kind} source needs 'path' (a directory of images)")
+        _ordered_backoff(self.reconnect_min_s, self.reconnect_max_s)
         return self
+
+
+def _ordered_backoff(low: float, high: float) -> None:
+    if low > high:
+        raise ValueError(f"reconnect_min_s ({low:g}) must not exceed reconnect_max_s ({high:g})")
 
 
 class PipelineConfig(Strict):
@@ -74,28 +144,74 @@ class TLSConfig(Strict):
     key_file: Path | None = None
     insecure: bool = False  # skip hostname check (lab brokers only)
 
+    @model_validator(mode="after")
+    def _key_needs_certificate(self) -> TLSConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is given without cert_file (the client certificate)")
+        return self
+
+    def files(self) -> dict[str, Path]:
+        """The configured files by key, for the readability check at load."""
+        named = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        return {key: path for key, path in named.items() if path is not None}
+
 
 class MQTTConfig(Strict):
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
-    client_id: str | None = None  # default: flowedge-<site>-<station>
-    username: str | None = None
-    username_env: str = "FLOWEDGE_MQTT_USERNAME"
-    password_env: str = "FLOWEDGE_MQTT_PASSWORD"  # the password itself never lives in config.yaml
+    # default: flowedge-<site>-<station>; MQTT 3.1.1 brokers may refuse more than 23 characters
+    client_id: Annotated[MqttString, Field(min_length=1)] | None = None
+    username: MqttString | None = None
+    username_env: str = Field("FLOWEDGE_MQTT_USERNAME", min_length=1)
+    # the password itself never lives in config.yaml
+    password_env: str = Field("FLOWEDGE_MQTT_PASSWORD", min_length=1)
     tls: TLSConfig | None = None
-    keepalive_s: int = Field(30, ge=5)
-    topic_prefix: str = "flowedge"
-    message_expiry_s: int = Field(0, ge=0, description="MQTT 5 expiry for decisions; 0: none")
+    keepalive_s: int = Field(30, ge=5, le=MQTT_MAX_KEEPALIVE_S)
+    topic_prefix: Annotated[str, AfterValidator(_topic_prefix)] = "flowedge"
+    message_expiry_s: int = Field(
+        0, ge=0, le=MQTT_MAX_EXPIRY_S, description="MQTT 5 expiry for decisions; 0: none"
+    )
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> MQTTConfig:
+        _ordered_backoff(self.reconnect_min_s, self.reconnect_max_s)
+        return self
 
     def resolved_username(self) -> str | None:
         return os.environ.get(self.username_env) or self.username
 
     def resolved_password(self) -> str | None:
         return os.environ.get(self.password_env)
+
+    def environment_problems(self) -> list[str]:
+        """Credentials and TLS files as the process sees them (``key: problem`` lines)."""
+        problems = []
+        username = self.resolved_username()
+        for key, value in (("username", username), ("password", self.resolved_password())):
+            try:
+                _mqtt_string(value or "")
+            except ValueError as exc:
+                problems.append(f"mqtt.{key} (from the file or the environment): {exc}")
+        if username and not self.resolved_password():
+            problems.append(
+                f"mqtt.password_env: the user name {username!r} is set but the environment "
+                f"variable {self.password_env} is empty or unset; set it (systemd: "
+                "/etc/flowedge/<station>.env) or remove the user name"
+            )
+        for key, path in (self.tls.files() if self.tls else {}).items():
+            try:
+                with path.open("rb") as handle:
+                    handle.read(1)
+            except OSError as exc:
+                problems.append(
+                    f"mqtt.tls.{key}: cannot read {path} ({exc.strerror}); check the path "
+                    "and that the service user may read it"
+                )
+        return problems
 
 
 class SpoolConfig(Strict):
@@ -138,6 +254,24 @@ class FlowedgeConfig(Strict):
             raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
         return self
 
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"flowedge-{self.site}-{self.station}"
+
+    @model_validator(mode="after")
+    def _topics_fit(self) -> FlowedgeConfig:
+        longest = max((source.name for source in self.sources), key=len, default="")
+        topic = (
+            f"{self.mqtt.topic_prefix}/{self.site}/{self.station}/{longest}{LONGEST_TOPIC_SUFFIX}"
+        )
+        size = len(topic.encode("utf-8"))
+        if size > MQTT_MAX_STRING_BYTES:
+            raise ValueError(
+                f"mqtt.topic_prefix is too long: topics would be {size} bytes in UTF-8, "
+                f"MQTT allows {MQTT_MAX_STRING_BYTES}"
+            )
+        return self
+
 
 def parse_config(data: Any, source: str = "<config>") -> FlowedgeConfig:
     if data is None:
@@ -152,15 +286,36 @@ def parse_config(data: Any, source: str = "<config>") -> FlowedgeConfig:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
+def station_problems(cfg: FlowedgeConfig) -> list[str]:
+    """What a valid file can still get wrong for a running station (``key: problem`` lines)."""
+    problems = []
+    if not cfg.sources:
+        problems.append("sources: a station needs at least one source (camera, folder or watch)")
+    if cfg.mqtt.enabled:
+        problems += cfg.mqtt.environment_problems()
+    return problems
+
+
 def load_config(path: str | Path) -> FlowedgeConfig:
-    """Read and validate a YAML config; relative paths stay relative to the working directory."""
-    path = Path(path)
-    if not path.is_file():
+    """Read and validate a station config, including what it needs from this machine.
+
+    Relative paths stay relative to the working directory.
+    """
+    data = read_yaml(
+        path, "config file", missing="start from the commented config.yaml in the repository"
+    )
+    cfg = parse_config(data, source=str(path))
+    problems = station_problems(cfg)
+    if problems:
         raise ConfigError(
-            f"config file {path} not found; start from the commented config.yaml in the repository"
+            f"{path}: cannot run a station with this configuration "
+            f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
         )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, source=str(path))
+    client_id = cfg.mqtt.client_id
+    if cfg.mqtt.enabled and client_id and len(client_id) > MQTT_PORTABLE_CLIENT_ID:
+        log.warning(
+            "mqtt.client_id %r is longer than %d characters: MQTT 3.1.1 brokers may refuse it",
+            client_id,
+            MQTT_PORTABLE_CLIENT_ID,
+        )
+    return cfg

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from paho.mqtt.properties import Properties
 
 from flowedge.edge.config import FlowedgeConfig
 from flowedge.edge.metrics import Metrics
+from flowedge.edge.mqtt_client import new_client
 from flowedge.edge.sample import utc_now
 from flowedge.edge.spool import Spool
 from flowedge.edge.topics import Topics
@@ -73,23 +73,7 @@ class Publisher:
     # --- client ---------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         c = self.mqtt_cfg
-        client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=self._protocol,
-            clean_session=None if self._protocol == mqtt.MQTTv5 else True,
-        )
-        username = c.resolved_username()
-        if username:
-            client.username_pw_set(username, c.resolved_password())
-        if c.tls is not None:
-            client.tls_set(
-                ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
-                certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
-                keyfile=str(c.tls.key_file) if c.tls.key_file else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            client.tls_insecure_set(c.tls.insecure)
+        client = new_client(c, self.client_id, self._protocol)
         will = self._status_payload("offline", "connection lost (process died or network down)")
         client.will_set(
             self.topics.status, will, qos=1, retain=True, properties=self._props(expiry=False)

@@ -1,4 +1,8 @@
-"""Read the decision threshold a calibration file binds to a model (for parity and metadata)."""
+"""Read the decision threshold a calibration file binds to a model (for parity and metadata).
+
+The file must belong to the exported weights: a threshold computed for another
+model would be embedded in the graph and published by every station running it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowedge.core.card import sha256_file
-from flowedge.core.errors import ConfigError
+from flowedge.core.card import ModelCard, sha256_file
+from flowedge.core.errors import ConfigError, ModelMismatchError
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,7 @@ class CalibrationRef:
     threshold: float
     sha256: str
     path: str
+    weights_sha256: str = ""  # of the weights the threshold was computed for
 
 
 def load_calibration(path: str | Path) -> CalibrationRef:
@@ -23,8 +28,8 @@ def load_calibration(path: str | Path) -> CalibrationRef:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"calibration file {path}: cannot read ({exc.strerror})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"calibration file {path}: cannot read ({exc})") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"calibration file {path}: not valid JSON ({exc})") from exc
     threshold = data.get("threshold") if isinstance(data, dict) else None
@@ -37,4 +42,22 @@ def load_calibration(path: str | Path) -> CalibrationRef:
             f"calibration file {path}: no finite numeric 'threshold' (got {threshold!r}); "
             "write it with 'flowedge calibrate'"
         )
-    return CalibrationRef(float(threshold), sha256_file(path), str(path))
+    weights = data.get("weights_sha256")
+    return CalibrationRef(
+        float(threshold), sha256_file(path), str(path), weights if isinstance(weights, str) else ""
+    )
+
+
+def check_bound_to(calibration: CalibrationRef, card: ModelCard) -> None:
+    """Refuse (exit 4) a calibration without a binding or bound to other weights."""
+    if not calibration.weights_sha256:
+        raise ModelMismatchError(
+            f"calibration file {calibration.path} names no 'weights_sha256', so nothing shows it "
+            f"belongs to {card.model_id}: write it with 'flowedge calibrate' for this checkpoint"
+        )
+    if calibration.weights_sha256 != card.weights_sha256:
+        raise ModelMismatchError(
+            f"calibration file {calibration.path} belongs to weights "
+            f"{calibration.weights_sha256[:12]}, not to the exported model {card.model_id}; "
+            f"thresholds do not transfer between models: run 'flowedge calibrate' for it"
+        )

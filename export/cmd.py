@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flowedge.core.card import ModelCard
 from flowedge.core.metadata import MIN_OPSET
+from flowedge.core.outpaths import check_output_file
+from flowedge.export.calibration_ref import check_bound_to, load_calibration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,8 +93,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trt_p.set_defaults(precision="fp16")
 
 
+def _refuse_foreign_calibration(path: Path, checkpoint: Path) -> None:
+    """Before any work: the calibration to embed must belong to the checkpoint's weights."""
+    from flowedge.flows.checkpoint import CARD_FILE, checkpoint_dir
+
+    check_bound_to(load_calibration(path), ModelCard.load(checkpoint_dir(checkpoint) / CARD_FILE))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.target == "onnx":
+        check_output_file(args.out)
+        if args.calibration is not None:
+            _refuse_foreign_calibration(args.calibration, args.checkpoint)
         from flowedge.export.checked import ExportRequest, run_export
 
         run_export(
@@ -109,10 +122,12 @@ def run(args: argparse.Namespace) -> int:
     from flowedge.core.engine_meta import BatchProfile
     from flowedge.export.tensorrt_build import BuildRequest, build_engine
 
+    out = args.out or args.model.with_suffix(".engine")
+    check_output_file(out)
     build_engine(
         BuildRequest(
             onnx_path=args.model,
-            out=args.out or args.model.with_suffix(".engine"),
+            out=out,
             precision=args.precision,
             profile=BatchProfile(args.min_batch, args.opt_batch, args.max_batch),
             timing_cache=args.timing_cache,

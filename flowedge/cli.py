@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run the station loop: capture -> preprocess -> infer -> publish",
     ),
     "predict": ("flowedge.cmd_predict", "score image files and folders into a CSV"),
+    "check": ("flowedge.edge.cmd_check", "try model, sources, broker and spool before enabling"),
 }
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C

@@ -12,6 +12,7 @@ from flowedge.core.errors import CheckFailedError, DataError
 from flowedge.flows.data.datasets import labelled_samples
 
 log = logging.getLogger(__name__)
+from flowedge.core.outpaths import check_output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.test_root.is_dir():
         raise DataError(f"test data folder {args.test_root} not found")
     log_plan(args)
+    check_output_dir(args.out)
     from flowedge.flows.evaluate import evaluate  # heavy: torch, timm, matplotlib
 
     report = evaluate(

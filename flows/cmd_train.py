@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from flowedge.core.card import INTENSITIES, ModelCard
 from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.outpaths import check_output_dir
 from flowedge.core.validation import format_validation_error
+from flowedge.core.yamlfile import read_yaml
 from flowedge.flows.config import DetectorConfig, TrainingConfig, TrainingSections
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,7 @@ def _sections(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The raw 'detector' and 'training' mappings of the config file (empty without one)."""
     if path is None:
         return {}, {}
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, "config file") or {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"
@@ -173,6 +169,7 @@ def train_checkpoint(
     """What ``flowedge train`` and :func:`flowedge.train` run: check, describe, train, save."""
     if not data_dir.is_dir():
         raise DataError(f"training data folder {data_dir} not found")
+    check_output_dir(out)
     log_plan(det_cfg, train_cfg, data_dir, device)
     from flowedge.flows.train import train  # heavy: torch, timm
 

@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flowedge.calibration.calibfile import load_calibration
@@ -73,3 +74,52 @@ def test_calibrate_update_and_refusals(
         shutil.copy(image, few / image.name)
     assert main(["calibrate", str(tiny_checkpoint), "--normal", str(few), "--out", str(out)]) == 3
     assert "only 5 normal calibration scores" in capsys.readouterr().err
+
+
+# --- absurd options and unusable outputs are refused before scoring (issue 10) --------
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--strategy", "sigma", "--k", "1e308"], "--k must be in (0, 100] (got 1e+308)"),
+        (["--strategy", "sigma", "--k", "nan"], "--k must be in (0, 100] (got nan)"),
+        (["--target-far", "inf"], "--target-far must be a false-alarm rate in (0, 0.5]"),
+        (["--target-far", "0.9"], "--target-far must be a false-alarm rate in (0, 0.5]"),
+        (["--strategy", "cost", "--cost-ratio", "-1"], "--cost-ratio must be in (0, 1e+06]"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+    ],
+)
+def test_absurd_options_exit_2(
+    tiny_checkpoint: Path, held_out: Path, tmp_path: Path, capsys, flags: list[str], expected: str
+) -> None:
+    out = tmp_path / "calibration.json"
+    args = ["calibrate", str(tiny_checkpoint), "--normal", str(held_out), "--out", str(out)]
+    assert main([*args, *flags]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and not out.exists()
+
+
+def test_unwritable_out_is_refused_before_scoring(
+    tiny_checkpoint: Path, held_out: Path, tmp_path: Path, capsys
+) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    args = ["calibrate", str(tiny_checkpoint), "--normal", str(held_out)]
+    assert main([*args, "--out", str(taken / "calibration.json")]) == 2
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    assert main([*args, "--out", str(tmp_path / "c.json"), "--scores-out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, so no directory can be created" in err
+    assert f"--out {tmp_path} is a directory" in err and "--scores-out" in err
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_non_finite_threshold_is_refused(tiny_checkpoint: Path) -> None:
+    from flowedge.calibration.calibrate import CalibrationOptions, build_calibration
+    from flowedge.core.errors import ConfigError
+
+    card = ModelCard.load(tiny_checkpoint / "card.json")
+    huge = np.linspace(-1e306, 1e306, 50)  # finite scores, overflowing std
+    with pytest.raises(ConfigError, match="gives a threshold of inf"):
+        build_calibration(huge, card, CalibrationOptions(strategy="sigma", k=100))

@@ -110,3 +110,185 @@ def test_train_cli_flag_is_validated_like_the_file(
         and "detector.image_size" in err
         and "Traceback" not in err
     )
+
+
+# --- issue 10: what would fail at run time is refused at load ---------------------------
+
+FOLDER = {"name": "cam", "kind": "folder", "path": "x"}
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_threshold_is_refused(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "station.yaml"
+    path.write_text(f"model:\n  threshold: {value}\nsources: [{{name: a, kind: watch, path: x}}]\n")
+    with pytest.raises(ConfigError, match="model.threshold: Input should be a finite number"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "prefix, expected",
+    [
+        ("plant/#", "wildcards"),
+        ("plant/+/x", "wildcards"),
+        ("a\0b", "NUL"),
+        ("$SYS/flowedge", "must not start with '$'"),
+        ("", "must not be empty"),
+        ("plant//flowedge", "empty topic level"),
+        ("é" * 40_000, "MQTT allows at most 65535"),
+    ],
+)
+def test_topic_prefix_follows_the_mqtt_topic_rules(prefix: str, expected: str) -> None:
+    message = _error({"mqtt": {"topic_prefix": prefix}})
+    assert "mqtt.topic_prefix:" in message and expected in message
+    assert len(message) < 500  # a huge hostile value is shortened, not echoed
+
+
+def test_valid_multi_level_prefix_is_accepted() -> None:
+    assert parse_config({"mqtt": {"topic_prefix": "plant-a/vision"}}).mqtt.topic_prefix
+
+
+def test_names_used_in_topics_refuse_wildcards() -> None:
+    message = _error({"site": "a/#", "station": "s+", "sources": [{**FOLDER, "name": "c\0"}]})
+    for path in ("site:", "station:", "sources[0].name:"):
+        assert path in message
+
+
+def test_prefix_that_makes_topics_too_long_is_refused() -> None:
+    message = _error({"mqtt": {"topic_prefix": "p" * 65_520}, "sources": [FOLDER]})
+    assert "topics would be" in message
+
+
+@pytest.mark.parametrize(
+    "mqtt, path",
+    [
+        ({"keepalive_s": 70_000}, "mqtt.keepalive_s"),
+        ({"message_expiry_s": 2**32}, "mqtt.message_expiry_s"),
+        ({"client_id": ""}, "mqtt.client_id"),
+        ({"client_id": "x" * 70_000}, "mqtt.client_id"),
+        ({"client_id": "a\0b"}, "mqtt.client_id"),
+        ({"username": "u\0"}, "mqtt.username"),
+        ({"reconnect_min_s": 60, "reconnect_max_s": 30}, "mqtt"),
+        ({"tls": {"key_file": "client.key"}}, "mqtt.tls"),
+    ],
+)
+def test_mqtt_limits(mqtt: dict, path: str) -> None:
+    assert f"  {path}" in _error({"mqtt": mqtt})
+
+
+def test_mqtt_maximum_values_are_accepted() -> None:
+    cfg = parse_config({"mqtt": {"keepalive_s": 65535, "message_expiry_s": 2**32 - 1}})
+    assert cfg.mqtt.keepalive_s == 65535
+
+
+@pytest.mark.parametrize("pattern", ["../*.png", "*.png,sub/../../*.png", "/etc/*", "C:\\x\\*.png"])
+def test_patterns_stay_inside_the_source_folder(pattern: str) -> None:
+    message = _error({"sources": [{**FOLDER, "pattern": pattern}]})
+    assert "sources[0].pattern:" in message
+
+
+def test_empty_pattern_list_is_refused() -> None:
+    assert "at least one file pattern" in _error({"sources": [{**FOLDER, "pattern": " , "}]})
+
+
+def _station_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "station.yaml"
+    path.write_text("sources:\n  - {name: cam, kind: folder, path: x}\n" + text)
+    return path
+
+
+def test_a_station_needs_a_source(tmp_path: Path) -> None:
+    path = tmp_path / "station.yaml"
+    path.write_text("sources: []\n")
+    with pytest.raises(ConfigError, match="sources: a station needs at least one source"):
+        load_config(path)
+
+
+def test_username_without_password_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STATION_PW", raising=False)
+    path = _station_file(tmp_path, "mqtt:\n  username: station3\n  password_env: STATION_PW\n")
+    with pytest.raises(ConfigError, match="STATION_PW is empty or unset"):
+        load_config(path)
+    monkeypatch.setenv("STATION_PW", "secret")
+    assert load_config(path).mqtt.resolved_password() == "secret"
+
+
+def test_username_from_the_environment_needs_a_password_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWEDGE_MQTT_USERNAME", "station3")
+    monkeypatch.delenv("FLOWEDGE_MQTT_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="FLOWEDGE_MQTT_PASSWORD"):
+        load_config(_station_file(tmp_path, ""))
+
+
+def test_unreadable_tls_files_are_named(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("x")
+    path = _station_file(
+        tmp_path, f"mqtt:\n  tls:\n    ca_file: {ca}\n    cert_file: {tmp_path / 'absent.crt'}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "mqtt.tls.cert_file: cannot read" in str(info.value)
+    assert "ca_file" not in str(info.value)
+
+
+def test_disabled_mqtt_needs_no_credentials(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("FLOWEDGE_MQTT_PASSWORD", raising=False)
+    path = _station_file(tmp_path, "mqtt:\n  enabled: false\n  username: u\n")
+    assert not load_config(path).mqtt.enabled
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "site: a\nstation: b\nsite: c\n",
+            "line 3, column 1: not valid YAML: duplicate key 'site'",
+        ),
+        ("mqtt:\n  port: 1\n  port: 2\n", "duplicate key 'port' (first given on line 2)"),
+        (
+            "a: &a [x, x]\nb: [*a, *a]\n",
+            "line 2, column 5: not valid YAML: alias *a is not allowed",
+        ),
+        ("x: \x00\n", "not valid YAML"),
+    ],
+)
+def test_yaml_duplicates_and_aliases_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "station.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"config file {path}") and expected in str(info.value)
+
+
+def test_billion_laughs_is_refused_before_expansion(tmp_path: Path) -> None:
+    levels = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(levels) + "\n")
+    with pytest.raises(ConfigError, match="alias \\*l0 is not allowed"):
+        load_config(path)
+
+
+def test_oversized_and_non_utf8_files_are_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="too large for a configuration file"):
+        load_config(big)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"site: caf\xe9\n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(latin)
+
+
+def test_train_reads_its_sections_with_the_same_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("training:\n  epochs: 1\n  epochs: 2\n")
+    code = main(["train", str(tmp_path), "--out", str(tmp_path / "out"), "--config", str(path)])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and "duplicate key 'epochs'" in err and "Traceback" not in err

@@ -9,12 +9,20 @@ import onnx
 
 from flowedge.cli import main
 from flowedge.core import metadata
+from flowedge.core.card import ModelCard
 from flowedge.export.onnx_graph import get_metadata
 
 
+def _calibration(path: Path, weights_sha256: str) -> Path:
+    """The two keys export reads: the threshold and the weights it is bound to."""
+    data = {"threshold": 0.5, "weights_sha256": weights_sha256}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
 def test_export_onnx_fp32_and_fp16(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    calibration = tmp_path / "calibration.json"
-    calibration.write_text(json.dumps({"threshold": 0.5}), encoding="utf-8")
+    card = ModelCard.load(tiny_checkpoint / "card.json")
+    calibration = _calibration(tmp_path / "calibration.json", card.weights_sha256)
     out = tmp_path / "model.onnx"
     assert (
         main(
@@ -65,3 +73,30 @@ def test_bad_calibration_file_is_a_usage_error(
         ]
     )
     assert code == 2 and "threshold" in capsys.readouterr().err
+
+
+def test_calibration_of_another_model_is_refused_before_export(
+    tiny_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "model.onnx"
+    args = ["export", "onnx", str(tiny_checkpoint), "--out", str(out), "--calibration"]
+    foreign = _calibration(tmp_path / "foreign.json", "0" * 64)
+    assert main([*args, str(foreign)]) == 4
+    unbound = tmp_path / "unbound.json"
+    unbound.write_text(json.dumps({"threshold": 0.5}), encoding="utf-8")
+    assert main([*args, str(unbound)]) == 4
+    err = capsys.readouterr().err
+    assert "belongs to weights 000000000000, not to the exported model" in err
+    assert "names no 'weights_sha256'" in err and not out.exists()
+
+
+def test_unusable_out_is_refused_before_export(
+    tiny_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert main(["export", "onnx", str(tiny_checkpoint), "--out", str(taken / "m.onnx")]) == 2
+    assert main(["export", "onnx", str(tiny_checkpoint), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, so no directory can be created" in err and "is a directory" in err
+    assert "Traceback" not in err

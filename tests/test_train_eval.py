@@ -14,7 +14,7 @@ from conftest import tiny_detector_config, tiny_training_config
 
 from flowedge.cli import main
 from flowedge.core.card import ModelCard
-from flowedge.core.errors import EXIT_CHECK, EXIT_DATA, EXIT_MODEL, CheckFailedError
+from flowedge.core.errors import EXIT_CHECK, EXIT_DATA, EXIT_MODEL, EXIT_USAGE, CheckFailedError
 from flowedge.flows.cmd_train import build_configs
 from flowedge.flows.config import DetectorConfig, TrainingConfig
 from flowedge.flows.metrics import auroc, detection_report, f1_max, image_auroc, pixel_auroc
@@ -274,3 +274,24 @@ def test_eval_cli_target_and_mismatch_exit_codes(
     assert main(["eval", str(broken), *args]) == EXIT_MODEL
     err = capsys.readouterr().err
     assert "below the target" in err and "does not match the card" in err and "Traceback" not in err
+
+
+# --- output paths are checked before the work (issue 10) ---------------------------
+
+
+def test_out_that_is_an_existing_file_is_refused_before_the_work(
+    tiny_checkpoint: Path,
+    synthetic_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("someone's notes")
+    train = ["train", str(synthetic_dataset), "--out", str(taken), "--backbone-weights", "none"]
+    assert main(train) == EXIT_USAGE
+    evaluate = ["eval", str(tiny_checkpoint), str(synthetic_dataset), "--out", str(taken / "sub")]
+    assert main(evaluate) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--out" in err and "is an existing file, not a directory" in err
+    assert f"{taken} is a file, so no directory can be created under it" in err
+    assert "Traceback" not in err and taken.read_text() == "someone's notes"

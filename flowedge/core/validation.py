@@ -11,9 +11,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors: a typo in config.yaml must not be ignored silently."""
+    """Unknown keys are errors: a typo in config.yaml must not be ignored silently.
 
-    model_config = ConfigDict(extra="forbid")
+    NaN and infinity are refused for every float: ``threshold: .nan`` would turn every
+    decision into an error, ``reconnect_max_s: .inf`` would wait forever.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """A 70 kB hostile value must not become a 70 kB log line."""
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -28,6 +37,6 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             message = "unknown key (check the spelling against config.yaml)"
         value = error.get("input")
         quiet = error["type"] in ("missing", "extra_forbidden") or isinstance(value, dict)
-        got = "" if quiet else f" (got {value!r})"  # a whole section would be noise
+        got = "" if quiet else f" (got {_shorten(repr(value))})"  # a whole section is noise
         lines.append(f"  {path or '<top level>'}: {message}{got}")
     return "\n".join(lines)
