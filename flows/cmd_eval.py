@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from flowedge.core.errors import CheckFailedError, DataError
+from flowedge.core.outpaths import check_output_dir
 from flowedge.flows.data.datasets import labelled_samples
 
 log = logging.getLogger(__name__)
-from flowedge.core.outpaths import check_output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,8 +86,8 @@ def log_plan(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.test_root.is_dir():
         raise DataError(f"test data folder {args.test_root} not found")
-    log_plan(args)
     check_output_dir(args.out)
+    log_plan(args)
     from flowedge.flows.evaluate import evaluate  # heavy: torch, timm, matplotlib
 
     report = evaluate(
