@@ -27,6 +27,7 @@ from flowedge.core.errors import BadInputError
 from flowedge.edge.config import FlowedgeConfig, SourceConfig
 from flowedge.edge.decision import Policy, decision_doc, encode, event_doc, write_heatmap
 from flowedge.edge.health import StageProgress
+from flowedge.edge.intake import journaled
 from flowedge.edge.metrics import Metrics
 from flowedge.edge.publisher import Topics
 from flowedge.edge.sample import Sample
@@ -198,6 +199,8 @@ class Pipeline:
         (a 30 fps camera on a slow model would otherwise flood the spool and the PLC)."""
         self._add("dropped")
         self.metrics.drops.labels(sample.source).inc()
+        if sample.intake_id is not None:  # intake journal (h6): counted as dropped, not lost
+            self.spool.drop_intake(sample.intake_id)
         with self._count_lock:
             self._unreported_drops[sample.source] = self._unreported_drops.get(sample.source, 0) + 1
         if time.monotonic() - self._last_drop_event.get(sample.source, -1e9) >= DROP_EVENT_EVERY_S:
@@ -264,11 +267,20 @@ class Pipeline:
 
     def _capture(self, source: Source) -> None:
         try:
-            for part_id, payload in source.frames(self.stop_capture):
+            # intake journal (h6): unanswered samples of a crashed run first, each new one
+            # journaled before it is queued
+            for frame, intake_id in journaled(self.spool, source, self.stop_capture):
                 t0 = time.perf_counter()
                 sample = Sample(
-                    source=source.name, part_id=part_id, payload=payload, modality=source.modality
+                    source=source.name,
+                    part_id=frame.part_id,
+                    payload=frame.payload,
+                    modality=source.modality,
+                    captured_utc=frame.captured_utc,
+                    intake_id=intake_id,
                 )
+                if frame.error is not None:
+                    self._bad_input(sample, frame.error)
                 if self.source_state.get(source.name) != "up":
                     self._source_state(source.name, True)
                 self.metrics.samples.labels(source.name).inc()
@@ -306,17 +318,18 @@ class Pipeline:
                 return
             t0 = time.perf_counter()
             sample.timings_ms["queue"] = round((t0 - sample.t_captured) * 1000.0, 3)
-            try:
-                if sample.modality != spec.modality:
-                    raise BadInputError(
-                        f"{sample.source}: {sample.modality} sample for a "
-                        f"{spec.modality} model; check the source configuration"
+            if sample.error is None:  # set at capture (h6): nothing to decode
+                try:
+                    if sample.modality != spec.modality:
+                        raise BadInputError(
+                            f"{sample.source}: {sample.modality} sample for a "
+                            f"{spec.modality} model; check the source configuration"
+                        )
+                    sample.tensor = get_preprocessor(sample.modality)(
+                        sample.payload, spec, f"{sample.source}/{sample.part_id}"
                     )
-                sample.tensor = get_preprocessor(sample.modality)(
-                    sample.payload, spec, f"{sample.source}/{sample.part_id}"
-                )
-            except BadInputError as exc:
-                self._bad_input(sample, str(exc))
+                except BadInputError as exc:
+                    self._bad_input(sample, str(exc))
             sample.payload = None
             sample.mark("preprocess", t0)
             self.metrics.stage_seconds.labels("preprocess").observe(
@@ -428,7 +441,7 @@ class Pipeline:
             )
             return self.topics.decision(sample.source), encode(doc)
 
-        self.spool.put_numbered(sample.source, build)
+        self.spool.put_numbered(sample.source, build, sample.intake_id)
         self.on_published()
         if self.spool.overflowed > self._overflow_seen:
             self.metrics.spool_overflow.inc(self.spool.overflowed - self._overflow_seen)

@@ -329,7 +329,7 @@ def test_a_dying_stage_ends_the_run_instead_of_hanging(tmp_path: Path) -> None:
     cfg = station_config(tmp_path)
     spool = Spool(cfg.spool.path, 100)
 
-    def disk_full(sensor, build):  # noqa: ANN001, ANN202
+    def disk_full(sensor, build, intake_id=None):  # noqa: ANN001, ANN202
         raise OSError(28, "No space left on device")
 
     spool.put_numbered = disk_full
@@ -399,52 +399,3 @@ def test_video_file_through_the_real_opencv_capture(tmp_path: Path) -> None:
     docs = decisions(rows)
     assert [d["part_id"] for d in docs] == [str(i) for i in range(1, 9)]
     assert all(d["decision"] in ("OK", "ANOMALY") for d in docs)
-
-
-def test_watch_source_picks_up_files_dropped_while_stopped(tmp_path: Path) -> None:
-    import os
-
-    from flowedge.edge.sources import WatchSource
-
-    def collect(source: WatchSource, stop: threading.Event, into: list[str]) -> threading.Thread:
-        def run() -> None:
-            into.extend(name for name, _ in source.frames(stop))
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
-    def drop(index: int, ahead_s: int) -> None:
-        write_images(watched, 1, start=index)
-        stamp = time.time_ns() + ahead_s * 10**9  # distinct, increasing mtimes
-        os.utime(watched / f"img_{index:04d}.png", ns=(stamp, stamp))
-
-    watched = tmp_path / "drop"
-    write_images(watched, 1)  # there before the very first start: not ours
-    cfg = station_config(
-        tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(watched)}]
-    )
-    spool = Spool(cfg.spool.path, 100)
-    first: list[str] = []
-    stop = threading.Event()
-    thread = collect(WatchSource(cfg.sources[0], lambda *a, **k: None, memory=spool), stop, first)
-    time.sleep(0.3)
-    drop(1, 1)
-    deadline = time.monotonic() + 5
-    while not first and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join()
-    assert first == ["img_0001.png"]
-    drop(2, 2)  # dropped while the service is down
-    drop(3, 3)
-    second: list[str] = []
-    stop = threading.Event()
-    thread = collect(WatchSource(cfg.sources[0], lambda *a, **k: None, memory=spool), stop, second)
-    deadline = time.monotonic() + 5
-    while len(second) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join()
-    spool.close()
-    assert second == ["img_0002.png", "img_0003.png"]
