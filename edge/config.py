@@ -108,6 +108,12 @@ class SourceConfig(Strict):
         None, gt=0, description="replay or capture rate; None: as fast as possible"
     )
     loop: bool = False  # folder replay: start again at the end
+    settle_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="watch: a file still changing (or without its end marker) this long "
+        "after it appeared is answered ERROR; a later complete version is answered again",
+    )
     backpressure: Literal["block", "drop_oldest"] = "block"
     queue_size: int = Field(8, ge=1)
     reconnect_min_s: float = Field(0.5, gt=0)

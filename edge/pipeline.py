@@ -24,6 +24,7 @@ from flowedge.edge.events import DropReporter, EventBus
 from flowedge.edge.fanin import FanIn
 from flowedge.edge.heatmaps import HeatmapWriter
 from flowedge.edge.metrics import Metrics
+from flowedge.edge.sample import Sample
 from flowedge.edge.source_states import SourceStates
 from flowedge.edge.sources import Source, make_source
 from flowedge.edge.spool import Spool
@@ -53,7 +54,7 @@ class Pipeline:
         self.finished = threading.Event()  # every stage has drained and ended
         self.failure: BaseException | None = None  # a stage died: the run ends with an error
         self._drops = DropReporter(self.events, self.counts, metrics)
-        self.fan_in = FanIn(cfg.sources, self._drops.dropped)
+        self.fan_in = FanIn(cfg.sources, self._dropped)
         to_infer: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         to_publish: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         heatmaps = HeatmapWriter(cfg.pipeline, backend.card.preprocess, self.events.emit)
@@ -65,6 +66,7 @@ class Pipeline:
         captures = [
             Capture(
                 src,
+                spool,
                 self.fan_in,
                 self.states,
                 self.counts,
@@ -131,6 +133,12 @@ class Pipeline:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)
+
+    def _dropped(self, sample: Sample) -> None:
+        """A drop_oldest drop closes the sample's journal row: counted and reported, not lost."""
+        if sample.intake_id is not None:
+            self.spool.drop_intake(sample.intake_id)
+        self._drops.dropped(sample)
 
     def sources_failed(self) -> str | None:
         """Why every source failed, None when any source ended normally or still runs."""

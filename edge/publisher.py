@@ -66,6 +66,7 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # paho mid -> spool row id
         self._cursor = 0  # highest spool row id handed to paho in this process
         self._stop = threading.Event()
+        self._stopping_reason = ""  # set by stop(): a reconnect then announces offline
         self._rebuild = False
         self._thread = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
         self.client = self._make_client()
@@ -151,7 +152,10 @@ class Publisher:
         self.last_error = ""
         self.metrics.broker_connected.set(1)
         log.info("MQTT: connected to %s:%d", self.mqtt_cfg.host, self.mqtt_cfg.port)
-        self.publish_status("online", "running")
+        if self._stopping_reason:
+            self.publish_status("offline", self._stopping_reason)
+        else:
+            self.publish_status("online", "running")
         self.wake()
 
     def _on_connect_fail(self, client, userdata) -> None:  # noqa: ANN001
@@ -234,6 +238,20 @@ class Publisher:
         self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
         self.client.loop_start()
 
+    def _announce_offline(self, reason: str, deadline: float) -> bool:
+        """Publish the retained ``offline`` status until the broker acknowledges it or time is up."""
+        while time.monotonic() < deadline:
+            if self.connected:
+                info = self.publish_status("offline", reason)
+                try:
+                    info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
+                except (RuntimeError, ValueError) as exc:  # lost the connection meanwhile
+                    log.debug("MQTT: offline status not confirmed yet: %s", exc)
+                if info.is_published():
+                    return True
+            time.sleep(0.05)
+        return False
+
     def flush(self, timeout_s: float) -> bool:
         """Wait until the spool is empty (all acknowledged); False on timeout."""
         deadline = time.monotonic() + timeout_s
@@ -245,17 +263,31 @@ class Publisher:
         return self.spool.count() == 0
 
     def stop(self, reason: str, flush_timeout_s: float = 5.0) -> None:
-        """Send what the broker takes within the timeout, publish ``offline``, disconnect.
+        """Send what the broker takes within the timeout, make the retained status ``offline``,
+        disconnect.
 
-        Whatever is not acknowledged stays in the spool for the next start.
+        A broker that is away when the station stops gets ``offline`` if it is back
+        within the timeout (paho keeps reconnecting meanwhile); after that the retained
+        status keeps its last value, and only a connection that dies without DISCONNECT
+        leaves it to the Last Will (docs/pipeline.md). Whatever is not acknowledged stays
+        in the spool for the next start.
         """
+        self._stopping_reason = reason
+        deadline = time.monotonic() + flush_timeout_s
         if self.connected:
             self.flush(flush_timeout_s)
-            info = self.publish_status("offline", reason)
-            try:
-                info.wait_for_publish(timeout=2.0)
-            except (RuntimeError, ValueError) as exc:
-                log.warning("MQTT: offline status not confirmed: %s", exc)
+        else:
+            log.info(
+                "MQTT: broker away while stopping; offline status sent if it is back within %.0f s",
+                flush_timeout_s,
+            )
+        if not self._announce_offline(reason, max(deadline, time.monotonic() + 2.0)):
+            log.warning(
+                "MQTT: broker %s:%d unreachable while stopping: the retained status may still "
+                "read online until the station starts again",
+                self.mqtt_cfg.host,
+                self.mqtt_cfg.port,
+            )
         self._stop.set()
         self.wake()
         self._thread.join(timeout=2.0)

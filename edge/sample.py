@@ -26,7 +26,8 @@ class Sample:
     part_id: str  # file name or frame counter: what the PLC matches the decision to
     payload: Any
     modality: str = "image"
-    seq: int = 0  # per-sensor, assigned (and persisted) when the sample enters the pipeline
+    seq: int = 0  # per-sensor, assigned (and persisted) with the decision
+    intake_id: int | None = None  # its intake journal row, closed with the decision (h6)
     captured_utc: str = field(default_factory=utc_now)
     t_captured: float = field(default_factory=time.perf_counter)
     timings_ms: dict[str, float] = field(default_factory=dict)

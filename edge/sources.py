@@ -1,8 +1,10 @@
-"""Sources yield ``(part_id, payload)`` pairs; the capture thread turns them into samples.
+"""Sources yield ``Frame``s; the capture thread journals each one and turns it into a sample.
 
 A source never stalls silently: a camera that cannot be opened or stops
 delivering frames reports an event, waits with exponential backoff and tries
-again, and reports again when it is back.
+again, and reports again when it is back. File sources remember what they took
+(``SourceMemory``, kept in the spool and written in the same transaction as the
+intake journal row), so a restart neither skips nor repeats a file.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from flowedge.core.errors import DataError
 from flowedge.edge.config import SourceConfig
+from flowedge.edge.sample import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +27,36 @@ log = logging.getLogger(__name__)
 EventSink = Callable[..., None]
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One captured sample as a source hands it over."""
+
+    part_id: str  # file name or frame counter: what the PLC matches the decision to
+    payload: Any  # a file path (decoded off the capture thread) or an in-memory frame
+    locator: str | None = None  # where the payload can be read again after a crash
+    remember: tuple[str, str] | None = None  # (key, value) the source keeps once journaled
+    error: str | None = None  # the source already knows the sample is bad: answered ERROR
+    captured_utc: str = field(default_factory=utc_now)
+
+
 class Source(Protocol):
     name: str
     modality: str
 
-    def frames(self, stop: threading.Event) -> Iterator[tuple[str, Any]]:
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
         """Yield samples until exhausted or ``stop`` is set."""
+
+
+class SourceMemory(Protocol):
+    """Persistent memory of the sources (the spool): survives restarts and crashes."""
+
+    def recall(self, source: str) -> dict[str, str]: ...
+
+    def remember(self, source: str, entries: dict[str, str]) -> None: ...
+
+    def prune_memory(self, source: str, keep: set[str], cap: int) -> int: ...
+
+    def pending_intake(self, source: str) -> list[Any]: ...
 
 
 class Pacer:
@@ -53,24 +81,42 @@ def _matching(folder: Path, patterns: list[str]) -> list[Path]:
     return sorted(files)
 
 
+def file_version(stat: Any) -> str:
+    """Size, mtime (ns) and inode: a file rewritten, replaced or moved in reads as a new version."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+
+
 class FolderSource:
-    """Replays a folder of images in name order at ``rate_hz`` (optionally looping)."""
+    """Replays a folder of images in name order at ``rate_hz`` (optionally looping).
+
+    The last file taken is remembered: after a crash or a stop the replay goes on
+    after it instead of starting again under new sequence numbers. A replay that
+    reached its end and left nothing unanswered starts again from the first file.
+    """
 
     modality = "image"
+    LAST = "last"  # memory key: path of the last file taken
 
-    def __init__(self, cfg: SourceConfig, events: EventSink) -> None:
-        self.name, self.cfg, self.events = cfg.name, cfg, events
+    def __init__(
+        self, cfg: SourceConfig, events: EventSink, memory: SourceMemory | None = None
+    ) -> None:
+        self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
+        # read before this run answers anything: samples left unanswered mean "cut short"
+        self.cut_short = memory is not None and bool(memory.pending_intake(self.name))
 
-    def frames(self, stop: threading.Event) -> Iterator[tuple[str, Any]]:
+    def _resume_after(self, files: list[Path]) -> Path | None:
+        last = self.memory.recall(self.name).get(self.LAST) if self.memory else None
+        if last is None:
+            return None
+        finished = not any(path > Path(last) for path in files)
+        return None if finished and not self.cut_short and not self.cfg.loop else Path(last)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
         folder = Path(self.cfg.path)
         pacer = Pacer(self.cfg.rate_hz)
+        files = self._listing(folder)
+        after = self._resume_after(files)
         while not stop.is_set():
-            if not folder.is_dir():  # a failure (unmounted, typo), not an end: exit non-zero
-                raise DataError(
-                    f"folder {folder} (sources[].path of {self.name}) does not exist or is "
-                    "not a directory; check the path and the mount"
-                )
-            files = _matching(folder, _patterns(self.cfg))
             if not files:
                 self.events(
                     self.name,
@@ -80,12 +126,25 @@ class FolderSource:
                 )
                 return
             for path in files:
+                if after is not None and path <= after:
+                    continue
                 if stop.is_set():
                     return
-                yield path.name, path  # decoded in the preprocess stage, off the capture thread
+                # decoded in the preprocess stage, off the capture thread
+                yield Frame(path.name, path, str(path), remember=(self.LAST, str(path)))
                 pacer.wait(stop)
             if not self.cfg.loop:
                 return
+            after = None
+            files = self._listing(folder)
+
+    def _listing(self, folder: Path) -> list[Path]:
+        if not folder.is_dir():  # a failure (unmounted, typo), not an end: exit non-zero
+            raise DataError(
+                f"folder {folder} (sources[].path of {self.name}) does not exist or is "
+                "not a directory; check the path and the mount"
+            )
+        return _matching(folder, _patterns(self.cfg))
 
 
 def looks_complete(path: Path, size: int) -> bool:
@@ -110,54 +169,64 @@ def looks_complete(path: Path, size: int) -> bool:
     return True  # other formats: size and mtime stability only
 
 
-class Watermark(Protocol):
-    """Persistent memory of a source (the spool): survives restarts."""
-
-    def watermark(self, source: str) -> int | None: ...
-
-    def set_watermark(self, source: str, value: int) -> None: ...
-
-
 class WatchSource:
-    """New image files dropped into a folder, each yielded once it is complete.
+    """Image files dropped into a folder (written in place, moved or copied in), each taken once.
+
+    A file version is (path, size, mtime, inode): a file moved in with an old mtime
+    (``mv``, ``cp -p``, ``rsync``) or overwritten under the same name is a new
+    version and is answered. Taken versions are remembered in the spool (pruned to
+    the files still present, then capped at ``history_cap``), so a restart picks up
+    what arrived while the station was down and redoes nothing. On the very first
+    start the files already there are not ours and are left alone.
 
     Complete: size and mtime unchanged across two polls and the format's end marker
-    present (vision systems write in place, sometimes with pauses). A file that never
-    completes is yielded after ``give_up_s`` so it is reported as bad input, not
-    ignored. The newest handled mtime is persisted (``memory``): after a restart, files
-    dropped while the service was down are picked up, older ones are not redone. On
-    the very first start, files already there are left alone.
+    present (vision systems write in place, sometimes with pauses). A version that
+    does not settle within ``settle_timeout_s`` is answered ERROR once; a later,
+    complete version of the file is answered again.
     """
 
     modality = "image"
     poll_s = 0.1
-    give_up_s = 10.0
+    history_cap = 100_000
+    STARTED = ""  # memory key present once the source has run (paths are never empty)
 
     def __init__(
-        self, cfg: SourceConfig, events: EventSink, memory: Watermark | None = None
+        self, cfg: SourceConfig, events: EventSink, memory: SourceMemory | None = None
     ) -> None:
         self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
+        self.taken_since_prune = 0
 
-    def _already_handled(self, folder: Path, patterns: list[str]) -> set[Path]:
-        mtimes: dict[Path, int] = {}
+    def _scan(self, folder: Path, patterns: list[str]) -> dict[str, str]:
+        """Path -> version of every matching file now."""
+        versions: dict[str, str] = {}
         for path in _matching(folder, patterns) if folder.is_dir() else []:
             try:
-                mtimes[path] = path.stat().st_mtime_ns
+                versions[str(path)] = file_version(path.stat())
             except OSError:
-                continue
-        mark = self.memory.watermark(self.name) if self.memory is not None else None
-        if mark is None:  # first start: what is there already is not ours
-            if self.memory is not None:
-                self.memory.set_watermark(self.name, max(mtimes.values(), default=0))
-            return set(mtimes)
-        return {path for path, mtime in mtimes.items() if mtime <= mark}
+                continue  # renamed or deleted between listing and stat
+        return versions
 
-    def frames(self, stop: threading.Event) -> Iterator[tuple[str, Any]]:
+    def _known(self, present: dict[str, str]) -> dict[str, str]:
+        """Versions already taken (or there at the very first start), pruned to ``present``."""
+        if self.memory is None:
+            return dict(present)
+        known = self.memory.recall(self.name)
+        if self.STARTED not in known:  # first start: what is there already is not ours
+            self.memory.remember(self.name, {self.STARTED: "1", **present})
+            return dict(present)
+        self._prune(set(present))
+        return {key: value for key, value in known.items() if key in present}
+
+    def _prune(self, present: set[str]) -> None:
+        if self.memory is not None:
+            self.memory.prune_memory(self.name, present | {self.STARTED}, self.history_cap)
+        self.taken_since_prune = 0
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
         folder = Path(self.cfg.path)
         patterns = _patterns(self.cfg)
-        seen = self._already_handled(folder, patterns)
-        sizes: dict[Path, tuple[int, int]] = {}
-        first_seen: dict[Path, float] = {}
+        known = self._known(self._scan(folder, patterns))
+        settling = Settling(self.cfg.settle_timeout_s)
         missing_reported = False
         while not stop.wait(self.poll_s):
             if not folder.is_dir():
@@ -166,25 +235,57 @@ class WatchSource:
                     missing_reported = True
                 continue
             missing_reported = False
-            for path in _matching(folder, patterns):
-                if path in seen:
+            present = self._scan(folder, patterns)
+            for key in known.keys() - present.keys():
+                del known[key]  # gone: the same name coming back is a new arrival
+            settling.forget_all_but(present)
+            if self.taken_since_prune >= self.history_cap:
+                self._prune(set(present))
+            for key, version in present.items():
+                if known.get(key) == version:
                     continue
-                try:
-                    stat = path.stat()
-                except OSError:
-                    continue  # renamed or deleted between listing and stat
-                signature = (stat.st_size, stat.st_mtime_ns)
-                waited = time.monotonic() - first_seen.setdefault(path, time.monotonic())
-                stable = sizes.get(path) == signature and stat.st_size > 0
-                sizes[path] = signature
-                if not (stable and looks_complete(path, stat.st_size)) and waited < self.give_up_s:
+                verdict = settling.check(key, version)
+                if verdict is None:
                     continue  # still being written: look again next poll
-                seen.add(path)
-                sizes.pop(path, None)
-                first_seen.pop(path, None)
-                if self.memory is not None:
-                    self.memory.set_watermark(self.name, stat.st_mtime_ns)
-                yield path.name, path
+                known[key] = version
+                self.taken_since_prune += 1
+                path = Path(key)
+                yield Frame(
+                    path.name,
+                    None if verdict else path,
+                    key,
+                    remember=(key, version),
+                    error=verdict or None,
+                )
+
+
+class Settling:
+    """Tells a finished file from one still being written, per path, with a time limit."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.last: dict[str, tuple[str, float]] = {}  # path -> (version, first seen)
+
+    def forget_all_but(self, present: dict[str, str]) -> None:
+        for key in self.last.keys() - present.keys():
+            del self.last[key]
+
+    def check(self, key: str, version: str) -> str | None:
+        """None: wait; "": complete, take it; otherwise why it is answered ERROR now."""
+        previous, first_seen = self.last.get(key, ("", time.monotonic()))
+        self.last[key] = (version, first_seen)
+        size = int(version.split(":")[0])
+        if previous == version and size > 0 and looks_complete(Path(key), size):
+            del self.last[key]
+            return ""
+        if time.monotonic() - first_seen < self.timeout_s:
+            return None
+        del self.last[key]
+        return (
+            f"{Path(key).name}: not a complete image after settle_timeout_s={self.timeout_s:g} s "
+            "(empty, still growing, or missing its PNG/JPEG end marker); answered ERROR for "
+            "this version of the file, a later complete version is answered again"
+        )
 
 
 CAPTURE_TIMEOUT_MS = 5000  # a network stream that hangs reads as lost (then reconnect)
@@ -223,7 +324,7 @@ class CameraSource:
         self.open_capture = open_capture
         self.on_state = on_state or (lambda name, ok: None)
 
-    def frames(self, stop: threading.Event) -> Iterator[tuple[str, Any]]:
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
         delay = self.cfg.reconnect_min_s
         frame_no = 0
         pacer = Pacer(self.cfg.rate_hz)
@@ -253,7 +354,7 @@ class CameraSource:
             delay = self.cfg.reconnect_min_s
             while ok and not stop.is_set():
                 frame_no += 1
-                yield str(frame_no), frame
+                yield Frame(str(frame_no), frame)  # in memory only: gone after a crash
                 pacer.wait(stop)
                 ok, frame = capture.read()
             capture.release()
@@ -262,11 +363,11 @@ class CameraSource:
 def make_source(
     cfg: SourceConfig,
     events: EventSink,
-    memory: Watermark | None = None,
+    memory: SourceMemory | None = None,
     on_state: Callable[[str, bool], None] | None = None,
 ) -> Source:
     if cfg.kind == "folder":
-        return FolderSource(cfg, events)
+        return FolderSource(cfg, events, memory)
     if cfg.kind == "watch":
         return WatchSource(cfg, events, memory)
     return CameraSource(cfg, events, on_state=on_state)

@@ -24,6 +24,7 @@ from flowedge.edge.decider import Decider
 from flowedge.edge.events import EventBus
 from flowedge.edge.fanin import END, FanIn
 from flowedge.edge.health import StageProgress
+from flowedge.edge.intake import journaled
 from flowedge.edge.metrics import Metrics
 from flowedge.edge.sample import Sample
 from flowedge.edge.source_states import SourceStates
@@ -49,6 +50,7 @@ class Capture:
     def __init__(
         self,
         source: Source,
+        spool: Spool,
         fan_in: FanIn,
         states: SourceStates,
         counts: Counts,
@@ -57,7 +59,8 @@ class Capture:
         stop: threading.Event,
         max_samples: int | None,
     ) -> None:
-        self.source, self.fan_in, self.states, self.counts = source, fan_in, states, counts
+        self.source, self.spool, self.fan_in = source, spool, fan_in
+        self.states, self.counts = states, counts
         self.metrics, self.events, self.stop, self.max_samples = metrics, events, stop, max_samples
 
     def run(self) -> None:
@@ -74,11 +77,19 @@ class Capture:
 
     def _capture(self) -> None:
         source = self.source
-        for part_id, payload in source.frames(self.stop):
+        # the unanswered samples of a crashed run first; each new one journaled before it queues
+        for frame, intake_id in journaled(self.spool, source, self.stop):
             t0 = time.perf_counter()
             sample = Sample(
-                source=source.name, part_id=part_id, payload=payload, modality=source.modality
+                source=source.name,
+                part_id=frame.part_id,
+                payload=frame.payload,
+                modality=source.modality,
+                captured_utc=frame.captured_utc,
+                intake_id=intake_id,
             )
+            if frame.error is not None:  # the source already judged it (e.g. never settled)
+                refuse(sample, frame.error, self.metrics, self.events)
             if self.states.get(source.name) != "up":
                 self.states.connected(source.name, True)
             self.metrics.samples.labels(source.name).inc()
@@ -123,6 +134,9 @@ class Preprocess:
         t0 = time.perf_counter()
         sample.timings_ms["queue"] = round((t0 - sample.t_captured) * 1000.0, 3)
         spec = self.spec
+        if sample.error is not None:  # refused at capture: nothing to decode
+            sample.payload = None
+            return
         try:
             if sample.modality != spec.modality:
                 raise BadInputError(
@@ -255,7 +269,7 @@ class Publish:
             sample.seq = seq
             return self.decider.message(sample, verdict)
 
-        self.spool.put_numbered(sample.source, build)
+        self.spool.put_numbered(sample.source, build, sample.intake_id)
         self.on_published()
         log.debug(
             "%s #%d %s: %s (score %s)",

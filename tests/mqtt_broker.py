@@ -38,7 +38,11 @@ def free_port() -> int:
 
 class Broker:
     def __init__(
-        self, workdir: Path, users: dict[str, str] | None = None, tls: dict[str, Path] | None = None
+        self,
+        workdir: Path,
+        users: dict[str, str] | None = None,
+        tls: dict[str, Path] | None = None,
+        persistent: bool = False,
     ) -> None:
         self.binary = require_mosquitto()
         self.port = free_port()
@@ -47,9 +51,17 @@ class Broker:
         # as root, mosquitto switches to user 'mosquitto', who cannot read pytest's tmp dirs
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "persistence false",
             f"user {getpass.getuser()}",
         ]
+        if persistent:  # saved after every change: sessions and queued messages survive SIGKILL
+            lines += [
+                "persistence true",
+                f"persistence_location {workdir}/",
+                "autosave_on_changes true",
+                "autosave_interval 1",
+            ]
+        else:
+            lines.append("persistence false")
         if tls:  # {ca, cert, key}: TLS listener that requires a client certificate from the CA
             lines += [
                 f"cafile {tls['ca']}",

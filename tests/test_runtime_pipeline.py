@@ -331,7 +331,7 @@ def test_a_dying_stage_ends_the_run_instead_of_hanging(tmp_path: Path) -> None:
     cfg = station_config(tmp_path)
     spool = Spool(cfg.spool.path, 100)
 
-    def disk_full(sensor, build):  # noqa: ANN001, ANN202
+    def disk_full(sensor, build, intake_id=None):  # noqa: ANN001, ANN202
         raise OSError(28, "No space left on device")
 
     spool.put_numbered = disk_full
@@ -401,64 +401,6 @@ def test_video_file_through_the_real_opencv_capture(tmp_path: Path) -> None:
     docs = decisions(rows)
     assert [d["part_id"] for d in docs] == [str(i) for i in range(1, 9)]
     assert all(d["decision"] in ("OK", "ANOMALY") for d in docs)
-
-
-def test_watch_source_picks_up_files_dropped_while_stopped(tmp_path: Path) -> None:
-    import os
-
-    from flowedge.edge.sources import WatchSource
-
-    class Collect(threading.Thread):
-        """Runs a watch source until ``stop``; ``wait_for(n)`` returns once n files came."""
-
-        def __init__(self, source: WatchSource) -> None:
-            super().__init__()
-            self.source, self.names, self.stop = source, [], threading.Event()
-            self.arrived = threading.Condition()
-            self.start()
-
-        def run(self) -> None:
-            for name, _ in self.source.frames(self.stop):
-                with self.arrived:
-                    self.names.append(name)
-                    self.arrived.notify_all()
-
-        def wait_for(self, count: int) -> list[str]:
-            with self.arrived:
-                self.arrived.wait_for(lambda: len(self.names) >= count, timeout=5)
-            self.stop.set()
-            self.join()
-            return self.names
-
-    def drop(index: int, ahead_s: int) -> None:
-        write_images(watched, 1, start=index)
-        stamp = time.time_ns() + ahead_s * 10**9  # distinct, increasing mtimes
-        os.utime(watched / f"img_{index:04d}.png", ns=(stamp, stamp))
-
-    watched = tmp_path / "drop"
-    write_images(watched, 1)  # there before the very first start: not ours
-    cfg = station_config(
-        tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(watched)}]
-    )
-    spool = Spool(cfg.spool.path, 100)
-    first = Collect(WatchSource(cfg.sources[0], lambda *a, **k: None, memory=spool))
-    wait_until(lambda: spool.watermark("line") is not None, 5, "the first start's snapshot")
-    drop(1, 1)
-    assert first.wait_for(1) == ["img_0001.png"]
-    drop(2, 2)  # dropped while the service is down
-    drop(3, 3)
-    second = Collect(WatchSource(cfg.sources[0], lambda *a, **k: None, memory=spool))
-    assert second.wait_for(2) == ["img_0002.png", "img_0003.png"]
-    spool.close()
-
-
-class AtThreshold(FakeBackend):
-    """Every score exactly at the test threshold (3.0)."""
-
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores, maps = super().infer(batch)
-        scores[:] = 3.0
-        return scores, maps
 
 
 def test_a_score_at_the_threshold_is_ok_in_message_metrics_and_heatmaps(tmp_path: Path) -> None:

@@ -1,0 +1,154 @@
+"""File sources through the intake journal, as the capture thread runs them: nothing skipped,
+nothing repeated, across restarts, moved-in files, overwrites and slow writers."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from runtime_fakes import station_config, write_images  # noqa: E402
+
+from flowedge.edge.intake import journaled  # noqa: E402
+from flowedge.edge.sources import FolderSource, Frame, WatchSource  # noqa: E402
+from flowedge.edge.spool import Spool  # noqa: E402
+
+OLD_NS = 978_307_200 * 10**9  # 2001-01-01: what `cp -p` or `rsync -t` of an old file keeps
+
+
+class Capture:
+    """A source's capture thread: journals every frame, answers (closes) each journal row."""
+
+    def __init__(self, spool: Spool, source: WatchSource | FolderSource) -> None:
+        self.spool, self.source = spool, source
+        self.frames: list[Frame] = []
+        self.changed = threading.Condition()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for frame, intake_id in journaled(self.spool, self.source, self.stop):
+            self.spool.put_numbered(self.source.name, lambda seq: ("t", b""), intake_id)
+            with self.changed:
+                self.frames.append(frame)
+                self.changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Frame]:
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.frames) >= count, timeout)
+            return list(self.frames)
+
+    def names(self) -> list[str]:
+        return [f.part_id for f in self.frames]
+
+    def close(self) -> list[str]:
+        self.stop.set()
+        self.thread.join()
+        return self.names()
+
+
+def watch(tmp_path: Path, **options: object) -> tuple[WatchSource, Path]:
+    folder = tmp_path / "drop"
+    folder.mkdir(exist_ok=True)
+    cfg = station_config(
+        tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(folder), **options}]
+    )
+    return WatchSource(cfg.sources[0], lambda *a, **k: None), folder
+
+
+def started(spool: Spool, source: WatchSource) -> Capture:
+    """Start capturing once the source has looked at the folder (first-start snapshot taken)."""
+    source.memory = spool
+    capture = Capture(spool, source)
+    deadline = time.monotonic() + 5
+    while WatchSource.STARTED not in spool.recall(source.name) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return capture
+
+
+def move_in(tmp_path: Path, folder: Path, index: int, old: bool = True) -> Path:
+    """A finished file moved into the folder, keeping an old mtime like mv / cp -p / rsync."""
+    [made] = write_images(tmp_path / "outside", 1, start=index)
+    if old:
+        os.utime(made, ns=(OLD_NS, OLD_NS))
+    return made.rename(folder / made.name)
+
+
+def test_moved_in_old_files_and_files_dropped_while_stopped_are_taken_once(
+    tmp_path: Path,
+) -> None:
+    source, folder = watch(tmp_path)
+    write_images(folder, 1)  # there before the very first start: not ours
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    capture = started(spool, source)
+    move_in(tmp_path, folder, 1)
+    capture.wait_for(1)
+    assert capture.close() == ["img_0001.png"]
+
+    move_in(tmp_path, folder, 2)  # while the station is down, older than anything taken
+    move_in(tmp_path, folder, 3, old=False)
+    again = started(spool, watch(tmp_path)[0])
+    again.wait_for(2)
+    time.sleep(0.3)  # a few more polls: nothing is taken twice
+    assert sorted(again.close()) == ["img_0002.png", "img_0003.png"]
+    spool.close()
+
+
+def test_a_file_overwritten_under_the_same_name_is_answered_again(tmp_path: Path) -> None:
+    source, folder = watch(tmp_path)
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    capture = started(spool, source)
+    target = move_in(tmp_path, folder, 1)
+    capture.wait_for(1)
+    target.write_bytes(write_images(tmp_path / "other", 1, start=5)[0].read_bytes())  # in place
+    capture.wait_for(2)
+    move_in(tmp_path, folder, 1)  # replaced by rename: same name, same content, new inode
+    capture.wait_for(3)
+    assert capture.close() == ["img_0001.png"] * 3
+    spool.close()
+
+
+def test_slow_writer_gets_one_error_per_version_then_its_finished_file(tmp_path: Path) -> None:
+    source, folder = watch(tmp_path, settle_timeout_s=0.5)
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    capture = started(spool, source)
+    data = write_images(tmp_path / "outside", 1)[0].read_bytes()
+    with open(folder / "slow.png", "wb") as handle:
+        handle.write(data[:40])  # stalls: no PNG end marker for longer than the limit
+        handle.flush()
+        [timed_out] = capture.wait_for(1)
+        assert timed_out.payload is None and "settle_timeout_s=0.5" in timed_out.error
+        handle.write(data[40:])
+    [_, finished] = capture.wait_for(2)
+    assert finished.error is None and finished.payload == folder / "slow.png"
+    time.sleep(0.3)
+    assert capture.close() == ["slow.png", "slow.png"]
+    assert [r.part_id for r in spool.pending_intake("line")] == []
+    spool.close()
+
+
+def test_folder_replay_resumes_after_a_crash_and_starts_over_once_complete(
+    tmp_path: Path,
+) -> None:
+    images = [p.name for p in write_images(tmp_path / "images", 5)]
+    cfg = station_config(tmp_path)
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    source = FolderSource(cfg.sources[0], lambda *a, **k: None, spool)
+    frames = journaled(spool, source, threading.Event())
+    for _ in range(2):  # two captured, none answered, then the process dies
+        next(frames)
+    spool.close()
+
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    after_crash = Capture(spool, FolderSource(cfg.sources[0], lambda *a, **k: None, spool))
+    after_crash.thread.join()
+    assert after_crash.names() == images  # the two journaled ones, then the rest: no repeats
+    fresh = Capture(spool, FolderSource(cfg.sources[0], lambda *a, **k: None, spool))
+    fresh.thread.join()
+    assert fresh.names() == images  # the previous replay finished: a new one
+    spool.close()
