@@ -207,7 +207,7 @@ def test_watch_source_waits_for_complete_files(tmp_path: Path) -> None:
     spool = Spool(cfg.spool.path, 100)
     pipeline = Pipeline(cfg, FakeBackend(), Policy(3.0), spool, Metrics(), max_samples=1)
     pipeline.start()
-    wait_until(lambda: spool.watermark("line") is not None, 5, "the watch source's snapshot")
+    wait_until(lambda: bool(spool.recall("line")), 5, "the watch source's snapshot")
     data = (tmp_path / "src" / "img_0001.png").read_bytes()
     with open(watched / "new.png", "wb") as handle:  # written in two parts, slowly
         handle.write(data[:40])
@@ -403,6 +403,15 @@ def test_video_file_through_the_real_opencv_capture(tmp_path: Path) -> None:
     assert all(d["decision"] in ("OK", "ANOMALY") for d in docs)
 
 
+class AtThreshold(FakeBackend):
+    """Every score exactly at the test threshold (3.0)."""
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, maps = super().infer(batch)
+        scores[:] = 3.0
+        return scores, maps
+
+
 def test_a_score_at_the_threshold_is_ok_in_message_metrics_and_heatmaps(tmp_path: Path) -> None:
     write_images(tmp_path / "images", 3)
     heat = tmp_path / "heat"
@@ -476,7 +485,9 @@ class BrokenSource:
         self.name = cfg.name
 
     def frames(self, stop: threading.Event):  # noqa: ANN201
-        yield "1", np.full((40, 40, 3), 10, dtype=np.uint8)
+        from flowedge.edge.sources import Frame
+
+        yield Frame("1", np.full((40, 40, 3), 10, dtype=np.uint8))
         raise RuntimeError("USB device disconnected")
 
 
