@@ -97,7 +97,7 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Broker)
         tmp_path,
         mqtt=mqtt_section(broker),
         sources=[
-            {"name": "cam1", "kind": "folder", "path": str(tmp_path / "images"), "rate_hz": 40}
+            {"name": "cam1", "kind": "folder", "path": str(tmp_path / "images"), "rate_hz": 10}
         ],
     )
     sub = Subscriber(broker.port, topic="plant/+/+/decision".replace("plant", "flowedge/plant"))
