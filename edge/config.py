@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from flowedge.calibration.config import DriftConfig
 from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Strict, format_validation_error
-from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.config import DetectorConfig, TrainingConfig, default_detector_config
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
 
@@ -117,7 +117,7 @@ class FlowedgeConfig(Strict):
     site: Name = "site"
     station: Name = "station"
     model: ModelConfig = Field(default_factory=ModelConfig)
-    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    detector: DetectorConfig = Field(default_factory=default_detector_config)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)

@@ -12,7 +12,12 @@ from pydantic import ValidationError
 from flowedge.core.card import INTENSITIES
 from flowedge.core.errors import ConfigError, DataError
 from flowedge.core.validation import format_validation_error
-from flowedge.flows.config import DetectorConfig, TrainingConfig, TrainingSections
+from flowedge.flows.config import (
+    DETECTOR_KINDS,
+    ImageDetectorConfig,
+    TrainingConfig,
+    TrainingSections,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, help="config.yaml whose 'detector' and 'training' sections are used"
     )
-    parser.add_argument(
-        "--detector", choices=["csflow", "gaussian"], help="overrides detector.kind"
-    )
+    parser.add_argument("--detector", choices=DETECTOR_KINDS, help="overrides detector.kind")
     parser.add_argument("--epochs", type=int, help="overrides training.epochs")
     parser.add_argument("--batch-size", type=int, help="overrides training.batch_size")
     parser.add_argument("--image-size", type=int, help="overrides detector.image_size")
@@ -76,7 +79,7 @@ def _sections(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     return sections[0], sections[1]
 
 
-def build_configs(args: argparse.Namespace) -> tuple[DetectorConfig, TrainingConfig]:
+def build_configs(args: argparse.Namespace) -> tuple[ImageDetectorConfig, TrainingConfig]:
     """Config file sections with the command-line flags on top, validated together."""
     detector, training = _sections(args.config)
     overrides = {
