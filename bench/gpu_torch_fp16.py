@@ -99,7 +99,7 @@ def forwards(detector, device: torch.device) -> dict[str, Forward]:
         with torch.autocast(device.type, dtype=torch.float16):
             z = detector.latents(detector.features(x))
         with torch.autocast(device.type, enabled=False):
-            return detector.reduce([t.float() for t in z], (x.shape[-2], x.shape[-1]))
+            return detector.reduce([t.float() for t in z], detector.map_shape())
 
     def fp16_naive_sum(x):
         # CS-Flow's mean of z**2/2, but with the sum of squares held in an fp16 tensor
