@@ -32,31 +32,27 @@ from flowedge.core.card import ModelCard  # noqa: E402
 from flowedge.export.fp16 import to_fp16, to_fp16_naive  # noqa: E402
 from flowedge.export.onnx_export import export_onnx  # noqa: E402
 from flowedge.export.parity import compare, fp16_faithful_infer, synthetic_samples  # noqa: E402
+from flowedge.flows.config import DETECTOR_KINDS  # noqa: E402
 
 
 def untrained(kind: str, size: int) -> tuple[torch.nn.Module, ModelCard]:
     """A default-shaped detector with a random backbone, fitted once on random inputs."""
-    from flowedge.core.card import ModelCard
-    from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
-    from flowedge.flows.detectors import build_detector
+    from dataclasses import replace
 
-    det_cfg = DetectorConfig(kind=kind, backbone=BackboneConfig(weights="none"), image_size=size)
-    detector = build_detector(det_cfg, TrainingConfig(epochs=1, batch_size=4))
+    from flowedge.flows.config import BackboneConfig, TrainingConfig, detector_config_model
+    from flowedge.flows.detectors import build_detector
+    from flowedge.flows.fit import fit_detector
+    from flowedge.flows.train import build_card
+
+    det_cfg = detector_config_model(kind)(backbone=BackboneConfig(weights="none"), image_size=size)
+    detector = build_detector(det_cfg)
     detector.eval()
-    spec = detector.preprocess_spec()
+    spec = detector.input_spec()
     x = torch.from_numpy(synthetic_samples(spec, 4, 4))
     with torch.no_grad():
         feats = detector.features(x)
-    detector.fit(lambda: [feats], epochs=1)
-    detector.eval()
-    card = ModelCard(
-        detector=kind,
-        detector_params=det_cfg.model_dump(),
-        backbone={},
-        preprocess=spec,
-        score=detector.score_spec(),
-        weights_sha256="0" * 64,
-    )
+    fit_detector(detector, lambda: [(feats, None)], TrainingConfig(epochs=1, batch_size=4))
+    card = replace(build_card(detector, det_cfg, {}), weights_sha256="0" * 64)
     return detector, card
 
 
@@ -111,7 +107,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--detectors", default="csflow,gaussian")
+    parser.add_argument("--detectors", default=",".join(DETECTOR_KINDS))
     parser.add_argument("--size", type=int, default=384, help="input side for untrained detectors")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)

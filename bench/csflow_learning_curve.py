@@ -1,6 +1,6 @@
 """CS-Flow's learning curve on MTD: image AUROC every few epochs, for several score reductions.
 
-One training run (the real ``CSFlow.fit`` on cached features, see
+One training run (the real training loop on cached features, see
 bench/mtd_accuracy.py) is evaluated after every ``--every`` epochs. Besides the
 paper's score (mean of z**2 over all scales, ``mean_all``) it reports reductions
 a user might expect to be better for small defects, so the choice is measured,
@@ -24,9 +24,10 @@ import torch
 from mtd_accuracy import DATA, cached_features
 from sklearn.metrics import roc_auc_score
 
-from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.config import CSFlowConfig, TrainingConfig
 from flowedge.flows.detectors import build_detector
 from flowedge.flows.detectors.base import Detector
+from flowedge.flows.fit import fit_detector
 
 PAPER_LR = 2e-4
 
@@ -46,8 +47,8 @@ def reductions(detector: Detector, latents: list[torch.Tensor]) -> dict[str, tor
 
 def learning_curve(args: argparse.Namespace, lr: float) -> list[dict]:
     torch.manual_seed(args.seed)
-    det = DetectorConfig(hidden_channels=args.hidden, image_size=args.image_size)
-    detector = build_detector(det, TrainingConfig(lr=lr, epochs=args.epochs, seed=args.seed))
+    det = CSFlowConfig(hidden_channels=args.hidden, image_size=args.image_size)
+    detector = build_detector(det)
     data = cached_features(detector, det, args)
     labels = [s.label for s in data["test_samples"]]
     generator = torch.Generator().manual_seed(args.seed)
@@ -73,7 +74,7 @@ def learning_curve(args: argparse.Namespace, lr: float) -> list[dict]:
     epochs_done = 0
 
     def batches():
-        """Called by fit once per epoch, so the model here has finished ``epochs_done`` epochs."""
+        """Called by the loop once per epoch, so the model here has finished ``epochs_done``."""
         nonlocal epochs_done
         if epochs_done and epochs_done % args.every == 0:
             evaluate(epochs_done)
@@ -81,9 +82,9 @@ def learning_curve(args: argparse.Namespace, lr: float) -> list[dict]:
         order = torch.randperm(data["n_train"], generator=generator)
         for begin in range(0, len(order), args.batch_size):
             index = order[begin : begin + args.batch_size]
-            yield [f[index] for f in data["train"]]
+            yield [f[index] for f in data["train"]], None
 
-    detector.fit(batches, args.epochs)
+    fit_detector(detector, batches, TrainingConfig(lr=lr, epochs=args.epochs, seed=args.seed))
     evaluate(args.epochs)
     return rows
 
@@ -93,7 +94,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DATA)
-    defaults = DetectorConfig()
+    defaults = CSFlowConfig()
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
     parser.add_argument("--hidden", type=int, default=defaults.hidden_channels)
     parser.add_argument("--lr", type=float, default=TrainingConfig().lr)

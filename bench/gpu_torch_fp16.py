@@ -24,21 +24,29 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flowedge.export.parity import compare, synthetic_samples  # noqa: E402
-from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig  # noqa: E402
+from flowedge.flows.config import (  # noqa: E402
+    DETECTOR_KINDS,
+    BackboneConfig,
+    TrainingConfig,
+    default_detector_config,
+    detector_config_model,
+)
 from flowedge.flows.detectors import build_detector  # noqa: E402
+from flowedge.flows.fit import fit_detector  # noqa: E402
 
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def make_detector(kind: str, size: int, device: torch.device, fit_epochs: int):
-    det_cfg = DetectorConfig(kind=kind, backbone=BackboneConfig(weights="none"), image_size=size)
-    detector = build_detector(det_cfg, TrainingConfig(epochs=fit_epochs, batch_size=8)).to(device)
-    spec = detector.preprocess_spec()
+    det_cfg = detector_config_model(kind)(backbone=BackboneConfig(weights="none"), image_size=size)
+    detector = build_detector(det_cfg).to(device)
+    spec = detector.input_spec()
     normal = torch.from_numpy(synthetic_samples(spec, 16, 0)).to(device)
     detector.eval()
     with torch.no_grad():
         feats = list(detector.features(normal))
-    detector.fit(lambda: [feats], epochs=fit_epochs)  # a short fit so z is roughly N(0, 1)
+    # a short fit so z is roughly N(0, 1)
+    fit_detector(detector, lambda: [(feats, None)], TrainingConfig(epochs=fit_epochs, batch_size=8))
     return detector.eval(), spec
 
 
@@ -91,7 +99,7 @@ def forwards(detector, device: torch.device) -> dict[str, Forward]:
         with torch.autocast(device.type, dtype=torch.float16):
             z = detector.latents(detector.features(x))
         with torch.autocast(device.type, enabled=False):
-            return detector.reduce([t.float() for t in z], (x.shape[-2], x.shape[-1]))
+            return detector.reduce([t.float() for t in z], detector.map_shape())
 
     def fp16_naive_sum(x):
         # CS-Flow's mean of z**2/2, but with the sum of squares held in an fp16 tensor
@@ -146,7 +154,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--detector", default="csflow")
+    parser.add_argument("--detector", choices=DETECTOR_KINDS, default=DETECTOR_KINDS[0])
     parser.add_argument("--checkpoint", type=Path, help="trained checkpoint (default: untrained)")
     parser.add_argument("--data", type=Path, help="MVTec-layout root: AUROC fp32 vs fp16 on test/")
     parser.add_argument("--size", type=int, default=None, help="input side (default: the config's)")
@@ -156,7 +164,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
-    size = args.size or DetectorConfig().image_size
+    size = args.size or default_detector_config().image_size
     torch.backends.cudnn.benchmark = True
     if args.checkpoint:
         from flowedge.flows.checkpoint import load_checkpoint

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from flowedge.core.card import INTENSITIES
-from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
+from flowedge.flows.config import (
+    DETECTOR_KINDS,
+    BackboneConfig,
+    CSFlowConfig,
+    ImageDetectorConfig,
+    TrainingConfig,
+    detector_config_model,
+)
 from flowedge.flows.data.datasets import (
     LoadSummary,
     iter_batches,
@@ -31,6 +38,7 @@ from flowedge.flows.data.datasets import (
 )
 from flowedge.flows.detectors import build_detector
 from flowedge.flows.detectors.base import Detector, Features
+from flowedge.flows.fit import fit_detector
 from flowedge.flows.metrics import detection_report
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
@@ -40,20 +48,16 @@ def extract(detector: Detector, samples: list, batch_size: int) -> tuple[Feature
     """Backbone features of all samples, concatenated per feature tensor, and the seconds it took."""
     start = time.perf_counter()
     chunks: list[Features] = []
-    for batch, _ in iter_batches(
-        samples, detector.preprocess_spec(), batch_size, LoadSummary("bench")
-    ):
+    for batch, _ in iter_batches(samples, detector.input_spec(), batch_size, LoadSummary("bench")):
         chunks.append(detector.features(torch.from_numpy(batch)))
     feats = [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
     return feats, time.perf_counter() - start
 
 
-def cached_features(detector: Detector, det: DetectorConfig, args: argparse.Namespace) -> dict:
+def cached_features(detector: Detector, det: ImageDetectorConfig, args: argparse.Namespace) -> dict:
     key = f"{det.backbone.name}_i{'-'.join(map(str, det.backbone.out_indices))}_s{det.image_size}"
     key += f"_{det.intensity}"
-    key += (
-        f"_n{det.n_scales if det.kind == 'csflow' else 1}_{det.interpolation}_pool"  # area pyramid
-    )
+    key += f"_n{getattr(det, 'n_scales', 1)}_{det.interpolation}_pool"  # area pyramid
     path = Path(args.cache_dir) / f"{key}.pt"
     if path.is_file():
         return torch.load(path, weights_only=False)
@@ -81,8 +85,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--detector", choices=("csflow", "gaussian"), default="csflow")
-    defaults_det, defaults_train = DetectorConfig(), TrainingConfig()
+    parser.add_argument("--detector", choices=DETECTOR_KINDS, default="csflow")
+    defaults_det, defaults_train = CSFlowConfig(), TrainingConfig()
     parser.add_argument("--image-size", type=int, default=defaults_det.image_size)
     parser.add_argument(
         "--out-index", type=int, nargs="+", default=defaults_det.backbone.out_indices
@@ -101,20 +105,24 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     kernels = defaults_det.kernel_sizes
-    det = DetectorConfig(
-        kind=args.detector,
+    shared = dict(
         backbone=BackboneConfig(out_indices=args.out_index),
         image_size=args.image_size,
         intensity=args.intensity,
+    )
+    flow = dict(
         n_scales=args.n_scales,
         hidden_channels=args.hidden,
         n_blocks=len(kernels),
         kernel_sizes=kernels,
     )
+    det = detector_config_model(args.detector)(
+        **shared, **(flow if args.detector == "csflow" else {})
+    )
     train_cfg = TrainingConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
     )
-    detector = build_detector(det, train_cfg)
+    detector = build_detector(det)
     data = cached_features(detector, det, args)
 
     generator = torch.Generator().manual_seed(args.seed)
@@ -123,7 +131,7 @@ def main() -> None:
         order = torch.randperm(data["n_train"], generator=generator)
         for start in range(0, len(order), args.batch_size):
             index = order[start : start + args.batch_size]
-            yield [f[index] for f in data["train"]]
+            yield [f[index] for f in data["train"]], None
 
     losses: list[float] = []
     start = time.perf_counter()
@@ -139,21 +147,21 @@ def main() -> None:
         epoch_of.append(info["epoch"])
 
     epoch_of: list[int] = []
-    summary = detector.fit(batches, args.epochs, progress)
+    summary = fit_detector(detector, batches, train_cfg, progress)
     fit_s = time.perf_counter() - start
 
     detector.eval()
-    size = (det.image_size, det.image_size)
     scores, maps = [], []
     with torch.no_grad():
         for begin in range(0, len(data["test"][0]), 32):
             score, amap = detector.reduce(
-                detector.latents([f[begin : begin + 32] for f in data["test"]]), size
+                detector.latents([f[begin : begin + 32] for f in data["test"]]),
+                detector.map_shape(),
             )
             scores.append(score)
             maps.extend(m.numpy() for m in amap)
     samples = data["test_samples"]
-    spec = detector.preprocess_spec()
+    spec = detector.input_spec()
     report = detection_report(
         [s.label for s in samples],
         [s.defect for s in samples],

@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
+from flowedge.core.card import PreprocessSpec
 from flowedge.flows.backbones import build_backbone
-from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
+from flowedge.flows.config import BackboneConfig, TrainingConfig, detector_config_model
 from flowedge.flows.data.datasets import labelled_samples, training_samples
-from flowedge.flows.detectors.csflow import CSFlow
-from flowedge.flows.detectors.gaussian import GaussianAD
+from flowedge.flows.detectors import registered_detectors
+from flowedge.flows.fit import fit_detector
 from flowedge.modalities.image import load_tensor
 
 STAGE_OF = {16: 0, 32: 1}  # position in the shared out_indices [3, 4] of Lite0
@@ -45,9 +46,6 @@ SETTINGS = [
 @torch.no_grad()
 def pyramid(paths: list[Path], size: int, device: str, backbone) -> list[list[torch.Tensor]]:
     """Per stage (16, 32): features at input scales 1, 1/2, 1/4, for all images."""
-    spec = DetectorConfig(image_size=size)
-    from flowedge.core.card import PreprocessSpec
-
     spec = PreprocessSpec(height=size, width=size, interpolation="area")
     with ThreadPoolExecutor(8) as pool:
         images = np.stack(list(pool.map(lambda p: load_tensor(p, spec), paths)))
@@ -105,29 +103,26 @@ def main() -> None:
             print(f"features at {size}: {time.perf_counter() - start:.1f} s", flush=True)
         train_feats, test_feats = (c[STAGE_OF[stride]] for c in cache[size])
         torch.manual_seed(0)
-        det = DetectorConfig(
-            kind=kind,
-            image_size=size,
-            hidden_channels=max(hidden, 8),
-            backbone=BackboneConfig(out_indices=[STAGE_OF[stride] + 3]),
+        flow = {"hidden_channels": hidden} if kind == "csflow" else {}
+        det = detector_config_model(kind)(
+            image_size=size, backbone=BackboneConfig(out_indices=[STAGE_OF[stride] + 3]), **flow
         )
         stage_info = {
             **info,
             "channels": [info["channels"][STAGE_OF[stride]]],
             "reductions": [stride],
         }
-        cls = CSFlow if kind == "csflow" else GaussianAD
-        detector = cls(det, TrainingConfig(epochs=epochs), backbone, stage_info).to(args.device)
+        detector = registered_detectors()[kind](det, backbone, stage_info).to(args.device)
         n = len(train_paths)
         feats = train_feats if kind == "csflow" else train_feats[:1]
 
         def batches(feats=feats, n=n):
             order = torch.randperm(n)
             for i in range(0, n, 16):
-                yield [f[order[i : i + 16]] for f in feats]
+                yield [f[order[i : i + 16]] for f in feats], None
 
         start = time.perf_counter()
-        detector.fit(batches, epochs)
+        fit_detector(detector, batches, TrainingConfig(epochs=epochs))
         fit_s = time.perf_counter() - start
         detector.eval()
         result = {

@@ -43,30 +43,21 @@ def demo_checkpoint(size: int, out: Path) -> Path:
     """A default-shaped CS-Flow (random backbone) fitted once on noise: latency needs no training."""
     import torch
 
-    from flowedge.core.card import ModelCard
     from flowedge.flows.checkpoint import save_checkpoint
-    from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
+    from flowedge.flows.config import BackboneConfig, CSFlowConfig, TrainingConfig
     from flowedge.flows.detectors import build_detector
+    from flowedge.flows.fit import fit_detector
+    from flowedge.flows.train import build_card
 
-    det_cfg = DetectorConfig(
-        kind="csflow", backbone=BackboneConfig(weights="none"), image_size=size
-    )
+    det_cfg = CSFlowConfig(backbone=BackboneConfig(weights="none"), image_size=size)
     train_cfg = TrainingConfig(epochs=1, batch_size=2)
-    detector = build_detector(det_cfg, train_cfg)
-    spec = detector.preprocess_spec()
+    detector = build_detector(det_cfg)
+    spec = detector.input_spec()
     x = torch.randn(2, spec.channels, spec.height, spec.width)
     with torch.no_grad():
         feats = detector.features(x)
-    detector.fit(lambda: [feats], epochs=1)
-    detector.eval()
-    card = ModelCard(
-        detector="csflow",
-        detector_params=det_cfg.model_dump(mode="json"),
-        backbone={},
-        preprocess=spec,
-        score=detector.score_spec(),
-        training={"config": train_cfg.model_dump(mode="json")},
-    )
+    fit_detector(detector, lambda: [(feats, None)], train_cfg)
+    card = build_card(detector, det_cfg, {"config": train_cfg.model_dump(mode="json")})
     save_checkpoint(detector, card, out)
     return out
 

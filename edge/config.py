@@ -24,7 +24,7 @@ from flowedge.calibration.config import DriftConfig
 from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
-from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.config import DetectorConfig, TrainingConfig, default_detector_config
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class FlowedgeConfig(Strict):
     site: Name = "site"
     station: Name = "station"
     model: ModelConfig = Field(default_factory=ModelConfig)
-    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    detector: DetectorConfig = Field(default_factory=default_detector_config)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)

@@ -86,17 +86,36 @@ def offline_lite_file(name: str) -> Path | None:
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .pth or .safetensors file; DataError naming the file otherwise."""
     if not path.is_file():
         raise DataError(
             f"backbone weights file {path} not found; give an existing .pth/.safetensors path "
             "in detector.backbone.weights, or 'auto' / 'none'"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt files fail in many ways (pickle, zip, header): all one
+        raise DataError(
+            f"backbone weights file {path} cannot be read ({type(exc).__name__}: {exc}); "
+            "give a .pth/.safetensors file holding a state dict"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a training checkpoint that wraps the weights
+    if not (
+        isinstance(state, dict)
+        and state
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise DataError(
+            f"backbone weights file {path} holds a {type(state).__name__}, not a state dict "
+            "(names to tensors); save it with torch.save(model.state_dict(), path)"
+        )
+    return state
 
 
 class FrozenBackbone(nn.Module):
@@ -140,7 +159,13 @@ def build_backbone(cfg: BackboneConfig) -> tuple[FrozenBackbone, dict[str, Any]]
         path = Path(cfg.weights).expanduser()
         state = _load_file(path)
         if any(key.startswith("_blocks.") for key in state):
-            state = map_lite_keys(state)
+            try:
+                state = map_lite_keys(state)
+            except (KeyError, IndexError) as exc:
+                raise DataError(
+                    f"backbone weights {path}: an efficientnet_pytorch Lite layout with an "
+                    f"unexpected key ({exc}); give the Lite weights of {cfg.name!r} or timm's"
+                ) from None
         _load_into(model, state, path)
         source, digest = str(path), sha256_file(path)
     info = {

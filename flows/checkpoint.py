@@ -9,37 +9,46 @@ is saved, so loading never needs the original backbone weights or a download.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from flowedge import __version__
 from flowedge.core.card import CardError, ModelCard, sha256_file
 from flowedge.core.errors import ConfigError
-from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.core.validation import format_validation_error
+from flowedge.flows.config import DetectorConfig
 from flowedge.flows.detectors.base import Detector
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.json"
+# the station runs as its own user in the service group: it must read what training wrote,
+# whatever the trainer's umask
+FILE_MODE = 0o644
+DIR_MODE = 0o755
 
 
 def save_checkpoint(detector: Detector, card: ModelCard, out_dir: str | Path) -> ModelCard:
     """Write weights and card to ``out_dir``; returns the card as written (hash, version, time)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not out_dir.is_dir():
+        out_dir.mkdir(parents=True)
+        os.chmod(out_dir, DIR_MODE)
     # clone: safetensors refuses tensors that share storage (e.g. tied or viewed parameters)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in detector.state_dict().items()}
     weights = out_dir / WEIGHTS_FILE
     # one metadata key only: safetensors writes several in random order, and equal weights
     # must give an equal file hash (reproducible training, re-saved checkpoints)
     save_file(state, str(weights), metadata={"format": "pt"})
+    os.chmod(weights, FILE_MODE)
     written = replace(
         card,
         weights_sha256=sha256_file(weights),
@@ -47,6 +56,7 @@ def save_checkpoint(detector: Detector, card: ModelCard, out_dir: str | Path) ->
         created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     written.save(out_dir / CARD_FILE)
+    os.chmod(out_dir / CARD_FILE, FILE_MODE)
     log.info("checkpoint %s written to %s", written.model_id, out_dir)
     return written
 
@@ -68,6 +78,37 @@ def checkpoint_dir(path: str | Path) -> Path:
     """Accept the checkpoint directory or either of its two files."""
     path = Path(path)
     return path.parent if path.name in (WEIGHTS_FILE, CARD_FILE) else path
+
+
+def build_detector_from_card(card: ModelCard, source: str = "card") -> Detector:
+    """The detector the card describes, with untrained weights: ready for a state dict.
+
+    Only the card is needed (its detector parameters and input spec), no training
+    configuration; the backbone is built empty because the weights file carries it too.
+    """
+    try:
+        config = TypeAdapter(DetectorConfig).validate_python(
+            {"kind": card.detector, **card.detector_params}
+        )
+    except ValidationError as exc:
+        raise CardError(
+            f"{format_validation_error(exc, source)}\nthe card's detector parameters do not fit "
+            "this flowedge: retrain, or use the flowedge version that wrote the card"
+        ) from None
+    config.backbone.weights = "none"
+    from flowedge.flows.detectors import build_detector  # heavy (timm): once the card is valid
+
+    try:
+        detector = build_detector(config)
+    except ConfigError as exc:
+        raise CardError(f"{source}: {exc}") from None
+    rebuilt = detector.input_spec()
+    if rebuilt.digest() != card.preprocess.digest():
+        raise CardError(
+            f"{source}: the card's preprocessing ({card.preprocess}) differs from what "
+            f"this detector needs ({rebuilt}); the card was edited: retrain instead"
+        )
+    return detector
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Detector, ModelCard]:
@@ -93,23 +134,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Detector, Mo
             f"({card.weights_sha256[:12] or 'none'}...); the weights were replaced or damaged: "
             "copy the checkpoint directory again as a whole"
         )
-    try:
-        det_cfg = DetectorConfig.model_validate(card.detector_params)
-        train_cfg = TrainingConfig.model_validate(card.training.get("config", {}))
-    except ValidationError as exc:
-        raise CardError(f"{folder / CARD_FILE}: detector parameters are not valid: {exc}") from exc
-    det_cfg.backbone.weights = "none"  # the state dict below carries the backbone too
-    from flowedge.flows.detectors import (
-        build_detector,  # heavy (timm); only once the files check out
-    )
-
-    detector = build_detector(det_cfg, train_cfg)
-    rebuilt = detector.preprocess_spec()
-    if rebuilt.digest() != card.preprocess.digest():
-        raise CardError(
-            f"{folder / CARD_FILE}: the card's preprocessing ({card.preprocess}) differs from what "
-            f"this detector needs ({rebuilt}); the card was edited: retrain instead"
-        )
+    detector = build_detector_from_card(card, source=str(folder / CARD_FILE))
     try:
         state = load_file(str(weights), device="cpu")
         detector.load_state_dict(state, strict=True)

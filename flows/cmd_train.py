@@ -16,7 +16,12 @@ from flowedge.core.errors import ConfigError, DataError
 from flowedge.core.outpaths import check_output_dir
 from flowedge.core.validation import format_validation_error
 from flowedge.core.yamlfile import read_yaml
-from flowedge.flows.config import DetectorConfig, TrainingConfig, TrainingSections
+from flowedge.flows.config import (
+    DETECTOR_KINDS,
+    ImageDetectorConfig,
+    TrainingConfig,
+    TrainingSections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, help="config.yaml whose 'detector' and 'training' sections are used"
     )
-    parser.add_argument(
-        "--detector", choices=["csflow", "gaussian"], help="overrides detector.kind"
-    )
+    parser.add_argument("--detector", choices=DETECTOR_KINDS, help="overrides detector.kind")
     parser.add_argument("--epochs", type=int, help="overrides training.epochs")
     parser.add_argument("--batch-size", type=int, help="overrides training.batch_size")
     parser.add_argument("--image-size", type=int, help="overrides detector.image_size")
@@ -93,14 +96,14 @@ OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_configs(args: argparse.Namespace) -> tuple[DetectorConfig, TrainingConfig]:
+def build_configs(args: argparse.Namespace) -> tuple[ImageDetectorConfig, TrainingConfig]:
     """Config file sections with the command-line flags on top, validated together."""
     return training_configs(args.config, {name: getattr(args, name) for name in OVERRIDES})
 
 
 def training_configs(
     config: Path | None, overrides: Mapping[str, Any]
-) -> tuple[DetectorConfig, TrainingConfig]:
+) -> tuple[ImageDetectorConfig, TrainingConfig]:
     """The config file's sections with ``overrides`` (names of :data:`OVERRIDES`, None: keep)."""
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
@@ -134,7 +137,7 @@ def _set(tree: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
 
 
 def log_plan(
-    det_cfg: DetectorConfig, train_cfg: TrainingConfig, data_dir: Path, device: str
+    det_cfg: ImageDetectorConfig, train_cfg: TrainingConfig, data_dir: Path, device: str
 ) -> None:
     """Say what was found and which settings apply, before the long part starts."""
     from flowedge.flows.data.datasets import training_samples
@@ -143,7 +146,7 @@ def log_plan(
     for folder, count in sorted(per_folder.items()):
         log.info("training images: %d in %s", count, folder)
     log.info(
-        "training %s on %s: backbone %s (weights %s), image size %d, intensity %s, "
+        "training %s on %s: backbone %s (weights %s), image size %s, intensity %s, "
         "%d epoch(s), batch %d, lr %g, seed %d",
         det_cfg.kind,
         device,
@@ -159,7 +162,7 @@ def log_plan(
 
 
 def train_checkpoint(
-    det_cfg: DetectorConfig,
+    det_cfg: ImageDetectorConfig,
     train_cfg: TrainingConfig,
     data_dir: Path,
     out: Path,

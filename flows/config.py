@@ -1,16 +1,22 @@
 """Typed training configuration (the ``detector`` and ``training`` sections of config.yaml).
 
 Light (pydantic only) so the station can validate a whole config file without torch.
+Each detector has its own model; :data:`DetectorConfig` joins them on ``kind``, so a
+key that belongs to another detector is an error naming the key. The detector classes
+(:mod:`flows.detectors`) register under the same names, and a test keeps both in step.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, ValidationError, WrapValidator, field_validator
+from pydantic_core import PydanticCustomError
 
 from flowedge.core.card import INTENSITIES, INTERPOLATIONS
 from flowedge.core.validation import Strict
+
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 32, 2048
 
 
 class BackboneConfig(Strict):
@@ -22,23 +28,111 @@ class BackboneConfig(Strict):
     weights: str = "auto"
 
 
-class DetectorConfig(Strict):
-    kind: Literal["csflow", "gaussian"] = "csflow"
+class ImageDetectorConfig(Strict):
+    """What every image detector shares: the backbone and the input image."""
+
+    kind: str  # each detector's model narrows it to its registry name
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
-    image_size: int = Field(384, ge=32, le=2048, description="top-scale input side in pixels")
+    # one side for a square input, or [height, width]
+    image_size: int | list[int] = Field(384, description="input side, or [height, width], in px")
     interpolation: Literal[INTERPOLATIONS] = "area"  # the card's list: one source of truth
     # "standardize" maps every image to the same mean brightness and contrast, so the model
     # learns texture, not illumination (MTD: image AUROC 0.87 -> 0.98, docs/results.md);
     # "raw" keeps absolute brightness, for parts where too dark or too bright is a defect
     intensity: Literal[INTENSITIES] = "standardize"
-    # CS-Flow (thesis ch. 5)
+
+    @field_validator("image_size")
+    @classmethod
+    def _one_or_two_sides(cls, value: int | list[int]) -> int | list[int]:
+        sides = [value] if isinstance(value, int) else value
+        if len(sides) not in (1, 2) or not all(
+            MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE for side in sides
+        ):
+            raise ValueError(
+                f"give one side or [height, width], each {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} px"
+            )
+        return value
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        if isinstance(self.image_size, int):
+            return self.image_size, self.image_size
+        return self.image_size[0], self.image_size[-1]
+
+
+class CSFlowConfig(ImageDetectorConfig):
+    """CS-Flow (thesis ch. 5): a cross-scale normalizing flow on a frozen backbone stage."""
+
+    kind: Literal["csflow"] = "csflow"
     n_scales: int = Field(3, ge=1, le=4)
     n_blocks: int = Field(4, ge=1, le=8)
     kernel_sizes: list[int] = Field(default_factory=lambda: [3, 3, 3, 5])
     hidden_channels: int = Field(64, ge=8)
     clamp: float = Field(3.0, gt=0)
-    # Gaussian baseline (paper 003)
+
+
+class GaussianConfig(ImageDetectorConfig):
+    """PCA + Ledoit-Wolf Gaussian per backbone layer, Mahalanobis distance (paper 003)."""
+
+    kind: Literal["gaussian"] = "gaussian"
     pca_variance: float = Field(0.99, gt=0, le=1.0, description="fraction of variance PCA keeps")
+
+
+DETECTOR_CONFIGS: tuple[type[ImageDetectorConfig], ...] = (CSFlowConfig, GaussianConfig)
+# the one list of detector names: the flows.detectors registry is checked against it
+DETECTOR_KINDS: tuple[str, ...] = tuple(
+    model.model_fields["kind"].default for model in DETECTOR_CONFIGS
+)
+DEFAULT_KIND = "csflow"  # a detector section without 'kind' (older config files)
+
+
+def detector_config_model(kind: str) -> type[ImageDetectorConfig]:
+    """The config model of detector ``kind``; KeyError for an unknown name."""
+    return dict(zip(DETECTOR_KINDS, DETECTOR_CONFIGS, strict=True))[kind]
+
+
+def default_detector_config() -> ImageDetectorConfig:
+    return detector_config_model(DEFAULT_KIND)()
+
+
+def _by_kind(value: Any, handler: Any) -> ImageDetectorConfig:
+    """Validate with the model that ``kind`` names, reporting keys as written in the file.
+
+    pydantic's own discriminated union puts the tag into error paths
+    (``detector.csflow.n_blocks``) and stops at an unknown tag; here the paths are the
+    file's (``detector.n_blocks``), and an unknown kind still gets the shared keys checked.
+    """
+    if not isinstance(value, dict):
+        return handler(value)
+    data = {"kind": DEFAULT_KIND, **value}
+    if data["kind"] in DETECTOR_KINDS:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            for error in errors:
+                error["loc"] = error["loc"][1:]  # drop the tag
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+    problem = PydanticCustomError(
+        "unknown_detector",
+        "unknown detector; choose from {choices}",
+        {"choices": ", ".join(DETECTOR_KINDS)},
+    )
+    errors = [{"type": problem, "loc": ("kind",), "input": data["kind"]}]
+    shared = {k: v for k, v in data.items() if k in ImageDetectorConfig.model_fields}
+    try:
+        ImageDetectorConfig.model_validate(shared)
+    except ValidationError as exc:
+        errors += exc.errors()
+    raise ValidationError.from_exception_data("detector", errors) from None
+
+
+# the union is built from DETECTOR_CONFIGS, so adding a detector's model there is enough
+DetectorConfig = Annotated[
+    Annotated[Union[DETECTOR_CONFIGS], Field(discriminator="kind")],  # noqa: UP007
+    WrapValidator(_by_kind),
+]
 
 
 class TrainingConfig(Strict):
@@ -56,5 +150,5 @@ class TrainingConfig(Strict):
 class TrainingSections(Strict):
     """The two sections of config.yaml that ``flowedge train`` reads (the rest is the station's)."""
 
-    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    detector: DetectorConfig = Field(default_factory=default_detector_config)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

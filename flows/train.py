@@ -1,8 +1,10 @@
-"""Training: frozen-backbone features once, then fit the detector on the cached features.
+"""Training: batches of features for the detector, the fit, the checkpoint.
 
-The backbone is frozen and there is no augmentation, so an image's features are
-the same in every epoch: extracting them once (batched, no gradients) makes each
-epoch cost only the flow itself.
+With a frozen backbone and no augmentation an image's features are the same in
+every epoch: a detector that says so (``caches_features``, the default) gets them
+extracted once (batched, no gradients), so each epoch costs only the detector
+itself. Otherwise the images are re-read, augmented and passed through
+``features()`` every epoch.
 """
 
 from __future__ import annotations
@@ -11,28 +13,36 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from flowedge.core.card import ModelCard
-from flowedge.core.errors import CheckFailedError
+from flowedge.core.card import ModelCard, PreprocessSpec
+from flowedge.core.errors import CheckFailedError, ConfigError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import save_checkpoint, torch_device
-from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.config import ImageDetectorConfig, TrainingConfig
 from flowedge.flows.data.datasets import LoadSummary, Sample, iter_batches, training_samples
-from flowedge.flows.detectors.base import Detector, Features
+from flowedge.flows.detectors.base import Detector, Features, TrainBatch
+from flowedge.flows.fit import fit_detector
 
 log = logging.getLogger(__name__)
+
+Augment = Callable[[torch.Tensor], torch.Tensor]  # a preprocessed batch in, the same shape out
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def batch_labels(detector: Detector, kept: list[Sample]) -> torch.Tensor | None:
+    """Labels (1 = anomalous) for detectors that learn from them, else None."""
+    return torch.tensor([s.label for s in kept]) if detector.needs_labels else None
 
 
 class FeatureCache:
@@ -42,8 +52,16 @@ class FeatureCache:
     the optimiser a new order each epoch.
     """
 
-    def __init__(self, chunks: list[Features], batch_size: int, seed: int, device: torch.device):
+    def __init__(
+        self,
+        chunks: list[Features],
+        labels: torch.Tensor | None,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+    ):
         self.maps = [torch.cat(parts) for parts in zip(*chunks, strict=True)]
+        self.labels = labels
         self.batch_size = batch_size
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
@@ -55,69 +73,139 @@ class FeatureCache:
     def n_batches(self) -> int:
         return -(-len(self) // self.batch_size)
 
-    def __call__(self) -> Iterator[Features]:
+    def __call__(self) -> Iterator[TrainBatch]:
         order = torch.randperm(len(self), generator=self.generator)
         for start in range(0, len(self), self.batch_size):
             index = order[start : start + self.batch_size]
-            yield [m[index].to(self.device) for m in self.maps]
+            labels = None if self.labels is None else self.labels[index].to(self.device)
+            yield [m[index].to(self.device) for m in self.maps], labels
 
 
-def build_card(detector: Detector, det_cfg: DetectorConfig, training: dict[str, Any]) -> ModelCard:
+class StreamedFeatures:
+    """Features computed afresh every epoch from re-read (and optionally augmented) images,
+    for detectors whose features change in training. Shuffled like :class:`FeatureCache`."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        samples: list[Sample],
+        train_cfg: TrainingConfig,
+        device: torch.device,
+        augment: Augment | None,
+    ):
+        self.detector, self.samples, self.device, self.augment = detector, samples, device, augment
+        self.spec = detector.input_spec()
+        self.batch_size, self.num_workers = train_cfg.batch_size, train_cfg.num_workers
+        self.generator = torch.Generator().manual_seed(train_cfg.seed)
+
+    @property
+    def n_batches(self) -> int:
+        return -(-len(self.samples) // self.batch_size)
+
+    def __call__(self) -> Iterator[TrainBatch]:
+        order = torch.randperm(len(self.samples), generator=self.generator)
+        shuffled = [self.samples[i] for i in order]
+        summary = LoadSummary(root="training epoch")  # the samples were all read once already
+        for batch, kept in iter_batches(
+            shuffled, self.spec, self.batch_size, summary, self.num_workers
+        ):
+            x = torch.from_numpy(batch).to(self.device)
+            if self.augment is not None:
+                x = self.augment(x)
+            labels = batch_labels(self.detector, kept)
+            yield self.detector.features(x), None if labels is None else labels.to(self.device)
+
+
+def build_card(
+    detector: Detector, det_cfg: ImageDetectorConfig, training: dict[str, Any]
+) -> ModelCard:
     """The card of a built detector; :func:`flows.checkpoint.save_checkpoint` adds hash and time."""
     return ModelCard(
         detector=det_cfg.kind,
         detector_params=det_cfg.model_dump(mode="json"),
         backbone=dict(detector.backbone_info),
-        preprocess=detector.preprocess_spec(),
+        preprocess=detector.input_spec(),
         score=detector.score_spec(),
         training=training,
     )
 
 
+def _loaded(
+    samples: list[Sample], spec: PreprocessSpec, summary: LoadSummary, train_cfg: TrainingConfig
+) -> Iterator[tuple[np.ndarray, list[Sample]]]:
+    return iter_batches(samples, spec, train_cfg.batch_size, summary, train_cfg.num_workers)
+
+
 @torch.no_grad()
-def extract_features(
+def cache_features(
     detector: Detector,
     samples: list[Sample],
-    root: str,
+    summary: LoadSummary,
     train_cfg: TrainingConfig,
     device: torch.device,
     show_progress: bool,
-) -> tuple[list[Features], LoadSummary]:
-    """Backbone features of all usable samples, on the CPU, batch by batch."""
-    summary = LoadSummary(root=root)
-    spec = detector.preprocess_spec()
+) -> FeatureCache:
+    """Backbone features of all usable samples, on the CPU, extracted batch by batch."""
     chunks: list[Features] = []
-    batches = iter_batches(samples, spec, train_cfg.batch_size, summary, train_cfg.num_workers)
+    kept_all: list[Sample] = []
     with Progress(len(samples), "features", "img", bar=show_progress) as progress:
-        for batch, _ in batches:
+        for batch, kept in _loaded(samples, detector.input_spec(), summary, train_cfg):
             feats = detector.features(torch.from_numpy(batch).to(device))
             chunks.append([f.detach().to("cpu") for f in feats])
+            kept_all += kept
             progress.advance_to(summary.n_ok + summary.n_skipped)  # skipped files count as done
-    return chunks, summary
+    labels = batch_labels(detector, kept_all)
+    return FeatureCache(chunks, labels, train_cfg.batch_size, train_cfg.seed, device)
+
+
+def stream_features(
+    detector: Detector,
+    samples: list[Sample],
+    summary: LoadSummary,
+    train_cfg: TrainingConfig,
+    device: torch.device,
+    augment: Augment | None,
+) -> StreamedFeatures:
+    """Read every sample once (unusable ones go to ``summary``), then stream the usable ones."""
+    usable: list[Sample] = []
+    for _, kept in _loaded(samples, detector.input_spec(), summary, train_cfg):
+        usable += kept
+    return StreamedFeatures(detector, usable, train_cfg, device, augment)
 
 
 def train(
-    det_cfg: DetectorConfig,
+    det_cfg: ImageDetectorConfig,
     train_cfg: TrainingConfig,
     data_dir: str | Path,
     out_dir: str | Path,
     device: str = "cpu",
     show_progress: bool = True,
+    augment: Augment | None = None,
 ) -> ModelCard:
-    """Train a detector on the normal images in ``data_dir`` and write a checkpoint to ``out_dir``."""
+    """Train a detector on the normal images in ``data_dir`` and write a checkpoint to ``out_dir``.
+
+    ``augment`` transforms each preprocessed training batch, every epoch, for detectors
+    that use augmentation (their features are then computed afresh each epoch).
+    """
     data_dir = Path(data_dir)
     samples = training_samples(data_dir)  # before building anything: a wrong folder fails fast
     from flowedge.flows.detectors import build_detector  # heavy (timm, FrEIA)
 
     target = torch_device(device)
     seed_everything(train_cfg.seed)
-    detector = build_detector(det_cfg, train_cfg).to(target)
+    detector = build_detector(det_cfg).to(target)
     detector.eval()
+    if augment is not None and not detector.uses_augmentation:
+        raise ConfigError(
+            f"detector {detector.name!r} does not use augmentation: train it without one"
+        )
 
     start = time.perf_counter()
-    chunks, summary = extract_features(
-        detector, samples, str(data_dir.resolve()), train_cfg, target, show_progress
-    )
+    summary = LoadSummary(root=str(data_dir.resolve()))
+    if detector.caches_features and augment is None:
+        batches = cache_features(detector, samples, summary, train_cfg, target, show_progress)
+    else:
+        batches = stream_features(detector, samples, summary, train_cfg, target, augment)
     feature_s = time.perf_counter() - start
     if summary.n_skipped:
         log.warning(
@@ -125,12 +213,10 @@ def train(
             summary.n_skipped,
             summary.n_ok + summary.n_skipped,
         )
-    cache = FeatureCache(chunks, train_cfg.batch_size, train_cfg.seed, target)
-    del chunks
 
     last: dict[str, float] = {}
     with Progress(
-        train_cfg.epochs * cache.n_batches, "fit", "batch", bar=show_progress
+        train_cfg.epochs * batches.n_batches, "fit", "batch", bar=show_progress
     ) as progress:
 
         def on_batch(info: dict[str, float]) -> None:
@@ -140,7 +226,7 @@ def train(
             )
 
         start = time.perf_counter()
-        fit_summary = detector.fit(cache, train_cfg.epochs, on_batch)
+        fit_summary = fit_detector(detector, batches, train_cfg, on_batch)
         fit_s = time.perf_counter() - start
     detector.eval()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -39,6 +41,41 @@ def test_weights_file_of_another_model_is_a_clear_error(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(DataError, match="do not fit"):
         build_backbone(BackboneConfig(weights=str(path)))
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("garbage.pth", b"not a pickle at all", "cannot be read"),
+        ("garbage.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json", "cannot be read"),
+        ("list.pth", [torch.zeros(2)], "holds a list, not a state dict"),
+        ("tensor.pth", torch.zeros(2), "holds a Tensor, not a state dict"),
+        ("empty.pth", {}, "holds a dict, not a state dict"),
+    ],
+)
+def test_bad_weights_file_is_a_data_error_naming_the_file(tmp_path, name, content, expected):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(DataError, match=expected) as info:
+        build_backbone(BackboneConfig(weights=str(path)))
+    assert str(path) in str(info.value)
+
+
+def test_bad_weights_file_on_the_command_line_exits_3(tmp_path, capsys):
+    from flowedge.cli import main
+    from flowedge.core.errors import EXIT_DATA
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a weights file")
+    (tmp_path / "data").mkdir()
+    cv2.imwrite(str(tmp_path / "data" / "a.png"), np.full((64, 64), 128, np.uint8))
+    argv = ["train", str(tmp_path / "data"), "--out", str(tmp_path / "m"), "--image-size", "64"]
+    assert main([*argv, "--backbone-weights", str(bad)]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert str(bad) in err and "Traceback" not in err
 
 
 def test_local_safetensors_round_trip(tmp_path):

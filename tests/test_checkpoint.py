@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,13 @@ import torch
 
 from flowedge.core.card import CardError, ModelCard
 from flowedge.core.errors import EXIT_MODEL
-from flowedge.flows.checkpoint import CARD_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from flowedge.flows.checkpoint import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    build_detector_from_card,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 @pytest.fixture
@@ -119,3 +127,33 @@ def test_refuses_missing_files_by_name(checkpoint_copy: Path, name: str) -> None
 def test_refuses_absent_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(CardError, match="not found"):
         load_checkpoint(tmp_path / "nothing")
+
+
+def test_detector_is_built_from_the_card_alone(tiny_checkpoint: Path) -> None:
+    """No training configuration is needed for inference: the card's detector section is enough."""
+    card = ModelCard.load(tiny_checkpoint / CARD_FILE)
+    card.training = {}
+    detector = build_detector_from_card(card)
+    assert detector.name == card.detector and detector.input_spec() == card.preprocess
+    assert detector.map_shape() == (card.preprocess.height, card.preprocess.width)
+
+
+def test_refuses_detector_parameters_of_another_detector(checkpoint_copy: Path) -> None:
+    _edit_card(checkpoint_copy, lambda d: d["detector_params"].update(pca_variance=0.9))
+    with pytest.raises(CardError, match="pca_variance: unknown key"):
+        load_checkpoint(checkpoint_copy)
+
+
+def test_checkpoint_files_are_readable_by_the_service_group(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    detector, card = load_checkpoint(tiny_checkpoint)
+    umask = os.umask(0o077)  # a trainer's private umask must not lock the station out
+    try:
+        save_checkpoint(detector, card, tmp_path / "private" / "model")
+    finally:
+        os.umask(umask)
+    folder = tmp_path / "private" / "model"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    for name in (WEIGHTS_FILE, CARD_FILE):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,33 @@ def test_defaults_are_valid() -> None:
 def test_example_config_is_valid() -> None:
     config = load_config(REPO / "config.yaml")
     assert config.sources and config.detector.backbone.name
+
+
+def test_a_key_of_another_detector_is_named() -> None:
+    message = _error({"detector": {"kind": "gaussian", "n_blocks": 4}})
+    assert "detector.n_blocks: unknown key" in message and "1 problem(s)" in message
+
+
+def test_image_size_is_one_side_or_height_and_width() -> None:
+    assert parse_config({"detector": {"image_size": [256, 512]}}).detector.input_hw == (256, 512)
+    assert parse_config(
+        {"detector": {"kind": "gaussian", "image_size": 256}}
+    ).detector.input_hw == (
+        256,
+        256,
+    )
+    assert "detector.image_size: give one side or [height, width]" in _error(
+        {"detector": {"image_size": [256, 512, 3]}}
+    )
+
+
+def test_detector_configs_validate_without_torch() -> None:
+    """The station checks config.yaml with the detector models and must not pull in torch."""
+    code = (
+        "import sys; import flowedge.edge.config, flowedge.flows.config; "
+        "assert not {'torch', 'timm', 'FrEIA'} & set(sys.modules), 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_unknown_key_names_its_path() -> None:

@@ -5,10 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowedge.core.errors import ConfigError
-from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
-from flowedge.flows.detectors import DETECTOR_NAMES, build_detector
+from flowedge.core.errors import ConfigError, DataError
+from flowedge.flows.config import (
+    DETECTOR_KINDS,
+    BackboneConfig,
+    ImageDetectorConfig,
+    TrainingConfig,
+    detector_config_model,
+)
+from flowedge.flows.detectors import build_detector, register_detector, registered_detectors
 from flowedge.flows.detectors.csflow import CrossScaleCoupling, soft_clamp
+from flowedge.flows.fit import fit_detector
 
 SIZE = 64
 
@@ -16,25 +23,20 @@ SIZE = 64
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny(kind: str = "csflow", **overrides) -> DetectorConfig:
-    values = dict(
-        kind=kind,
-        backbone=BackboneConfig(weights="none", out_indices=[3]),
-        image_size=SIZE,
-        n_scales=2,
-        n_blocks=2,
-        kernel_sizes=[3, 5],
-        hidden_channels=16,
+def tiny(kind: str = "csflow", **overrides) -> ImageDetectorConfig:
+    values: dict[str, object] = dict(
+        backbone=BackboneConfig(weights="none", out_indices=[3]), image_size=SIZE
     )
-    values.update(overrides)
-    return DetectorConfig(**values)
+    if kind == "csflow":
+        values |= dict(n_scales=2, n_blocks=2, kernel_sizes=[3, 5], hidden_channels=16)
+    else:  # gaussian: two layers, to exercise the per-layer sums
+        values |= dict(backbone=BackboneConfig(weights="none", out_indices=[2, 3]))
+    return detector_config_model(kind)(**(values | overrides))
 
 
 def build(kind: str = "csflow", seed: int = 0, **overrides):
-    if kind == "gaussian":  # two layers, to exercise the per-layer sums
-        overrides.setdefault("backbone", BackboneConfig(weights="none", out_indices=[2, 3]))
     torch.manual_seed(seed)
-    return build_detector(tiny(kind, **overrides), TrainingConfig(batch_size=8))
+    return build_detector(tiny(kind, **overrides))
 
 
 def normal_images(n: int, seed: int) -> torch.Tensor:
@@ -62,8 +64,17 @@ def perturbed_block(dims, seed: int = 0) -> CrossScaleCoupling:
     return block.double()
 
 
-def test_registry_names_match_config_literal():
-    assert set(DETECTOR_NAMES) == {"csflow", "gaussian"}
+def test_registry_and_config_models_name_the_same_detectors():
+    registry = registered_detectors()
+    assert set(registry) == set(DETECTOR_KINDS)
+    for kind, cls in registry.items():
+        assert cls.name == kind and cls.config_model is detector_config_model(kind)
+        assert cls.config_model.model_fields["kind"].default == kind
+
+
+def test_a_detector_without_a_config_model_is_refused():
+    with pytest.raises(ValueError, match="'nope' has no config model"):
+        register_detector("nope")
 
 
 def test_soft_clamp_is_bounded_odd_and_has_the_papers_slope():
@@ -122,9 +133,20 @@ def test_csflow_output_shapes_and_specs():
     score, amap = detector(x)
     assert score.shape == (3,) and amap.shape == (3, SIZE, SIZE)
     assert score.dtype == torch.float32 and torch.isfinite(score).all()
-    spec = detector.preprocess_spec()
+    spec = detector.input_spec()
     assert (spec.height, spec.width, spec.channels) == (SIZE, SIZE, 3)
     assert detector.score_spec().uses_logdet is False
+
+
+@pytest.mark.parametrize("kind", DETECTOR_KINDS)
+def test_non_square_input_gives_non_square_maps(kind):
+    detector = build(kind, image_size=[SIZE, 2 * SIZE]).eval()
+    x = torch.randn(2, 3, SIZE, 2 * SIZE)
+    with torch.no_grad():
+        score, amap = detector(x)
+    assert score.shape == (2,) and amap.shape == (2, SIZE, 2 * SIZE)
+    spec = detector.input_spec()
+    assert (spec.height, spec.width) == detector.map_shape() == (SIZE, 2 * SIZE)
 
 
 def fit_on_normals(detector, epochs: int) -> list[float]:
@@ -134,9 +156,10 @@ def fit_on_normals(detector, epochs: int) -> list[float]:
 
     def batches():
         for start in range(0, 24, 8):
-            yield [f[start : start + 8] for f in feats]
+            yield [f[start : start + 8] for f in feats], None
 
-    summary = detector.fit(batches, epochs, lambda p: losses.append(p["loss"]))
+    train_cfg = TrainingConfig(epochs=epochs, batch_size=8)
+    summary = fit_detector(detector, batches, train_cfg, lambda p: losses.append(p["loss"]))
     assert summary["steps"] == 3 * epochs and summary["epochs"] == epochs
     return losses
 
@@ -164,7 +187,7 @@ def test_backbone_stays_frozen_during_fit():
     assert not any(p.requires_grad for p in detector.backbone.parameters())
 
 
-@pytest.mark.parametrize("kind", DETECTOR_NAMES)
+@pytest.mark.parametrize("kind", DETECTOR_KINDS)
 def test_state_dict_round_trip_reproduces_scores(kind):
     detector = build(kind)
     fit_on_normals(detector, epochs=1)
@@ -189,6 +212,15 @@ def test_gaussian_fit_and_score():
     assert spot_scores.min() > normal_scores.max()
 
 
+@pytest.mark.parametrize("n_images", [1, 2])
+def test_gaussian_refuses_too_few_or_identical_images(n_images):
+    detector = build("gaussian")
+    feats = detector.features(normal_images(1, seed=0).repeat(n_images, 1, 1, 1))
+    expected = "1 usable training image.*at least 2" if n_images == 1 else "do not vary"
+    with pytest.raises(DataError, match=expected):
+        fit_detector(detector, lambda: [(feats, None)], TrainingConfig())
+
+
 def test_gaussian_whitening_gives_mahalanobis():
     import numpy as np
 
@@ -205,10 +237,10 @@ def test_gaussian_whitening_gives_mahalanobis():
 
 def test_bad_detector_configs_are_config_errors():
     with pytest.raises(ConfigError, match="image_size"):
-        build_detector(tiny(image_size=48), TrainingConfig())
+        build_detector(tiny(image_size=48))
+    with pytest.raises(ConfigError, match=r"image_size must be a multiple of 32.*\[64, 80\]"):
+        build_detector(tiny(image_size=[64, 80]))
     with pytest.raises(ConfigError, match="kernel_sizes"):
-        build_detector(tiny(kernel_sizes=[3]), TrainingConfig())
+        build_detector(tiny(kernel_sizes=[3]))
     with pytest.raises(ConfigError, match="one out_index"):
-        build_detector(
-            tiny(backbone=BackboneConfig(weights="none", out_indices=[2, 3])), TrainingConfig()
-        )
+        build_detector(tiny(backbone=BackboneConfig(weights="none", out_indices=[2, 3])))

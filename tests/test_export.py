@@ -28,6 +28,7 @@ from flowedge.export.onnx_export import explicit_same_padding, export_onnx
 from flowedge.export.onnx_graph import get_metadata, set_metadata
 from flowedge.export.oplint import unsupported_ops
 from flowedge.export.parity import compare, synthetic_samples
+from flowedge.flows.config import ImageDetectorConfig
 from flowedge.flows.detectors.base import Detector
 
 
@@ -58,7 +59,7 @@ class StandInDetector(Detector):
     def __init__(
         self, size: int = 32, channels: int = 8, blocks: int = 2, gain: float = 1.0
     ) -> None:
-        super().__init__()
+        super().__init__(ImageDetectorConfig(kind=self.name, image_size=size), None, {})
         torch.manual_seed(0)
         self.size, self.gain = size, gain
         self.backbone = nn.Sequential(
@@ -87,9 +88,6 @@ class StandInDetector(Detector):
             sq[0].mean(dim=1, keepdim=True), size=input_hw, mode="bilinear", align_corners=False
         )[:, 0]
         return score, amap
-
-    def fit(self, batches, epochs, progress=None):
-        return {}
 
     def score_spec(self):
         return ScoreSpec(kind="sum_z2", map_source="scale0")

@@ -14,9 +14,16 @@ from conftest import tiny_detector_config, tiny_training_config
 
 from flowedge.cli import main
 from flowedge.core.card import ModelCard
-from flowedge.core.errors import EXIT_CHECK, EXIT_DATA, EXIT_MODEL, EXIT_USAGE, CheckFailedError
+from flowedge.core.errors import (
+    EXIT_CHECK,
+    EXIT_DATA,
+    EXIT_MODEL,
+    EXIT_USAGE,
+    CheckFailedError,
+    ConfigError,
+)
 from flowedge.flows.cmd_train import build_configs
-from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.config import GaussianConfig, TrainingConfig, default_detector_config
 from flowedge.flows.metrics import auroc, detection_report, f1_max, image_auroc, pixel_auroc
 
 LABELS = [0, 0, 1, 1]
@@ -110,25 +117,28 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(TINY_CONFIG + "site: ignored-by-train\n")
     det, train = build_configs(
-        _args(
-            config=path,
-            epochs=1,
-            backbone_weights="none",
-            seed=7,
-            detector="gaussian",
-            intensity="raw",
-        )
+        _args(config=path, epochs=1, backbone_weights="none", seed=7, intensity="raw")
     )
     assert det.intensity == "raw"
     assert (det.kind, det.image_size, det.hidden_channels, det.backbone.weights) == (
-        "gaussian",
+        "csflow",
         64,
         16,
         "none",
     )
     assert (train.epochs, train.batch_size, train.seed) == (1, 8, 7)
+    det, _ = build_configs(_args(detector="gaussian", image_size=64))
+    assert det == GaussianConfig(image_size=64)
     det, train = build_configs(_args())
-    assert (det, train) == (DetectorConfig(), TrainingConfig())  # the documented defaults
+    assert (det, train) == (default_detector_config(), TrainingConfig())  # the documented defaults
+
+
+def test_switching_the_detector_refuses_the_other_detectors_keys(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(TINY_CONFIG)
+    with pytest.raises(ConfigError, match="detector.n_scales: unknown key") as info:
+        build_configs(_args(config=path, detector="gaussian"))
+    assert "4 problem(s)" in str(info.value)  # n_scales, n_blocks, kernel_sizes, hidden_channels
 
 
 @pytest.fixture(scope="module")
@@ -185,12 +195,10 @@ def test_training_is_reproducible(cli_checkpoint: tuple[Path, list[str]], tmp_pa
 def test_diverged_training_writes_no_checkpoint(
     detectors: ModuleType, synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flowedge.flows.detectors.csflow import CSFlow
+    from flowedge.flows import train as training
     from flowedge.flows.train import train
 
-    monkeypatch.setattr(
-        CSFlow, "fit", lambda self, batches, epochs, progress: {"final_loss": float("nan")}
-    )
+    monkeypatch.setattr(training, "fit_detector", lambda *args: {"final_loss": float("nan")})
     with pytest.raises(CheckFailedError, match="diverged"):
         train(
             tiny_detector_config(),
@@ -199,6 +207,93 @@ def test_diverged_training_writes_no_checkpoint(
             tmp_path / "m",
             show_progress=False,
         )
+    assert not (tmp_path / "m").exists()
+
+
+def test_features_streamed_each_epoch_train_like_cached_ones(
+    tiny_checkpoint: Path, synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detector that turns caching off (fine-tuned backbone) gets the same batches, recomputed."""
+    from flowedge.flows.detectors.csflow import CSFlow
+    from flowedge.flows.train import train
+
+    monkeypatch.setattr(CSFlow, "caches_features", False)
+    card = train(
+        tiny_detector_config(),
+        tiny_training_config(),
+        synthetic_dataset,
+        tmp_path / "m",
+        show_progress=False,
+    )
+    cached = ModelCard.load(tiny_checkpoint / "card.json")
+    assert card.training["data"] == cached.training["data"]
+    assert card.training["final_loss"] == pytest.approx(cached.training["final_loss"], rel=1e-4)
+
+
+def test_labels_and_augmentation_reach_detectors_that_declare_them(
+    detectors: ModuleType, synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from flowedge.flows.detectors.csflow import CSFlow
+    from flowedge.flows.train import train
+
+    seen_labels: list[torch.Tensor | None] = []
+    augmented: list[tuple[int, ...]] = []
+    loss = CSFlow.loss
+
+    def recording_loss(self, feats, labels):
+        seen_labels.append(labels)
+        return loss(self, feats, labels)
+
+    def flip(x: torch.Tensor) -> torch.Tensor:
+        augmented.append(tuple(x.shape))
+        return x.flip(-1)
+
+    monkeypatch.setattr(CSFlow, "loss", recording_loss)
+    args = (tiny_detector_config(), tiny_training_config(), synthetic_dataset)
+    with pytest.raises(ConfigError, match="does not use augmentation"):
+        train(*args, tmp_path / "refused", show_progress=False, augment=flip)
+    train(*args, tmp_path / "plain", show_progress=False)
+    assert seen_labels and all(labels is None for labels in seen_labels)  # normal-only: no labels
+
+    seen_labels.clear()
+    monkeypatch.setattr(CSFlow, "needs_labels", True)
+    monkeypatch.setattr(CSFlow, "uses_augmentation", True)
+    train(*args, tmp_path / "augmented", show_progress=False, augment=flip)
+    assert torch.cat(seen_labels).tolist() == [0] * 16 * 2  # 16 normal images, 2 epochs
+    assert augmented == [(8, 3, 64, 64)] * 4  # every batch of every epoch, before features()
+
+
+def test_non_square_csflow_end_to_end(
+    detectors: ModuleType, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    from flowedge.flows.evaluate import evaluate
+    from flowedge.flows.train import train
+
+    config = tiny_detector_config(image_size=[64, 128])
+    card = train(
+        config, tiny_training_config(), synthetic_dataset, tmp_path / "m", show_progress=False
+    )
+    assert (card.preprocess.height, card.preprocess.width) == (64, 128)
+    report = evaluate(
+        tmp_path / "m", synthetic_dataset, tmp_path / "eval", n_worst=1, show_progress=False
+    )
+    assert (
+        report["metrics"]["overall"]["pixel_auroc"] is not None
+    )  # maps of 64 x 128 match the masks
+
+
+def test_gaussian_on_one_image_is_a_data_error(
+    synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(next((synthetic_dataset / "train" / "good").glob("*.png")), one)
+    argv = ["train", str(one), "--out", str(tmp_path / "m"), "--detector", "gaussian"]
+    assert main([*argv, "--image-size", "64", "--backbone-weights", "none"]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert "1 usable training image(s)" in err and "at least 2" in err and "Traceback" not in err
     assert not (tmp_path / "m").exists()
 
 

@@ -1,33 +1,30 @@
-"""Detector registry: ``build_detector`` turns the typed config into a ready (unfitted) model."""
+"""Detectors: ``build_detector`` turns a validated detector config into a ready (unfitted) model."""
 
 from __future__ import annotations
 
 from flowedge.core.errors import ConfigError
-from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.flows.config import ImageDetectorConfig
 from flowedge.flows.detectors.base import Detector
+from flowedge.flows.detectors.registry import register_detector, registered_detectors
+
+__all__ = ["Detector", "build_detector", "register_detector", "registered_detectors"]
 
 
-def _registry() -> dict[str, type[Detector]]:
-    from flowedge.flows.detectors.csflow import CSFlow
-    from flowedge.flows.detectors.gaussian import GaussianAD
-
-    return {cls.name: cls for cls in (CSFlow, GaussianAD)}
-
-
-DETECTOR_NAMES = ("csflow", "gaussian")
-
-
-def build_detector(det: DetectorConfig, train: TrainingConfig) -> Detector:
-    """Backbone + detector head; raises ConfigError naming the bad key."""
-    from flowedge.flows.backbones import build_backbone
-
-    registry = _registry()
-    if det.kind not in registry:
+def build_detector(config: ImageDetectorConfig) -> Detector:
+    """Backbone (when the detector needs one) + detector head; ConfigError names the bad key."""
+    registry = registered_detectors()
+    if config.kind not in registry:
         raise ConfigError(
-            f"detector.kind: unknown detector {det.kind!r}; choose from {sorted(registry)}"
+            f"detector.kind: no detector class registered as {config.kind!r}; "
+            f"choose from {', '.join(sorted(registry))}"
         )
-    backbone, info = build_backbone(det.backbone)
+    cls = registry[config.kind]
+    backbone, info = None, {}
+    if cls.needs_backbone:
+        from flowedge.flows.backbones import build_backbone  # heavy (timm)
+
+        backbone, info = build_backbone(config.backbone)
     try:
-        return registry[det.kind](det, train, backbone, info)
+        return cls(config, backbone, info)
     except ValueError as exc:
         raise ConfigError(f"detector: {exc}") from None

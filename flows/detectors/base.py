@@ -1,50 +1,80 @@
 """The detector interface every flow (image, audio, time series) implements.
 
-A detector is fitted on features of normal samples only and maps a
-preprocessed batch to an image-level score (higher = more anomalous) and an
-anomaly map. The work is split in three steps so that training can cache the
-frozen backbone's features and export can keep the reductions in fp32:
+A detector maps a preprocessed batch to a sample-level score (higher = more
+anomalous) and an anomaly map shaped like its input (image: H x W; series:
+signals x steps). Inference is split in three steps so that training can cache
+frozen features and export can keep the reductions in fp32:
 
-``features(x)``  frozen backbone (cacheable; no gradients)
+``features(x)``  the backbone (frozen ones are cacheable; no gradients)
 ``latents(f)``   the learned part, up to the latent tensors z (fp16-safe)
 ``reduce(z)``    squares and sums to score and map (must stay fp32)
+
+Training is not the detector's: :mod:`flows.fit` runs the loop. A detector says
+what the loop must give it (class attributes) and either a ``loss`` to minimise
+(:class:`GradientDetector`) or a closed-form ``fit`` (:class:`ClosedFormDetector`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from flowedge.core.card import PreprocessSpec, ScoreSpec
-from flowedge.flows.config import DetectorConfig
+from flowedge.flows.config import ImageDetectorConfig
 
 Features = list[torch.Tensor]
 Latents = list[torch.Tensor]
+# one training batch: features and, for detectors that need them, labels (1 = anomalous)
+TrainBatch = tuple[Features, torch.Tensor | None]
+BatchSource = Callable[[], Iterable[TrainBatch]]  # one call, one epoch
 ProgressFn = Callable[[dict[str, float]], None]
 
 
 class Detector(nn.Module, ABC):
-    """Base class; subclasses register themselves in :mod:`flows.detectors`."""
+    """Base class; subclasses register with :func:`flows.detectors.registry.register_detector`."""
 
-    name: str = ""
-    det: DetectorConfig
+    name: ClassVar[str] = ""  # set by the registry
+    config_model: ClassVar[type[ImageDetectorConfig]]  # set by the registry
+    # build_detector gives the detector a frozen timm feature extractor (audio and
+    # series detectors without one set False and get backbone=None)
+    needs_backbone: ClassVar[bool] = True
+    # features() does not change during training (frozen backbone, no augmentation), so the
+    # loop computes them once; a detector that fine-tunes its backbone sets False
+    caches_features: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = False  # training batches carry labels instead of None
+    uses_augmentation: ClassVar[bool] = False  # the loop may augment inputs before features()
 
-    def preprocess_spec(self) -> PreprocessSpec:
-        """Image input as configured; grayscale is replicated to 3 channels by flows.preprocess."""
+    def __init__(
+        self,
+        config: ImageDetectorConfig,
+        backbone: nn.Module | None,
+        backbone_info: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.config, self.backbone, self.backbone_info = config, backbone, backbone_info
+
+    def input_spec(self) -> PreprocessSpec:
+        """Image input as configured; grayscale is replicated to 3 channels by the preprocessing."""
+        height, width = self.config.input_hw
         return PreprocessSpec(
-            height=self.det.image_size,
-            width=self.det.image_size,
-            interpolation=self.det.interpolation,
-            intensity=self.det.intensity,
+            height=height,
+            width=width,
+            interpolation=self.config.interpolation,
+            intensity=self.config.intensity,
         )
+
+    def map_shape(self) -> tuple[int, ...]:
+        """Shape of one anomaly map, from the input spec (never from a batch's shape)."""
+        spec = self.input_spec()
+        return spec.height, spec.width
 
     @abstractmethod
     def features(self, x: torch.Tensor) -> Features:
-        """Frozen feature extraction for a preprocessed NCHW batch."""
+        """Feature extraction for a preprocessed batch."""
 
     @abstractmethod
     def latents(self, feats: Features) -> Latents:
@@ -52,22 +82,32 @@ class Detector(nn.Module, ABC):
 
     @abstractmethod
     def reduce(
-        self, latents: Latents, input_hw: tuple[int, int]
+        self, latents: Latents, map_shape: tuple[int, ...]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (score [B], map [B, H, W] at the input resolution), computed in fp32."""
-
-    @abstractmethod
-    def fit(
-        self,
-        batches: Callable[[], Iterable[Features]],
-        epochs: int,
-        progress: ProgressFn | None = None,
-    ) -> dict[str, Any]:
-        """Fit on cached features of normal samples; returns a training summary."""
+        """Return (score [B], map [B, *map_shape]), computed in fp32."""
 
     @abstractmethod
     def score_spec(self) -> ScoreSpec:
         """What the score means, written into the model card."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.reduce(self.latents(self.features(x)), (x.shape[-2], x.shape[-1]))
+        return self.reduce(self.latents(self.features(x)), self.map_shape())
+
+
+class GradientDetector(Detector):
+    """Trained by :func:`flows.fit.fit_by_gradient`: it minimises ``loss`` over the batches."""
+
+    @abstractmethod
+    def loss(self, feats: Features, labels: torch.Tensor | None) -> torch.Tensor:
+        """The scalar training objective of one batch."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+class ClosedFormDetector(Detector):
+    """Fitted in one pass over the training batches (statistics, no gradients)."""
+
+    @abstractmethod
+    def fit(self, batches: BatchSource, progress: ProgressFn | None = None) -> dict[str, Any]:
+        """Estimate the parameters; returns a training summary for the model card."""

@@ -12,7 +12,6 @@ top-scale latent.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import FrEIA.framework as Ff
@@ -22,8 +21,9 @@ from FrEIA.modules import InvertibleModule
 from torch import nn
 
 from flowedge.core.card import ScoreSpec
-from flowedge.flows.config import DetectorConfig, TrainingConfig
-from flowedge.flows.detectors.base import Detector, Features, Latents, ProgressFn
+from flowedge.flows.config import CSFlowConfig
+from flowedge.flows.detectors.base import Features, GradientDetector, Latents
+from flowedge.flows.detectors.registry import register_detector
 
 
 def soft_clamp(s: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -133,7 +133,7 @@ class CrossScaleCoupling(InvertibleModule):
         return input_dims
 
 
-def coupling_graph(dims: list[tuple[int, int, int]], det: DetectorConfig) -> Ff.GraphINN:
+def coupling_graph(dims: list[tuple[int, int, int]], det: CSFlowConfig) -> Ff.GraphINN:
     """FrEIA graph: one input node per scale, the coupling blocks in a chain, one output per scale."""
     inputs = [Ff.InputNode(*d, name=f"scale{k}") for k, d in enumerate(dims)]
     nodes, previous = list(inputs), [(node, 0) for node in inputs]
@@ -150,40 +150,37 @@ def coupling_graph(dims: list[tuple[int, int, int]], det: DetectorConfig) -> Ff.
     return Ff.GraphINN(nodes + outputs)
 
 
-class CSFlow(Detector):
+@register_detector("csflow")
+class CSFlow(GradientDetector):
     """Frozen backbone at n input scales + a stack of cross-scale coupling blocks."""
 
-    name = "csflow"
+    config: CSFlowConfig
 
     def __init__(
-        self,
-        det: DetectorConfig,
-        train: TrainingConfig,
-        backbone: nn.Module,
-        backbone_info: dict[str, Any],
+        self, config: CSFlowConfig, backbone: nn.Module, backbone_info: dict[str, Any]
     ) -> None:
-        super().__init__()
-        if len(det.backbone.out_indices) != 1:
+        super().__init__(config, backbone, backbone_info)
+        if len(config.backbone.out_indices) != 1:
             raise ValueError(
                 "csflow uses one backbone stage at several input scales: give one out_index"
             )
-        if len(det.kernel_sizes) != det.n_blocks:
+        if len(config.kernel_sizes) != config.n_blocks:
             raise ValueError(
-                f"detector.kernel_sizes needs {det.n_blocks} entries (one per block), got {det.kernel_sizes}"
+                f"detector.kernel_sizes needs {config.n_blocks} entries (one per block), "
+                f"got {config.kernel_sizes}"
             )
         reduction = backbone_info["reductions"][0]
-        step = reduction * 2 ** (det.n_scales - 1)
-        if det.image_size % step:
+        step = reduction * 2 ** (config.n_scales - 1)
+        height, width = config.input_hw
+        if height % step or width % step:
             raise ValueError(
-                f"detector.image_size must be a multiple of {step} for {det.n_scales} scales "
-                f"of a stride-{reduction} backbone stage (got {det.image_size})"
+                f"detector.image_size must be a multiple of {step} for {config.n_scales} scales "
+                f"of a stride-{reduction} backbone stage (got {config.image_size})"
             )
-        self.det, self.train_cfg, self.backbone = det, train, backbone
-        self.backbone_info = backbone_info
         channels = backbone_info["channels"][0]
-        side = det.image_size // reduction
-        dims = [(channels, side >> k, side >> k) for k in range(det.n_scales)]
-        self.graph = coupling_graph(dims, det)
+        rows, cols = height // reduction, width // reduction
+        dims = [(channels, rows >> k, cols >> k) for k in range(config.n_scales)]
+        self.graph = coupling_graph(dims, config)
 
     def score_spec(self) -> ScoreSpec:
         return ScoreSpec(kind="mean_z2_half", uses_logdet=False, map_source="scale0")
@@ -191,7 +188,7 @@ class CSFlow(Detector):
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> Features:
         feats = []
-        for k in range(self.det.n_scales):
+        for k in range(self.config.n_scales):
             # area downscaling (2^k x 2^k means), like the preprocessing's resize: plain bilinear
             # sampling at 1/4 would alias; AveragePool also exports cleanly to ONNX/TensorRT
             scaled = x if k == 0 else F.avg_pool2d(x, 2**k)
@@ -207,45 +204,17 @@ class CSFlow(Detector):
         return self.flow(feats)[0]
 
     def reduce(
-        self, latents: Latents, input_hw: tuple[int, int]
+        self, latents: Latents, map_shape: tuple[int, ...]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         z = [zk.float() for zk in latents]
         score = torch.cat([(zk**2).flatten(1) for zk in z], dim=1).mean(dim=1) * 0.5
         top = (z[0] ** 2).mean(dim=1, keepdim=True) * 0.5
-        amap = F.interpolate(top, size=input_hw, mode="bilinear", align_corners=False)[:, 0]
+        amap = F.interpolate(top, size=map_shape, mode="bilinear", align_corners=False)[:, 0]
         return score, amap
 
-    def nll(self, feats: Features) -> torch.Tensor:
-        """Per-dimension negative log-likelihood (the training loss), as in the reference code."""
+    def loss(self, feats: Features, labels: torch.Tensor | None) -> torch.Tensor:
+        """Per-dimension negative log-likelihood of normal features, as in the reference code."""
         z, log_jac = self.flow(feats)
         dim = sum(zk[0].numel() for zk in z)
         sq = sum((zk**2).flatten(1).sum(1) for zk in z)
         return (0.5 * sq - log_jac).mean() / dim
-
-    def fit(
-        self,
-        batches: Callable[[], Iterable[Features]],
-        epochs: int,
-        progress: ProgressFn | None = None,
-    ) -> dict[str, Any]:
-        params = [p for p in self.graph.parameters() if p.requires_grad]
-        # Adam as in the official code (default betas, eps 1e-4), whose runs gave the published
-        # numbers; the thesis's betas (0.5, 0.9) are untested there. See docs/results.md.
-        optimiser = torch.optim.Adam(
-            params, lr=self.train_cfg.lr, eps=1e-4, weight_decay=self.train_cfg.weight_decay
-        )
-        self.graph.train()
-        steps, loss_value = 0, float("nan")
-        for epoch in range(epochs):
-            for feats in batches():
-                loss = self.nll(feats)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, self.train_cfg.grad_clip)
-                optimiser.step()
-                steps += 1
-                loss_value = float(loss.detach())
-                if progress:
-                    progress({"loss": loss_value, "epoch": epoch, "step": steps})
-        self.graph.eval()
-        return {"final_loss": loss_value, "epochs": epochs, "steps": steps}

@@ -11,7 +11,6 @@ sum of layer distances) and one shared over all positions (the map).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -20,10 +19,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowedge.core.card import ScoreSpec
-from flowedge.flows.config import DetectorConfig, TrainingConfig
-from flowedge.flows.detectors.base import Detector, Features, Latents, ProgressFn
+from flowedge.core.errors import DataError
+from flowedge.flows.config import GaussianConfig
+from flowedge.flows.detectors.base import (
+    BatchSource,
+    ClosedFormDetector,
+    Features,
+    Latents,
+    ProgressFn,
+)
+from flowedge.flows.detectors.registry import register_detector
 
 MAX_POSITIONS = 200_000  # positions sampled per layer for the map Gaussian (memory bound)
+MIN_IMAGES = 2  # one image has no spread: its covariance does not exist
 
 
 def whitening(vectors: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray]:
@@ -45,18 +53,14 @@ def whitening(vectors: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndar
     return mean.astype(np.float32), w.astype(np.float32)
 
 
-class GaussianAD(Detector):
-    name = "gaussian"
+@register_detector("gaussian")
+class GaussianAD(ClosedFormDetector):
+    config: GaussianConfig
 
     def __init__(
-        self,
-        det: DetectorConfig,
-        train: TrainingConfig,
-        backbone: nn.Module,
-        backbone_info: dict[str, Any],
+        self, config: GaussianConfig, backbone: nn.Module, backbone_info: dict[str, Any]
     ) -> None:
-        super().__init__()
-        self.det, self.backbone, self.backbone_info = det, backbone, backbone_info
+        super().__init__(config, backbone, backbone_info)
         for layer, channels in enumerate(backbone_info["channels"]):
             for kind in ("pool", "map"):
                 self.register_buffer(f"{kind}_mean{layer}", torch.zeros(channels))
@@ -83,14 +87,14 @@ class GaussianAD(Detector):
         return out
 
     def reduce(
-        self, latents: Latents, input_hw: tuple[int, int]
+        self, latents: Latents, map_shape: tuple[int, ...]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         z = [zk.float() for zk in latents]
         score = sum(torch.sqrt((zp**2).sum(dim=1)) for zp in z[0::2])
         maps = [
             F.interpolate(
                 torch.sqrt((zm**2).sum(dim=1, keepdim=True)),
-                size=input_hw,
+                size=map_shape,
                 mode="bilinear",
                 align_corners=False,
             )
@@ -99,17 +103,12 @@ class GaussianAD(Detector):
         return score, torch.stack(maps).mean(dim=0)[:, 0]
 
     @torch.no_grad()
-    def fit(
-        self,
-        batches: Callable[[], Iterable[Features]],
-        epochs: int,
-        progress: ProgressFn | None = None,
-    ) -> dict[str, Any]:
+    def fit(self, batches: BatchSource, progress: ProgressFn | None = None) -> dict[str, Any]:
         pooled: list[list[np.ndarray]] = [[] for _ in self.backbone_info["channels"]]
         positions: list[list[np.ndarray]] = [[] for _ in self.backbone_info["channels"]]
         generator = np.random.default_rng(0)
         n_images = steps = 0
-        for feats in batches():
+        for feats, _ in batches():
             n_images += feats[0].shape[0]
             steps += 1
             for layer, f in enumerate(feats):
@@ -118,6 +117,11 @@ class GaussianAD(Detector):
                 positions[layer].append(flat)
             if progress:
                 progress({"loss": 0.0, "epoch": 0, "step": steps})
+        if n_images < MIN_IMAGES:
+            raise DataError(
+                f"gaussian: {n_images} usable training image(s) cannot give a covariance; "
+                f"give at least {MIN_IMAGES} normal images (tens or more for a useful model)"
+            )
         kept = {}
         for layer in range(len(pooled)):
             all_positions = np.concatenate(positions[layer])
@@ -126,7 +130,13 @@ class GaussianAD(Detector):
                     generator.choice(len(all_positions), MAX_POSITIONS, replace=False)
                 ]
             for kind, data in (("pool", np.concatenate(pooled[layer])), ("map", all_positions)):
-                mean, w = whitening(data, self.det.pca_variance)
+                try:
+                    mean, w = whitening(data, self.config.pca_variance)
+                except np.linalg.LinAlgError:
+                    raise DataError(
+                        f"gaussian: the features of the {n_images} training images do not "
+                        "vary (identical images?); give more, and different, normal images"
+                    ) from None
                 getattr(self, f"{kind}_mean{layer}").copy_(torch.from_numpy(mean))
                 getattr(self, f"{kind}_w{layer}").copy_(torch.from_numpy(w))
                 kept[f"{kind}{layer}_components"] = int((np.abs(w).sum(axis=0) > 0).sum())
