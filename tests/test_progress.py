@@ -40,14 +40,14 @@ def test_a_loop_that_ends_early_still_logs_where_it_stopped(
 def test_training_logs_its_progress(
     detectors, synthetic_dataset, tmp_path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from conftest import tiny_detector_config
+    from conftest import TINY_SIZE
 
-    from flowedge.flows.config import TrainingConfig
+    from flowedge.flows.config import BackboneConfig, GaussianConfig, TrainingConfig
     from flowedge.flows.train import train
 
     with caplog.at_level(logging.INFO, logger="flowedge.progress"):
         train(
-            tiny_detector_config("gaussian"),
+            GaussianConfig(backbone=BackboneConfig(weights="none"), image_size=TINY_SIZE),
             TrainingConfig(epochs=1, batch_size=4),
             synthetic_dataset,
             tmp_path / "model",
