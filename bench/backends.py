@@ -53,7 +53,7 @@ def untrained(kind: str, size: int) -> tuple[torch.nn.Module, ModelCard]:
         detector=kind,
         detector_params=det_cfg.model_dump(),
         backbone={},
-        preprocess=spec,
+        input=spec,
         score=detector.score_spec(),
         weights_sha256="0" * 64,
     )
@@ -76,7 +76,7 @@ def bench_one(name: str, detector, card: ModelCard, threads: int, repeats: int, 
     fp32 = tmp / f"{name}.onnx"
     export_onnx(detector, card, fp32)
     ort = OnnxRuntimeBackend.open(fp32, "cpu", threads)
-    spec = card.preprocess
+    spec = card.input
     samples = synthetic_samples(spec, 4, 4)
     b1, b8 = samples[:1], samples[:8]
 

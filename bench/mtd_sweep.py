@@ -26,7 +26,7 @@ from flowedge.flows.config import BackboneConfig, DetectorConfig, TrainingConfig
 from flowedge.flows.data.datasets import labelled_samples, training_samples
 from flowedge.flows.detectors.csflow import CSFlow
 from flowedge.flows.detectors.gaussian import GaussianAD
-from flowedge.modalities.image import load_tensor
+from flowedge.modalities import get_modality
 
 STAGE_OF = {16: 0, 32: 1}  # position in the shared out_indices [3, 4] of Lite0
 
@@ -46,11 +46,11 @@ SETTINGS = [
 def pyramid(paths: list[Path], size: int, device: str, backbone) -> list[list[torch.Tensor]]:
     """Per stage (16, 32): features at input scales 1, 1/2, 1/4, for all images."""
     spec = DetectorConfig(image_size=size)
-    from flowedge.core.card import PreprocessSpec
+    from flowedge.core.card import ImageInput
 
-    spec = PreprocessSpec(height=size, width=size, interpolation="area")
+    spec = ImageInput(height=size, width=size, interpolation="area")
     with ThreadPoolExecutor(8) as pool:
-        images = np.stack(list(pool.map(lambda p: load_tensor(p, spec), paths)))
+        images = np.stack(list(pool.map(lambda p: get_modality("image").load(p, spec), paths)))
     per_stage: list[list[list[torch.Tensor]]] = [[[], [], []], [[], [], []]]
     for start in range(0, len(images), 32):
         x = torch.from_numpy(images[start : start + 32]).to(device)

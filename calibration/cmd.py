@@ -18,7 +18,7 @@ import numpy as np
 
 from flowedge.calibration.calibfile import check_binding, read_calibration, save_calibration
 from flowedge.calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
-from flowedge.calibration.scoring import image_files, open_model, score_folders, training_overlap
+from flowedge.calibration.scoring import open_model, sample_files, score_folders, training_overlap
 from flowedge.calibration.thresholds import STRATEGIES
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import ConfigError, DataError
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _refuse_training_images(folders: list[Path], card: ModelCard) -> None:
-    files = [str(p) for folder in folders for p in image_files(folder)]
+    files = [str(p) for folder in folders for p in sample_files(folder, card.input.kind)]
     overlap = training_overlap(files, card)
     if overlap:
         raise DataError(

@@ -74,7 +74,9 @@ class Station:
 
     def __init__(self, config_path: Path, cfg: FlowedgeConfig, max_samples: int | None) -> None:
         self.config_path, self.cfg = config_path, cfg
-        self.backend = open_backend(cfg.model)
+        self.backend = open_backend(
+            cfg.model.path, cfg.model.backend, cfg.model.device, cfg.model.intra_op_threads
+        )
         self.policy = load_policy(cfg, self.backend.card)
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
         self.metrics = Metrics()

@@ -25,7 +25,7 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_leng
 class ModelConfig(Strict):
     # A checkpoint directory (weights.safetensors + card.json), an .onnx file or a TensorRT .engine
     path: Path = Path("runs/demo/model")
-    backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"  # auto: by path
     device: str = "cpu"  # torch: cpu | cuda[:N]; onnxruntime: cpu | cuda
     calibration: Path | None = None  # calibration.json bound to the model; overrides threshold
     threshold: float | None = None  # used when no calibration file is given

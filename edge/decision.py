@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from flowedge.core.card import ModelCard, PreprocessSpec
+from flowedge.core.card import ImageInput, ModelCard
 from flowedge.core.errors import ConfigError
 from flowedge.edge.config import FlowedgeConfig
 from flowedge.edge.sample import Sample, utc_now
@@ -130,7 +130,7 @@ def encode(doc: dict[str, Any]) -> bytes:
 
 
 def write_heatmap(
-    folder: Path, sample: Sample, tensor: np.ndarray, amap: np.ndarray, spec: PreprocessSpec
+    folder: Path, sample: Sample, tensor: np.ndarray, amap: np.ndarray, spec: ImageInput
 ) -> str:
     """Overlay the anomaly map on the model's input view; returns the PNG path."""
     mean = np.asarray(spec.mean, dtype=np.float32)[: spec.channels, None, None]

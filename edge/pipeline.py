@@ -32,7 +32,7 @@ from flowedge.edge.publisher import Topics
 from flowedge.edge.sample import Sample
 from flowedge.edge.sources import Source, make_source
 from flowedge.edge.spool import Spool
-from flowedge.modalities import get_preprocessor
+from flowedge.modalities import get_modality
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class Pipeline:
 
     def _preprocess(self) -> None:
         progress = self.progress[0]
-        spec = self.card.preprocess
+        spec = self.card.input
         while True:
             sample = self.fan_in.get(timeout=0.5)
             progress.tick()
@@ -307,12 +307,12 @@ class Pipeline:
             t0 = time.perf_counter()
             sample.timings_ms["queue"] = round((t0 - sample.t_captured) * 1000.0, 3)
             try:
-                if sample.modality != spec.modality:
+                if sample.modality != spec.kind:
                     raise BadInputError(
                         f"{sample.source}: {sample.modality} sample for a "
-                        f"{spec.modality} model; check the source configuration"
+                        f"{spec.kind} model; check the source configuration"
                     )
-                sample.tensor = get_preprocessor(sample.modality)(
+                sample.tensor = get_modality(sample.modality).preprocess(
                     sample.payload, spec, f"{sample.source}/{sample.part_id}"
                 )
             except BadInputError as exc:
@@ -414,7 +414,7 @@ class Pipeline:
                     sample,
                     sample.tensor,
                     sample.amap,
-                    self.card.preprocess,
+                    self.card.input,
                 )
             except (OSError, ValueError) as exc:
                 log.warning("heatmap for %s/%s not written: %s", sample.source, sample.part_id, exc)

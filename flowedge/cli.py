@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "flowedge.edge.cmd_run",
         "run the station loop: capture -> preprocess -> infer -> publish",
     ),
+    "upgrade-card": ("flowedge.cmd_upgrade_card", "rewrite a 2.x checkpoint card as format 3.0"),
 }
 
 EPILOG = """commands:

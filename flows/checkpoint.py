@@ -105,9 +105,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Detector, Mo
 
     detector = build_detector(det_cfg, train_cfg)
     rebuilt = detector.preprocess_spec()
-    if rebuilt.digest() != card.preprocess.digest():
+    if rebuilt.digest() != card.input.digest():
         raise CardError(
-            f"{folder / CARD_FILE}: the card's preprocessing ({card.preprocess}) differs from what "
+            f"{folder / CARD_FILE}: the card's preprocessing ({card.input}) differs from what "
             f"this detector needs ({rebuilt}); the card was edited: retrain instead"
         )
     try:

@@ -68,7 +68,7 @@ def build_card(detector: Detector, det_cfg: DetectorConfig, training: dict[str, 
         detector=det_cfg.kind,
         detector_params=det_cfg.model_dump(mode="json"),
         backbone=dict(detector.backbone_info),
-        preprocess=detector.preprocess_spec(),
+        input=detector.preprocess_spec(),
         score=detector.score_spec(),
         training=training,
     )

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from flowedge.backends.base import Backend
-from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.core.card import ImageInput, ModelCard, ScoreSpec
 from flowedge.edge.config import FlowedgeConfig, parse_config
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "edge" / "schema"
@@ -24,7 +24,7 @@ def fake_card() -> ModelCard:
         detector="fake",
         detector_params={},
         backbone={},
-        preprocess=PreprocessSpec(height=SIZE, width=SIZE),
+        input=ImageInput(height=SIZE, width=SIZE),
         score=ScoreSpec(kind="mean"),
         weights_sha256="f" * 64,
     )

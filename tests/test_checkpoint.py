@@ -31,8 +31,8 @@ def test_round_trip_gives_identical_scores(tiny_checkpoint: Path, tmp_path: Path
     batch = torch.randn(
         3,
         3,
-        card.preprocess.height,
-        card.preprocess.width,
+        card.input.height,
+        card.input.width,
         generator=torch.Generator().manual_seed(0),
     )
     with torch.no_grad():
@@ -44,8 +44,8 @@ def test_round_trip_gives_identical_scores(tiny_checkpoint: Path, tmp_path: Path
         scores2, maps2 = reloaded(batch)
     torch.testing.assert_close(scores2, scores, rtol=0, atol=0)
     torch.testing.assert_close(maps2, maps, rtol=0, atol=0)
-    assert maps.shape == (3, card.preprocess.height, card.preprocess.width)
-    assert card2.preprocess == card.preprocess and card2.detector_params == card.detector_params
+    assert maps.shape == (3, card.input.height, card.input.width)
+    assert card2.input == card.input and card2.detector_params == card.detector_params
 
 
 def test_card_records_provenance(tiny_checkpoint: Path) -> None:
@@ -54,9 +54,7 @@ def test_card_records_provenance(tiny_checkpoint: Path) -> None:
     card = ModelCard.load(tiny_checkpoint / CARD_FILE)
     assert card.flowedge_version == __version__
     assert card.created_utc.endswith("Z") and len(card.weights_sha256) == 64
-    assert (
-        card.detector == "csflow" and card.detector_params["image_size"] == card.preprocess.height
-    )
+    assert card.detector == "csflow" and card.detector_params["image_size"] == card.input.height
     assert card.backbone["name"] and "out_indices" in card.backbone
     data = card.training["data"]
     assert data["n_images"] == 16 and data["n_skipped"] == 0
@@ -70,8 +68,8 @@ def test_refuses_another_card_format(checkpoint_copy: Path) -> None:
 
 
 def test_refuses_edited_preprocessing(checkpoint_copy: Path) -> None:
-    _edit_card(checkpoint_copy, lambda d: d["preprocess"].update(interpolation="linear"))
-    with pytest.raises(CardError, match="preprocessing spec was changed"):
+    _edit_card(checkpoint_copy, lambda d: d["input"].update(interpolation="linear"))
+    with pytest.raises(CardError, match="input spec was changed"):
         load_checkpoint(checkpoint_copy)
 
 
@@ -79,20 +77,20 @@ def test_refuses_a_preprocessing_step_it_does_not_know(checkpoint_copy: Path) ->
     """A card from a newer flowedge naming an unknown step is refused, never run without it."""
 
     def edit(data: dict) -> None:
-        data["preprocess"]["intensity"] = "clahe"
-        data["preprocess_digest"] = ""
+        data["input"]["intensity"] = "clahe"
+        data["input_digest"] = ""
 
     _edit_card(checkpoint_copy, edit)
     with pytest.raises(
-        CardError, match="preprocess.intensity 'clahe' is not one of raw, standardize"
+        CardError, match="input.intensity 'clahe' is not one of raw, standardize"
     ):
         load_checkpoint(checkpoint_copy)
 
 
 def test_refuses_preprocessing_edited_together_with_its_digest(checkpoint_copy: Path) -> None:
     def edit(data: dict) -> None:
-        data["preprocess"]["interpolation"] = "linear"
-        data["preprocess_digest"] = ""
+        data["input"]["interpolation"] = "linear"
+        data["input_digest"] = ""
 
     _edit_card(checkpoint_copy, edit)
     with pytest.raises(CardError, match="differs from what this detector needs"):

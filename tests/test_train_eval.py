@@ -15,9 +15,10 @@ from conftest import tiny_detector_config, tiny_training_config
 from flowedge.cli import main
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import EXIT_CHECK, EXIT_DATA, EXIT_MODEL, CheckFailedError
+from flowedge.core.metrics import auroc
 from flowedge.flows.cmd_train import build_configs
 from flowedge.flows.config import DetectorConfig, TrainingConfig
-from flowedge.flows.metrics import auroc, detection_report, f1_max, image_auroc, pixel_auroc
+from flowedge.flows.metrics import detection_report, f1_max, image_auroc, pixel_auroc
 
 LABELS = [0, 0, 1, 1]
 SCORES = [0.1, 0.4, 0.35, 0.8]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowedge.core.card import PreprocessSpec, ScoreSpec
+from flowedge.core.card import ImageInput, ScoreSpec
 from flowedge.flows.config import DetectorConfig
 
 Features = list[torch.Tensor]
@@ -33,9 +33,9 @@ class Detector(nn.Module, ABC):
     name: str = ""
     det: DetectorConfig
 
-    def preprocess_spec(self) -> PreprocessSpec:
-        """Image input as configured; grayscale is replicated to 3 channels by flows.preprocess."""
-        return PreprocessSpec(
+    def preprocess_spec(self) -> ImageInput:
+        """Image input as configured; grayscale is replicated to 3 channels by modalities.image."""
+        return ImageInput(
             height=self.det.image_size,
             width=self.det.image_size,
             interpolation=self.det.interpolation,
