@@ -15,9 +15,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flowedge.core.card import CARD_FORMAT, UPGRADABLE_FORMAT, CardError, ModelCard
+from flowedge.core.card import (
+    CARD_FORMAT,
+    UPGRADABLE_FORMAT,
+    CardError,
+    ModelCard,
+    read_card_json,
+)
 from flowedge.core.errors import ConfigError
-from flowedge.core.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +77,7 @@ def upgrade_2x(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     path = _card_path(args.checkpoint)
-    data = read_json(
-        path,
-        "model card",
-        CardError,
-        missing="give the checkpoint directory written by 'flowedge train'",
-        invalid="the checkpoint is damaged: copy it again or retrain",
-    )
+    data = read_card_json(path)
     fmt = str(data.get("card_format", "?")) if isinstance(data, dict) else "?"
     if fmt.split(".")[0] == CARD_FORMAT.split(".")[0]:
         log.info("%s is already card format %s; nothing to do", path, fmt)

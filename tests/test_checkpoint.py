@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from flowedge.cli import main
 from flowedge.core.card import CardError, ModelCard
 from flowedge.core.errors import EXIT_MODEL
 from flowedge.flows.checkpoint import CARD_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
@@ -81,9 +83,7 @@ def test_refuses_a_preprocessing_step_it_does_not_know(checkpoint_copy: Path) ->
         data["input_digest"] = ""
 
     _edit_card(checkpoint_copy, edit)
-    with pytest.raises(
-        CardError, match="input.intensity 'clahe' is not one of raw, standardize"
-    ):
+    with pytest.raises(CardError, match="input.intensity 'clahe' is not one of raw, standardize"):
         load_checkpoint(checkpoint_copy)
 
 
@@ -117,3 +117,40 @@ def test_refuses_missing_files_by_name(checkpoint_copy: Path, name: str) -> None
 def test_refuses_absent_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(CardError, match="not found"):
         load_checkpoint(tmp_path / "nothing")
+
+
+def _as_2x_card(data: dict) -> None:
+    """Rewrite a 3.0 card dict in place as flowedge 2.x wrote it."""
+    spec = data.pop("input")
+    spec.pop("kind")
+    spec.update(modality="image", extra={})
+    data.pop("input_digest")
+    data["preprocess"] = spec
+    data["preprocess_digest"] = hashlib.sha256(
+        json.dumps(spec, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    data["score"]["map_source"] = "scale0"
+    data["card_format"] = "2.0"
+
+
+def test_a_2x_checkpoint_is_refused_then_upgraded(checkpoint_copy: Path, capsys) -> None:
+    original = ModelCard.load(checkpoint_copy / CARD_FILE)
+    _edit_card(checkpoint_copy, _as_2x_card)
+    with pytest.raises(CardError, match="flowedge upgrade-card"):
+        load_checkpoint(checkpoint_copy)
+    assert main(["upgrade-card", str(checkpoint_copy)]) == 0
+    _, card = load_checkpoint(checkpoint_copy)
+    assert card.to_dict() == original.to_dict()
+    assert main(["upgrade-card", str(checkpoint_copy / CARD_FILE)]) == 0  # already 3.0: no-op
+    assert main(["upgrade-card", str(checkpoint_copy / "model.onnx")]) == 2
+    assert "export them again" in capsys.readouterr().err
+
+
+def test_upgrade_refuses_a_2x_card_edited_after_training(checkpoint_copy: Path, capsys) -> None:
+    def edit(data: dict) -> None:
+        _as_2x_card(data)
+        data["preprocess"]["interpolation"] = "linear"
+
+    _edit_card(checkpoint_copy, edit)
+    assert main(["upgrade-card", str(checkpoint_copy)]) == EXIT_MODEL
+    assert "changed after training" in capsys.readouterr().err

@@ -317,15 +317,18 @@ class ModelCard:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
-        path = Path(path)
-        data = read_json(
-            path,
-            "model card",
-            CardError,
-            missing="give the checkpoint directory written by 'flowedge train'",
-            invalid="the checkpoint is damaged: copy it again or retrain",
-        )
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_card_json(Path(path)), source=str(path))
+
+
+def read_card_json(path: Path) -> Any:
+    """The parsed content of a card.json, unchecked (for loading and for upgrading)."""
+    return read_json(
+        path,
+        "model card",
+        CardError,
+        missing="give the checkpoint directory written by 'flowedge train'",
+        invalid="the checkpoint is damaged: copy it again or retrain",
+    )
 
 
 def check_format(data: dict[str, Any], source: str) -> None:

@@ -148,32 +148,6 @@ def _colour_bar(height: int, low: float, high: float) -> np.ndarray:
     return labelled
 
 
-def render_overlay(
-    tensor: np.ndarray,
-    amap: np.ndarray,
-    spec: ImageInput,
-    score: float | None,
-    decision: str,
-    threshold: float,
-) -> np.ndarray:
-    """Input view with the anomaly map blended in, a colour bar and a banner with the decision."""
-    view = input_view(tensor, spec)
-    scale = max(1.0, RENDER_MIN_SIDE / min(view.shape[:2]))
-    size = (round(view.shape[1] * scale), round(view.shape[0] * scale))
-    view = cv2.resize(view, size, interpolation=cv2.INTER_LINEAR)
-    values = np.nan_to_num(np.asarray(amap, dtype=np.float32))
-    low, high = float(values.min()), float(values.max())
-    heat = ((values - low) / ((high - low) or 1.0) * 255.0).astype(np.uint8)
-    heat = cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR)
-    overlay = cv2.addWeighted(view, 0.55, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.45, 0)
-    body = np.hstack([overlay, _colour_bar(size[1], low, high)])
-    shown = "n/a" if score is None else f"{score:.4g}"
-    banner = np.full((28, body.shape[1], 3), _BANNER_COLOURS.get(decision, (0, 0, 0)), np.uint8)
-    text = f"{decision}  score {shown}  threshold {threshold:.4g}"
-    cv2.putText(banner, text, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255))
-    return np.vstack([banner, body])
-
-
 class ImageModality(Modality):
     """Camera frames and image files (PNG, JPEG, BMP, TIFF)."""
 
@@ -222,7 +196,21 @@ class ImageModality(Modality):
         decision: str,
         threshold: float,
     ) -> np.ndarray:
-        return render_overlay(input_tensor, amap, spec, score, decision, threshold)
+        view = input_view(input_tensor, spec)
+        scale = max(1.0, RENDER_MIN_SIDE / min(view.shape[:2]))
+        size = (round(view.shape[1] * scale), round(view.shape[0] * scale))
+        view = cv2.resize(view, size, interpolation=cv2.INTER_LINEAR)
+        values = np.nan_to_num(np.asarray(amap, dtype=np.float32))
+        low, high = float(values.min()), float(values.max())
+        heat = ((values - low) / ((high - low) or 1.0) * 255.0).astype(np.uint8)
+        heat = cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR)
+        overlay = cv2.addWeighted(view, 0.55, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.45, 0)
+        body = np.hstack([overlay, _colour_bar(size[1], low, high)])
+        shown = "n/a" if score is None else f"{score:.4g}"
+        banner = np.full((28, body.shape[1], 3), _BANNER_COLOURS.get(decision, (0, 0, 0)), np.uint8)
+        text = f"{decision}  score {shown}  threshold {threshold:.4g}"
+        cv2.putText(banner, text, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255))
+        return np.vstack([banner, body])
 
 
 MODALITY = ImageModality()
