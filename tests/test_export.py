@@ -9,6 +9,7 @@ real detectors; the CLI tests use the shared ``tiny_checkpoint``.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch.nn import functional as F
 from flowedge.backends.onnxrt import OnnxRuntimeBackend
 from flowedge.core import metadata
 from flowedge.core.card import CardError, ImageInput, ModelCard, ScoreSpec
+from flowedge.core.errors import ConfigError
 from flowedge.export.calibration_ref import CalibrationRef
 from flowedge.export.checked import check_graph, torch_outputs
 from flowedge.export.fp16 import fp32_nodes, to_fp16, to_fp16_naive
@@ -221,6 +223,15 @@ def test_fp16_keeps_reductions_fp32_and_parity(
     for faithful in (False, True):
         report = check_graph(path, ref, samples, calibration=None, fp16_faithful=faithful)
         assert report.precision == "fp16" and report.passed, report.summary()
+
+
+def test_fp16_refuses_a_score_with_log_determinants(exported: Path, standin) -> None:
+    """Log-det terms sit beside z, not after it: fp16 cannot keep them fp32, so it refuses."""
+    model = onnx.load(str(exported))
+    card = replace(standin.card(), score=ScoreSpec(kind="nll", uses_logdet=True))
+    set_metadata(model, {**get_metadata(model), metadata.CARD_KEY: card.to_json()})
+    with pytest.raises(ConfigError, match="log-determinant terms.*export and build fp32"):
+        to_fp16(model, source="logdet.onnx")
 
 
 def test_naive_fp16_overflows_where_safe_fp16_does_not(tmp_path: Path) -> None:
