@@ -72,7 +72,7 @@ def bench_one(name: str, detector, card: ModelCard, threads: int, repeats: int, 
     fp32 = tmp / f"{name}.onnx"
     export_onnx(detector, card, fp32)
     ort = OnnxRuntimeBackend.open(fp32, "cpu", threads)
-    spec = card.preprocess
+    spec = card.input
     samples = synthetic_samples(spec, 4, 4)
     b1, b8 = samples[:1], samples[:8]
 

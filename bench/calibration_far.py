@@ -24,10 +24,10 @@ from flowedge.calibration.calibfile import save_calibration
 from flowedge.calibration.calibrate import CalibrationOptions, build_calibration
 from flowedge.calibration.config import DriftConfig
 from flowedge.calibration.drift import DriftMonitor
-from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.core.card import ImageInput, ModelCard, ScoreSpec
 
 LAWS = {"gamma(2)": stats.gamma(2.0), "lognormal(0.5)": stats.lognorm(0.5), "normal": stats.norm()}
-CARD = ModelCard("bench", {}, {}, PreprocessSpec(), ScoreSpec("x"), weights_sha256="0" * 64)
+CARD = ModelCard("bench", {}, {}, ImageInput(), ScoreSpec("x"), weights_sha256="0" * 64)
 
 
 def coverage(law, n: int, opts: CalibrationOptions, reps: int, rng: np.random.Generator) -> str:

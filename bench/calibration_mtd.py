@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from flowedge.calibration.calibfile import load_calibration
-from flowedge.calibration.scoring import image_files, open_model, score_folders
-from flowedge.calibration.thresholds import auroc, clopper_pearson
+from flowedge.calibration.scoring import open_model, sample_files, score_folders
+from flowedge.calibration.thresholds import clopper_pearson
+from flowedge.core.metrics import separation_auroc
 
 
 def split(root: Path, work: Path, holdout: int, seed: int) -> None:
-    good = image_files(root / "train" / "good")
+    good = sample_files(root / "train" / "good", "image")
     order = np.random.default_rng(seed).permutation(len(good))
     parts = {"holdout": order[:holdout], "train": order[holdout:]}
     for name, indices in parts.items():
@@ -70,7 +71,7 @@ def check(root: Path, model: Path, calibration_path: Path, backend: str, device:
             "ci95": clopper_pearson(caught, anomalous.size),
         },
         "recall_by_defect": {k: float(np.mean(v > cal.threshold)) for k, v in defects.items()},
-        "auroc_test": auroc(good, anomalous),
+        "auroc_test": separation_auroc(good, anomalous),
         "normalised_test_good_median": cal.normalise(float(np.median(good))),
     }
     print(json.dumps(result, indent=2))

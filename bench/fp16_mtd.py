@@ -30,7 +30,7 @@ from flowedge.export.fp16 import to_fp16, to_fp16_naive  # noqa: E402
 from flowedge.export.onnx_export import export_onnx  # noqa: E402
 from flowedge.export.parity import fp16_faithful_infer, run_in_batches  # noqa: E402
 from flowedge.flows.checkpoint import load_checkpoint  # noqa: E402
-from flowedge.modalities.image import load_tensor  # noqa: E402
+from flowedge.modalities import get_modality  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
 
@@ -60,11 +60,10 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     detector, card = load_checkpoint(args.checkpoint)
-    files = sorted(
-        p for p in (args.data / "test").rglob("*") if p.suffix.lower() in {".png", ".jpg", ".bmp"}
-    )
+    modality = get_modality(card.input.kind)
+    files = modality.list_files(args.data / "test")
     labels = np.array([0 if p.parent.name == "good" else 1 for p in files])
-    images = np.stack([load_tensor(p, card.preprocess) for p in files])
+    images = np.stack([modality.load(p, card.input) for p in files])
     result: dict = {
         "checkpoint": str(args.checkpoint),
         "detector": card.detector,

@@ -52,13 +52,12 @@ def make_detector(kind: str, size: int, device: torch.device, fit_epochs: int):
 
 def load_test_set(root: Path, spec) -> tuple[np.ndarray, np.ndarray]:
     """MVTec-layout test/ folder: (preprocessed images, labels 0 = good, 1 = defect)."""
-    from flowedge.modalities.image import load_tensor
+    from flowedge.modalities import get_modality
 
-    files = sorted(
-        p for p in (root / "test").rglob("*") if p.suffix.lower() in {".png", ".jpg", ".bmp"}
-    )
+    modality = get_modality(spec.kind)
+    files = modality.list_files(root / "test")
     labels = np.array([0 if p.parent.name == "good" else 1 for p in files])
-    return np.stack([load_tensor(p, spec) for p in files]), labels
+    return np.stack([modality.load(p, spec) for p in files]), labels
 
 
 def score_all(fn: Forward, images: np.ndarray, device: torch.device, batch: int = 16) -> np.ndarray:
@@ -170,7 +169,7 @@ def main() -> int:
         from flowedge.flows.checkpoint import load_checkpoint
 
         detector, card = load_checkpoint(args.checkpoint, device=str(device))
-        spec = card.preprocess
+        spec = card.input
     else:
         detector, spec = make_detector(args.detector, size, device, args.fit_epochs)
     samples = torch.from_numpy(synthetic_samples(spec, 8, 8)).to(device)

@@ -22,7 +22,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-from flowedge.core.card import INTENSITIES, PreprocessSpec
+from flowedge.core.card import INTENSITIES, ImageInput
 from flowedge.flows.backbones import build_backbone
 from flowedge.flows.config import BackboneConfig
 from flowedge.flows.data.datasets import (
@@ -36,9 +36,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
 STAGES = {2: "stride8", 3: "stride16", 4: "stride32"}
 
 
-def pooled_features(
-    backbone: torch.nn.Module, samples: list, spec: PreprocessSpec
-) -> list[np.ndarray]:
+def pooled_features(backbone: torch.nn.Module, samples: list, spec: ImageInput) -> list[np.ndarray]:
     """Globally average-pooled features of every stage, one array per stage."""
     chunks: list[list[torch.Tensor]] = [[] for _ in STAGES]
     for batch, _ in iter_batches(samples, spec, 16, LoadSummary("probe")):
@@ -50,7 +48,7 @@ def pooled_features(
 
 def probe(data: Path, image_size: int, intensity: str) -> dict[str, float]:
     backbone, _ = build_backbone(BackboneConfig(out_indices=list(STAGES)))
-    spec = PreprocessSpec(height=image_size, width=image_size, intensity=intensity)
+    spec = ImageInput(height=image_size, width=image_size, intensity=intensity)
     test_samples = labelled_samples(data)
     train = pooled_features(backbone, training_samples(data), spec)
     test = pooled_features(backbone, test_samples, spec)

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from flowedge.core.card import PreprocessSpec
+from flowedge.core.card import ImageInput
 from flowedge.flows.backbones import build_backbone
 from flowedge.flows.config import BackboneConfig, TrainingConfig, detector_config_model
 from flowedge.flows.data.datasets import labelled_samples, training_samples
 from flowedge.flows.detectors import registered_detectors
 from flowedge.flows.fit import fit_detector
-from flowedge.modalities.image import load_tensor
+from flowedge.modalities import get_modality
 
 STAGE_OF = {16: 0, 32: 1}  # position in the shared out_indices [3, 4] of Lite0
 
@@ -46,9 +46,9 @@ SETTINGS = [
 @torch.no_grad()
 def pyramid(paths: list[Path], size: int, device: str, backbone) -> list[list[torch.Tensor]]:
     """Per stage (16, 32): features at input scales 1, 1/2, 1/4, for all images."""
-    spec = PreprocessSpec(height=size, width=size, interpolation="area")
+    spec = ImageInput(height=size, width=size, interpolation="area")
     with ThreadPoolExecutor(8) as pool:
-        images = np.stack(list(pool.map(lambda p: load_tensor(p, spec), paths)))
+        images = np.stack(list(pool.map(lambda p: get_modality("image").load(p, spec), paths)))
     per_stage: list[list[list[torch.Tensor]]] = [[[], [], []], [[], [], []]]
     for start in range(0, len(images), 32):
         x = torch.from_numpy(images[start : start + 32]).to(device)

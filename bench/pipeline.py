@@ -36,7 +36,7 @@ from mqtt_broker import Broker, Subscriber  # noqa: E402
 from flowedge.backends.torch_backend import TorchBackend  # noqa: E402
 from flowedge.edge.cmd_run import Station  # noqa: E402
 from flowedge.edge.config import parse_config  # noqa: E402
-from flowedge.modalities.image import load_tensor  # noqa: E402
+from flowedge.modalities import get_modality  # noqa: E402
 
 
 def demo_checkpoint(size: int, out: Path) -> Path:
@@ -76,14 +76,15 @@ def bare_loop(
     backend: TorchBackend, images: list[Path], preload: bool
 ) -> tuple[float, list[float], float]:
     """One sample at a time; ``preload``: tensors made beforehand (inference only)."""
-    spec = backend.card.preprocess
-    tensors = [load_tensor(path, spec)[None] for path in images] if preload else []
-    backend.infer(load_tensor(images[0], spec)[None])  # warm-up
+    spec = backend.card.input
+    load = get_modality(spec.kind).load
+    tensors = [load(path, spec)[None] for path in images] if preload else []
+    backend.infer(load(images[0], spec)[None])  # warm-up
     latencies = []
     start, cpu = time.perf_counter(), time.process_time()
     for i, path in enumerate(images):
         t0 = time.perf_counter()
-        backend.infer(tensors[i] if preload else load_tensor(path, spec)[None])
+        backend.infer(tensors[i] if preload else load(path, spec)[None])
         latencies.append(time.perf_counter() - t0)
     n = len(images)
     return n / (time.perf_counter() - start), latencies, (time.process_time() - cpu) / n
@@ -120,7 +121,7 @@ def full_loop(
 
     sub.client.on_message = stamp
     time.sleep(0.5)  # subscriber connected
-    station.backend.infer(np.zeros((1, *station.backend.input_chw), np.float32))  # warm-up
+    station.backend.infer(np.zeros((1, *station.backend.input_shape), np.float32))  # warm-up
     start, cpu = time.perf_counter(), time.process_time()
     station.start()
     docs = sub.wait_for("/decision", count, timeout=600)

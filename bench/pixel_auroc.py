@@ -14,7 +14,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from flowedge.flows.metrics import auroc
+from flowedge.core.metrics import auroc
 
 
 def main() -> None:

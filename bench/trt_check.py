@@ -39,7 +39,7 @@ def main() -> int:
     args = parser.parse_args()
     ort = OnnxRuntimeBackend.open(args.onnx, "cpu", 0)
     trt = TensorRTBackend.open(args.engine, "cuda", 0)
-    batch = synthetic_samples(ort.card.preprocess, 8, 8)
+    batch = synthetic_samples(ort.card.input, 8, 8)
     ref = run_in_batches(ort.infer, batch, (4,))
     got = run_in_batches(trt.infer, batch, (1, 3))
     report = compare(ref, got, trt.meta.precision)

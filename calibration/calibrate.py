@@ -22,7 +22,6 @@ from flowedge.calibration.thresholds import (
     LABELLED,
     STRATEGIES,
     ThresholdResult,
-    auroc,
     check_sample_sizes,
     check_separation,
     clopper_pearson,
@@ -33,6 +32,7 @@ from flowedge.calibration.thresholds import (
 from flowedge.core.card import ModelCard
 from flowedge.core.decision import is_anomalous
 from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.metrics import separation_auroc
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def anomalous_summary(
         "min": float(anomalous.min()),
         "median": float(np.median(anomalous)),
         "max": float(anomalous.max()),
-        "auroc_vs_normal": auroc(normal, anomalous),
+        "auroc_vs_normal": separation_auroc(normal, anomalous),
         "recall": {"value": caught / anomalous.size, "low": low, "high": high, "caught": caught},
         "scores": np.sort(anomalous).tolist(),
     }

@@ -18,7 +18,7 @@ import numpy as np
 
 from flowedge.calibration.calibfile import check_binding, read_calibration, save_calibration
 from flowedge.calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
-from flowedge.calibration.scoring import image_files, open_model, score_folders, training_overlap
+from flowedge.calibration.scoring import open_model, sample_files, score_folders, training_overlap
 from flowedge.calibration.thresholds import STRATEGIES
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import ConfigError, DataError
@@ -164,7 +164,8 @@ def _log_plan(args: argparse.Namespace, opts: CalibrationOptions, card: ModelCar
     """Say what was found and which settings apply, before the long scoring starts."""
     for kind, folders in (("normal", args.normal), ("anomalous", args.anomalous or [])):
         for folder in folders:
-            log.info("%s images: %d in %s", kind, len(image_files(folder)), folder)
+            count = len(sample_files(folder, card.input.kind))
+            log.info("%s samples: %d in %s", kind, count, folder)
     log.info(
         "calibrating %s with %s on %s: strategy %s (target false-alarm rate %g, k %g, "
         "cost ratio %g), batch %d",
@@ -180,7 +181,7 @@ def _log_plan(args: argparse.Namespace, opts: CalibrationOptions, card: ModelCar
 
 
 def _refuse_training_images(folders: list[Path], card: ModelCard) -> None:
-    files = [str(p) for folder in folders for p in image_files(folder)]
+    files = [str(p) for folder in folders for p in sample_files(folder, card.input.kind)]
     overlap = training_overlap(files, card)
     if overlap:
         raise DataError(

@@ -1,8 +1,8 @@
-"""INT8 calibration for TensorRT engines: normal images in, per-tensor ranges out.
+"""INT8 calibration for TensorRT engines: normal samples in, per-tensor ranges out.
 
-TensorRT's entropy calibrator pulls batches of *normal* images (the distribution the
-station sees) through :mod:`flows.preprocess` with the card's spec, copied into a device
-buffer. The resulting cache is reused only while the images, spec and batch size are the
+TensorRT's entropy calibrator pulls batches of *normal* samples (the distribution the
+station sees) through the card's modality and input spec, copied into a device
+buffer. The resulting cache is reused only while the files, spec and batch size are the
 same (a fingerprint is kept beside it), so a stale cache never silently calibrates a
 different model. Implicit INT8 calibration exists up to TensorRT 10.x (removed in 11.x,
 which wants explicit Q/DQ graphs). Importing this module never needs tensorrt.
@@ -15,21 +15,24 @@ import json
 import logging
 import math
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flowedge.calibration.scoring import image_files
-from flowedge.core.card import PreprocessSpec
+from flowedge.calibration.scoring import sample_files
+from flowedge.core.card import InputSpec
 from flowedge.core.errors import BadInputError, ConfigError, DataError
-from flowedge.modalities.image import load_tensor
+from flowedge.modalities import get_modality
+from flowedge.modalities.batches import load_batches
 
 log = logging.getLogger(__name__)
 
 
 class CalibrationBatches:
-    """Full float32 NCHW batches of preprocessed images; unreadable files skipped and listed.
+    """Full float32 [B, *tensor_shape] batches of preprocessed samples; unreadable files
+    skipped and listed.
 
     A trailing partial batch is dropped (TensorRT calibrates on fixed-size batches).
     """
@@ -37,26 +40,26 @@ class CalibrationBatches:
     def __init__(
         self,
         image_dir: str | Path,
-        spec: PreprocessSpec,
+        spec: InputSpec,
         batch_size: int,
-        input_shape: tuple[int, int, int],
+        input_shape: tuple[int, ...],
     ) -> None:
-        expected = (spec.channels, spec.height, spec.width)
+        expected = spec.tensor_shape
         if tuple(input_shape) != expected:
             raise ConfigError(
                 f"INT8 calibration input shape {tuple(input_shape)} differs from the model card's "
-                f"preprocessing {expected} (C, H, W); rebuild from the matching ONNX model"
+                f"input {expected}; rebuild from the matching ONNX model"
             )
         if batch_size < 1:
             raise ConfigError(f"INT8 calibration batch size must be >= 1, got {batch_size}")
         self.spec = spec
         self.batch_size = batch_size
         self.input_shape = expected
-        self.paths = image_files(Path(image_dir))
+        self.paths = sample_files(Path(image_dir), spec.kind)
         if len(self.paths) < batch_size:
             raise DataError(
-                f"INT8 calibration needs at least one full batch ({batch_size} images); "
-                f"{image_dir} holds {len(self.paths)}: add normal images or lower the batch size"
+                f"INT8 calibration needs at least one full batch ({batch_size} samples); "
+                f"{image_dir} holds {len(self.paths)}: add normal samples or lower the batch size"
             )
         self.skipped: list[str] = []
 
@@ -71,20 +74,17 @@ class CalibrationBatches:
             digest.update(f"|{path.name}:{path.stat().st_size}".encode())
         return digest.hexdigest()
 
+    def _skip(self, path: Path, error: BadInputError) -> None:
+        log.warning("INT8 calibration: skipping %s", error)
+        self.skipped.append(str(path))
+
     def __iter__(self) -> Iterator[np.ndarray]:
-        chunk: list[np.ndarray] = []
-        for path in self.paths:
-            try:
-                chunk.append(load_tensor(path, self.spec))
-            except BadInputError as exc:
-                log.warning("INT8 calibration: skipping %s", exc)
-                self.skipped.append(str(path))
-                continue
-            if len(chunk) == self.batch_size:
-                yield np.ascontiguousarray(np.stack(chunk), dtype=np.float32)
-                chunk = []
-        if chunk:
-            log.info("INT8 calibration: last %d image(s) dropped (partial batch)", len(chunk))
+        load = partial(get_modality(self.spec.kind).load, spec=self.spec)
+        for kept, batch in load_batches(self.paths, load, self.batch_size, self._skip):
+            if len(kept) < self.batch_size:
+                log.info("INT8 calibration: last %d sample(s) dropped (partial batch)", len(kept))
+                return
+            yield np.ascontiguousarray(batch, dtype=np.float32)
 
 
 class CalibrationCache:
@@ -116,12 +116,12 @@ class CalibrationCache:
 
 def make_int8_calibrator(
     image_dir: str | Path,
-    spec: PreprocessSpec,
+    spec: InputSpec,
     cache_path: str | Path,
     batch_size: int,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
 ) -> Any:
-    """A ``tensorrt.IInt8EntropyCalibrator2`` over the normal images in ``image_dir``."""
+    """A ``tensorrt.IInt8EntropyCalibrator2`` over the normal samples in ``image_dir``."""
     from flowedge.backends.tensorrt import check_cuda, import_cudart, import_tensorrt
 
     trt = import_tensorrt("INT8 calibration")

@@ -1,6 +1,6 @@
-"""Score folders of images with a model for calibration, and guard against training data.
+"""Score folders of samples with a model for calibration, and guard against training data.
 
-Uses the station's backend (``edge.backends.open_backend``), so a calibration can be
+Uses the station's backend (:func:`flowedge.backends.open_backend`), so a calibration can be
 computed with exactly the engine that will run (torch checkpoint, ONNX or TensorRT); the
 threshold maths only ever sees the resulting numpy array of scores.
 """
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ import numpy as np
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import BadInputError, DataError
 from flowedge.core.progress import Progress
-from flowedge.flows.data.datasets import IMAGE_EXTENSIONS
-from flowedge.modalities.image import load_tensor
+from flowedge.modalities import get_modality
+from flowedge.modalities.batches import load_batches
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ InferFn = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class ScoredFolder:
-    """Scores of the readable images in some folders, and what was skipped (and why)."""
+    """Scores of the readable samples in some folders, and what was skipped (and why)."""
 
     folders: list[str]
     files: list[str] = field(default_factory=list)
@@ -40,20 +41,22 @@ class ScoredFolder:
         return {"folders": self.folders, "n_scored": len(self.files), "skipped": self.skipped}
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Every image under ``folder`` (recursive), refusing mask folders and empty folders."""
+def sample_files(folder: Path, kind: str) -> list[Path]:
+    """Every file of modality ``kind`` under ``folder`` (recursive), refusing mask folders and
+    empty folders."""
     if not folder.is_dir():
-        raise DataError(f"image folder {folder} is not a directory; check the path")
-    paths = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+        raise DataError(f"sample folder {folder} is not a directory; check the path")
+    modality = get_modality(kind)
+    paths = modality.list_files(folder, recursive=True)
     if any("ground_truth" in p.relative_to(folder).parts for p in paths):
         raise DataError(
-            f"{folder} contains ground_truth masks; give a folder of images only "
+            f"{folder} contains ground_truth masks; give a folder of samples only "
             "(e.g. test/good for normal, test/<defect> for anomalous)"
         )
     if not paths:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {folder}")
+        raise DataError(
+            f"no {kind} files ({', '.join(sorted(modality.extensions))}) found under {folder}"
+        )
     return paths
 
 
@@ -62,27 +65,9 @@ def open_model(
 ) -> tuple[InferFn, ModelCard, Callable[[], None]]:
     """(infer batch -> scores, card, close) through the station's own backend."""
     from flowedge.backends import open_backend
-    from flowedge.edge.config import ModelConfig
 
-    model = open_backend(ModelConfig(path=path, backend=backend, device=device))
+    model = open_backend(path, backend, device)
     return (lambda batch: np.asarray(model.infer(batch)[0])), model.card, model.close
-
-
-def _batches(
-    paths: list[Path], card: ModelCard, size: int, out: ScoredFolder
-) -> Iterator[tuple[list[Path], np.ndarray]]:
-    chunk: list[tuple[Path, np.ndarray]] = []
-    for path in paths:
-        try:
-            chunk.append((path, load_tensor(path, card.preprocess)))
-        except BadInputError as exc:
-            log.warning("skipping %s", exc)
-            out.skipped.append(str(path))
-        if len(chunk) == size:
-            yield [p for p, _ in chunk], np.stack([t for _, t in chunk])
-            chunk = []
-    if chunk:
-        yield [p for p, _ in chunk], np.stack([t for _, t in chunk])
 
 
 def score_folders(
@@ -93,26 +78,33 @@ def score_folders(
     desc: str = "score",
     show_progress: bool = True,
 ) -> ScoredFolder:
-    """Score every image; unreadable files are skipped and listed, NaN scores refused."""
+    """Score every sample; unreadable files are skipped and listed, NaN scores refused."""
     out = ScoredFolder([str(f) for f in folders])
-    paths = [p for folder in folders for p in image_files(folder)]
+    spec = card.input
+    modality = get_modality(spec.kind)
+    paths = [p for folder in folders for p in sample_files(folder, spec.kind)]
     scores: list[np.ndarray] = []
-    with Progress(len(paths), desc, "img", bar=show_progress) as progress:
-        for names, batch in _batches(paths, card, batch_size, out):
+
+    def skip(path: Path, error: BadInputError) -> None:
+        log.warning("skipping %s", error)
+        out.skipped.append(str(path))
+
+    load = partial(modality.load, spec=spec)
+    with Progress(len(paths), desc, "sample", bar=show_progress) as progress:
+        for names, batch in load_batches(paths, load, batch_size, skip):
             values = np.asarray(infer(batch), dtype=np.float64).reshape(-1)
             bad = [str(p) for p, v in zip(names, values, strict=True) if not np.isfinite(v)]
             if bad:
                 raise DataError(
-                    f"the model gives NaN/Inf scores for {len(bad)} image(s), e.g. {bad[0]}; the "
-                    "model or these images are broken: check them, re-export or retrain before "
-                    "calibrating"
+                    f"the model gives NaN/Inf scores for {len(bad)} sample(s), e.g. {bad[0]}; the model "
+                    "or these images are broken: check them, re-export or retrain before calibrating"
                 )
             out.files.extend(str(p) for p in names)
             scores.append(values)
             progress.advance_to(len(out.files) + len(out.skipped))
     if out.skipped:
         log.warning(
-            "%d of %d images skipped as unreadable (listed in the file)",
+            "%d of %d files skipped as unreadable (listed in the file)",
             len(out.skipped),
             len(paths),
         )
@@ -140,7 +132,7 @@ def training_overlap(files: list[str], card: ModelCard) -> list[str]:
         return []
     from flowedge.flows.data.datasets import training_samples
 
-    train = [s.path for s in training_samples(root)]
+    train = [s.path for s in training_samples(root, card.input.kind)]
     train_paths = {p.resolve() for p in train}
     by_size: dict[int, list[Path]] = {}
     for p in train:

@@ -19,6 +19,7 @@ from scipy import stats
 from flowedge.calibration.distribution import ScoreDistribution
 from flowedge.calibration.tail import exceedance_count
 from flowedge.core.errors import CheckFailedError, ConfigError, DataError
+from flowedge.core.metrics import separation_auroc
 
 STRATEGIES = ("far", "sigma", "f1", "youden", "cost")
 LABELLED = ("f1", "youden", "cost")
@@ -54,19 +55,13 @@ def check_sample_sizes(normal: np.ndarray, anomalous: np.ndarray | None, strateg
             )
 
 
-def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
-    """P(anomalous score > normal score), ties counting half (Mann-Whitney U / nm)."""
-    u = stats.mannwhitneyu(anomalous, normal, alternative="two-sided").statistic
-    return float(u) / (normal.size * anomalous.size)
-
-
 def check_separation(normal: np.ndarray, anomalous: np.ndarray, p_swapped: float = 0.01) -> float:
     """Refuse anomalies that score significantly *below* normal: almost always swapped folders.
 
     A one-sided Mann-Whitney test, not a bare AUROC < 0.5, so a model that barely
     separates (AUROC near 0.5 by chance) is warned about rather than refused.
     """
-    value = auroc(normal, anomalous)
+    value = separation_auroc(normal, anomalous)
     p_value = float(stats.mannwhitneyu(anomalous, normal, alternative="less").pvalue)
     if p_value < p_swapped:
         raise CheckFailedError(

@@ -66,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_model(cfg: FlowedgeConfig) -> list[CheckResult]:
     """The model opens with its backend, and a threshold (calibration or fixed) goes with it."""
     try:
-        backend = open_backend(cfg.model)
+        backend = open_backend(
+            cfg.model.path, cfg.model.backend, cfg.model.device, cfg.model.intra_op_threads
+        )
     except FlowedgeError as exc:
         return [failed("model", str(exc), exc.exit_code)]
     try:

@@ -126,7 +126,7 @@ def _station_config(out: Path, model: Path, calibration: Path, stream: Path) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowedge.flows.data.synthetic import generate_dataset
+    from flowedge.modalities.image_synthetic import generate_dataset
 
     out: Path = args.out
     data, holdout, model = out / "data", out / "holdout", out / "model"

@@ -85,7 +85,13 @@ class Station:
     ) -> None:
         """``backend``: an opened backend (tests, benches); None opens ``cfg.model``."""
         self.config_path, self.cfg = config_path, cfg
-        self.backend = backend if backend is not None else open_backend(cfg.model)
+        self.backend = (
+            backend
+            if backend is not None
+            else open_backend(
+                cfg.model.path, cfg.model.backend, cfg.model.device, cfg.model.intra_op_threads
+            )
+        )
         self.embedded = embedded_calibration(self.backend)
         self.policy = load_policy(cfg, self.backend.card, self.embedded)
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)

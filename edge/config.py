@@ -86,7 +86,7 @@ MqttString = Annotated[str, AfterValidator(_mqtt_string)]
 class ModelConfig(Strict):
     # A checkpoint directory (weights.safetensors + card.json), an .onnx file or a TensorRT .engine
     path: Path = Path("runs/demo/model")
-    backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"  # auto: by path
     device: str = "cpu"  # torch: cpu | cuda[:N]; onnxruntime: cpu | cuda
     calibration: Path | None = None  # calibration.json bound to the model; overrides threshold
     threshold: float | None = None  # used when no calibration file is given (finite)

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flowedge.core.card import PreprocessSpec
+from flowedge.core.card import ImageInput
 from flowedge.core.decision import Decision
 from flowedge.edge.config import PipelineConfig
 from flowedge.edge.sample import Sample
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 EventSink = Callable[..., None]  # (sensor, kind, message, **details)
 
 
-def render_overlay(tensor: np.ndarray, amap: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def render_overlay(tensor: np.ndarray, amap: np.ndarray, spec: ImageInput) -> np.ndarray:
     """The anomaly map over the model's input view, as a BGR uint8 image (the one drawing)."""
     mean = np.asarray(spec.mean, dtype=np.float32)[: spec.channels, None, None]
     std = np.asarray(spec.std, dtype=np.float32)[: spec.channels, None, None]
@@ -67,7 +67,7 @@ class _Kept:
 class HeatmapWriter:
     """Used by the publish stage only (one thread): no locking."""
 
-    def __init__(self, cfg: PipelineConfig, spec: PreprocessSpec, events: EventSink) -> None:
+    def __init__(self, cfg: PipelineConfig, spec: ImageInput, events: EventSink) -> None:
         self.cfg, self.spec, self.events = cfg, spec, events  # cfg.heatmaps changes on SIGHUP
         self._kept: dict[str, _Kept] = {}
 

@@ -57,7 +57,7 @@ class Pipeline:
         self.fan_in = FanIn(cfg.sources, self._dropped)
         to_infer: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         to_publish: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
-        heatmaps = HeatmapWriter(cfg.pipeline, backend.card.preprocess, self.events.emit)
+        heatmaps = HeatmapWriter(cfg.pipeline, backend.card.input, self.events.emit)
         self.decider = Decider(cfg, backend.card, backend.name, policy, heatmaps, self.events)
         sources = [
             source_factory(s, self.events.emit, memory=spool, on_state=self.states.connected)
@@ -87,7 +87,7 @@ class Pipeline:
             }
 
         stages = (
-            Preprocess(self.fan_in, to_infer, backend.card.preprocess, metrics, self.events),
+            Preprocess(self.fan_in, to_infer, backend.card.input, metrics, self.events),
             Infer(to_infer, to_publish, backend, max_batch, metrics, self.events),
             Publish(to_publish, self.decider, spool, self.counts, metrics, on_published, depths),
         )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from flowedge.backends.base import Backend
-from flowedge.core.card import PreprocessSpec
+from flowedge.core.card import ImageInput
 from flowedge.core.errors import BadInputError, FlowedgeError
 from flowedge.edge.counts import Counts
 from flowedge.edge.decider import Decider
@@ -30,7 +30,7 @@ from flowedge.edge.sample import Sample
 from flowedge.edge.source_states import SourceStates
 from flowedge.edge.sources import Source
 from flowedge.edge.spool import Spool
-from flowedge.modalities import get_preprocessor
+from flowedge.modalities import get_modality
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Preprocess:
         self,
         fan_in: FanIn,
         out: queue.Queue,
-        spec: PreprocessSpec,
+        spec: ImageInput,
         metrics: Metrics,
         events: EventBus,
     ) -> None:
@@ -138,12 +138,12 @@ class Preprocess:
             sample.payload = None
             return
         try:
-            if sample.modality != spec.modality:
+            if sample.modality != spec.kind:
                 raise BadInputError(
                     f"{sample.source}: {sample.modality} sample for a "
-                    f"{spec.modality} model; check the source configuration"
+                    f"{spec.kind} model; check the source configuration"
                 )
-            sample.tensor = get_preprocessor(sample.modality)(
+            sample.tensor = get_modality(sample.modality).preprocess(
                 sample.payload, spec, f"{sample.source}/{sample.part_id}"
             )
         except BadInputError as exc:

@@ -130,7 +130,7 @@ def parity_checks(
 def run_export(request: ExportRequest) -> dict[str, ParityReport]:
     calibration = load_calibration(request.calibration) if request.calibration else None
     detector, card = load_checkpoint(request.checkpoint, device="cpu")
-    spec = card.preprocess
+    spec = card.input
     batch = folder_samples(request.samples, spec) if request.samples else synthetic_samples(spec)
     reference = torch_outputs(detector, batch)
     out = request.out

@@ -17,15 +17,30 @@ import onnx
 from onnxconverter_common import float16
 
 from flowedge.core import metadata
-from flowedge.core.card import CardError
+from flowedge.core.card import CardError, ModelCard
+from flowedge.core.errors import ConfigError
 from flowedge.export.graph import reduction_nodes
 from flowedge.export.onnx_graph import get_metadata, graph_nodes, name_nodes, set_metadata
 
 log = logging.getLogger(__name__)
 
 
+def require_fp16_safe(card: ModelCard, source: str) -> None:
+    """Refuse a model whose score includes log-determinants.
+
+    Log-det terms are summed inside the flow, beside the latents rather than after
+    them, so the traversal from z cannot keep them fp32; in fp16 they would lose the
+    digits the threshold depends on.
+    """
+    if card.score.uses_logdet:
+        raise ConfigError(
+            f"{source}: the score of {card.model_id} ({card.score.kind}) includes log-determinant "
+            "terms, which an fp16 graph or engine cannot keep in fp32; export and build fp32"
+        )
+
+
 def latent_names(model: onnx.ModelProto, source: str) -> list[str]:
-    names = metadata.json_entry(get_metadata(model), metadata.LATENTS_KEY)
+    names = metadata.json_entry(get_metadata(model), metadata.LATENTS_KEY, source)
     if not names:
         raise CardError(
             f"{source}: the graph does not record its latent tensors ('{metadata.LATENTS_KEY}'); "
@@ -119,6 +134,7 @@ def _merge(
 
 def to_fp16(model: onnx.ModelProto, source: str = "<graph>") -> onnx.ModelProto:
     """The fp16-safe graph: fp32 inputs/outputs, fp16 up to z, fp32 reductions."""
+    require_fp16_safe(metadata.card_from_metadata(get_metadata(model), source), source)
     name_nodes(model)
     block = fp32_nodes(model, source)
     log.info("fp16 conversion keeps %d reduction node(s) in fp32", len(block))

@@ -46,13 +46,14 @@ _RECURSION_LIMIT = 20000
 class _WithLatents(nn.Module):
     """Exposes the latents as extra outputs so the graph knows where z is (fp16 boundary)."""
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, detector: Detector, map_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.detector = detector
+        self.map_shape = map_shape
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         latents = self.detector.latents(self.detector.features(x))
-        score, amap = self.detector.reduce(latents, (x.shape[-2], x.shape[-1]))
+        score, amap = self.detector.reduce(latents, self.map_shape)
         return (score.float(), amap.float(), *latents)
 
 
@@ -111,7 +112,8 @@ def export_onnx(
     opset: int = MIN_OPSET,
     calibration: CalibrationRef | None = None,
 ) -> ExportedGraph:
-    """Trace ``detector`` to ``out`` (fp32) with outputs ``score`` [B] and ``map`` [B,H,W]."""
+    """Trace ``detector`` to ``out`` (fp32): input [B, *card.input.tensor_shape], outputs
+    ``score`` [B] and ``map`` [B, *card.input.map_shape]."""
     if opset < MIN_OPSET:
         raise CheckFailedError(f"opset {opset} is too old; use --opset {MIN_OPSET} or newer")
     module = copy.deepcopy(detector).to("cpu").eval()
@@ -120,10 +122,9 @@ def export_onnx(
         log.info(
             "rewrote %d padding='same' convolution(s) to explicit padding for export", rewritten
         )
-    spec = card.preprocess
-    wrapper = _WithLatents(module).eval()
+    wrapper = _WithLatents(module, card.input.map_shape).eval()
     # batch 2 so the tracer cannot specialise anything to a batch of one
-    dummy = torch.zeros(2, spec.channels, spec.height, spec.width)
+    dummy = torch.zeros(2, *card.input.tensor_shape)
     with torch.no_grad():
         n_latents = len(wrapper(dummy)) - 2
     latent_names = tuple(f"z{i}" for i in range(n_latents))

@@ -12,26 +12,31 @@ are within the stated error by definition and are reported as borderline).
 ONNX Runtime's CPU provider runs most fp16 nodes through fp32 kernels and drops
 the casts between them, so it cannot show fp16 rounding or overflow; fp16
 graphs are therefore also run on a few samples with ONNX's reference evaluator
-(numpy, true fp16 arithmetic), as a GPU would. Samples go through the real preprocessing: smooth normal textures and the same
-textures with a bright blob and a dark scratch (synthetic anomalies), or user
-images; the graph runs at batch sizes 1 and 3 to prove the dynamic batch.
+(numpy, true fp16 arithmetic), as a GPU would. Samples go through the real
+preprocessing of the card's modality: its synthetic normal samples and synthetic
+anomalies (for images: the demo dataset's parts and defects), or user files; the
+graph runs at batch sizes 1 and 3 to prove the dynamic batch.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from flowedge.core.card import PreprocessSpec
-from flowedge.modalities.image import load_tensor, to_tensor
+from flowedge.core.card import InputSpec
+from flowedge.core.errors import BadInputError, DataError
+from flowedge.modalities import get_modality
+from flowedge.modalities.batches import load_batches
+
+log = logging.getLogger(__name__)
 
 TOLERANCES = {"fp32": (1e-3, 1e-3), "fp16": (1e-2, 3e-2)}  # precision -> (score rtol, map rtol)
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -71,47 +76,30 @@ class ParityReport:
         return {**asdict(self), "passed": self.passed}
 
 
-def _texture(rng: np.random.Generator, size: tuple[int, int], channels: int) -> np.ndarray:
-    h, w = size
-    coarse = rng.uniform(90, 170, size=(max(h // 8, 2), max(w // 8, 2), channels)).astype(
-        np.float32
-    )
-    smooth = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, channels)
-    grain = rng.normal(0, 6, size=(h, w, channels)).astype(np.float32)
-    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
-
-
-def _add_defect(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    h, w = image.shape[:2]
-    out = image.copy()
-    radius = max(2, min(h, w) // 8)
-    centre = (int(rng.integers(radius, w - radius)), int(rng.integers(radius, h - radius)))
-    cv2.circle(out, centre, radius, (255, 255, 255), -1)
-    y = int(rng.integers(0, h))
-    cv2.line(out, (0, y), (w - 1, min(h - 1, y + h // 4)), (0, 0, 0), max(1, h // 32))
-    return out
-
-
 def synthetic_samples(
-    spec: PreprocessSpec, n_normal: int = 6, n_anomalous: int = 6, seed: int = 0
+    spec: InputSpec, n_normal: int = 6, n_anomalous: int = 6, seed: int = 0
 ) -> np.ndarray:
-    """Preprocessed [N, C, H, W] batch: normal textures, then the same with defects."""
-    rng = np.random.default_rng(seed)
-    size = (spec.height, spec.width)
-    normals = [_texture(rng, size, 3) for _ in range(max(n_normal, n_anomalous))]
-    images = normals[:n_normal] + [_add_defect(img, rng) for img in normals[:n_anomalous]]
-    return np.stack([to_tensor(img, spec, name=f"synthetic-{i}") for i, img in enumerate(images)])
+    """Preprocessed [N, *tensor_shape] batch from the modality's generator: normal, then anomalous."""
+    return get_modality(spec.kind).synthetic_batch(spec, n_normal, n_anomalous, seed)
 
 
-def folder_samples(folder: Path, spec: PreprocessSpec, limit: int = 16) -> np.ndarray:
-    """Preprocessed batch of up to ``limit`` images found (recursively, sorted) in ``folder``."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        from flowedge.core.errors import DataError
+def _skip(path: Path, error: BadInputError) -> None:
+    log.warning("parity samples: skipping %s", error)
 
-        raise DataError(f"sample folder {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+
+def folder_samples(folder: Path, spec: InputSpec, limit: int = 16) -> np.ndarray:
+    """Preprocessed batch of up to ``limit`` samples found (recursively, sorted) in ``folder``."""
+    modality = get_modality(spec.kind)
+    files = modality.list_files(Path(folder), recursive=True)
     step = max(1, len(files) // limit)  # spread over the folder (e.g. good and defect subfolders)
-    return np.stack([load_tensor(p, spec) for p in files[::step][:limit]])
+    picked = files[::step][:limit]
+    batch = next(load_batches(picked, partial(modality.load, spec=spec), limit, _skip), None)
+    if batch is None:
+        raise DataError(
+            f"sample folder {folder}: no usable {spec.kind} files "
+            f"({', '.join(sorted(modality.extensions))}); give a folder of samples"
+        )
+    return batch[1]
 
 
 def run_in_batches(

@@ -25,7 +25,7 @@ from flowedge.core import metadata
 from flowedge.core.card import sha256_file
 from flowedge.core.engine_meta import BatchProfile, EngineMeta, meta_path, write_meta
 from flowedge.core.errors import CheckFailedError, ConfigError
-from flowedge.export.fp16 import to_fp16
+from flowedge.export.fp16 import require_fp16_safe, to_fp16
 from flowedge.export.graph import Node, reduction_nodes
 from flowedge.export.onnx_graph import get_metadata
 
@@ -112,7 +112,9 @@ def build_engine(request: BuildRequest) -> EngineMeta:
     source = onnx.load(str(request.onnx_path), load_external_data=False)
     meta = get_metadata(source)
     card = metadata.card_from_metadata(meta, str(request.onnx_path))
-    latents = metadata.json_entry(meta, metadata.LATENTS_KEY, [])
+    latents = metadata.json_entry(meta, metadata.LATENTS_KEY, str(request.onnx_path), [])
+    if request.precision != "fp32":
+        require_fp16_safe(card, str(request.onnx_path))
     major = int(trt.__version__.split(".")[0])
     strongly = major >= 11 if request.strongly_typed is None else request.strongly_typed
     if request.precision == "int8" and strongly:
@@ -132,11 +134,8 @@ def build_engine(request: BuildRequest) -> EngineMeta:
         network, _parser = _parse(trt, builder, logger, onnx_path, strongly)
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-        spec = card.preprocess
         profile = builder.create_optimization_profile()
-        profile.set_shape(
-            metadata.INPUT_NAME, *request.profile.shapes((spec.channels, spec.height, spec.width))
-        )
+        profile.set_shape(metadata.INPUT_NAME, *request.profile.shapes(card.input.tensor_shape))
         config.add_optimization_profile(profile)
         cache = _timing_cache(config, request.timing_cache)
         if not strongly and request.precision in ("fp16", "int8"):
@@ -166,7 +165,7 @@ def build_engine(request: BuildRequest) -> EngineMeta:
         profile=request.profile,
         card=card.to_dict(),
         strongly_typed=strongly,
-        calibration=metadata.json_entry(meta, metadata.CALIBRATION_KEY),
+        calibration=metadata.json_entry(meta, metadata.CALIBRATION_KEY, str(request.onnx_path)),
     )
     write_meta(request.out, engine_meta)
     log.info("wrote %s and %s", request.out, meta_path(request.out).name)
@@ -178,11 +177,10 @@ def _int8_calibrator(request: BuildRequest, card: Any) -> Any:
         raise ConfigError("--int8 needs --int8-images DIR (normal images for calibration)")
     from flowedge.calibration.int8 import make_int8_calibrator
 
-    spec = card.preprocess
     return make_int8_calibrator(
         request.int8_images,
-        spec,
+        card.input,
         request.out.with_name(request.out.name + ".int8cache"),
         request.profile.opt,
-        (spec.channels, spec.height, spec.width),
+        card.input.tensor_shape,
     )

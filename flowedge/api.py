@@ -26,7 +26,7 @@ from flowedge.backends.base import Backend
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import BadInputError, ConfigError, DataError, ModelMismatchError
 from flowedge.core.extras import needs_extras
-from flowedge.modalities import get_preprocessor
+from flowedge.modalities import get_modality
 
 if TYPE_CHECKING:
     from flowedge.calibration.calibfile import Calibration
@@ -105,8 +105,8 @@ class Model:
 
     def _preprocess(self, sample: Sample, name: str) -> np.ndarray:
         # MERGE(h1): get_modality(card.input.kind): read/decode by type, then preprocess(raw, card.input, name)
-        spec = self.card.preprocess
-        return get_preprocessor(spec.modality)(sample, spec, name)
+        spec = self.card.input
+        return get_modality(spec.kind).preprocess(sample, spec, name)
 
     def _result(self, name: str, score: float, amap: np.ndarray) -> Result:
         decision = decide(score, self.threshold)

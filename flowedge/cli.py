@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "predict": ("flowedge.cmd_predict", "score image files and folders into a CSV"),
     "check": ("flowedge.edge.cmd_check", "try model, sources, broker and spool before enabling"),
+    "upgrade-card": ("flowedge.cmd_upgrade_card", "rewrite a 2.x checkpoint card as format 3.0"),
 }
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C

@@ -103,9 +103,9 @@ def build_detector_from_card(card: ModelCard, source: str = "card") -> Detector:
     except ConfigError as exc:
         raise CardError(f"{source}: {exc}") from None
     rebuilt = detector.input_spec()
-    if rebuilt.digest() != card.preprocess.digest():
+    if rebuilt.digest() != card.input.digest():
         raise CardError(
-            f"{source}: the card's preprocessing ({card.preprocess}) differs from what "
+            f"{source}: the card's preprocessing ({card.input}) differs from what "
             f"this detector needs ({rebuilt}); the card was edited: retrain instead"
         )
     return detector

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from flowedge.core.card import PreprocessSpec
+from flowedge.core.card import ImageInput
 from flowedge.core.errors import CheckFailedError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import checkpoint_dir, load_checkpoint
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.json"
 
 
-def _display_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
+def _display_image(path: Path, spec: ImageInput) -> np.ndarray:
     """The input as RGB uint8 at the model's input size, for overlays."""
     image = read_image(path)
     if image.dtype != np.uint8:
@@ -54,7 +54,7 @@ def _display_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
 def score_samples(
     detector: torch.nn.Module,
     samples: list[Sample],
-    spec: PreprocessSpec,
+    spec: ImageInput,
     summary: LoadSummary,
     batch_size: int,
     device: str,
@@ -78,7 +78,7 @@ def _worst_cases(
     scores: np.ndarray,
     maps: np.ndarray,
     masks: list[np.ndarray | None],
-    spec: PreprocessSpec,
+    spec: ImageInput,
     out_dir: Path,
     n_worst: int,
 ) -> list[str]:
@@ -119,7 +119,7 @@ def evaluate(
     detector, card = load_checkpoint(checkpoint, device=device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = card.preprocess
+    spec = card.input
     samples = labelled_samples(test_root)
     summary = LoadSummary(root=str(test_root))
     kept, scores, maps = score_samples(

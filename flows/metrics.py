@@ -11,28 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
+from flowedge.core.metrics import auroc
+
 
 def _both_classes(labels: np.ndarray) -> bool:
     return bool(labels.min() == 0 and labels.max() == 1)
-
-
-def auroc(truth: np.ndarray, values: np.ndarray) -> float:
-    """Exact ROC AUC (ties count half) from one sort: the Mann-Whitney statistic.
-
-    Equal to scikit-learn's ``roc_auc_score`` but about twice as fast on the tens of
-    millions of pixels of a test set, because it sorts float32 once and counts runs
-    of equal values instead of building the curve.
-    """
-    order = np.argsort(values)
-    ranked, positive = values[order], truth[order].astype(bool)
-    last_of_run = np.append(ranked[1:] != ranked[:-1], True)
-    cum_pos = np.cumsum(positive, dtype=np.int64)[last_of_run]
-    cum_neg = np.flatnonzero(last_of_run).astype(np.int64) + 1 - cum_pos
-    pos = np.diff(cum_pos, prepend=0).astype(np.float64)
-    neg = np.diff(cum_neg, prepend=0).astype(np.float64)
-    below = (cum_neg - neg) @ pos  # pairs with the negative strictly lower
-    ties = 0.5 * (pos @ neg)
-    return float((below + ties) / (float(cum_pos[-1]) * float(cum_neg[-1])))
 
 
 def image_auroc(

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowedge.core.card import ModelCard, PreprocessSpec
+from flowedge.core.card import ImageInput, ModelCard
 from flowedge.core.errors import CheckFailedError, ConfigError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import save_checkpoint, torch_device
@@ -124,14 +124,14 @@ def build_card(
         detector=det_cfg.kind,
         detector_params=det_cfg.model_dump(mode="json"),
         backbone=dict(detector.backbone_info),
-        preprocess=detector.input_spec(),
+        input=detector.input_spec(),
         score=detector.score_spec(),
         training=training,
     )
 
 
 def _loaded(
-    samples: list[Sample], spec: PreprocessSpec, summary: LoadSummary, train_cfg: TrainingConfig
+    samples: list[Sample], spec: ImageInput, summary: LoadSummary, train_cfg: TrainingConfig
 ) -> Iterator[tuple[np.ndarray, list[Sample]]]:
     return iter_batches(samples, spec, train_cfg.batch_size, summary, train_cfg.num_workers)
 

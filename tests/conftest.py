@@ -47,7 +47,7 @@ def mtd_root() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MVTec-layout root: train/good (16), test/good (4), test/<defect> (2 each), ground_truth."""
-    from flowedge.flows.data.synthetic import generate_dataset
+    from flowedge.modalities.image_synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("synthetic") / "part"
     return generate_dataset(

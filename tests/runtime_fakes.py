@@ -14,7 +14,7 @@ import numpy as np
 
 from flowedge.backends.base import Backend
 from flowedge.core import metadata
-from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.core.card import ImageInput, ModelCard, ScoreSpec
 from flowedge.edge.cmd_run import Station
 from flowedge.edge.config import FlowedgeConfig, parse_config
 
@@ -27,7 +27,7 @@ def fake_card() -> ModelCard:
         detector="fake",
         detector_params={},
         backbone={},
-        preprocess=PreprocessSpec(height=SIZE, width=SIZE),
+        input=ImageInput(height=SIZE, width=SIZE),
         score=ScoreSpec(kind="mean"),
         weights_sha256="f" * 64,
     )

@@ -14,14 +14,14 @@ from flowedge.calibration.calibfile import load_calibration, read_calibration, s
 from flowedge.calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
 from flowedge.calibration.distribution import NORMALISED_MAX, ScoreDistribution
 from flowedge.calibration.thresholds import far_threshold, labelled_threshold, sigma_threshold
-from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.core.card import ImageInput, ModelCard, ScoreSpec
 from flowedge.core.errors import CheckFailedError, ConfigError, DataError, ModelMismatchError
 
 FAST = CalibrationOptions(bootstrap=40)
 
 
 def make_card(sha: str = "ab" * 32) -> ModelCard:
-    return ModelCard("csflow", {}, {}, PreprocessSpec(), ScoreSpec("mean_z2"), weights_sha256=sha)
+    return ModelCard("csflow", {}, {}, ImageInput(), ScoreSpec("mean_z2"), weights_sha256=sha)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from flowedge.core.card import ModelCard
 
 def normal_images(folder: Path, n: int, seed: int) -> Path:
     """Normal images from another seed: same process as training, never trained on."""
-    from flowedge.flows.data.synthetic import generate_dataset
+    from flowedge.modalities.image_synthetic import generate_dataset
 
     root = generate_dataset(folder, n_train=n, n_test_good=0, n_test_defect=0, size=64, seed=seed)
     return root / "train" / "good"

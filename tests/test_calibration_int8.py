@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from flowedge.calibration.int8 import CalibrationBatches, CalibrationCache, make_int8_calibrator
-from flowedge.core.card import PreprocessSpec
+from flowedge.core.card import ImageInput
 from flowedge.core.errors import ConfigError, DataError
 
-SPEC = PreprocessSpec(height=32, width=32)
+SPEC = ImageInput(height=32, width=32)
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from flowedge.cli import main
 from flowedge.core.card import CardError, ModelCard
 from flowedge.core.errors import EXIT_MODEL
 from flowedge.flows.checkpoint import (
@@ -39,8 +41,8 @@ def test_round_trip_gives_identical_scores(tiny_checkpoint: Path, tmp_path: Path
     batch = torch.randn(
         3,
         3,
-        card.preprocess.height,
-        card.preprocess.width,
+        card.input.height,
+        card.input.width,
         generator=torch.Generator().manual_seed(0),
     )
     with torch.no_grad():
@@ -52,8 +54,8 @@ def test_round_trip_gives_identical_scores(tiny_checkpoint: Path, tmp_path: Path
         scores2, maps2 = reloaded(batch)
     torch.testing.assert_close(scores2, scores, rtol=0, atol=0)
     torch.testing.assert_close(maps2, maps, rtol=0, atol=0)
-    assert maps.shape == (3, card.preprocess.height, card.preprocess.width)
-    assert card2.preprocess == card.preprocess and card2.detector_params == card.detector_params
+    assert maps.shape == (3, card.input.height, card.input.width)
+    assert card2.input == card.input and card2.detector_params == card.detector_params
 
 
 def test_card_records_provenance(tiny_checkpoint: Path) -> None:
@@ -62,9 +64,7 @@ def test_card_records_provenance(tiny_checkpoint: Path) -> None:
     card = ModelCard.load(tiny_checkpoint / CARD_FILE)
     assert card.flowedge_version == __version__
     assert card.created_utc.endswith("Z") and len(card.weights_sha256) == 64
-    assert (
-        card.detector == "csflow" and card.detector_params["image_size"] == card.preprocess.height
-    )
+    assert card.detector == "csflow" and card.detector_params["image_size"] == card.input.height
     assert card.backbone["name"] and "out_indices" in card.backbone
     data = card.training["data"]
     assert data["n_images"] == 16 and data["n_skipped"] == 0
@@ -78,8 +78,8 @@ def test_refuses_another_card_format(checkpoint_copy: Path) -> None:
 
 
 def test_refuses_edited_preprocessing(checkpoint_copy: Path) -> None:
-    _edit_card(checkpoint_copy, lambda d: d["preprocess"].update(interpolation="linear"))
-    with pytest.raises(CardError, match="preprocessing spec was changed"):
+    _edit_card(checkpoint_copy, lambda d: d["input"].update(interpolation="linear"))
+    with pytest.raises(CardError, match="input spec was changed"):
         load_checkpoint(checkpoint_copy)
 
 
@@ -87,20 +87,18 @@ def test_refuses_a_preprocessing_step_it_does_not_know(checkpoint_copy: Path) ->
     """A card from a newer flowedge naming an unknown step is refused, never run without it."""
 
     def edit(data: dict) -> None:
-        data["preprocess"]["intensity"] = "clahe"
-        data["preprocess_digest"] = ""
+        data["input"]["intensity"] = "clahe"
+        data["input_digest"] = ""
 
     _edit_card(checkpoint_copy, edit)
-    with pytest.raises(
-        CardError, match="preprocess.intensity 'clahe' is not one of raw, standardize"
-    ):
+    with pytest.raises(CardError, match="input.intensity 'clahe' is not one of raw, standardize"):
         load_checkpoint(checkpoint_copy)
 
 
 def test_refuses_preprocessing_edited_together_with_its_digest(checkpoint_copy: Path) -> None:
     def edit(data: dict) -> None:
-        data["preprocess"]["interpolation"] = "linear"
-        data["preprocess_digest"] = ""
+        data["input"]["interpolation"] = "linear"
+        data["input_digest"] = ""
 
     _edit_card(checkpoint_copy, edit)
     with pytest.raises(CardError, match="differs from what this detector needs"):
@@ -134,8 +132,8 @@ def test_detector_is_built_from_the_card_alone(tiny_checkpoint: Path) -> None:
     card = ModelCard.load(tiny_checkpoint / CARD_FILE)
     card.training = {}
     detector = build_detector_from_card(card)
-    assert detector.name == card.detector and detector.input_spec() == card.preprocess
-    assert detector.map_shape() == (card.preprocess.height, card.preprocess.width)
+    assert detector.name == card.detector and detector.input_spec() == card.input
+    assert detector.map_shape() == (card.input.height, card.input.width)
 
 
 def test_refuses_detector_parameters_of_another_detector(checkpoint_copy: Path) -> None:
@@ -157,3 +155,40 @@ def test_checkpoint_files_are_readable_by_the_service_group(
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     for name in (WEIGHTS_FILE, CARD_FILE):
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644
+
+
+def _as_2x_card(data: dict) -> None:
+    """Rewrite a 3.0 card dict in place as flowedge 2.x wrote it."""
+    spec = data.pop("input")
+    spec.pop("kind")
+    spec.update(modality="image", extra={})
+    data.pop("input_digest")
+    data["preprocess"] = spec
+    data["preprocess_digest"] = hashlib.sha256(
+        json.dumps(spec, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    data["score"]["map_source"] = "scale0"
+    data["card_format"] = "2.0"
+
+
+def test_a_2x_checkpoint_is_refused_then_upgraded(checkpoint_copy: Path, capsys) -> None:
+    original = ModelCard.load(checkpoint_copy / CARD_FILE)
+    _edit_card(checkpoint_copy, _as_2x_card)
+    with pytest.raises(CardError, match="flowedge upgrade-card"):
+        load_checkpoint(checkpoint_copy)
+    assert main(["upgrade-card", str(checkpoint_copy)]) == 0
+    _, card = load_checkpoint(checkpoint_copy)
+    assert card.to_dict() == original.to_dict()
+    assert main(["upgrade-card", str(checkpoint_copy / CARD_FILE)]) == 0  # already 3.0: no-op
+    assert main(["upgrade-card", str(checkpoint_copy / "model.onnx")]) == 2
+    assert "export them again" in capsys.readouterr().err
+
+
+def test_upgrade_refuses_a_2x_card_edited_after_training(checkpoint_copy: Path, capsys) -> None:
+    def edit(data: dict) -> None:
+        _as_2x_card(data)
+        data["preprocess"]["interpolation"] = "linear"
+
+    _edit_card(checkpoint_copy, edit)
+    assert main(["upgrade-card", str(checkpoint_copy)]) == EXIT_MODEL
+    assert "changed after training" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from flowedge.core.card import PreprocessSpec
+from flowedge.core.card import ImageInput
 from flowedge.core.errors import DataError
 from flowedge.flows.data.datasets import (
     LoadSummary,
@@ -20,9 +20,9 @@ from flowedge.flows.data.datasets import (
     load_mask,
     training_samples,
 )
-from flowedge.flows.data.synthetic import DEFECTS, generate_dataset
+from flowedge.modalities.image_synthetic import DEFECTS, generate_dataset
 
-SPEC = PreprocessSpec(height=32, width=32)
+SPEC = ImageInput(height=32, width=32)
 
 
 def _load_all(samples: list[Sample], root: Path) -> tuple[np.ndarray, LoadSummary]:

@@ -13,16 +13,14 @@ from flowedge.calibration.calibfile import Calibration, save_calibration
 from flowedge.calibration.calibrate import CalibrationOptions, build_calibration
 from flowedge.calibration.config import DriftConfig
 from flowedge.calibration.drift import DriftMonitor
-from flowedge.core.card import ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.core.card import ImageInput, ModelCard, ScoreSpec
 
 CFG = DriftConfig(window=300, check_every=50, p_value=0.001)
 
 
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory: pytest.TempPathFactory) -> Calibration:
-    card = ModelCard(
-        "csflow", {}, {}, PreprocessSpec(), ScoreSpec("mean_z2"), weights_sha256="ab" * 32
-    )
+    card = ModelCard("csflow", {}, {}, ImageInput(), ScoreSpec("mean_z2"), weights_sha256="ab" * 32)
     sample = np.random.default_rng(0).gamma(2.0, 1.0, 2000)
     data = build_calibration(sample, card, CalibrationOptions(target_far=0.01))
     return save_calibration(data, tmp_path_factory.mktemp("cal") / "calibration.json")

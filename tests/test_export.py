@@ -9,6 +9,7 @@ real detectors; the CLI tests use the shared ``tiny_checkpoint``.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from torch.nn import functional as F
 
 from flowedge.backends.onnxrt import OnnxRuntimeBackend
 from flowedge.core import metadata
-from flowedge.core.card import CardError, ModelCard, PreprocessSpec, ScoreSpec
+from flowedge.core.card import CardError, ImageInput, ModelCard, ScoreSpec
+from flowedge.core.errors import ConfigError
 from flowedge.export.calibration_ref import CalibrationRef
 from flowedge.export.checked import check_graph, torch_outputs
 from flowedge.export.fp16 import fp32_nodes, to_fp16, to_fp16_naive
@@ -90,15 +92,15 @@ class StandInDetector(Detector):
         return score, amap
 
     def score_spec(self):
-        return ScoreSpec(kind="sum_z2", map_source="scale0")
+        return ScoreSpec(kind="sum_z2")
 
     def card(self) -> ModelCard:
-        spec = PreprocessSpec(height=self.size, width=self.size)
+        spec = ImageInput(height=self.size, width=self.size)
         return ModelCard(
             detector=self.name,
             detector_params={},
             backbone={"name": "conv"},
-            preprocess=spec,
+            input=spec,
             score=self.score_spec(),
             weights_sha256="0" * 64,
         )
@@ -118,7 +120,7 @@ def exported(standin: StandInDetector, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="module")
 def samples(standin: StandInDetector) -> np.ndarray:
-    return synthetic_samples(standin.card().preprocess, n_normal=3, n_anomalous=3)
+    return synthetic_samples(standin.card().input, n_normal=3, n_anomalous=3)
 
 
 def test_graph_is_valid_with_opset_17_and_card(exported: Path, standin: StandInDetector) -> None:
@@ -221,12 +223,21 @@ def test_fp16_keeps_reductions_fp32_and_parity(
         assert report.precision == "fp16" and report.passed, report.summary()
 
 
+def test_fp16_refuses_a_score_with_log_determinants(exported: Path, standin) -> None:
+    """Log-det terms sit beside z, not after it: fp16 cannot keep them fp32, so it refuses."""
+    model = onnx.load(str(exported))
+    card = replace(standin.card(), score=ScoreSpec(kind="nll", uses_logdet=True))
+    set_metadata(model, {**get_metadata(model), metadata.CARD_KEY: card.to_json()})
+    with pytest.raises(ConfigError, match="log-determinant terms.*export and build fp32"):
+        to_fp16(model, source="logdet.onnx")
+
+
 def test_naive_fp16_overflows_where_safe_fp16_does_not(tmp_path: Path) -> None:
     # 24 x 24 x 304 latent values (CS-Flow's top scale): the fp16 sum of squares exceeds 65504
     det = StandInDetector(size=96, channels=304, blocks=1, gain=4.0).eval()
     out = tmp_path / "big.onnx"
     export_onnx(det, det.card(), out)
-    batch = synthetic_samples(det.card().preprocess, n_normal=1, n_anomalous=1)
+    batch = synthetic_samples(det.card().input, n_normal=1, n_anomalous=1)
     ref = torch_outputs(det, batch)
     assert np.all(ref[0] > 65504)  # the case is built to overflow fp16
     model = onnx.load(str(out))

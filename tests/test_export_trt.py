@@ -163,7 +163,7 @@ def test_engine_build_matches_onnxruntime(tmp_path: Path) -> None:
     engine = tmp_path / "m.engine"
     build_engine(BuildRequest(onnx_path, engine, "fp16", BatchProfile(1, 2, 4), tmp_path / "cache"))
     assert (tmp_path / "cache").stat().st_size > 0
-    batch = synthetic_samples(det.card().preprocess, 3, 3)
+    batch = synthetic_samples(det.card().input, 3, 3)
     ref = OnnxRuntimeBackend.open(onnx_path, "cpu", 1).infer(batch)
     got = TensorRTBackend.open(engine, "cuda", 0).infer(batch)
     assert compare(ref, got, "fp16").passed

@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from flowedge.core.card import PreprocessSpec
+from flowedge.core.card import ImageInput
 from flowedge.core.errors import BadInputError
-from flowedge.modalities.image import decode_image, load_tensor, read_image, to_tensor
+from flowedge.modalities.image import MODALITY as IMAGE
+from flowedge.modalities.image import decode_image, read_image, to_tensor
 
-SPEC = PreprocessSpec(height=32, width=48)
+SPEC = ImageInput(height=32, width=48)
 
 
 @pytest.fixture
@@ -51,12 +52,12 @@ def test_shape_dtype_and_normalisation() -> None:
 def test_bgr_is_converted_to_rgb() -> None:
     blue = np.zeros((8, 8, 3), np.uint8)
     blue[:, :, 0] = 255  # OpenCV order: B first
-    tensor = to_tensor(blue, PreprocessSpec(height=8, width=8, mean=(0, 0, 0), std=(1, 1, 1)))
+    tensor = to_tensor(blue, ImageInput(height=8, width=8, mean=(0, 0, 0), std=(1, 1, 1)))
     assert tensor[2].min() == 1.0 and tensor[0].max() == 0.0
 
 
 def test_one_channel_spec(gray: np.ndarray) -> None:
-    spec = PreprocessSpec(height=16, width=16, channels=1, mean=(0.5,), std=(0.25,))
+    spec = ImageInput(height=16, width=16, channels=1, mean=(0.5,), std=(0.25,))
     bgr = np.repeat(gray[:, :, None], 3, axis=2)
     assert to_tensor(bgr, spec).shape == (1, 16, 16)
     np.testing.assert_allclose(to_tensor(bgr, spec), to_tensor(gray, spec)[:1], atol=1e-5)
@@ -67,7 +68,10 @@ def test_file_and_frame_paths_agree(tmp_path: Path) -> None:
     frame = np.random.default_rng(2).integers(0, 256, (50, 70, 3), dtype=np.uint8)
     path = tmp_path / "frame.png"
     cv2.imwrite(str(path), frame)
-    np.testing.assert_array_equal(load_tensor(path, SPEC), to_tensor(frame, SPEC))
+    np.testing.assert_array_equal(IMAGE.load(path, SPEC), to_tensor(frame, SPEC))
+    np.testing.assert_array_equal(
+        IMAGE.preprocess(path.read_bytes(), SPEC, "f"), IMAGE.load(path, SPEC)
+    )
 
 
 @pytest.mark.parametrize(
@@ -98,7 +102,7 @@ def test_garbage_and_empty_bytes_are_refused() -> None:
         decode_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, name="x.png")
 
 
-STANDARDIZED = PreprocessSpec(height=32, width=48, intensity="standardize")
+STANDARDIZED = ImageInput(height=32, width=48, intensity="standardize")
 
 
 def test_standardize_ignores_illumination_gain_and_offset(gray: np.ndarray) -> None:
@@ -113,7 +117,7 @@ def test_standardize_ignores_illumination_gain_and_offset(gray: np.ndarray) -> N
 def test_standardize_gives_imagenet_brightness(gray: np.ndarray) -> None:
     tensor = to_tensor(
         gray,
-        PreprocessSpec(height=32, width=48, intensity="standardize", mean=(0, 0, 0), std=(1, 1, 1)),
+        ImageInput(height=32, width=48, intensity="standardize", mean=(0, 0, 0), std=(1, 1, 1)),
     )
     assert tensor.mean() == pytest.approx(0.449, abs=1e-4)
     assert tensor.std() == pytest.approx(0.226, abs=1e-4)
@@ -122,5 +126,5 @@ def test_standardize_gives_imagenet_brightness(gray: np.ndarray) -> None:
 def test_standardize_keeps_a_flat_frame_flat() -> None:
     """A lens cap or dark frame is not blown up into noise (it scores as whatever flat looks like)."""
     dark = np.full((20, 20), 3, np.uint8)
-    tensor = to_tensor(dark, PreprocessSpec(height=8, width=8, intensity="standardize"))
+    tensor = to_tensor(dark, ImageInput(height=8, width=8, intensity="standardize"))
     assert np.isfinite(tensor).all() and np.ptp(tensor, axis=(1, 2)).max() < 1e-6

@@ -557,7 +557,12 @@ def test_threshold_embedded_in_the_onnx_model_is_used(tmp_path: Path) -> None:
     model = write_onnx_model(tmp_path / "model.onnx", {"threshold": 0.25, "sha256": "c" * 64})
     write_images(tmp_path / "images", 2)
     cfg = station_config(tmp_path, model={"path": str(model), "backend": "onnxruntime"})
-    station = open_station(cfg, open_backend(cfg.model))
+    station = open_station(
+        cfg,
+        open_backend(
+            cfg.model.path, cfg.model.backend, cfg.model.device, cfg.model.intra_op_threads
+        ),
+    )
     station.start()
     assert station.pipeline.wait(15)
     stop_station(station)
@@ -577,7 +582,12 @@ def test_no_threshold_anywhere_is_a_config_error_naming_the_ways_out(tmp_path: P
     model = write_onnx_model(tmp_path / "model.onnx")  # exported without --calibration
     cfg = station_config(tmp_path, model={"path": str(model), "backend": "onnxruntime"})
     with pytest.raises(ConfigError, match="no threshold anywhere") as error:
-        open_station(cfg, open_backend(cfg.model))
+        open_station(
+            cfg,
+            open_backend(
+                cfg.model.path, cfg.model.backend, cfg.model.device, cfg.model.intra_op_threads
+            ),
+        )
     assert "export with --calibration" in str(error.value)
 
 

@@ -49,12 +49,13 @@ except ModuleNotFoundError:
     pass
 from pathlib import Path
 import numpy as np
-from flowedge.backends.onnxrt import OnnxRuntimeBackend
-from flowedge.modalities.image import load_tensor
+from flowedge.backends import open_backend
+from flowedge.modalities import get_modality
 
-backend = OnnxRuntimeBackend.open(Path(sys.argv[1]), "cpu", 1)
-images = sorted(Path(sys.argv[2]).glob("*.png"))
-batch = np.stack([load_tensor(p, backend.card.preprocess) for p in images])
+backend = open_backend(Path(sys.argv[1]), threads=1)
+modality = get_modality(backend.card.input.kind)
+images = modality.list_files(Path(sys.argv[2]))
+batch = np.stack([modality.load(p, backend.card.input) for p in images])
 scores, maps = backend.infer(batch)
 assert scores.shape == (len(images),) and np.isfinite(scores).all(), scores
 assert maps.shape[0] == len(images)
@@ -103,12 +104,10 @@ def test_onnxruntime_backend_runs_without_torch(station_files, tmp_path: Path) -
     assert "STATION-OK" in done.stdout
 
     from flowedge.backends.onnxrt import OnnxRuntimeBackend
-    from flowedge.modalities.image import load_tensor
+    from flowedge.modalities.image import MODALITY as IMAGE
 
     backend = OnnxRuntimeBackend.open(model, "cpu", 1)
-    batch = np.stack(
-        [load_tensor(p, backend.card.preprocess) for p in sorted(images.glob("*.png"))]
-    )
+    batch = np.stack([IMAGE.load(p, backend.card.input) for p in IMAGE.list_files(images)])
     expected = " ".join(f"{s:.6g}" for s in backend.infer(batch)[0])
     assert (
         done.stdout.split("STATION-OK")[1].strip() == expected

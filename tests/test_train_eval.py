@@ -275,7 +275,7 @@ def test_non_square_csflow_end_to_end(
     card = train(
         config, tiny_training_config(), synthetic_dataset, tmp_path / "m", show_progress=False
     )
-    assert (card.preprocess.height, card.preprocess.width) == (64, 128)
+    assert (card.input.height, card.input.width) == (64, 128)
     report = evaluate(
         tmp_path / "m", synthetic_dataset, tmp_path / "eval", n_worst=1, show_progress=False
     )

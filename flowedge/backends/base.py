@@ -1,7 +1,8 @@
 """One interface for every inference backend (PyTorch reference, ONNX Runtime, TensorRT).
 
-A backend takes a preprocessed NCHW float32 batch (numpy) and returns scores
-and anomaly maps as numpy arrays, so the pipeline never sees a framework type.
+A backend takes a preprocessed float32 batch [B, *input_shape] (numpy) and returns
+scores [B] and anomaly maps [B, *map_shape] as numpy arrays, so the pipeline never
+sees a framework type, and never assumes images: the shapes come from the card.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import numpy as np
 from flowedge.core.card import ModelCard
 
 
-def as_model_batch(batch: np.ndarray, input_chw: tuple[int, ...], source: str) -> np.ndarray:
-    """Contiguous float32 [B, C, H, W] matching the model's input, or a ValueError naming both shapes."""
+def as_model_batch(batch: np.ndarray, input_shape: tuple[int, ...], source: str) -> np.ndarray:
+    """Contiguous float32 [B, *input_shape], or a ValueError naming both shapes."""
     batch = np.ascontiguousarray(batch, dtype=np.float32)
-    if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(input_chw):
+    if tuple(batch.shape[1:]) != tuple(input_shape):
         raise ValueError(
             f"{source}: input batch of shape {batch.shape}, the model expects "
-            f"[B, {', '.join(map(str, input_chw))}]"
+            f"[B, {', '.join(map(str, input_shape))}]"
         )
     return batch
 
@@ -33,10 +34,9 @@ class Backend(ABC):
         self.card = card
 
     @property
-    def input_chw(self) -> tuple[int, int, int]:
-        """The (C, H, W) every input batch must have, from the card's preprocessing spec."""
-        spec = self.card.preprocess
-        return (spec.channels, spec.height, spec.width)
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample in an input batch, from the card's input spec."""
+        return self.card.input.tensor_shape
 
     @property
     def max_batch(self) -> int:
@@ -45,7 +45,7 @@ class Backend(ABC):
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (scores [B] float32, maps [B, H, W] float32) for a [B, C, H, W] batch."""
+        """Return (scores [B], maps [B, *map_shape]) float32 for a [B, *input_shape] batch."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release device memory or sessions; the default has nothing to release."""

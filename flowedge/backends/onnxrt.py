@@ -17,7 +17,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, Inva
 from flowedge.backends.base import Backend, as_model_batch
 from flowedge.core import metadata
 from flowedge.core.card import CardError
-from flowedge.core.errors import ConfigError
+from flowedge.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class OnnxRuntimeBackend(Backend):
         self.session = session
         self.source = source
         self.precision = meta.get(metadata.PRECISION_KEY, "fp32")
-        self.calibration = metadata.json_entry(meta, metadata.CALIBRATION_KEY)
+        self.calibration = metadata.json_entry(meta, metadata.CALIBRATION_KEY, source)
         inputs = session.get_inputs()
         names = [o.name for o in session.get_outputs()]
         if len(inputs) != 1 or names[:2] != list(metadata.OUTPUT_NAMES):
@@ -72,7 +72,7 @@ class OnnxRuntimeBackend(Backend):
     def open(cls, path: Path, device: str = "cpu", threads: int = 0) -> OnnxRuntimeBackend:
         path = Path(path)
         if not path.is_file():
-            raise CardError(
+            raise DataError(
                 f"ONNX model {path} not found; give the file written by 'flowedge export onnx'"
             )
         try:
@@ -92,6 +92,6 @@ class OnnxRuntimeBackend(Backend):
         return backend
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch = as_model_batch(batch, self.input_chw, self.source)
+        batch = as_model_batch(batch, self.input_shape, self.source)
         score, amap = self.session.run(list(metadata.OUTPUT_NAMES), {self.input_name: batch})
         return score.astype(np.float32, copy=False), amap.astype(np.float32, copy=False)

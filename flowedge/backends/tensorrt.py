@@ -1,7 +1,7 @@
 """TensorRT backend for GPU stations: one execution context, stream and buffer set per thread.
 
 Engines are refused at load when they were built with another TensorRT
-version or for another GPU architecture (see :mod:`export.engine_meta`), with
+version or for another GPU architecture (see :mod:`flowedge.core.engine_meta`), with
 a message saying how to rebuild. Device buffers are sized for the engine's
 largest batch once; host staging buffers are pinned so copies run async on
 the worker's stream.
@@ -19,7 +19,7 @@ import numpy as np
 
 from flowedge.backends.base import Backend, as_model_batch
 from flowedge.core.engine_meta import EngineMeta, check_compatible, read_meta
-from flowedge.core.errors import ConfigError, ModelMismatchError
+from flowedge.core.errors import ConfigError, DataError, ModelMismatchError
 from flowedge.core.metadata import INPUT_NAME, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class TensorRTBackend(Backend):
     def open(cls, path: Path, device: str = "cuda", threads: int = 0) -> TensorRTBackend:
         path = Path(path)
         if not path.is_file():
-            raise ModelMismatchError(
+            raise DataError(
                 f"TensorRT engine {path} not found; build it with 'flowedge export trt'"
             )
         meta = read_meta(path)
@@ -185,7 +185,7 @@ class TensorRTBackend(Backend):
         return worker
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch = as_model_batch(batch, self.input_chw, self.source)
+        batch = as_model_batch(batch, self.input_shape, self.source)
         if len(batch) < self.meta.profile.min:
             raise ValueError(
                 f"{self.source}: batch {len(batch)} below the engine's minimum {self.meta.profile.min}"

@@ -1,6 +1,6 @@
 """PyTorch backend: the reference, running the checkpoint exactly as trained.
 
-The only module under ``edge/`` that imports torch.
+The only backend that imports torch (a station without it uses ONNX Runtime or TensorRT).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowedge.backends.base import Backend
+from flowedge.backends.base import Backend, as_model_batch
 from flowedge.core.card import ModelCard
 from flowedge.flows.checkpoint import load_checkpoint, torch_device
 from flowedge.flows.detectors.base import Detector
@@ -22,10 +22,13 @@ log = logging.getLogger(__name__)
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, detector: Detector, card: ModelCard, device: torch.device) -> None:
+    def __init__(
+        self, detector: Detector, card: ModelCard, device: torch.device, source: str
+    ) -> None:
         super().__init__(card)
         self.detector = detector
         self.device = device
+        self.source = source
 
     @classmethod
     def open(cls, path: Path, device: str = "cpu", threads: int = 0) -> TorchBackend:
@@ -39,15 +42,11 @@ class TorchBackend(Backend):
             device,
             torch.get_num_threads(),
         )
-        return cls(detector, card, torch_device(device))
+        return cls(detector, card, torch_device(device), str(path))
 
     @torch.inference_mode()
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_chw:
-            raise ValueError(
-                f"input batch of shape {batch.shape}, the model expects "
-                f"[B, {', '.join(map(str, self.input_chw))}]"
-            )
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        batch = as_model_batch(batch, self.input_shape, self.source)
+        x = torch.from_numpy(batch).to(self.device)
         score, amap = self.detector(x)
         return (score.float().cpu().numpy(), amap.float().cpu().numpy())

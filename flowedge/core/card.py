@@ -2,16 +2,24 @@
 
 A card is saved beside every checkpoint, ONNX graph and TensorRT engine. It is
 plain JSON with no dependency beyond the standard library, so the station can
-read it without torch. It tells the runtime how to preprocess (so training and
-station can never drift apart), what the score means (and so which parts must
-stay fp32 in an fp16 engine), and which weights it belongs to.
+read it without torch. It tells the runtime what the model's input is and how a
+raw sample becomes it (so training and station can never drift apart), what the
+score means (and so which parts must stay fp32 in an fp16 engine), and which
+weights it belongs to.
+
+The input spec is one of :class:`ImageInput`, :class:`AudioInput` and
+:class:`SeriesInput`, told apart by ``kind`` (the modality); everything
+downstream reads only ``tensor_shape`` and ``map_shape`` and hands the spec to
+the modality of that name (:mod:`flowedge.modalities`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +28,8 @@ from flowedge.core.jsonfile import read_json
 
 # Bump the major part when a card written by this code can no longer be read by
 # an older runtime (or vice versa). Cards with another major version are refused.
-CARD_FORMAT = "2.0"  # 2.0: PreprocessSpec.intensity (a 1.x runtime would ignore it)
-
+CARD_FORMAT = "3.0"  # 3.0: modality-discriminated ``input`` replaces the image-only ``preprocess``
+UPGRADABLE_FORMAT = "2"  # the major version 'flowedge upgrade-card' converts from
 
 INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
 INTENSITIES = ("raw", "standardize")
@@ -31,61 +39,221 @@ class CardError(ModelMismatchError):
     """A card is missing, malformed, from another format version or tampered with."""
 
 
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
 @dataclass(frozen=True)
-class PreprocessSpec:
-    """How a raw sample becomes the model's input tensor (NCHW float32).
+class _InputSpec(ABC):
+    """What every input spec has: the two shapes the backends and detectors read, a digest."""
 
-    One implementation (:mod:`flows.preprocess`) reads this spec in training,
-    evaluation and on the station.
-    """
+    @property
+    @abstractmethod
+    def tensor_shape(self) -> tuple[int, ...]:
+        """One preprocessed sample, without the batch dimension."""
 
-    modality: str = "image"  # image | audio | timeseries (later issues)
-    height: int = 256
-    width: int = 256
-    channels: int = 3  # the network's input channels; grayscale is replicated
-    interpolation: str = "area"  # OpenCV resize mode: area | linear | cubic | nearest
-    # "raw", or "standardize": each image's intensities are mapped to a fixed mean and
-    # standard deviation before the channel normalisation (see flows.preprocess)
-    intensity: str = "raw"
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    extra: dict[str, Any] = field(default_factory=dict)  # modality-specific parameters
-
-    def __post_init__(self) -> None:
-        # a card from a newer flowedge may name a step this one cannot do: refuse, never skip it
-        for key, allowed in (("interpolation", INTERPOLATIONS), ("intensity", INTENSITIES)):
-            if getattr(self, key) not in allowed:
-                raise ValueError(
-                    f"preprocess.{key} {getattr(self, key)!r} is not one of {', '.join(allowed)}"
-                )
+    @property
+    @abstractmethod
+    def map_shape(self) -> tuple[int, ...]:
+        """The anomaly map of one sample."""
 
     def digest(self) -> str:
         """A stable hash of the spec: equal specs, equal digests."""
         blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
-        data = dict(data)
-        for key in ("mean", "std"):
-            if key in data:
-                data[key] = tuple(float(v) for v in data[key])
-        return cls(**data)
+
+@dataclass(frozen=True)
+class ImageInput(_InputSpec):
+    """A camera frame becomes a (C, H, W) float32 tensor (:mod:`flowedge.modalities.image`)."""
+
+    kind: str = field(default="image", init=False)
+    height: int = 256
+    width: int = 256
+    channels: int = 3  # the network's input channels; grayscale is replicated
+    interpolation: str = "area"  # OpenCV resize mode: area | linear | cubic | nearest
+    # "raw", or "standardize": each image's intensities are mapped to a fixed mean and
+    # standard deviation before the channel normalisation (see modalities.image)
+    intensity: str = "raw"
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", _floats(self.mean))
+        object.__setattr__(self, "std", _floats(self.std))
+        # a card from a newer flowedge may name a step this one cannot do: refuse, never skip it
+        for key, allowed in (("interpolation", INTERPOLATIONS), ("intensity", INTENSITIES)):
+            _require(
+                getattr(self, key) in allowed,
+                f"input.{key} {getattr(self, key)!r} is not one of {', '.join(allowed)}",
+            )
+        _require(
+            self.height > 0 and self.width > 0 and self.channels in (1, 3),
+            f"input: height {self.height} and width {self.width} must be positive, "
+            f"channels {self.channels} must be 1 or 3",
+        )
+        _require(
+            min(len(self.mean), len(self.std)) >= self.channels and min(self.std) > 0,
+            f"input: mean and std need one value per channel ({self.channels}), std > 0",
+        )
+
+    @property
+    def tensor_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+
+@dataclass(frozen=True)
+class AudioInput(_InputSpec):
+    """A sound clip becomes a (1, n_mels, frames) log-mel spectrogram (audio issue, later)."""
+
+    kind: str = field(default="audio", init=False)
+    sample_rate: int = 16000
+    channels: str | int = "mix"  # "mix": average all channels; N: use channel N only
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 512
+    n_mels: int = 128
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    top_db: float = 80.0  # dynamic range kept below the clip's peak, in dB
+    duration_s: float = 10.0  # clips are cut or padded to this length
+    mean: float = 0.0  # of the log-mel values over the training set
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(
+            self.channels == "mix" or (isinstance(self.channels, int) and self.channels >= 0),
+            f"input.channels {self.channels!r} must be 'mix' or a channel index >= 0",
+        )
+        _require(
+            min(self.sample_rate, self.n_fft, self.hop_length, self.n_mels) > 0
+            and 0 < self.win_length <= self.n_fft,
+            "input: sample_rate, n_fft, hop_length and n_mels must be positive, "
+            f"0 < win_length ({self.win_length}) <= n_fft ({self.n_fft})",
+        )
+        _require(
+            0 <= self.f_min < self.f_max <= self.sample_rate / 2,
+            f"input: need 0 <= f_min ({self.f_min}) < f_max ({self.f_max}) <= "
+            f"sample_rate / 2 ({self.sample_rate / 2:g})",
+        )
+        _require(
+            self.top_db > 0 and self.duration_s > 0 and self.std > 0,
+            "input: top_db, duration_s and std must be positive",
+        )
+
+    @property
+    def frames(self) -> int:
+        """STFT frames of a centred transform over ``duration_s`` (librosa's convention)."""
+        return 1 + math.floor(self.duration_s * self.sample_rate) // self.hop_length
+
+    @property
+    def tensor_shape(self) -> tuple[int, int, int]:
+        return (1, self.n_mels, self.frames)
+
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        return (self.n_mels, self.frames)
+
+
+@dataclass(frozen=True)
+class SeriesInput(_InputSpec):
+    """A window of robot or machine signals becomes a (signals, steps) tensor (later issue)."""
+
+    kind: str = field(default="series", init=False)
+    signals: tuple[str, ...] = ()  # column names, in tensor order
+    units: tuple[str, ...] = ()  # one per signal, e.g. "A", "rad/s"
+    rate_hz: float = 100.0  # resampling rate
+    length: int = 256  # time steps per window
+    mean: tuple[float, ...] = ()  # per signal, over the training set
+    std: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signals", tuple(str(s) for s in self.signals))
+        object.__setattr__(self, "units", tuple(str(u) for u in self.units))
+        object.__setattr__(self, "mean", _floats(self.mean))
+        object.__setattr__(self, "std", _floats(self.std))
+        n = len(self.signals)
+        _require(n > 0, "input.signals: name at least one signal")
+        _require(
+            len(set(self.signals)) == n, f"input.signals: names repeat in {list(self.signals)}"
+        )
+        _require(
+            len(self.units) == len(self.mean) == len(self.std) == n,
+            f"input: units, mean and std need one entry per signal ({n})",
+        )
+        _require(
+            self.rate_hz > 0 and self.length > 0 and min(self.std) > 0,
+            "input: rate_hz, length and every std must be positive",
+        )
+
+    @property
+    def tensor_shape(self) -> tuple[int, int]:
+        return (len(self.signals), self.length)
+
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        return (len(self.signals), self.length)
+
+
+InputSpec = ImageInput | AudioInput | SeriesInput
+INPUT_KINDS: dict[str, type[_InputSpec]] = {
+    "image": ImageInput,
+    "audio": AudioInput,
+    "series": SeriesInput,
+}
+
+
+def input_spec_from_dict(data: Any) -> InputSpec:
+    """The input spec named by ``data["kind"]``; ValueError/TypeError for anything else."""
+    if not isinstance(data, dict):
+        raise TypeError(f"input must be a JSON object, got {type(data).__name__}")
+    kind = data.get("kind")
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"input.kind {kind!r} is not one of {', '.join(INPUT_KINDS)}")
+    return INPUT_KINDS[kind](**{k: v for k, v in data.items() if k != "kind"})  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
 class ScoreSpec:
-    """What the image score is, so calibration and fp16 export treat it right.
+    """What the sample score is, so calibration and fp16 export treat it right.
 
     ``kind`` names the reduction (e.g. ``mean_z2``: mean of z**2/2 over all
     latent values; ``mahalanobis``). ``uses_logdet`` says whether the score
-    includes log-determinant terms (then they must be computed in fp32 too).
+    includes log-determinant terms; those are computed beside the latents, not
+    after them, so an fp16 export cannot keep them fp32 and refuses such models.
     """
 
     kind: str
     uses_logdet: bool = False
-    map_source: str = ""  # which latent gives the anomaly map, e.g. "scale0"
     higher_is_anomalous: bool = True
+
+
+# key -> JSON type every card must have; the rest have defaults
+_REQUIRED = {
+    "detector": str,
+    "detector_params": dict,
+    "backbone": dict,
+    "input": dict,
+    "score": dict,
+}
+_TYPED = {
+    "training": dict,
+    "weights_sha256": str,
+    "calibration_sha256": str,
+    "flowedge_version": str,
+    "card_format": str,
+    "input_digest": str,
+    "created_utc": str,
+}
 
 
 @dataclass
@@ -93,14 +261,14 @@ class ModelCard:
     detector: str  # registry name, e.g. "csflow", "gaussian"
     detector_params: dict[str, Any]
     backbone: dict[str, Any]  # name, out_indices, weights source and sha256
-    preprocess: PreprocessSpec
+    input: InputSpec
     score: ScoreSpec
     training: dict[str, Any] = field(default_factory=dict)  # data summary, epochs, seed, loss
     weights_sha256: str = ""  # of the safetensors file the card belongs to
     calibration_sha256: str = ""  # set when a calibration file is bound to this model
     flowedge_version: str = ""
     card_format: str = CARD_FORMAT
-    preprocess_digest: str = ""  # digest of ``preprocess`` when the card was written
+    input_digest: str = ""  # digest of ``input`` when the card was written
     created_utc: str = ""
 
     @property
@@ -110,7 +278,7 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["preprocess_digest"] = self.preprocess.digest()
+        data["input_digest"] = self.input.digest()
         return data
 
     def to_json(self) -> str:
@@ -120,43 +288,83 @@ class ModelCard:
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "card") -> ModelCard:
-        """Build a card and check it: format version and preprocessing digest."""
-        fmt = str(data.get("card_format", ""))
-        if fmt.split(".")[0] != CARD_FORMAT.split(".")[0]:
+    def from_dict(cls, data: Any, source: str = "card") -> ModelCard:
+        """Build a card and check it: format version, keys and types, input digest."""
+        if not isinstance(data, dict):
             raise CardError(
-                f"{source}: model card format {fmt or '?'} is not readable by this flowedge "
-                f"(card format {CARD_FORMAT}); re-export or retrain the model with this version"
+                f"{source}: a model card is a JSON object, this is {type(data).__name__}; "
+                "the file is damaged: copy the model again or retrain"
             )
+        check_format(data, source)
+        _check_keys(data, source)
         try:
             data = dict(data)
-            data["preprocess"] = PreprocessSpec.from_dict(data["preprocess"])
+            data["input"] = input_spec_from_dict(data["input"])
             data["score"] = ScoreSpec(**data["score"])
             card = cls(**data)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:
             raise CardError(
                 f"{source}: malformed model card ({exc}); the file is damaged or was written "
                 "by a newer flowedge: retrain or upgrade"
             ) from exc
-        if card.preprocess_digest and card.preprocess_digest != card.preprocess.digest():
+        if card.input_digest and card.input_digest != card.input.digest():
             raise CardError(
-                f"{source}: the preprocessing spec was changed after training "
-                f"(digest {card.preprocess.digest()} != recorded {card.preprocess_digest}); "
+                f"{source}: the input spec was changed after training "
+                f"(digest {card.input.digest()} != recorded {card.input_digest}); "
                 "a model only works with the preprocessing it was trained with: retrain instead"
             )
         return card
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
-        path = Path(path)
-        data = read_json(
-            path,
-            "model card",
-            CardError,
-            missing="give the checkpoint directory written by 'flowedge train'",
-            invalid="the checkpoint is damaged: copy it again or retrain",
+        return cls.from_dict(read_card_json(Path(path)), source=str(path))
+
+
+def read_card_json(path: Path) -> Any:
+    """The parsed content of a card.json, unchecked (for loading and for upgrading)."""
+    return read_json(
+        path,
+        "model card",
+        CardError,
+        missing="give the checkpoint directory written by 'flowedge train'",
+        invalid="the checkpoint is damaged: copy it again or retrain",
+    )
+
+
+def check_format(data: dict[str, Any], source: str) -> None:
+    """Refuse another major card format, naming the converter when there is one."""
+    fmt = str(data.get("card_format") or "?")
+    major = fmt.split(".")[0]
+    if major == CARD_FORMAT.split(".")[0]:
+        return
+    if major == UPGRADABLE_FORMAT:
+        how = (
+            "convert the checkpoint with 'flowedge upgrade-card CHECKPOINT_DIR', then export "
+            "ONNX graphs and TensorRT engines again from it"
         )
-        return cls.from_dict(data, source=str(path))
+    else:
+        how = "re-export or retrain the model with this version"
+    raise CardError(
+        f"{source}: model card format {fmt} is not readable by this flowedge "
+        f"(card format {CARD_FORMAT}); {how}"
+    )
+
+
+def _check_keys(data: dict[str, Any], source: str) -> None:
+    """Missing, unknown or wrongly typed top-level keys, all named in one message."""
+    known = {f.name for f in fields(ModelCard)}
+    problems = [f"missing key '{k}'" for k in _REQUIRED if k not in data]
+    problems += [f"unknown key '{k}'" for k in sorted(set(data) - known)]
+    problems += [
+        f"'{k}' must be a JSON {'object' if t is dict else 'string'}, got {data[k]!r:.40}"
+        for k, t in {**_REQUIRED, **_TYPED}.items()
+        if k in data and not isinstance(data[k], t)
+    ]
+    if problems:
+        raise CardError(
+            f"{source}: malformed model card ({'; '.join(problems)}); the file is damaged or "
+            "was edited: copy the model again or retrain"
+        )
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

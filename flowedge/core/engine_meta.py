@@ -36,10 +36,10 @@ class BatchProfile:
             )
 
     def shapes(
-        self, chw: tuple[int, int, int]
+        self, sample_shape: tuple[int, ...]
     ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """(min, opt, max) input shapes for ``IOptimizationProfile.set_shape``."""
-        return tuple((b, *chw) for b in (self.min, self.opt, self.max))  # type: ignore[return-value]
+        return tuple((b, *sample_shape) for b in (self.min, self.opt, self.max))  # type: ignore[return-value]
 
 
 @dataclass
@@ -62,15 +62,20 @@ class EngineMeta:
         return ModelCard.from_dict(self.card, source=source)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str) -> EngineMeta:
+    def from_dict(cls, data: Any, source: str) -> EngineMeta:
+        rebuild = "rebuild the engine with 'flowedge export trt MODEL.onnx'"
+        if not isinstance(data, dict) or not isinstance(data.get("profile"), dict):
+            raise CardError(
+                f"{source}: engine metadata must be a JSON object with a 'profile' object; {rebuild}"
+            )
+        if not isinstance(data.get("card"), dict):
+            raise CardError(f"{source}: engine metadata has no model card object; {rebuild}")
         try:
             data = dict(data)
             data["profile"] = BatchProfile(**data["profile"])
             return cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise CardError(
-                f"{source}: malformed engine metadata ({exc}); rebuild the engine"
-            ) from exc
+        except (TypeError, ConfigError) as exc:
+            raise CardError(f"{source}: malformed engine metadata ({exc}); {rebuild}") from exc
 
 
 def meta_path(engine: Path) -> Path:

@@ -29,17 +29,17 @@ def card_from_metadata(meta: dict[str, str], source: str) -> ModelCard:
             f"{source}: no model card embedded (metadata key '{CARD_KEY}'); "
             "only graphs written by 'flowedge export onnx' can be run: export the checkpoint again"
         )
+    return ModelCard.from_dict(json_entry(meta, CARD_KEY, source), source=source)
+
+
+def json_entry(meta: dict[str, str], key: str, source: str, default: Any = None) -> Any:
+    """A JSON-valued metadata entry, or ``default`` when absent; CardError when unreadable."""
+    if key not in meta:
+        return default
     try:
-        data = json.loads(meta[CARD_KEY])
+        return json.loads(meta[key])
     except json.JSONDecodeError as exc:
         raise CardError(
-            f"{source}: embedded model card is not valid JSON ({exc}); re-export"
+            f"{source}: metadata entry '{key}' is not valid JSON ({exc}); the file is damaged: "
+            "export it again with 'flowedge export onnx'"
         ) from exc
-    if not isinstance(data, dict):
-        raise CardError(f"{source}: embedded model card is not a JSON object; re-export")
-    return ModelCard.from_dict(data, source=source)
-
-
-def json_entry(meta: dict[str, str], key: str, default: Any = None) -> Any:
-    """A JSON-valued metadata entry, or ``default`` when absent."""
-    return json.loads(meta[key]) if key in meta else default

@@ -1,51 +1,32 @@
-"""Preprocessors by modality: a payload becomes the model's CHW float32 input.
+"""The modality registry: a model card's ``input.kind`` names the modality that handles its samples.
 
-The image preprocessor is :func:`flows.preprocess.to_tensor` with the card's
-spec, so the station feeds the network exactly what training did. Audio or
-robot-log preprocessors register here under their modality name.
+Modules load on first use, so a station only imports what its model needs
+(audio or series decoders never load on an image station).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+import importlib
+from functools import cache
 
-import numpy as np
+from flowedge.core.errors import ConfigError
+from flowedge.modalities.base import Modality
 
-from flowedge.core.card import PreprocessSpec
-from flowedge.core.errors import BadInputError
-from flowedge.modalities.image import decode_image, read_image, to_tensor
-
-Preprocessor = Callable[[object, PreprocessSpec, str], np.ndarray]
-
-_REGISTRY: dict[str, Preprocessor] = {}
+# input kind -> module defining ``MODALITY``, an instance of :class:`Modality`
+MODALITIES: dict[str, str] = {
+    "image": "flowedge.modalities.image",
+}
 
 
-def register(modality: str) -> Callable[[Preprocessor], Preprocessor]:
-    def add(function: Preprocessor) -> Preprocessor:
-        _REGISTRY[modality] = function
-        return function
-
-    return add
-
-
-def get_preprocessor(modality: str) -> Preprocessor:
-    try:
-        return _REGISTRY[modality]
-    except KeyError:
-        raise BadInputError(
-            f"no preprocessor for modality {modality!r} (known: {', '.join(sorted(_REGISTRY))}); "
-            "the model card and the source disagree"
-        ) from None
+@cache
+def get_modality(name: str) -> Modality:
+    """The modality called ``name`` (a card's ``input.kind``)."""
+    if name not in MODALITIES:
+        raise ConfigError(
+            f"no modality {name!r} in this flowedge (available: {', '.join(sorted(MODALITIES))}); "
+            "check the source's modality, or upgrade flowedge for a model of another modality"
+        )
+    return importlib.import_module(MODALITIES[name]).MODALITY
 
 
-@register("image")
-def image_to_tensor(payload: object, spec: PreprocessSpec, name: str) -> np.ndarray:
-    """Accept a decoded frame, encoded bytes or a file path."""
-    if isinstance(payload, (bytes, bytearray)):
-        payload = decode_image(bytes(payload), name=name)
-    elif isinstance(payload, (str, Path)):
-        payload = read_image(payload)
-    if not isinstance(payload, np.ndarray):
-        raise BadInputError(f"image {name}: unsupported payload type {type(payload).__name__}")
-    return to_tensor(payload, spec, name=name)
+__all__ = ["MODALITIES", "Modality", "get_modality"]

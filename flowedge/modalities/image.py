@@ -1,19 +1,23 @@
-"""The one image preprocessing implementation, shared by training, evaluation and station.
+"""The image modality: the one image reader, preprocessing and overlay, for training,
+evaluation, export checks and the station.
 
 numpy + OpenCV only (no torch), so the station runs it without the training
-stack. Reading a spec from the model card guarantees the station feeds the
-network exactly what it saw in training.
+stack. Reading the :class:`ImageInput` spec from the model card guarantees the
+station feeds the network exactly what it saw in training.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from flowedge.core.card import PreprocessSpec
+from flowedge.core.card import ImageInput
 from flowedge.core.errors import BadInputError
+from flowedge.modalities import image_synthetic
+from flowedge.modalities.base import Modality
 
 _INTERPOLATION = {
     "area": cv2.INTER_AREA,
@@ -25,8 +29,8 @@ _INTERPOLATION = {
 
 # "standardize" maps every image to ImageNet's average brightness and contrast (the means of
 # the default channel statistics: 0.449, 0.226), so the backbone sees inputs in its trained range
-STANDARD_MEAN = float(np.mean(PreprocessSpec.mean))
-STANDARD_STD = float(np.mean(PreprocessSpec.std))
+STANDARD_MEAN = float(np.mean(ImageInput.mean))
+STANDARD_STD = float(np.mean(ImageInput.std))
 _FLAT_STD = 1e-3  # below this an image is flat (lens cap, dark frame): do not amplify noise
 
 
@@ -61,14 +65,19 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     return image
 
 
-def to_tensor(image: np.ndarray, spec: PreprocessSpec, name: str = "<frame>") -> np.ndarray:
-    """Map one decoded image (uint8/uint16/float, gray or BGR/BGRA) to CHW float32."""
-    if image is None or not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+def validate_image(image: Any, name: str) -> None:
+    """A decoded image is a 2-D (gray) or 3-D array with 1, 3 or 4 channels."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
         raise BadInputError(
             f"image {name}: expected a 2-D or 3-D array, got {type(image).__name__}"
         )
     if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
         raise BadInputError(f"image {name}: {image.shape[2]} channels; expected 1, 3 or 4")
+
+
+def to_tensor(image: np.ndarray, spec: ImageInput, name: str = "<frame>") -> np.ndarray:
+    """Map one decoded image (uint8/uint16/float, gray or BGR/BGRA) to CHW float32."""
+    validate_image(image, name)
     if image.dtype == np.uint8:
         scaled = image.astype(np.float32) / 255.0
     elif image.dtype == np.uint16:
@@ -112,6 +121,96 @@ def standardize_intensity(image: np.ndarray) -> np.ndarray:
     return centred
 
 
-def load_tensor(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
-    """Read and preprocess one image file."""
-    return to_tensor(read_image(path), spec, name=str(path))
+def input_view(tensor: np.ndarray, spec: ImageInput) -> np.ndarray:
+    """The network's input as a BGR uint8 picture (the channel normalisation undone)."""
+    mean = np.asarray(spec.mean, dtype=np.float32)[: spec.channels, None, None]
+    std = np.asarray(spec.std, dtype=np.float32)[: spec.channels, None, None]
+    image = np.clip((tensor * std + mean).transpose(1, 2, 0) * 255.0, 0, 255).astype(np.uint8)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+
+RENDER_MIN_SIDE = 256  # small model inputs are enlarged so the text stays legible
+_BAR_WIDTH = 24
+_BANNER_COLOURS = {"OK": (60, 160, 60), "ANOMALY": (40, 40, 220), "ERROR": (128, 128, 128)}
+
+
+def _colour_bar(height: int, low: float, high: float) -> np.ndarray:
+    """A vertical JET scale (high at the top) labelled with the map's range."""
+    ramp = np.linspace(255, 0, height, dtype=np.float32).astype(np.uint8)[:, None]
+    bar = cv2.applyColorMap(np.repeat(ramp, _BAR_WIDTH, axis=1), cv2.COLORMAP_JET)
+    labelled = cv2.copyMakeBorder(bar, 0, 0, 0, 56, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    for text, y in ((f"{high:.3g}", 14), (f"{low:.3g}", height - 6)):
+        cv2.putText(
+            labelled, text, (_BAR_WIDTH + 4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255)
+        )
+    return labelled
+
+
+class ImageModality(Modality):
+    """Camera frames and image files (PNG, JPEG, BMP, TIFF)."""
+
+    name = "image"
+    extensions = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+    def read(self, path: str | Path) -> np.ndarray:
+        return read_image(path)
+
+    def decode(self, data: bytes, name: str) -> np.ndarray:
+        return decode_image(data, name)
+
+    def validate(self, raw: Any, name: str) -> None:
+        validate_image(raw, name)
+
+    def preprocess(self, raw: Any, spec: ImageInput, name: str) -> np.ndarray:  # type: ignore[override]
+        return to_tensor(self.as_raw(raw, name), spec, name)
+
+    def synthesize(
+        self,
+        root: str | Path,
+        n_train: int,
+        n_test_good: int,
+        n_test_defect: int,
+        seed: int = 0,
+        size: int = 128,
+    ) -> Path:
+        return image_synthetic.generate_dataset(
+            root, n_train, n_test_good, n_test_defect, size=size, seed=seed
+        )
+
+    def synthetic_batch(  # type: ignore[override]
+        self, spec: ImageInput, n_normal: int, n_anomalous: int, seed: int = 0
+    ) -> np.ndarray:
+        images = image_synthetic.render_samples(
+            max(spec.height, spec.width, image_synthetic.MIN_SIZE), n_normal, n_anomalous, seed
+        )
+        return np.stack([to_tensor(img, spec, f"synthetic-{i}") for i, img in enumerate(images)])
+
+    def render(  # type: ignore[override]
+        self,
+        input_tensor: np.ndarray,
+        amap: np.ndarray,
+        spec: ImageInput,
+        score: float | None,
+        decision: str,
+        threshold: float,
+    ) -> np.ndarray:
+        view = input_view(input_tensor, spec)
+        scale = max(1.0, RENDER_MIN_SIDE / min(view.shape[:2]))
+        size = (round(view.shape[1] * scale), round(view.shape[0] * scale))
+        view = cv2.resize(view, size, interpolation=cv2.INTER_LINEAR)
+        values = np.nan_to_num(np.asarray(amap, dtype=np.float32))
+        low, high = float(values.min()), float(values.max())
+        heat = ((values - low) / ((high - low) or 1.0) * 255.0).astype(np.uint8)
+        heat = cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR)
+        overlay = cv2.addWeighted(view, 0.55, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.45, 0)
+        body = np.hstack([overlay, _colour_bar(size[1], low, high)])
+        shown = "n/a" if score is None else f"{score:.4g}"
+        banner = np.full((28, body.shape[1], 3), _BANNER_COLOURS.get(decision, (0, 0, 0)), np.uint8)
+        text = f"{decision}  score {shown}  threshold {threshold:.4g}"
+        cv2.putText(banner, text, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255))
+        return np.vstack([banner, body])
+
+
+MODALITY = ImageModality()

@@ -1,7 +1,7 @@
-"""Readers for MVTec-AD style datasets and plain folders of normal images.
+"""Readers for MVTec-AD style datasets and plain folders of normal samples.
 
-Images go through :mod:`flows.preprocess` (the one preprocessing), so training,
-evaluation and the station see identical tensors. A broken file never stops a
+Samples go through the modality named by the model card (:mod:`flowedge.modalities`,
+the one preprocessing), so training, evaluation and the station see identical tensors. A broken file never stops a
 run and never disappears silently: it is logged by name, skipped and counted in
 a :class:`LoadSummary` that ends up in the model card or the evaluation report.
 """
@@ -10,26 +10,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from flowedge.core.card import PreprocessSpec
+from flowedge.core.card import InputSpec
 from flowedge.core.errors import BadInputError, DataError
-from flowedge.modalities.image import load_tensor, read_image
+from flowedge.modalities import get_modality
+from flowedge.modalities.batches import load_batches
+from flowedge.modalities.image import read_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GOOD = "good"
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One image with its label: ``defect`` is ``good`` for normal images."""
+    """One sample file with its label: ``defect`` is ``good`` for normal images."""
 
     path: Path
     defect: str = GOOD
@@ -58,26 +58,20 @@ class LoadSummary:
         return asdict(self)
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(
-        p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
 def _require_dir(path: Path, what: str) -> None:
     if not path.is_dir():
         raise DataError(f"{what} {path} is not a directory; check the path")
 
 
-def training_samples(root: str | Path) -> list[Sample]:
-    """Normal images for training: ``root/train/good`` of an MVTec category, else every
-    image under ``root`` (recursive)."""
+def training_samples(root: str | Path, kind: str = "image") -> list[Sample]:
+    """Normal samples of modality ``kind`` for training: ``root/train/good`` of an MVTec
+    category, else every such file under ``root`` (recursive)."""
     root = Path(root)
     _require_dir(root, "training data folder")
     mvtec_train = root / "train" / GOOD
     folder, recursive = (mvtec_train, False) if mvtec_train.is_dir() else (root, True)
-    paths = _images_in(folder, recursive)
+    modality = get_modality(kind)
+    paths = modality.list_files(folder, recursive)
     if any("ground_truth" in p.relative_to(folder).parts for p in paths):
         raise DataError(
             f"{folder} holds ground_truth masks, so it is not a folder of normal images: "
@@ -85,14 +79,14 @@ def training_samples(root: str | Path) -> list[Sample]:
         )
     if not paths:
         raise DataError(
-            f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder}; "
-            "give an MVTec category root (with train/good) or a folder of normal images"
+            f"no {kind} files ({', '.join(sorted(modality.extensions))}) found in {folder}; "
+            "give an MVTec category root (with train/good) or a folder of normal samples"
         )
     return [Sample(path) for path in paths]
 
 
-def labelled_samples(root: str | Path) -> list[Sample]:
-    """Labelled test images: ``root/test/<defect>/`` (``good`` is normal) with masks at
+def labelled_samples(root: str | Path, kind: str = "image") -> list[Sample]:
+    """Labelled test samples of modality ``kind``: ``root/test/<defect>/`` (``good`` is normal) with masks at
     ``root/ground_truth/<defect>/<stem>_mask.png``. ``root`` may also be the test folder
     itself (masks then in its sibling or child ``ground_truth``)."""
     root = Path(root)
@@ -100,9 +94,10 @@ def labelled_samples(root: str | Path) -> list[Sample]:
     test_dir = root / "test" if (root / "test").is_dir() else root
     truth_dirs = [test_dir.parent / "ground_truth", test_dir / "ground_truth"]
     truth = next((d for d in truth_dirs if d.is_dir()), None)
+    modality = get_modality(kind)
     samples: list[Sample] = []
     for folder in sorted(d for d in test_dir.iterdir() if d.is_dir() and d.name != "ground_truth"):
-        for path in _images_in(folder, recursive=False):
+        for path in modality.list_files(folder, recursive=False):
             mask = None
             if folder.name != GOOD and truth is not None:
                 candidate = truth / folder.name / f"{path.stem}_mask.png"
@@ -111,16 +106,17 @@ def labelled_samples(root: str | Path) -> list[Sample]:
     if not any(s.label == 0 for s in samples) or not any(s.label == 1 for s in samples):
         raise DataError(
             f"test folder {test_dir} needs a 'good' subfolder and at least one defect subfolder "
-            "with images (MVTec layout: test/good, test/<defect>)"
+            f"with {kind} files (MVTec layout: test/good, test/<defect>)"
         )
     return samples
 
 
-def load_mask(sample: Sample, spec: PreprocessSpec) -> np.ndarray | None:
-    """Ground-truth mask as bool HxW at the model input size (nearest), zeros for good
-    images, ``None`` when a defect image has no readable mask (no pixel metrics for it)."""
+def load_mask(sample: Sample, spec: InputSpec) -> np.ndarray | None:
+    """Ground-truth mask as bool at the anomaly map's shape (nearest), zeros for good samples,
+    ``None`` when a defect sample has no readable mask (no pixel metrics for it).
+    Masks are PNG images whatever the modality (MVTec's ``ground_truth`` layout)."""
     if sample.label == 0:
-        return np.zeros((spec.height, spec.width), dtype=bool)
+        return np.zeros(spec.map_shape, dtype=bool)
     if sample.mask_path is None:
         return None
     try:
@@ -130,49 +126,35 @@ def load_mask(sample: Sample, spec: PreprocessSpec) -> np.ndarray | None:
         return None
     if mask.ndim == 3:
         mask = mask.max(axis=2)
-    resized = cv2.resize(mask, (spec.width, spec.height), interpolation=cv2.INTER_NEAREST)
-    return resized > 0
+    rows, cols = spec.map_shape
+    return cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def iter_batches(
     samples: Sequence[Sample],
-    spec: PreprocessSpec,
+    spec: InputSpec,
     batch_size: int,
     summary: LoadSummary,
     num_workers: int = 0,
 ) -> Iterator[tuple[np.ndarray, list[Sample]]]:
-    """Yield (NCHW float32 batch, its samples), skipping unusable images into ``summary``.
+    """Yield ([B, *spec.tensor_shape] float32 batch, its samples), skipping unusable files
+    into ``summary``.
 
-    Raises :class:`DataError` naming ``summary.root`` when no image at all was usable.
-    ``num_workers`` > 0 decodes in threads (OpenCV releases the GIL).
+    Raises :class:`DataError` naming ``summary.root`` when no sample at all was usable.
+    ``num_workers`` > 0 decodes in threads.
     """
-    pool = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
-
-    def load(sample: Sample) -> np.ndarray | BadInputError:
-        try:
-            return load_tensor(sample.path, spec)
-        except BadInputError as exc:
-            return exc
-
-    try:
-        for start in range(0, len(samples), batch_size):
-            chunk = samples[start : start + batch_size]
-            results = list(pool.map(load, chunk)) if pool else [load(s) for s in chunk]
-            tensors, kept = [], []
-            for sample, result in zip(chunk, results, strict=True):
-                if isinstance(result, BadInputError):
-                    summary.skip(sample, result)
-                else:
-                    tensors.append(result)
-                    kept.append(sample)
-            summary.n_ok += len(kept)
-            if kept:
-                yield np.stack(tensors), kept
-    finally:
-        if pool:
-            pool.shutdown(wait=False, cancel_futures=True)
+    modality = get_modality(spec.kind)
+    for kept, batch in load_batches(
+        samples,
+        lambda sample: modality.load(sample.path, spec),
+        batch_size,
+        summary.skip,
+        num_workers,
+    ):
+        summary.n_ok += len(kept)
+        yield batch, kept
     if summary.n_ok == 0:
         raise DataError(
-            f"{summary.root}: none of the {summary.n_skipped} image(s) could be used "
+            f"{summary.root}: none of the {summary.n_skipped} file(s) could be used "
             "(all unreadable or corrupt, see the warnings above); check the folder"
         )

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from flowedge.core.card import PreprocessSpec, ScoreSpec
+from flowedge.core.card import ImageInput, ScoreSpec
 from flowedge.flows.config import ImageDetectorConfig
 
 Features = list[torch.Tensor]
@@ -57,10 +57,10 @@ class Detector(nn.Module, ABC):
         super().__init__()
         self.config, self.backbone, self.backbone_info = config, backbone, backbone_info
 
-    def input_spec(self) -> PreprocessSpec:
+    def input_spec(self) -> ImageInput:
         """Image input as configured; grayscale is replicated to 3 channels by the preprocessing."""
         height, width = self.config.input_hw
-        return PreprocessSpec(
+        return ImageInput(
             height=height,
             width=width,
             interpolation=self.config.interpolation,

@@ -183,7 +183,7 @@ class CSFlow(GradientDetector):
         self.graph = coupling_graph(dims, config)
 
     def score_spec(self) -> ScoreSpec:
-        return ScoreSpec(kind="mean_z2_half", uses_logdet=False, map_source="scale0")
+        return ScoreSpec(kind="mean_z2_half", uses_logdet=False)
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> Features:

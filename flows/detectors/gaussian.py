@@ -67,9 +67,7 @@ class GaussianAD(ClosedFormDetector):
                 self.register_buffer(f"{kind}_w{layer}", torch.eye(channels))
 
     def score_spec(self) -> ScoreSpec:
-        return ScoreSpec(
-            kind="sum_layer_mahalanobis", uses_logdet=False, map_source="mean_layer_mahalanobis"
-        )
+        return ScoreSpec(kind="sum_layer_mahalanobis", uses_logdet=False)
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> Features:

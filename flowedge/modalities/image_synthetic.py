@@ -1,4 +1,5 @@
-"""A small synthetic inspection dataset in MVTec-AD layout, for the demo and tests.
+"""Synthetic inspection images with exact defect masks: the demo and test dataset (MVTec-AD
+layout) and the export parity samples, from one generator.
 
 Real inspection data cannot ship with the project, yet the demo and every test
 need images with realistic structure: a machined part on a dark table, a brushed
@@ -26,6 +27,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DEFECTS = ("scratch", "spot", "crack", "missing")
+MIN_SIZE = 32  # smaller images cannot show a part with a bore and a defect
 
 _BACKGROUND = 0.08  # dark table under the part
 _MIN_DEFECT_PIXELS = 6
@@ -170,6 +172,13 @@ def render_sample(
     return bgr, region.astype(np.uint8) * 255
 
 
+def render_samples(size: int, n_normal: int, n_anomalous: int, seed: int = 0) -> list[np.ndarray]:
+    """BGR uint8 images: ``n_normal`` good parts, then ``n_anomalous`` with each defect in turn."""
+    rng = np.random.default_rng(seed)
+    defects = [None] * n_normal + [DEFECTS[i % len(DEFECTS)] for i in range(n_anomalous)]
+    return [render_sample(size, rng, defect)[0] for defect in defects]
+
+
 def generate_dataset(
     root: str | Path,
     n_train: int = 60,
@@ -183,8 +192,8 @@ def generate_dataset(
     unknown = sorted(set(defects) - set(_RENDER))
     if unknown:
         raise ValueError(f"unknown defect type(s) {unknown}; choose from {list(DEFECTS)}")
-    if size < 32:
-        raise ValueError(f"size {size} is too small to draw a part; use 32 px or more")
+    if size < MIN_SIZE:
+        raise ValueError(f"size {size} is too small to draw a part; use {MIN_SIZE} px or more")
     root = Path(root)
     plan: list[tuple[str, str | None, int]] = [
         ("train/good", None, n_train),

@@ -1,0 +1,85 @@
+"""What every modality (image, audio, series) provides, so nothing else knows which it is.
+
+Training, evaluation, calibration, export checks and the station all go through
+these methods with the spec from the model card; a new modality is one module
+implementing them plus one line in :data:`flowedge.modalities.MODALITIES`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowedge.core.card import InputSpec
+
+
+class Modality(ABC):
+    """One kind of sample: how to find, read, check, preprocess, fake and draw it."""
+
+    name: str = ""
+    extensions: frozenset[str] = frozenset()  # lower-case file suffixes, with the dot
+
+    def list_files(self, folder: Path, recursive: bool = True) -> list[Path]:
+        """This modality's files in ``folder`` (sorted, so every run sees the same order)."""
+        pattern = "**/*" if recursive else "*"
+        return sorted(
+            p
+            for p in Path(folder).glob(pattern)
+            if p.is_file() and p.suffix.lower() in self.extensions
+        )
+
+    @abstractmethod
+    def read(self, path: str | Path) -> Any:
+        """Decode a file to the raw sample; BadInputError naming the file when it cannot."""
+
+    @abstractmethod
+    def decode(self, data: bytes, name: str) -> Any:
+        """Decode encoded bytes (a file's content, a network payload) to the raw sample."""
+
+    @abstractmethod
+    def validate(self, raw: Any, name: str) -> None:
+        """BadInputError naming ``name`` when ``raw`` cannot be preprocessed."""
+
+    @abstractmethod
+    def preprocess(self, raw: Any, spec: InputSpec, name: str) -> np.ndarray:
+        """A payload (raw sample, encoded bytes or a path) -> float32 of ``spec.tensor_shape``."""
+
+    def as_raw(self, payload: Any, name: str) -> Any:
+        """Accept whatever a source yields: a path, encoded bytes or an already decoded sample."""
+        if isinstance(payload, (bytes, bytearray)):
+            return self.decode(bytes(payload), name)
+        if isinstance(payload, (str, Path)):
+            return self.read(payload)
+        return payload  # preprocess validates it
+
+    def load(self, path: str | Path, spec: InputSpec) -> np.ndarray:
+        """Read and preprocess one file."""
+        return self.preprocess(self.read(path), spec, str(path))
+
+    @abstractmethod
+    def synthesize(
+        self, root: str | Path, n_train: int, n_test_good: int, n_test_defect: int, seed: int = 0
+    ) -> Path:
+        """Write a small labelled dataset in MVTec layout (demo, tests); returns ``root``."""
+
+    @abstractmethod
+    def synthetic_batch(
+        self, spec: InputSpec, n_normal: int, n_anomalous: int, seed: int = 0
+    ) -> np.ndarray:
+        """Preprocessed [N, *tensor_shape] samples, normal first, for export parity checks."""
+
+    @abstractmethod
+    def render(
+        self,
+        input_tensor: np.ndarray,
+        amap: np.ndarray,
+        spec: InputSpec,
+        score: float | None,
+        decision: str,
+        threshold: float,
+    ) -> np.ndarray:
+        """A BGR uint8 picture of the sample with its anomaly map, score, decision and a colour
+        bar: what an operator looks at to see why a part was rejected."""

@@ -1,0 +1,60 @@
+"""Batches of preprocessed samples where a broken file is skipped, never fatal.
+
+Training, evaluation, calibration, INT8 calibration and export checks all read
+folders that may hold a truncated or corrupt file; each one wants to skip it,
+say so by name, and go on with full batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+from flowedge.core.errors import BadInputError
+
+Item = TypeVar("Item")
+
+
+def load_batches(
+    items: Sequence[Item],
+    load: Callable[[Item], np.ndarray],
+    batch_size: int,
+    on_skip: Callable[[Item, BadInputError], None],
+    num_workers: int = 0,
+) -> Iterator[tuple[list[Item], np.ndarray]]:
+    """Yield (items, stacked tensors) of ``batch_size`` usable items (the last may be short).
+
+    An item whose ``load`` raises :class:`BadInputError` goes to ``on_skip`` and is left
+    out. ``num_workers`` > 0 loads in threads (OpenCV and file reads release the GIL).
+    """
+    pool = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
+
+    def attempt(item: Item) -> np.ndarray | BadInputError:
+        try:
+            return load(item)
+        except BadInputError as exc:
+            return exc
+
+    kept: list[Item] = []
+    tensors: list[np.ndarray] = []
+    try:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            results = list(pool.map(attempt, chunk)) if pool else [attempt(i) for i in chunk]
+            for item, result in zip(chunk, results, strict=True):
+                if isinstance(result, BadInputError):
+                    on_skip(item, result)
+                    continue
+                kept.append(item)
+                tensors.append(result)
+                if len(kept) == batch_size:
+                    yield kept, np.stack(tensors)
+                    kept, tensors = [], []
+    finally:
+        if pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+    if kept:
+        yield kept, np.stack(tensors)
