@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,7 @@ def check_source(source: SourceConfig, timeout_s: float) -> CheckResult:
 
 
 def first_sample(source: SourceConfig, timeout_s: float) -> tuple[str | None, str]:
-    """The first ``(part id, payload)`` of the real source, read on a helper thread.
+    """The first frame of the real source, read on a helper thread.
 
     Returns its description, or None and the source's own last event (camera lost,
     folder empty) or a timeout message.
@@ -125,12 +125,17 @@ def first_sample(source: SourceConfig, timeout_s: float) -> tuple[str | None, st
         events.append(message)
 
     def read() -> None:
-        frames: Iterator[tuple[str, Any]] = make_source(source, record).frames(stop)
-        for part_id, payload in frames:
-            shape = getattr(payload, "shape", None)
-            got.append(f"{part_id!r}" + (f" ({'x'.join(map(str, shape))})" if shape else ""))
-            break
-        done.set()
+        try:
+            for frame in make_source(source, record).frames(stop):
+                shape = getattr(frame.payload, "shape", None)
+                got.append(
+                    f"{frame.part_id!r}" + (f" ({'x'.join(map(str, shape))})" if shape else "")
+                )
+                break
+        except Exception as exc:  # the source's own failure is the check's answer
+            events.append(str(exc))
+        finally:
+            done.set()
 
     threading.Thread(target=read, name=f"check-{source.name}", daemon=True).start()
     done.wait(timeout_s)
@@ -147,7 +152,7 @@ def check_broker(cfg: FlowedgeConfig, timeout_s: float) -> CheckResult:
     c = cfg.mqtt
     name = f"broker {c.host}:{c.port}"
     if not c.enabled:
-        return passed("broker", "mqtt.enabled is false: decisions are only logged")
+        return passed("broker", "mqtt.enabled is false: decisions stay in the spool")
     protocols = {"5": [mqtt.MQTTv5], "3.1.1": [mqtt.MQTTv311]}.get(
         c.protocol, [mqtt.MQTTv5, mqtt.MQTTv311]
     )

@@ -26,7 +26,7 @@ from flowedge.backends.base import Backend
 from flowedge.core.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
 from flowedge.edge import logs
 from flowedge.edge.config import FlowedgeConfig, load_config
-from flowedge.edge.decision import embedded_calibration, load_policy
+from flowedge.edge.decision import load_policy
 from flowedge.edge.health import Notifier, Watchdog, watchdog_interval_s
 from flowedge.edge.metrics import Metrics
 from flowedge.edge.pipeline import Pipeline
@@ -92,8 +92,7 @@ class Station:
                 cfg.model.path, cfg.model.backend, cfg.model.device, cfg.model.intra_op_threads
             )
         )
-        self.embedded = embedded_calibration(self.backend)
-        self.policy = load_policy(cfg, self.backend.card, self.embedded)
+        self.policy = load_policy(cfg, self.backend.card, self.backend.calibration)
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
         self.metrics = Metrics()
         self.notifier = Notifier()
@@ -189,7 +188,7 @@ class Station:
         )
         try:
             new = load_config(self.config_path)
-            policy = load_policy(new, self.backend.card, self.embedded)
+            policy = load_policy(new, self.backend.card, self.backend.calibration)
         except FlowedgeError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.pipeline.events.emit(None, "reload_failed", f"reload refused: {exc}")

@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowedge.backends.base import Backend
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import ConfigError
 from flowedge.edge.config import FlowedgeConfig
@@ -35,15 +34,6 @@ class Policy:
 
     def normalise(self, score: float) -> float | None:
         return None if self.calibration is None else float(self.calibration.normalise(score))
-
-
-def embedded_calibration(backend: Backend) -> dict[str, Any] | None:
-    """``{"threshold", "sha256"}`` embedded at export: ONNX Runtime exposes it as
-    ``backend.calibration``, TensorRT in its engine metadata; None when not embedded."""
-    found = getattr(backend, "calibration", None)
-    if found is None:
-        found = getattr(getattr(backend, "meta", None), "calibration", None)
-    return found
 
 
 def load_policy(

@@ -11,7 +11,6 @@ so a notebook gets exactly the station's scores and decisions.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -22,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flowedge.backends import open_backend
 from flowedge.backends.base import Backend
 from flowedge.core.card import ModelCard
-from flowedge.core.errors import BadInputError, ConfigError, DataError, ModelMismatchError
+from flowedge.core.decision import decide
+from flowedge.core.errors import BadInputError, ConfigError, ModelMismatchError
 from flowedge.core.extras import needs_extras
 from flowedge.modalities import get_modality
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 # what one sample may be: a file path, the file's encoded bytes or a decoded array
 Sample = str | Path | bytes | bytearray | np.ndarray
 
-OK, ANOMALY, ERROR = "OK", "ANOMALY", "ERROR"
+ERROR = "ERROR"
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,11 @@ class Model:
         return [r for r in results if r is not None]
 
     def _preprocess(self, sample: Sample, name: str) -> np.ndarray:
-        # MERGE(h1): get_modality(card.input.kind): read/decode by type, then preprocess(raw, card.input, name)
         spec = self.card.input
         return get_modality(spec.kind).preprocess(sample, spec, name)
 
     def _result(self, name: str, score: float, amap: np.ndarray) -> Result:
-        decision = decide(score, self.threshold)
+        decision = decision_of(score, self.threshold)
         if decision == ERROR:
             return Result(
                 name,
@@ -134,16 +134,12 @@ class Model:
         self.close()
 
 
-def decide(score: float | None, threshold: float | None) -> str | None:
-    """The one rule: ANOMALY iff score > threshold, else OK; a non-finite score is an ERROR.
-
-    MERGE(h3): flowedge.core.decision.decide; keep only the None-threshold case here.
-    """
-    if score is None or not math.isfinite(score):
-        return ERROR
-    if threshold is None:
+def decision_of(score: float, threshold: float | None) -> str | None:
+    """:func:`flowedge.core.decision.decide`, or None (no decision) for a model without a
+    threshold; a non-finite score is ``ERROR`` either way."""
+    if threshold is None and math.isfinite(score):
         return None
-    return ANOMALY if score > threshold else OK
+    return decide(score, math.inf if threshold is None else threshold)
 
 
 def load(
@@ -163,7 +159,8 @@ def load(
     and no decision.
     """
     path = Path(model)
-    opened = _open_backend(path, backend, device, threads)
+    with needs_extras(f"the {backend} backend"):
+        opened = open_backend(path, backend, device, threads)
     try:
         calib = _calibration(path, calibration, opened.card)
     except BaseException:
@@ -228,49 +225,17 @@ def _calibration(path: Path, given: str | Path | None, card: ModelCard) -> Calib
 
 
 def _embedded_threshold(backend: Backend) -> float | None:
-    """The threshold an export embedded (ONNX metadata or engine sidecar), if any."""
-    # MERGE(h1): one Backend attribute for the embedded calibration would replace this lookup
-    meta = getattr(backend, "meta", None)
-    embedded = getattr(backend, "calibration", None) or getattr(meta, "calibration", None)
-    return None if not embedded else float(embedded["threshold"])
-
-
-_BACKEND_OF_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
-
-
-def _open_backend(path: Path, backend: str, device: str, threads: int) -> Backend:
-    """MERGE(h1): flowedge.backends.open_backend(path, backend, device, threads) does this."""
-    from flowedge.backends import BACKENDS
-
-    if not path.exists():
-        raise DataError(
-            f"model {path} not found; give a checkpoint directory, an .onnx graph or an engine"
-        )
-    if backend == "auto":
-        backend = "torch" if path.is_dir() else _BACKEND_OF_SUFFIX.get(path.suffix.lower(), "")
-    if backend not in BACKENDS:
-        raise ConfigError(
-            f"model {path}: cannot tell the backend (known suffixes: "
-            f"{', '.join(_BACKEND_OF_SUFFIX)}, or a checkpoint directory); pass backend= one of "
-            f"{', '.join(BACKENDS)}"
-        )
-    module_name, class_name = BACKENDS[backend]
-    with needs_extras(f"the {backend} backend"):
-        module = importlib.import_module(module_name)
-    return getattr(module, class_name).open(path, device, threads)
+    """The threshold an export embedded (ONNX metadata or engine metadata), if any."""
+    return None if backend.calibration is None else float(backend.calibration["threshold"])
 
 
 def files_of(inputs: Iterable[str | Path], card: ModelCard) -> list[Path]:
     """The sample files named by ``inputs``: files as given, folders searched recursively."""
-    # MERGE(h1): get_modality(card.input.kind).list_files(folder, recursive=True)
-    from flowedge.flows.data.datasets import IMAGE_EXTENSIONS
-
+    modality = get_modality(card.input.kind)
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            files += modality.list_files(item, recursive=True)
         elif item.is_file():
             files.append(item)
         else:

@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 import flowedge
-from flowedge.api import ANOMALY, ERROR, OK
+from flowedge.api import ERROR
 from flowedge.core.errors import ConfigError, DataError
 from flowedge.export.calibration_ref import CalibrationRef
 from flowedge.modalities.image import read_image
 
+OK, ANOMALY = "OK", "ANOMALY"
 EMBEDDED_THRESHOLD = 0.75
 
 
@@ -86,7 +87,7 @@ def test_missing_or_unknown_model_files(tmp_path: Path) -> None:
         flowedge.load(tmp_path / "nope.onnx")
     odd = tmp_path / "model.bin"
     odd.write_bytes(b"\0")
-    with pytest.raises(ConfigError, match="cannot tell the backend"):
+    with pytest.raises(ConfigError, match="cannot tell which backend"):
         flowedge.load(odd)
 
 

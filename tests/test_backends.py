@@ -13,6 +13,7 @@ from flowedge.backends import backend_for, open_backend
 from flowedge.backends.onnxrt import OnnxRuntimeBackend
 from flowedge.core.card import ModelCard, ScoreSpec, SeriesInput
 from flowedge.core.errors import EXIT_DATA, ConfigError, DataError
+from flowedge.core.validation import Strict
 from flowedge.export.onnx_export import export_onnx
 from flowedge.flows.detectors.base import Detector
 
@@ -66,10 +67,13 @@ class SeriesStandIn(Detector):
     name = "series-standin"
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(Strict(), None, {})
         torch.manual_seed(0)
         self.encoder = nn.Conv1d(len(SERIES.signals), 8, 5, padding=2)
         self.flow = nn.Conv1d(8, 8, 3, padding=1)
+
+    def input_spec(self):
+        return SERIES
 
     def features(self, x):
         return [torch.relu(self.encoder(x))]
@@ -81,9 +85,6 @@ class SeriesStandIn(Detector):
         sq = latents[0].float() ** 2
         per_step = sq.mean(dim=1, keepdim=True).expand(-1, map_shape[0], -1)
         return 0.5 * sq.sum(dim=(1, 2)), per_step
-
-    def fit(self, batches, epochs, progress=None):
-        return {}
 
     def score_spec(self):
         return ScoreSpec(kind="sum_z2")

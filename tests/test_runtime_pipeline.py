@@ -589,13 +589,3 @@ def test_no_threshold_anywhere_is_a_config_error_naming_the_ways_out(tmp_path: P
             ),
         )
     assert "export with --calibration" in str(error.value)
-
-
-def test_tensorrt_engine_metadata_calibration_counts_as_embedded() -> None:
-    from types import SimpleNamespace
-
-    from flowedge.edge.decision import embedded_calibration
-
-    engine = SimpleNamespace(meta=SimpleNamespace(calibration={"threshold": 1.5, "sha256": "d"}))
-    assert embedded_calibration(engine) == {"threshold": 1.5, "sha256": "d"}
-    assert embedded_calibration(FakeBackend()) is None

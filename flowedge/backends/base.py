@@ -8,6 +8,7 @@ sees a framework type, and never assumes images: the shapes come from the card.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,11 @@ class Backend(ABC):
 
     name: str = ""
 
-    def __init__(self, card: ModelCard) -> None:
+    def __init__(self, card: ModelCard, calibration: dict[str, Any] | None = None) -> None:
         self.card = card
+        # {"threshold", "sha256"} bound at export (ONNX metadata, engine metadata), else None:
+        # the threshold a station or the API uses when it is given none
+        self.calibration = calibration
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -54,11 +54,13 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, session: ort.InferenceSession, source: str) -> None:
         meta = session.get_modelmeta().custom_metadata_map
-        super().__init__(metadata.card_from_metadata(meta, source))
+        super().__init__(
+            metadata.card_from_metadata(meta, source),
+            metadata.json_entry(meta, metadata.CALIBRATION_KEY, source),
+        )
         self.session = session
         self.source = source
         self.precision = meta.get(metadata.PRECISION_KEY, "fp32")
-        self.calibration = metadata.json_entry(meta, metadata.CALIBRATION_KEY, source)
         inputs = session.get_inputs()
         names = [o.name for o in session.get_outputs()]
         if len(inputs) != 1 or names[:2] != list(metadata.OUTPUT_NAMES):

@@ -136,7 +136,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, engine: Any, trt: Any, meta: EngineMeta, source: str) -> None:
-        super().__init__(meta.model_card(source))
+        super().__init__(meta.model_card(source), meta.calibration)
         self.engine, self.trt, self.meta, self.source = engine, trt, meta, source
         self._local = threading.local()
         self._workers: list[_Worker] = []

@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from flowedge.core.card import ImageInput, ScoreSpec
+from flowedge.core.card import ImageInput, InputSpec, ScoreSpec
+from flowedge.core.validation import Strict
 from flowedge.flows.config import ImageDetectorConfig
 
 Features = list[torch.Tensor]
@@ -38,7 +39,7 @@ class Detector(nn.Module, ABC):
     """Base class; subclasses register with :func:`flows.detectors.registry.register_detector`."""
 
     name: ClassVar[str] = ""  # set by the registry
-    config_model: ClassVar[type[ImageDetectorConfig]]  # set by the registry
+    config_model: ClassVar[type[Strict]]  # set by the registry
     # build_detector gives the detector a frozen timm feature extractor (audio and
     # series detectors without one set False and get backbone=None)
     needs_backbone: ClassVar[bool] = True
@@ -50,15 +51,18 @@ class Detector(nn.Module, ABC):
 
     def __init__(
         self,
-        config: ImageDetectorConfig,
+        config: Strict,
         backbone: nn.Module | None,
         backbone_info: dict[str, Any],
     ) -> None:
         super().__init__()
         self.config, self.backbone, self.backbone_info = config, backbone, backbone_info
 
-    def input_spec(self) -> ImageInput:
-        """Image input as configured; grayscale is replicated to 3 channels by the preprocessing."""
+    def input_spec(self) -> InputSpec:
+        """What the card records as the input: images as configured (grayscale is replicated to
+        3 channels by the preprocessing); audio and series detectors override this."""
+        if not isinstance(self.config, ImageDetectorConfig):
+            raise NotImplementedError(f"{type(self).__name__} must define its input_spec()")
         height, width = self.config.input_hw
         return ImageInput(
             height=height,
@@ -69,8 +73,7 @@ class Detector(nn.Module, ABC):
 
     def map_shape(self) -> tuple[int, ...]:
         """Shape of one anomaly map, from the input spec (never from a batch's shape)."""
-        spec = self.input_spec()
-        return spec.height, spec.width
+        return self.input_spec().map_shape
 
     @abstractmethod
     def features(self, x: torch.Tensor) -> Features:
