@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "evaluate a checkpoint on a labelled test set (AUROC, F1, plots)",
     ),
     "demo": (
-        "flowedge.edge.cmd_demo",
+        "flowedge.cmd_demo",
         "offline demo: generate data, train, evaluate, stream, publish",
     ),
     "calibrate": ("flowedge.calibration.cmd", "choose a threshold from held-out normal data"),
