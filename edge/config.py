@@ -18,6 +18,7 @@ from flowedge.calibration.config import DriftConfig
 from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Strict, format_validation_error
 from flowedge.flows.config import DetectorConfig, TrainingConfig
+from flowedge.modalities.image_decode import DEFAULT_LIMITS, DecodeLimits
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
 
@@ -58,11 +59,23 @@ class SourceConfig(Strict):
         return self
 
 
+class LimitsConfig(Strict):
+    """What one input file may cost: larger files or images are that sample's ERROR, checked
+    before reading or decoding, so a hostile file cannot exhaust the station's memory."""
+
+    max_file_mib: float = Field(DEFAULT_LIMITS.max_bytes / 2**20, gt=0)
+    max_megapixels: float = Field(DEFAULT_LIMITS.max_pixels / 1e6, gt=0)
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(int(self.max_file_mib * 2**20), int(self.max_megapixels * 1e6))
+
+
 class PipelineConfig(Strict):
     max_batch: int = Field(8, ge=1, description="infer batches frames that queue up, up to this")
     queue_size: int = Field(32, ge=1)
     heatmaps: Literal["none", "anomalies", "all"] = "anomalies"
     heatmap_dir: Path = Path("runs/heatmaps")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
 class TLSConfig(Strict):

@@ -15,8 +15,9 @@ import numpy as np
 from flowedge.core.card import PreprocessSpec
 from flowedge.core.errors import BadInputError
 from flowedge.modalities.image import decode_image, read_image, to_tensor
+from flowedge.modalities.image_decode import DEFAULT_LIMITS, DecodeLimits
 
-Preprocessor = Callable[[object, PreprocessSpec, str], np.ndarray]
+Preprocessor = Callable[..., np.ndarray]  # (payload, spec, name, limits=DecodeLimits)
 
 _REGISTRY: dict[str, Preprocessor] = {}
 
@@ -40,12 +41,14 @@ def get_preprocessor(modality: str) -> Preprocessor:
 
 
 @register("image")
-def image_to_tensor(payload: object, spec: PreprocessSpec, name: str) -> np.ndarray:
-    """Accept a decoded frame, encoded bytes or a file path."""
+def image_to_tensor(
+    payload: object, spec: PreprocessSpec, name: str, limits: DecodeLimits = DEFAULT_LIMITS
+) -> np.ndarray:
+    """Accept a decoded frame, encoded bytes or a file path (decoded within ``limits``)."""
     if isinstance(payload, (bytes, bytearray)):
-        payload = decode_image(bytes(payload), name=name)
+        payload = decode_image(bytes(payload), name=name, limits=limits)
     elif isinstance(payload, (str, Path)):
-        payload = read_image(payload)
+        payload = read_image(payload, limits)
     if not isinstance(payload, np.ndarray):
         raise BadInputError(f"image {name}: unsupported payload type {type(payload).__name__}")
     return to_tensor(payload, spec, name=name)
