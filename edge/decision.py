@@ -22,6 +22,7 @@ import numpy as np
 from flowedge.core.card import ModelCard, PreprocessSpec
 from flowedge.core.errors import ConfigError
 from flowedge.edge.config import FlowedgeConfig
+from flowedge.edge.filenames import safe_file_stem
 from flowedge.edge.sample import Sample, utc_now
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,22 @@ def event_doc(
 
 
 def encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    """UTF-8 JSON; a file name that was not UTF-8 keeps its undecodable bytes as ``\\udcNN``."""
+    try:
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # lone surrogates (os.fsdecode of invalid UTF-8) are not Unicode
+        return encode(_printable(doc))
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with every string's surrogates spelled out, as valid Unicode."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(item) for item in value]
+    return value
 
 
 def write_heatmap(
@@ -144,7 +160,10 @@ def write_heatmap(
     heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     overlay = cv2.addWeighted(image, 0.55, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.45, 0)
     stamp = sample.captured_utc.replace("-", "").replace(":", "").replace(".", "")
-    out = folder / sample.source / f"{stamp}_{Path(sample.part_id).stem}.png"
+    out = folder / sample.source / f"{stamp}_{safe_file_stem(sample.part_id)}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), overlay)
+    ok, png = cv2.imencode(".png", overlay)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode the heatmap {out} as PNG")
+    out.write_bytes(png.tobytes())  # unlike cv2.imwrite, a full disk raises (OSError)
     return str(out)

@@ -47,6 +47,7 @@ SEVERITY = {
     "dropped": "warning",
     "source_empty": "warning",
     "spool_overflow": "error",
+    "heatmap_failed": "warning",
 }
 
 
@@ -131,6 +132,7 @@ class Pipeline:
         self.on_status = on_status  # a source changed state: republish the retained status
         self.max_samples = max_samples
         self.max_batch = min(cfg.pipeline.max_batch, backend.max_batch)
+        self.limits = cfg.pipeline.limits.decode_limits()
         self.stop_capture = threading.Event()
         self.finished = threading.Event()  # every stage has drained and ended
         self.source_state = {s.name: "starting" for s in cfg.sources}
@@ -313,10 +315,19 @@ class Pipeline:
                         f"{spec.modality} model; check the source configuration"
                     )
                 sample.tensor = get_preprocessor(sample.modality)(
-                    sample.payload, spec, f"{sample.source}/{sample.part_id}"
+                    sample.payload, spec, f"{sample.source}/{sample.part_id}", limits=self.limits
                 )
             except BadInputError as exc:
                 self._bad_input(sample, str(exc))
+            except Exception as exc:  # MemoryError too: one sample's failure is its own ERROR
+                log.debug(
+                    "preprocessing %s/%s failed", sample.source, sample.part_id, exc_info=True
+                )
+                self._bad_input(
+                    sample,
+                    f"{sample.source}/{sample.part_id}: cannot preprocess "
+                    f"({type(exc).__name__}: {exc}); drop the file or report a bug with it",
+                )
             sample.payload = None
             sample.mark("preprocess", t0)
             self.metrics.stage_seconds.labels("preprocess").observe(
@@ -416,8 +427,15 @@ class Pipeline:
                     sample.amap,
                     self.card.preprocess,
                 )
-            except (OSError, ValueError) as exc:
-                log.warning("heatmap for %s/%s not written: %s", sample.source, sample.part_id, exc)
+            except Exception as exc:  # the decision stands; the missing heatmap is reported
+                log.debug("heatmap for %s/%s failed", sample.source, sample.part_id, exc_info=True)
+                self.event(
+                    sample.source,
+                    "heatmap_failed",
+                    f"heatmap for {sample.source}/{sample.part_id} not written "
+                    f"({type(exc).__name__}: {exc}); check pipeline.heatmap_dir (space, rights)",
+                    part_id=sample.part_id,
+                )
         sample.tensor = sample.amap = None
         sample.mark("publish", t0)
 
