@@ -148,18 +148,19 @@ def _png_size(data: bytes) -> tuple[int, int]:
     while True:
         if position + 8 > len(data):
             raise _Refused("PNG is truncated (no IEND chunk)", TRUNCATED)
-        length, kind = struct.unpack(">I4s", view[position : position + 8])
+        length, raw_kind = struct.unpack(">I4s", view[position : position + 8])
+        kind = raw_kind.decode("ascii", "backslashreplace")
         end = position + 12 + length
         if end > len(data):
-            raise _Refused(f"PNG is truncated (chunk {kind!r} cut off)", TRUNCATED)
+            raise _Refused(f"PNG is truncated (chunk {kind} cut off)", TRUNCATED)
         (crc,) = struct.unpack(">I", view[end - 4 : end])
         if zlib.crc32(view[position + 4 : end - 4]) != crc:
-            raise _Refused(f"not a decodable image (PNG chunk {kind!r} fails its CRC)")
+            raise _Refused(f"not a decodable image (PNG chunk {kind} fails its CRC)")
         if size is None:
-            if kind != b"IHDR" or length != 13:
+            if kind != "IHDR" or length != 13:
                 raise _Refused("not a decodable image (PNG does not start with IHDR)")
             size = struct.unpack(">II", view[position + 8 : position + 16])
-        if kind == b"IEND":
+        if kind == "IEND":
             return size
         position = end
 
