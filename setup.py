@@ -34,6 +34,7 @@ CORE = [
     "paho-mqtt>=2.0,<3",
     "prometheus-client>=0.17",
     "scipy>=1.10",
+    "simplejpeg>=1.7",  # strict JPEG decoding: corrupt data is an error, not grey pixels
 ]
 TRAIN = [
     # torch 2.14.1 / torchvision 0.29.1 lie on this project's build machines' disk (see README).

@@ -25,6 +25,7 @@ from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
 from flowedge.flows.config import DetectorConfig, TrainingConfig, default_detector_config
+from flowedge.modalities.image_decode import DEFAULT_LIMITS, DecodeLimits
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,17 @@ def _ordered_backoff(low: float, high: float) -> None:
         raise ValueError(f"reconnect_min_s ({low:g}) must not exceed reconnect_max_s ({high:g})")
 
 
+class LimitsConfig(Strict):
+    """What one input file may cost: larger files or images are that sample's ERROR, checked
+    before reading or decoding, so a hostile file cannot exhaust the station's memory."""
+
+    max_file_mib: float = Field(DEFAULT_LIMITS.max_bytes / 2**20, gt=0)
+    max_megapixels: float = Field(DEFAULT_LIMITS.max_pixels / 1e6, gt=0)
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(int(self.max_file_mib * 2**20), int(self.max_megapixels * 1e6))
+
+
 class PipelineConfig(Strict):
     max_batch: int = Field(8, ge=1, description="infer batches frames that queue up, up to this")
     queue_size: int = Field(32, ge=1)
@@ -142,6 +154,7 @@ class PipelineConfig(Strict):
     # retention per sensor, oldest deleted first: whichever limit is reached first
     heatmap_keep: int = Field(1000, ge=1, description="overlay PNGs kept per sensor")
     heatmap_keep_mb: float = Field(500.0, gt=0, description="megabytes of overlays per sensor")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
 class TLSConfig(Strict):

@@ -33,7 +33,11 @@ class Decider:
         policy = self.policy
         score = sample.score if sample.error is None else None
         decision = decide(score, policy.threshold)
-        heatmap = self.heatmaps.write(sample) if self.heatmaps.wants(decision) else None
+        heatmap = (
+            self.heatmaps.write(sample, score, decision, policy.threshold)
+            if self.heatmaps.wants(decision)
+            else None
+        )
         return Verdict(decision, score, policy, heatmap)
 
     def message(self, sample: Sample, verdict: Verdict) -> tuple[str, bytes]:

@@ -1,6 +1,8 @@
 """Anomaly-map overlays on disk, with a retention limit per sensor.
 
-A station runs for months: without a limit the overlays fill the disk and then the
+The picture is the modality's (:meth:`flowedge.modalities.base.Modality.render`: the
+map over the model's input view, with score, decision and a colour bar). A station
+runs for months: without a limit the overlays fill the disk and then the
 spool cannot commit. Per sensor at most ``pipeline.heatmap_keep`` files and
 ``pipeline.heatmap_keep_mb`` megabytes are kept, oldest deleted first. A failed write
 is an event (the decision still goes out, with ``heatmap: null``), never silent.
@@ -14,30 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from flowedge.core.card import ImageInput
+from flowedge.core.card import InputSpec
 from flowedge.core.decision import Decision
 from flowedge.edge.config import PipelineConfig
+from flowedge.edge.filenames import safe_file_stem
 from flowedge.edge.sample import Sample
+from flowedge.modalities import get_modality
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[..., None]  # (sensor, kind, message, **details)
-
-
-def render_overlay(tensor: np.ndarray, amap: np.ndarray, spec: ImageInput) -> np.ndarray:
-    """The anomaly map over the model's input view, as a BGR uint8 image (the one drawing)."""
-    mean = np.asarray(spec.mean, dtype=np.float32)[: spec.channels, None, None]
-    std = np.asarray(spec.std, dtype=np.float32)[: spec.channels, None, None]
-    image = np.clip((tensor * std + mean).transpose(1, 2, 0) * 255.0, 0, 255).astype(np.uint8)
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    span = float(amap.max() - amap.min()) or 1.0
-    heat = ((amap - amap.min()) / span * 255.0).astype(np.uint8)
-    heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return cv2.addWeighted(image, 0.55, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.45, 0)
 
 
 class _Kept:
@@ -67,8 +56,9 @@ class _Kept:
 class HeatmapWriter:
     """Used by the publish stage only (one thread): no locking."""
 
-    def __init__(self, cfg: PipelineConfig, spec: ImageInput, events: EventSink) -> None:
+    def __init__(self, cfg: PipelineConfig, spec: InputSpec, events: EventSink) -> None:
         self.cfg, self.spec, self.events = cfg, spec, events  # cfg.heatmaps changes on SIGHUP
+        self.modality = get_modality(spec.kind)
         self._kept: dict[str, _Kept] = {}
 
     def wants(self, decision: Decision) -> bool:
@@ -77,21 +67,29 @@ class HeatmapWriter:
             mode == "all" or (mode == "anomalies" and decision == "ANOMALY")
         )
 
-    def write(self, sample: Sample) -> str | None:
+    def write(
+        self, sample: Sample, score: float, decision: Decision, threshold: float
+    ) -> str | None:
         """Write the overlay and apply the retention limit; the PNG path, None on failure."""
         stamp = sample.captured_utc.replace("-", "").replace(":", "").replace(".", "")
         folder = Path(self.cfg.heatmap_dir) / sample.source
-        out = folder / f"{stamp}_{Path(sample.part_id).stem}.png"
+        # any part id (invalid UTF-8, '..', newlines, 300 characters) gives a safe, unique name
+        out = folder / f"{stamp}_{safe_file_stem(sample.part_id)}.png"
         try:
-            image = render_overlay(sample.tensor, sample.amap, self.spec)
+            image = self.modality.render(
+                sample.tensor, sample.amap, self.spec, score, decision, threshold
+            )
             folder.mkdir(parents=True, exist_ok=True)
             if sample.source not in self._kept:  # first overlay since start: count what is there
                 self._kept[sample.source] = _Kept(folder)
             kept = self._kept[sample.source]
-            if not cv2.imwrite(str(out), image):
-                raise OSError("OpenCV could not write the PNG")
+            ok, png = cv2.imencode(".png", image)
+            if not ok:
+                raise ValueError("OpenCV could not encode the PNG")
+            out.write_bytes(png.tobytes())  # unlike cv2.imwrite, a full disk raises (OSError)
             kept.add(out)
-        except (OSError, ValueError, cv2.error) as exc:
+        except Exception as exc:  # one sample's picture: never the station's failure
+            log.debug("heatmap for %s/%s", sample.source, sample.part_id, exc_info=True)
             self.events(
                 sample.source,
                 "heatmap_failed",

@@ -85,4 +85,19 @@ def event_doc(
 
 
 def encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    """UTF-8 JSON; a file name that was not UTF-8 keeps its undecodable bytes as ``\\udcNN``."""
+    try:
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # lone surrogates (os.fsdecode of invalid UTF-8) are not Unicode
+        return encode(_printable(doc))
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with every string's surrogates spelled out, as valid Unicode."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(item) for item in value]
+    return value

@@ -87,7 +87,14 @@ class Pipeline:
             }
 
         stages = (
-            Preprocess(self.fan_in, to_infer, backend.card.input, metrics, self.events),
+            Preprocess(
+                self.fan_in,
+                to_infer,
+                backend.card.input,
+                cfg.pipeline.limits.decode_limits(),
+                metrics,
+                self.events,
+            ),
             Infer(to_infer, to_publish, backend, max_batch, metrics, self.events),
             Publish(to_publish, self.decider, spool, self.counts, metrics, on_published, depths),
         )

@@ -13,11 +13,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from flowedge.backends.base import Backend
-from flowedge.core.card import ImageInput
+from flowedge.core.card import InputSpec
 from flowedge.core.errors import BadInputError, FlowedgeError
 from flowedge.edge.counts import Counts
 from flowedge.edge.decider import Decider
@@ -110,12 +111,14 @@ class Preprocess:
         self,
         fan_in: FanIn,
         out: queue.Queue,
-        spec: ImageInput,
+        spec: InputSpec,
+        limits: Any,
         metrics: Metrics,
         events: EventBus,
     ) -> None:
-        self.fan_in, self.out, self.spec = fan_in, out, spec
+        self.fan_in, self.out, self.spec, self.limits = fan_in, out, spec, limits
         self.metrics, self.events = metrics, events
+        self.modality = get_modality(spec.kind)
         self.progress = StageProgress("preprocess", lambda: fan_in.depth() == 0)
 
     def run(self) -> None:
@@ -133,21 +136,28 @@ class Preprocess:
     def _preprocess(self, sample: Sample) -> None:
         t0 = time.perf_counter()
         sample.timings_ms["queue"] = round((t0 - sample.t_captured) * 1000.0, 3)
-        spec = self.spec
-        if sample.error is not None:  # refused at capture: nothing to decode
-            sample.payload = None
-            return
+        spec, name = self.spec, f"{sample.source}/{sample.part_id}"
         try:
-            if sample.modality != spec.kind:
+            if sample.error is not None:  # refused at capture: nothing to decode
+                pass
+            elif sample.modality != spec.kind:
                 raise BadInputError(
                     f"{sample.source}: {sample.modality} sample for a "
                     f"{spec.kind} model; check the source configuration"
                 )
-            sample.tensor = get_modality(sample.modality).preprocess(
-                sample.payload, spec, f"{sample.source}/{sample.part_id}"
-            )
+            else:
+                sample.tensor = self.modality.preprocess(sample.payload, spec, name, self.limits)
         except BadInputError as exc:
             refuse(sample, str(exc), self.metrics, self.events)
+        except Exception as exc:  # MemoryError, a decoder bug: this sample's ERROR, not the loop's
+            log.debug("preprocessing %s failed", name, exc_info=True)
+            refuse(
+                sample,
+                f"{name}: cannot preprocess ({type(exc).__name__}: {exc}); check the file "
+                "and the source (the station goes on)",
+                self.metrics,
+                self.events,
+            )
         sample.payload = None
         sample.mark("preprocess", t0)
         self.metrics.stage_seconds.labels("preprocess").observe(

@@ -31,12 +31,16 @@ class Modality(ABC):
             if p.is_file() and p.suffix.lower() in self.extensions
         )
 
+    # ``limits``: what one input may cost (the modality's own limits type, e.g. bytes and
+    # pixels for images); None means the modality's defaults. Checked before decoding, so a
+    # hostile file is that sample's BadInputError, never the process's MemoryError.
+
     @abstractmethod
-    def read(self, path: str | Path) -> Any:
+    def read(self, path: str | Path, limits: Any = None) -> Any:
         """Decode a file to the raw sample; BadInputError naming the file when it cannot."""
 
     @abstractmethod
-    def decode(self, data: bytes, name: str) -> Any:
+    def decode(self, data: bytes, name: str, limits: Any = None) -> Any:
         """Decode encoded bytes (a file's content, a network payload) to the raw sample."""
 
     @abstractmethod
@@ -44,15 +48,15 @@ class Modality(ABC):
         """BadInputError naming ``name`` when ``raw`` cannot be preprocessed."""
 
     @abstractmethod
-    def preprocess(self, raw: Any, spec: InputSpec, name: str) -> np.ndarray:
+    def preprocess(self, raw: Any, spec: InputSpec, name: str, limits: Any = None) -> np.ndarray:
         """A payload (raw sample, encoded bytes or a path) -> float32 of ``spec.tensor_shape``."""
 
-    def as_raw(self, payload: Any, name: str) -> Any:
+    def as_raw(self, payload: Any, name: str, limits: Any = None) -> Any:
         """Accept whatever a source yields: a path, encoded bytes or an already decoded sample."""
         if isinstance(payload, (bytes, bytearray)):
-            return self.decode(bytes(payload), name)
+            return self.decode(bytes(payload), name, limits)
         if isinstance(payload, (str, Path)):
-            return self.read(payload)
+            return self.read(payload, limits)
         return payload  # preprocess validates it
 
     def load(self, path: str | Path, spec: InputSpec) -> np.ndarray:

@@ -18,6 +18,12 @@ from flowedge.core.card import ImageInput
 from flowedge.core.errors import BadInputError
 from flowedge.modalities import image_synthetic
 from flowedge.modalities.base import Modality
+from flowedge.modalities.image_decode import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    decode_image_bytes,
+    read_image_file,
+)
 
 _INTERPOLATION = {
     "area": cv2.INTER_AREA,
@@ -34,35 +40,16 @@ STANDARD_STD = float(np.mean(ImageInput.std))
 _FLAT_STD = 1e-3  # below this an image is flat (lens cap, dark frame): do not amplify noise
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8 HxW or HxWxC (BGR), refusing truncated files.
-
-    OpenCV decodes some truncated JPEGs silently with grey fill; the end-of-image
-    marker check catches those.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"image {path}: cannot read file ({exc.strerror})") from exc
-    return decode_image(data, name=str(path))
+def read_image(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode an image file to uint8/uint16 HxW or HxWxC (BGR), refusing hostile or broken
+    files with a :class:`BadInputError` (see :mod:`flowedge.modalities.image_decode`)."""
+    return read_image_file(path, limits)
 
 
-def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    if not data:
-        raise BadInputError(f"image {name}: file is empty; check the camera or the file writer")
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
-        raise BadInputError(
-            f"image {name}: JPEG is truncated (no end-of-image marker); "
-            "the writer was probably interrupted: re-capture or drop the file"
-        )
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise BadInputError(
-            f"image {name}: not a decodable image (corrupt or unsupported format); "
-            "use PNG, JPEG, BMP or TIFF"
-        )
-    return image
+def decode_image(
+    data: bytes, name: str = "<bytes>", limits: DecodeLimits = DEFAULT_LIMITS
+) -> np.ndarray:
+    return decode_image_bytes(data, name, limits)
 
 
 def validate_image(image: Any, name: str) -> None:
@@ -154,17 +141,19 @@ class ImageModality(Modality):
     name = "image"
     extensions = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
-    def read(self, path: str | Path) -> np.ndarray:
-        return read_image(path)
+    def read(self, path: str | Path, limits: DecodeLimits | None = None) -> np.ndarray:
+        return read_image(path, limits or DEFAULT_LIMITS)
 
-    def decode(self, data: bytes, name: str) -> np.ndarray:
-        return decode_image(data, name)
+    def decode(self, data: bytes, name: str, limits: DecodeLimits | None = None) -> np.ndarray:
+        return decode_image(data, name, limits or DEFAULT_LIMITS)
 
     def validate(self, raw: Any, name: str) -> None:
         validate_image(raw, name)
 
-    def preprocess(self, raw: Any, spec: ImageInput, name: str) -> np.ndarray:  # type: ignore[override]
-        return to_tensor(self.as_raw(raw, name), spec, name)
+    def preprocess(  # type: ignore[override]
+        self, raw: Any, spec: ImageInput, name: str, limits: DecodeLimits | None = None
+    ) -> np.ndarray:
+        return to_tensor(self.as_raw(raw, name, limits), spec, name)
 
     def synthesize(
         self,

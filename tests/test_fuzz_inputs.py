@@ -1,0 +1,425 @@
+"""Hostile input: every broken, lying or oddly named file is that sample's ERROR, never the
+process's. The decoder is fuzzed with generated files (truncations, bit flips, header lies,
+a decompression bomb, huge and empty files, odd names); the station runs as a real
+``flowedge run`` process over a folder mixing good and poison files."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mqtt_broker import Broker, Subscriber, require_mosquitto  # noqa: E402
+from runtime_fakes import station_config, validator, write_images  # noqa: E402
+from test_runtime_pipeline import decisions, events, run_pipeline  # noqa: E402
+
+from flowedge.core.errors import BadInputError  # noqa: E402
+from flowedge.edge.decision import encode  # noqa: E402
+from flowedge.edge.filenames import safe_file_stem  # noqa: E402
+from flowedge.modalities.image_decode import (  # noqa: E402
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    decode_image_bytes,
+    read_image_file,
+)
+
+RNG_SEED = 7
+IMAGE = cv2.GaussianBlur(
+    np.random.default_rng(RNG_SEED).integers(0, 256, (48, 40, 3), dtype=np.uint8), (5, 5), 0
+)
+
+
+# --- generated files ------------------------------------------------------------------------
+def encoded(ext: str, image: np.ndarray = IMAGE) -> bytes:
+    ok, data = cv2.imencode(ext, image)
+    assert ok
+    return data.tobytes()
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_claiming(width: int, height: int, idat: bytes) -> bytes:
+    """A well-formed PNG (valid CRCs) whose IHDR says ``width`` x ``height`` 8-bit gray."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def png_bomb(side: int = 10_000) -> bytes:
+    """``side`` x ``side`` zeros: ~100 KB on disk, 100 megapixels once decoded."""
+    packer = zlib.compressobj(9)
+    rows = b"\x00" * ((side + 1) * 100)  # filter byte + pixels, 100 rows at a time
+    idat = b"".join(packer.compress(rows) for _ in range(side // 100)) + packer.flush()
+    return png_claiming(side, side, idat)
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real small JPEG with its SOF0 size patched (the entropy data stays 48x40)."""
+    data = bytearray(encoded(".jpg"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def cut_points(data: bytes, count: int = 60) -> list[int]:
+    return sorted({*range(0, len(data), max(1, len(data) // count)), len(data) - 1, len(data) - 2})
+
+
+def bit_flips(data: bytes, count: int = 200) -> Iterator[bytes]:
+    rng = np.random.default_rng(RNG_SEED)
+    for _ in range(count):
+        position = int(rng.integers(len(data)))
+        flipped = bytearray(data)
+        flipped[position] ^= 1 << int(rng.integers(8))
+        yield bytes(flipped)
+
+
+def refused(data: bytes, match: str | None = None, limits: DecodeLimits = DEFAULT_LIMITS) -> str:
+    with pytest.raises(BadInputError, match=match) as caught:
+        decode_image_bytes(data, "sample.bin", limits)
+    return str(caught.value)
+
+
+def decodes_or_refuses(data: bytes) -> None:
+    """The only acceptable outcomes: an image, or BadInputError (never another exception)."""
+    try:
+        image = decode_image_bytes(data, "sample.bin")
+    except BadInputError:
+        return
+    assert isinstance(image, np.ndarray) and image.size > 0
+
+
+# --- the decoder ----------------------------------------------------------------------------
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tiff"])
+def test_every_truncation_is_refused(ext: str) -> None:
+    data = encoded(ext)
+    for cut in cut_points(data):
+        if ext == ".tiff":
+            decodes_or_refuses(data[:cut])  # libtiff may decode the strips it has
+        else:
+            refused(data[:cut])
+
+
+def test_truncated_files_say_truncated() -> None:
+    for ext in (".png", ".jpg", ".bmp"):
+        data = encoded(ext)
+        assert "truncated" in refused(data[: len(data) * 2 // 3])
+
+
+def test_truncated_jpeg_with_an_end_marker_is_refused() -> None:
+    """Ending with FF D9 is not enough: libjpeg's corrupt-data warning is an error."""
+    data = encoded(".jpg")
+    for cut in cut_points(data)[1:-2]:  # the last two would restore the original EOI
+        refused(data[:cut] + b"\xff\xd9")
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp"])
+def test_bit_flips_in_png_and_bmp_never_escape(ext: str) -> None:
+    for flipped in bit_flips(encoded(ext)):
+        if ext == ".png":
+            refused(flipped)  # every chunk has a CRC: a single flipped bit is always caught
+        else:
+            decodes_or_refuses(flipped)
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".tiff"])
+def test_bit_flips_in_jpeg_and_tiff_never_escape(ext: str) -> None:
+    for flipped in bit_flips(encoded(ext)):
+        decodes_or_refuses(flipped)
+
+
+def test_header_lies_are_refused_before_decoding() -> None:
+    lie = png_claiming(65535, 65535, zlib.compress(b"\x00" * 64))
+    assert len(lie) < 100
+    assert "65535x65535" in refused(lie, "megapixels")
+    assert "20000x20000" in refused(jpeg_claiming(20000, 20000), "megapixels")
+
+
+def test_decompression_bomb_is_refused_from_its_header() -> None:
+    bomb = png_bomb()
+    assert len(bomb) < 200_000
+    refused(bomb, "10000x10000 = 100.0 megapixels")
+
+
+def test_limits_are_configurable() -> None:
+    data = encoded(".png")
+    refused(data, "megapixels", DecodeLimits(max_pixels=48 * 40 - 1))
+    refused(data, "over the limit", DecodeLimits(max_bytes=len(data) - 1))
+    assert decode_image_bytes(data, "ok.png", DecodeLimits(max_pixels=48 * 40)).shape == (48, 40, 3)
+
+
+def test_benign_oddities_decode_as_before() -> None:
+    """Bytes after JPEG's EOI or PNG's IEND are harmless; formats and depths stay as OpenCV gives."""
+    jpeg = encoded(".jpg")
+    expected = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(decode_image_bytes(jpeg + b"\x00trailer" * 50), expected)
+    np.testing.assert_array_equal(decode_image_bytes(encoded(".png") + b"junk"), IMAGE)
+    gray = IMAGE[:, :, 0]
+    gray_jpeg = encoded(".jpg", gray)
+    np.testing.assert_array_equal(
+        decode_image_bytes(gray_jpeg),
+        cv2.imdecode(np.frombuffer(gray_jpeg, np.uint8), cv2.IMREAD_UNCHANGED),
+    )
+    deep = IMAGE.astype(np.uint16) * 257
+    assert decode_image_bytes(encoded(".png", deep)).dtype == np.uint16
+    bgra = np.dstack([IMAGE, IMAGE[:, :, 0]])
+    np.testing.assert_array_equal(decode_image_bytes(encoded(".png", bgra)), bgra)
+    for ext in (".bmp", ".tiff"):
+        np.testing.assert_array_equal(decode_image_bytes(encoded(ext)), IMAGE)
+
+
+def test_empty_and_non_image_bytes_are_refused() -> None:
+    refused(b"", "empty")
+    refused(b"Hello, this is a text file renamed to .png\n" * 20, "unknown format")
+    refused(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "not a decodable image")
+
+
+def test_file_over_the_byte_limit_is_refused_without_reading(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as handle:
+        handle.truncate(2 * 2**30)  # sparse: 2 GiB by size, no disk used
+    with pytest.raises(BadInputError, match=r"huge\.png.*2147483648 bytes, over the limit"):
+        read_image_file(huge)
+
+
+ODD_NAMES = [b"bad\xff\xfename.png", b"line\nbreak.png", b"x" * 200 + b".png", b"..png"]
+
+
+@pytest.mark.parametrize("raw_name", ODD_NAMES, ids=["non-utf8", "newline", "200-chars", "dots"])
+def test_odd_file_names_read_and_are_named_in_errors(tmp_path: Path, raw_name: bytes) -> None:
+    path = os.fsdecode(os.path.join(os.fsencode(tmp_path), raw_name))
+    Path(path).write_bytes(encoded(".png"))
+    np.testing.assert_array_equal(read_image_file(path), IMAGE)
+    Path(path).write_bytes(encoded(".png")[:100])
+    with pytest.raises(BadInputError) as caught:
+        read_image_file(path)
+    assert path in str(caught.value)
+
+
+def test_missing_file_and_directory_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="cannot read"):
+        read_image_file(tmp_path / "gone.png")
+    with pytest.raises(BadInputError, match="cannot read"):
+        read_image_file(tmp_path)
+
+
+# --- names the station derives from part ids ------------------------------------------------
+@pytest.mark.parametrize(
+    "part_id",
+    ["bad\udcff\udcfename.png", "line\nbreak.png", "x" * 300 + ".png", "..", "../../etc/passwd"],
+)
+def test_safe_file_stem_is_short_ascii_and_stays_in_its_folder(part_id: str) -> None:
+    stem = safe_file_stem(part_id)
+    assert stem.isascii() and len(stem) <= 80 and "/" not in stem
+    assert not stem.startswith(".") and "\n" not in stem
+
+
+def test_safe_file_stems_of_different_ids_differ() -> None:
+    ids = ["a\udcff.png", "a\udcfe.png", "a?.png", "a_.png", "a.png", "a.jpg"]
+    assert len({safe_file_stem(part_id) for part_id in ids}) == len(ids)
+
+
+def test_messages_with_non_utf8_names_are_valid_utf8_json() -> None:
+    payload = encode({"part_id": "bad\udcffname.png", "details": {"file": ["\udc80"]}})
+    doc = json.loads(payload.decode("utf-8", "strict"))
+    assert doc["part_id"] == "bad\\udcffname.png"
+    assert encode({"part_id": "Teil_ä.png"}).decode("utf-8") == '{"part_id":"Teil_ä.png"}'
+
+
+# --- the station in-process: failures of one sample stay with that sample --------------------
+class Frames:
+    """A source yielding given (part id, payload) pairs once."""
+
+    modality = "image"
+
+    def __init__(self, name: str, frames: list[tuple[str, Any]]) -> None:
+        self.name, self.items = name, frames
+
+    def frames(self, stop: Any) -> Iterator[tuple[str, Any]]:
+        yield from self.items
+
+
+class RunsOutOfMemory(np.ndarray):
+    """A frame whose conversion fails the way a huge allocation does."""
+
+    def astype(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise MemoryError
+
+
+def source_of(frames: list[tuple[str, Any]]) -> Callable[..., Frames]:
+    return lambda cfg, events, memory, on_state: Frames(cfg.name, frames)
+
+
+@pytest.mark.parametrize(
+    "poison, kind",
+    [
+        (np.full((8, 8), "text", dtype=object), "ValueError"),
+        (np.zeros((8, 8, 3), np.uint8).view(RunsOutOfMemory), "MemoryError"),
+    ],
+)
+def test_unexpected_preprocessing_failure_is_that_samples_error(
+    tmp_path: Path, poison: np.ndarray, kind: str
+) -> None:
+    good = np.full((8, 8, 3), 100, np.uint8)
+    frames = [("1", good), ("2", poison), ("3", good)]
+    pipeline, rows = run_pipeline(station_config(tmp_path), source_factory=source_of(frames))
+    assert pipeline.failure is None
+    assert [d["decision"] == "ERROR" for d in decisions(rows)] == [False, True, False]
+    assert kind in decisions(rows)[1]["error"] and "cam1/2" in decisions(rows)[1]["error"]
+    bad = [e for e in events(rows) if e["kind"] == "bad_input"]
+    assert len(bad) == 1 and bad[0]["details"]["part_id"] == "2"
+
+
+def test_heatmap_failure_keeps_the_decision_and_is_reported(tmp_path: Path) -> None:
+    write_images(tmp_path / "images", 2)
+    (tmp_path / "not_a_folder").write_text("")
+    cfg = station_config(
+        tmp_path, pipeline={"heatmaps": "all", "heatmap_dir": str(tmp_path / "not_a_folder")}
+    )
+    pipeline, rows = run_pipeline(cfg)
+    assert pipeline.failure is None
+    assert [(d["decision"], d["heatmap"]) for d in decisions(rows)] == [("OK", None)] * 2
+    failed = [e for e in events(rows) if e["kind"] == "heatmap_failed"]
+    assert len(failed) == 2 and "img_0000.png" in failed[0]["message"]
+    validator("event").validate(failed[0])
+
+
+def test_odd_part_ids_get_heatmaps_inside_the_heatmap_folder(tmp_path: Path) -> None:
+    ids = ["bad\udcffname.png", "line\nbreak.png", "x" * 300 + ".png", "../../escape.png"]
+    frames = [(part_id, np.full((8, 8, 3), 50, np.uint8)) for part_id in ids]
+    heat = tmp_path / "heat"
+    cfg = station_config(tmp_path, pipeline={"heatmaps": "all", "heatmap_dir": str(heat)})
+    _, rows = run_pipeline(cfg, source_factory=source_of(frames))
+    docs = decisions(rows)
+    assert [d["decision"] for d in docs] == ["OK"] * len(ids)
+    assert [d["part_id"] for d in docs] == [
+        i.encode("utf-8", "backslashreplace").decode() for i in ids
+    ]
+    written = {Path(d["heatmap"]) for d in docs}
+    assert len(written) == len(ids) and all(
+        p.parent == heat / "cam1" and p.is_file() for p in written
+    )
+
+
+# --- the station as a process ---------------------------------------------------------------
+MAX_RSS_BYTES = 1.5 * 2**30
+
+MEASURED = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[1:])
+print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def poison_folder(folder: Path) -> tuple[set[bytes], set[bytes]]:
+    """Good and poison files side by side; returns (good names, poison names)."""
+    folder.mkdir()
+    png, jpeg = encoded(".png"), encoded(".jpg")
+    good = {
+        b"good_1.png": png,
+        b"good_2.jpg": jpeg + b"vendor trailer after EOI",
+        b"odd_\xff\xfe.png": png,
+        b"odd_line\nbreak.png": png,
+        b"odd_" + b"y" * 196 + b".png": png,
+    }
+    poison = {
+        b"lie_65535.png": png_claiming(65535, 65535, zlib.compress(b"\x00" * 64)),
+        b"lie_20000.jpg": jpeg_claiming(20000, 20000),
+        b"bomb.png": png_bomb(),
+        b"cut.png": png[: len(png) // 2],
+        b"cut.jpg": jpeg[: len(jpeg) // 2],
+        b"cut_with_eoi.jpg": jpeg[: len(jpeg) // 2] + b"\xff\xd9",
+        b"flipped.png": next(bit_flips(png)),
+        b"empty.png": b"",
+        b"text.png": b"not an image at all\n",
+        b"huge.png": b"",
+    }
+    for name, data in {**good, **poison}.items():
+        (Path(os.fsdecode(os.fsencode(folder) + b"/" + name))).write_bytes(data)
+    with open(folder / "huge.png", "wb") as handle:
+        handle.truncate(2 * 2**30)
+    return set(good), set(poison)
+
+
+@pytest.mark.timeout(180)
+def test_station_process_survives_a_folder_of_poison(tmp_path: Path) -> None:
+    """Exit 0 after the folder, one decision per file over a real broker, bounded memory."""
+    from test_export import StandInDetector
+
+    from flowedge.export.onnx_export import export_onnx
+
+    require_mosquitto()
+    detector = StandInDetector().eval()
+    model = tmp_path / "model.onnx"
+    export_onnx(detector, detector.card(), model)
+    good, poison = poison_folder(tmp_path / "images")
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker").start()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(f"""
+        model: {{path: {model}, backend: onnxruntime, threshold: 1.0e9}}
+        sources: [{{name: cam1, kind: folder, path: {tmp_path / "images"}}}]
+        mqtt: {{port: {broker.port}}}
+        metrics: {{enabled: false}}
+        spool: {{path: {tmp_path / "spool.sqlite"}}}
+        pipeline: {{heatmaps: all, heatmap_dir: {tmp_path / "heat"}}}
+        """),
+        encoding="utf-8",
+    )
+    sub = Subscriber(broker.port, topic="flowedge/site/station/cam1/#")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", MEASURED, sys.executable, "-m", "flowedge.cli", "run"]
+            + ["--config", str(config), "--exit-when-done"],
+            capture_output=True,
+            text=True,
+            timeout=150,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        files = len(good) + len(poison)
+        assert f"{files} decisions, {len(poison)} errors" in done.stderr, done.stderr[-3000:]
+        received = sub.wait_for("/decision", files)
+        bad_inputs = [e for e in sub.on("/event") if e["kind"] == "bad_input"]
+    finally:
+        sub.close()
+        broker.stop()
+
+    docs = {doc["part_id"]: doc for doc in received}
+    as_part_id = {
+        os.fsdecode(n).encode("utf-8", "backslashreplace").decode(): n for n in good | poison
+    }
+    assert len(received) == len(docs) == files and set(docs) == set(as_part_id)
+    for part_id, doc in docs.items():
+        validator("decision").validate(doc)
+        if as_part_id[part_id] in poison:
+            assert doc["decision"] == "ERROR" and part_id in doc["error"], doc
+        else:
+            assert doc["decision"] == "OK", doc
+            assert Path(doc["heatmap"]).parent == tmp_path / "heat" / "cam1"
+    assert sorted(e["details"]["part_id"] for e in bad_inputs) == sorted(
+        p for p, n in as_part_id.items() if n in poison
+    )
+    max_rss = int(done.stdout.split("MAXRSS_KB")[1]) * 1024
+    assert max_rss < MAX_RSS_BYTES, f"peak memory {max_rss / 2**20:.0f} MiB"
