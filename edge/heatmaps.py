@@ -93,7 +93,8 @@ class HeatmapWriter:
             self.events(
                 sample.source,
                 "heatmap_failed",
-                f"heatmap {out} not written ({exc}); check that pipeline.heatmap_dir "
+                f"heatmap of {sample.source}/{sample.part_id} not written to {out} ({exc}); "
+                "check that pipeline.heatmap_dir "
                 "is writable and has free space",
                 part_id=sample.part_id,
             )

@@ -61,6 +61,18 @@ CREATE TABLE IF NOT EXISTS source_memory (
 """
 
 
+def _stored(text: str | None) -> bytes | None:
+    """File names may carry undecodable bytes (os.fsdecode surrogates), which SQLite's TEXT
+    refuses: names and paths are stored as their exact bytes instead."""
+    return None if text is None else text.encode("utf-8", "surrogateescape")
+
+
+def _loaded(value: bytes | str | None) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return value
+
+
 @dataclass(frozen=True)
 class IntakeRow:
     """A captured sample that has no stored decision yet."""
@@ -213,7 +225,7 @@ class Spool:
             cursor = self._db.execute(
                 "INSERT INTO intake(source, part_id, locator, version, error, captured_utc) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (source, part_id, locator, version, error, captured_utc),
+                (source, _stored(part_id), _stored(locator), version, _stored(error), captured_utc),
             )
             intake_id = int(cursor.lastrowid)
             if remember is not None:
@@ -228,7 +240,10 @@ class Spool:
                 "FROM intake WHERE source = ? ORDER BY id",
                 (source,),
             ).fetchall()
-        return [IntakeRow(*row) for row in rows]
+        return [
+            IntakeRow(i, src, _loaded(part), _loaded(loc), version, _loaded(err), utc)
+            for i, src, part, loc, version, err, utc in rows
+        ]
 
     def drop_intake(self, intake_id: int) -> None:
         """Close a journal row without a decision (backpressure dropped the sample: counted)."""
@@ -242,7 +257,7 @@ class Spool:
             rows = self._db.execute(
                 "SELECT key, value FROM source_memory WHERE source = ?", (source,)
             ).fetchall()
-        return dict(rows)
+        return {_loaded(key): _loaded(value) for key, value in rows}
 
     def remember(self, source: str, entries: dict[str, str]) -> None:
         with self._lock, self._transaction():
@@ -257,7 +272,7 @@ class Spool:
                     "SELECT key FROM source_memory WHERE source = ?", (source,)
                 )
             ]
-            gone = [(source, k) for k in keys if k not in keep]
+            gone = [(source, k) for k in keys if _loaded(k) not in keep]
             self._db.executemany("DELETE FROM source_memory WHERE source = ? AND key = ?", gone)
             capped = self._db.execute(
                 "DELETE FROM source_memory WHERE source = ? AND key IN (SELECT key FROM "
@@ -271,7 +286,7 @@ class Spool:
             "INSERT INTO source_memory(source, key, value, stamp) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(source, key) DO UPDATE SET value = excluded.value, "
             "stamp = excluded.stamp",
-            [(source, key, value, stamp) for key, value in entries.items()],
+            [(source, _stored(key), _stored(value), stamp) for key, value in entries.items()],
         )
 
     @contextmanager

@@ -27,8 +27,9 @@ from runtime_fakes import station_config, validator, write_images  # noqa: E402
 from test_runtime_pipeline import decisions, events, run_pipeline  # noqa: E402
 
 from flowedge.core.errors import BadInputError  # noqa: E402
-from flowedge.edge.decision import encode  # noqa: E402
 from flowedge.edge.filenames import safe_file_stem  # noqa: E402
+from flowedge.edge.messages import encode  # noqa: E402
+from flowedge.edge.sources import Frame  # noqa: E402
 from flowedge.modalities.image_decode import (  # noqa: E402
     DEFAULT_LIMITS,
     DecodeLimits,
@@ -254,8 +255,8 @@ class Frames:
     def __init__(self, name: str, frames: list[tuple[str, Any]]) -> None:
         self.name, self.items = name, frames
 
-    def frames(self, stop: Any) -> Iterator[tuple[str, Any]]:
-        yield from self.items
+    def frames(self, stop: Any) -> Iterator[Frame]:
+        yield from (Frame(part_id, payload) for part_id, payload in self.items)
 
 
 class RunsOutOfMemory(np.ndarray):
