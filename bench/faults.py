@@ -206,7 +206,8 @@ class Station:
         db = sqlite3.connect(self.spool, timeout=5)
         try:
             row = db.execute(
-                "SELECT 1 FROM source_memory WHERE source = ? AND key = ''", (SENSOR,)
+                "SELECT 1 FROM source_memory WHERE source = ? AND key = ?",
+                (SENSOR, b""),  # the watch source's first-start mark (keys are stored as bytes)
             ).fetchone()
         except sqlite3.OperationalError:
             return False
