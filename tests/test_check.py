@@ -60,6 +60,7 @@ def station_file(tiny_checkpoint: Path, synthetic_dataset: Path, tmp_path: Path)
     return lambda port: write_config(tmp_path, tiny_checkpoint, images, port)
 
 
+@pytest.mark.broker
 def test_everything_passes_against_a_real_broker(
     station_file, broker: Broker, capsys, monkeypatch
 ) -> None:
@@ -72,6 +73,7 @@ def test_everything_passes_against_a_real_broker(
     assert "csflow-" in lines["model"] and "0.5 from model.threshold" in lines["threshold"]
 
 
+@pytest.mark.broker
 def test_wrong_password_and_closed_port_fail_with_exit_5(
     station_file, broker: Broker, capsys, monkeypatch
 ) -> None:

@@ -27,6 +27,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_tiny_model(tmp_path_factory.mktemp("model"))
 
 
+@pytest.mark.broker
 def test_every_fed_file_is_answered_across_station_and_broker_kills(
     tmp_path: Path, model: Path
 ) -> None:
@@ -42,6 +43,7 @@ def test_every_fed_file_is_answered_across_station_and_broker_kills(
     assert {"OK", "ANOMALY"} & set().union(*outcome.decisions.values())
 
 
+@pytest.mark.broker
 def test_graceful_stop_while_the_broker_is_away_ends_with_a_retained_offline(
     tmp_path: Path, model: Path
 ) -> None:

@@ -362,6 +362,7 @@ def poison_folder(folder: Path) -> tuple[set[bytes], set[bytes]]:
     return set(good), set(poison)
 
 
+@pytest.mark.broker
 @pytest.mark.timeout(180)
 def test_station_process_survives_a_folder_of_poison(tmp_path: Path) -> None:
     """Exit 0 after the folder, one decision per file over a real broker, bounded memory."""

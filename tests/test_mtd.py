@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from flowedge.cli import main
+
+pytestmark = pytest.mark.slow
 
 
 def _train_and_eval(mtd_root: Path, out: Path, intensity: str) -> float:

@@ -57,6 +57,7 @@ def assert_in_order_without_loss(docs: list[dict], count: int) -> None:
     assert first_seen == list(range(1, count + 1))
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
 def test_every_decision_arrives_in_order_with_schema(
     tmp_path: Path, broker: Broker, protocol: str
@@ -91,6 +92,7 @@ def test_every_decision_arrives_in_order_with_schema(
     sub.close()
 
 
+@pytest.mark.broker
 def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Broker) -> None:
     write_images(tmp_path / "images", 40)
     cfg = station_config(
@@ -118,6 +120,7 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Broker)
         sub.close()
 
 
+@pytest.mark.broker
 def test_wrong_credentials_are_reported_and_retried(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,6 +156,7 @@ def test_wrong_credentials_are_reported_and_retried(
         broker.stop()
 
 
+@pytest.mark.broker
 def test_tls_with_client_certificate(tmp_path: Path) -> None:
     require_mosquitto()
     certs = make_certificates(tmp_path / "certs")
@@ -181,6 +185,7 @@ def test_tls_with_client_certificate(tmp_path: Path) -> None:
         broker.stop()
 
 
+@pytest.mark.broker
 def test_protocol_auto_falls_back_to_311(tmp_path: Path, broker: Broker) -> None:
     proxy = Mqtt311Only(broker.port)
     write_images(tmp_path / "images", 3)
@@ -199,6 +204,7 @@ def test_protocol_auto_falls_back_to_311(tmp_path: Path, broker: Broker) -> None
         sub.close()
 
 
+@pytest.mark.broker
 def test_last_will_says_offline_when_the_connection_dies(tmp_path: Path, broker: Broker) -> None:
     import socket
 

@@ -71,6 +71,7 @@ def spool_state(path: Path) -> tuple[int, int]:
     return int(waiting), int(last[0]) if last else 0
 
 
+@pytest.mark.broker
 def test_sigkill_with_full_spool_then_restart_loses_nothing(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
@@ -130,6 +131,7 @@ class NotifySocket:
         wait_until(lambda: any(x.startswith(line) for x in self.collect()), timeout, line)
 
 
+@pytest.mark.broker
 def test_notify_watchdog_sighup_reload_and_sigterm_drain(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:

@@ -9,7 +9,6 @@ spec and scores them; and runs ``flowedge run`` on a folder once the runtime
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -114,9 +113,6 @@ def test_onnxruntime_backend_runs_without_torch(station_files, tmp_path: Path) -
     )  # same numbers with and without torch
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("flowedge.edge.cmd_run") is None, reason="edge.cmd_run not written yet"
-)
 def test_flowedge_run_without_torch(station_files, tmp_path: Path) -> None:
     model, images = station_files
     config = tmp_path / "config.yaml"
