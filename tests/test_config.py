@@ -26,9 +26,6 @@ def test_defaults_are_valid() -> None:
     assert config.detector.kind == "csflow" and config.sources == []
 
 
-@pytest.mark.skipif(
-    not (REPO / "config.yaml").is_file(), reason="no config.yaml in the repository yet"
-)
 def test_example_config_is_valid() -> None:
     config = load_config(REPO / "config.yaml")
     assert config.sources and config.detector.backbone.name
