@@ -25,8 +25,8 @@ from flowedge.backends import open_backend
 from flowedge.core.errors import EXIT_CHECK, EXIT_DATA, EXIT_OK, ConfigError, FlowedgeError
 from flowedge.core.outpaths import check_output_dir, check_output_file
 from flowedge.edge.config import FlowedgeConfig, SourceConfig, load_config
-from flowedge.edge.decision import load_policy
 from flowedge.edge.mqtt_client import new_client
+from flowedge.edge.policy import load_policy
 from flowedge.edge.publisher import AUTH_FAILURES, UNSUPPORTED_PROTOCOL
 from flowedge.edge.sources import make_source
 

@@ -26,10 +26,10 @@ from flowedge.backends.base import Backend
 from flowedge.core.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
 from flowedge.edge import logs
 from flowedge.edge.config import FlowedgeConfig, load_config
-from flowedge.edge.decision import load_policy
 from flowedge.edge.health import Notifier, Watchdog, watchdog_interval_s
 from flowedge.edge.metrics import Metrics
 from flowedge.edge.pipeline import Pipeline
+from flowedge.edge.policy import load_policy
 from flowedge.edge.publisher import Publisher
 from flowedge.edge.spool import Spool
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flowedge.core.card import ModelCard
 from flowedge.core.decision import decide
 from flowedge.edge.config import FlowedgeConfig
-from flowedge.edge.decision import Policy
 from flowedge.edge.events import EventBus
 from flowedge.edge.heatmaps import HeatmapWriter
 from flowedge.edge.messages import Verdict, decision_doc, encode
+from flowedge.edge.policy import Policy
 from flowedge.edge.sample import Sample
 from flowedge.edge.topics import Topics
 

@@ -16,7 +16,7 @@ from typing import Any
 from flowedge.core.card import ModelCard
 from flowedge.core.decision import Decision
 from flowedge.edge.config import FlowedgeConfig
-from flowedge.edge.decision import Policy
+from flowedge.edge.policy import Policy
 from flowedge.edge.sample import Sample, utc_now
 
 DECISION_SCHEMA = "flowedge.decision/1"

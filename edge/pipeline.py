@@ -19,11 +19,11 @@ from flowedge.backends.base import Backend
 from flowedge.edge.config import FlowedgeConfig
 from flowedge.edge.counts import Counts
 from flowedge.edge.decider import Decider
-from flowedge.edge.decision import Policy
 from flowedge.edge.events import DropReporter, EventBus
 from flowedge.edge.fanin import FanIn
 from flowedge.edge.heatmaps import HeatmapWriter
 from flowedge.edge.metrics import Metrics
+from flowedge.edge.policy import Policy
 from flowedge.edge.sample import Sample
 from flowedge.edge.source_states import SourceStates
 from flowedge.edge.sources import Source, make_source

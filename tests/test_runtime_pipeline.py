@@ -26,10 +26,10 @@ from runtime_fakes import (  # noqa: E402
     write_onnx_model,
 )
 
-from flowedge.edge.decision import Policy  # noqa: E402
 from flowedge.edge.health import Notifier, StageProgress, Watchdog  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
 from flowedge.edge.pipeline import Pipeline  # noqa: E402
+from flowedge.edge.policy import Policy  # noqa: E402
 from flowedge.edge.sources import CameraSource  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
 
@@ -344,7 +344,7 @@ def test_a_dying_stage_ends_the_run_instead_of_hanging(tmp_path: Path) -> None:
 def test_calibration_gives_threshold_normalised_score_and_drift_events(tmp_path: Path) -> None:
     from flowedge.calibration.calibfile import save_calibration
     from flowedge.calibration.calibrate import CalibrationOptions, build_calibration
-    from flowedge.edge.decision import load_policy
+    from flowedge.edge.policy import load_policy
 
     normal = np.random.default_rng(0).normal(2.0, 0.3, 300)
     path = tmp_path / "calibration.json"
@@ -379,7 +379,7 @@ def test_calibration_gives_threshold_normalised_score_and_drift_events(tmp_path:
 
 def test_no_threshold_and_no_calibration_is_a_config_error(tmp_path: Path) -> None:
     from flowedge.core.errors import ConfigError
-    from flowedge.edge.decision import load_policy
+    from flowedge.edge.policy import load_policy
 
     cfg = station_config(tmp_path, model={"path": "x"})
     with pytest.raises(ConfigError, match="neither 'calibration' nor 'threshold'"):

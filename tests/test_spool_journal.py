@@ -12,10 +12,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from runtime_fakes import FakeBackend, station_config, write_images  # noqa: E402
 
-from flowedge.edge.decision import Policy  # noqa: E402
 from flowedge.edge.intake import PAYLOAD_GONE, replayed  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
 from flowedge.edge.pipeline import Pipeline  # noqa: E402
+from flowedge.edge.policy import Policy  # noqa: E402
 from flowedge.edge.sources import file_version  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
 
