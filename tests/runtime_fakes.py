@@ -79,6 +79,24 @@ def station_config(tmp: Path, **sections: Any) -> FlowedgeConfig:
     return parse_config(data)
 
 
+def drop_oldest_config(tmp: Path) -> FlowedgeConfig:
+    """30 images through one-deep queues with drop_oldest: a slow model must drop frames."""
+    write_images(tmp / "images", 30)
+    return station_config(
+        tmp,
+        sources=[
+            {
+                "name": "cam1",
+                "kind": "folder",
+                "path": str(tmp / "images"),
+                "backpressure": "drop_oldest",
+                "queue_size": 1,
+            }
+        ],
+        pipeline={"heatmaps": "none", "max_batch": 1, "queue_size": 1},
+    )
+
+
 def validator(kind: str) -> Any:
     import jsonschema
 

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from runtime_fakes import (  # noqa: E402
     FakeBackend,
+    drop_oldest_config,
     fake_card,
     open_station,
     station_config,
@@ -173,20 +174,7 @@ def test_camera_loss_reconnects_with_events(tmp_path: Path) -> None:
 
 
 def test_drop_oldest_counts_and_reports_drops(tmp_path: Path) -> None:
-    write_images(tmp_path / "images", 30)
-    cfg = station_config(
-        tmp_path,
-        sources=[
-            {
-                "name": "cam1",
-                "kind": "folder",
-                "path": str(tmp_path / "images"),
-                "backpressure": "drop_oldest",
-                "queue_size": 1,
-            }
-        ],
-        pipeline={"heatmaps": "none", "max_batch": 1, "queue_size": 1},
-    )
+    cfg = drop_oldest_config(tmp_path)
     pipeline, rows = run_pipeline(cfg, FakeBackend(delay_s=0.02))
     dropped = [e for e in events(rows) if e["kind"] == "dropped"]
     reported = sum(e["details"]["count"] for e in dropped)

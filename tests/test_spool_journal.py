@@ -10,7 +10,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from runtime_fakes import FakeBackend, station_config, write_images  # noqa: E402
+from runtime_fakes import (  # noqa: E402
+    FakeBackend,
+    drop_oldest_config,
+    station_config,
+    write_images,
+)
 
 from flowedge.edge.intake import PAYLOAD_GONE, replayed  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
@@ -107,20 +112,7 @@ def test_restart_answers_the_crashed_runs_samples_first_then_resumes_the_folder(
 
 
 def test_drop_oldest_closes_the_journal_rows_of_dropped_samples(tmp_path: Path) -> None:
-    write_images(tmp_path / "images", 30)
-    cfg = station_config(
-        tmp_path,
-        sources=[
-            {
-                "name": "cam1",
-                "kind": "folder",
-                "path": str(tmp_path / "images"),
-                "backpressure": "drop_oldest",
-                "queue_size": 1,
-            }
-        ],
-        pipeline={"heatmaps": "none", "max_batch": 1, "queue_size": 1},
-    )
+    cfg = drop_oldest_config(tmp_path)
     pipeline, docs = run(cfg, FakeBackend(delay_s=0.02))  # asserts the journal is empty
     assert pipeline.counts["dropped"] >= 1
     assert len(docs) + pipeline.counts["dropped"] == 30
