@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "upgrade-card": ("flowedge.cmd_upgrade_card", "rewrite a 2.x checkpoint card as format 3.0"),
 }
 
+WIDTH = max(map(len, COMMANDS))  # the command column of --help
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 EPILOG = """commands:
@@ -70,7 +71,7 @@ def _top_parser() -> argparse.ArgumentParser:
         prog="flowedge",
         description="Normalizing-flow anomaly detection, from training to the PLC.",
         epilog=EPILOG.format(
-            commands="\n".join(f"  {n:<10} {t}" for n, (_, t) in COMMANDS.items())
+            commands="\n".join(f"  {n:<{WIDTH}} {t}" for n, (_, t) in COMMANDS.items())
         ),
         formatter_class=HelpFormatter,
     )
