@@ -2,8 +2,7 @@
 
 Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
-``station`` (ONNX Runtime,
-no torch), ``tensorrt`` and ``dev``.
+``station`` (ONNX Runtime, no torch), ``tensorrt`` and ``dev``.
 """
 
 import re
