@@ -226,6 +226,10 @@ class AudioModality(Modality):
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name, limits or DEFAULT_LIMITS)
 
+    def display(self, path: str | Path, spec: AudioInput) -> np.ndarray:  # type: ignore[override]
+        """The spectrogram as RGB, row 0 the lowest band (so it lines up with the map)."""
+        return spectrogram_view(self.load(path, spec))[::-1, :, ::-1].copy()
+
     def synthesize(
         self,
         root: str | Path,

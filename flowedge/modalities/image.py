@@ -139,6 +139,19 @@ class ImageModality(Modality):
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name)
 
+    def display(self, path: str | Path, spec: ImageInput) -> np.ndarray:  # type: ignore[override]
+        """The image as RGB uint8 at the model's input size."""
+        image = read_image(path)
+        if image.dtype != np.uint8:
+            image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        if image.ndim == 2 or image.shape[2] == 1:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        else:
+            image = cv2.cvtColor(
+                image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+            )
+        return cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
+
     def synthesize(
         self,
         root: str | Path,
