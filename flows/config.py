@@ -127,13 +127,18 @@ class MelFrontEnd(Strict):
 AUDIO_INPUT_TYPES = ("hybrid", "multiscale", "multifeature")
 
 
+class PyramidBackboneConfig(BackboneConfig):
+    """Three stages of strides 8/16/32 (Lite0: 40/112/320 channels); each input type uses its own."""
+
+    out_indices: list[int] = Field(default_factory=lambda: [2, 3, 4])
+
+
 class AudioFlowConfig(DetectorConfigBase):
     """Hierarchical cross-scale flow on mel spectrograms (seed 000, flows.detectors.audioflow)."""
 
     kind: Literal["audioflow"] = "audioflow"
     modality: ClassVar[str] = "audio"
-    # three stages of strides 8/16/32 (Lite0: 40/112/320 channels); each input type uses its own
-    backbone: BackboneConfig = Field(default_factory=lambda: BackboneConfig(out_indices=[2, 3, 4]))
+    backbone: PyramidBackboneConfig = Field(default_factory=PyramidBackboneConfig)
     front_end: MelFrontEnd = Field(default_factory=MelFrontEnd)
     # the spectrogram is resized to this image inside the model, as in seed 000
     image_size: tuple[int, int] = (256, 384)
