@@ -75,12 +75,20 @@ def test_a_wav_dataset_trains_evaluates_and_exports_with_the_image_commands(
     from flowedge.modalities import get_modality
 
     data = get_modality("audio").synthesize(
-        tmp_path / "motor", n_train=8, n_test_good=3, n_test_defect=2, sample_rate=16000, duration_s=1.0
+        tmp_path / "motor",
+        n_train=8,
+        n_test_good=3,
+        n_test_defect=2,
+        sample_rate=16000,
+        duration_s=1.0,
     )
     config = tmp_path / "config.yaml"
     config.write_text(TINY_AUDIO_CONFIG, encoding="utf-8")
     model = tmp_path / "model"
-    assert main(["train", str(data), "--out", str(model), "--config", str(config), "--no-progress"]) == 0
+    assert (
+        main(["train", str(data), "--out", str(model), "--config", str(config), "--no-progress"])
+        == 0
+    )
     card = ModelCard.load(model / "card.json")
     assert card.detector == "audioflow" and card.input.kind == "audio"
     assert card.training["data"]["n_images"] == 8 and card.input.tensor_shape == (1, 32, 101)
@@ -93,7 +101,9 @@ def test_a_wav_dataset_trains_evaluates_and_exports_with_the_image_commands(
         "thrust_click_mid",
         "tooth_scratch_mid",
     }
-    assert report["files"]["heatmaps"] and all(Path(p).is_file() for p in report["files"]["heatmaps"])
+    assert report["files"]["heatmaps"] and all(
+        Path(p).is_file() for p in report["files"]["heatmaps"]
+    )
 
     onnx_path = tmp_path / "model.onnx"
     assert main(["export", "onnx", str(model), "--out", str(onnx_path)]) == 0  # parity-gated
