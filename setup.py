@@ -1,8 +1,8 @@
 """flowedge: normalizing-flow anomaly detection from workstation to inspection station.
 
 Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
-``train`` (torch, timm, FrEIA), ``export`` (onnx), ``station`` (ONNX Runtime,
-no torch), ``tensorrt`` and ``dev``.
+``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
+``station`` (ONNX Runtime, no torch), ``tensorrt`` and ``dev``.
 """
 
 import re
@@ -47,7 +47,9 @@ TRAIN = [
     "scikit-learn>=1.3",
     "matplotlib>=3.7",
     "tqdm>=4.60",
+    "torchaudio",  # the mel reference the numpy front end is checked against (and the same wheel set as torch)
 ]
+AUDIO = ["soundfile>=0.12", "sounddevice>=0.4"]  # WAV/FLAC files; microphones through PortAudio
 EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxruntime>=1.17"]
 STATION = ["onnxruntime>=1.17"]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
@@ -69,9 +71,10 @@ setup(
         "train": TRAIN,
         "export": EXPORT,
         "station": STATION,
+        "audio": AUDIO,
         "tensorrt": TENSORRT,
         "dev": DEV,
-        "all": TRAIN + EXPORT + DEV,
+        "all": TRAIN + EXPORT + AUDIO + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

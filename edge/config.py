@@ -94,9 +94,15 @@ class ModelConfig(Strict):
     intra_op_threads: int = Field(0, ge=0, description="0: the backend's default")
 
 
+AUDIO_PATTERN = "*.wav,*.flac"
+
+
 class SourceConfig(Strict):
     name: Name
     kind: Literal["camera", "folder", "watch"]
+    # what the files are: image, or audio (WAV/FLAC, one motion per file); the model's
+    # input kind must match. The default pattern follows it.
+    modality: Literal["image", "audio"] = "image"
     # camera: index ("0"), device path, RTSP/HTTP URL, GStreamer pipeline or video file
     uri: str | None = None
     # folder (replay) and watch (new files dropped by a vision system)
@@ -126,6 +132,10 @@ class SourceConfig(Strict):
             raise ValueError("a camera source needs 'uri' (index, device path, URL or pipeline)")
         if self.kind in ("folder", "watch") and self.path is None:
             raise ValueError(f"a {self.kind} source needs 'path' (a directory of images)")
+        if self.kind == "camera" and self.modality != "image":
+            raise ValueError("a camera source delivers images: set modality image")
+        if self.modality == "audio" and "pattern" not in self.model_fields_set:
+            self.pattern = AUDIO_PATTERN
         _ordered_backoff(self.reconnect_min_s, self.reconnect_max_s)
         return self
 
@@ -142,8 +152,14 @@ class LimitsConfig(Strict):
     max_file_mib: float = Field(DEFAULT_LIMITS.max_bytes / 2**20, gt=0)
     max_megapixels: float = Field(DEFAULT_LIMITS.max_pixels / 1e6, gt=0)
 
-    def decode_limits(self) -> DecodeLimits:
-        return DecodeLimits(int(self.max_file_mib * 2**20), int(self.max_megapixels * 1e6))
+    def decode_limits(self, kind: str = "image") -> Any:
+        """The limits type of modality ``kind`` (image: DecodeLimits; audio: AudioLimits)."""
+        max_bytes = int(self.max_file_mib * 2**20)
+        if kind == "audio":
+            from flowedge.modalities.audio import AudioLimits  # scipy: audio stations only
+
+            return AudioLimits(max_bytes=max_bytes)
+        return DecodeLimits(max_bytes, int(self.max_megapixels * 1e6))
 
 
 class PipelineConfig(Strict):

@@ -43,6 +43,7 @@ def decision_doc(
     score, policy = verdict.score, verdict.policy
     normalised = None if verdict.decision == "ERROR" else policy.normalise(score)
     total = (time.perf_counter() - sample.t_captured) * 1000.0  # capture to decision
+    event = {} if sample.event is None else {"event": sample.event}  # audio events only
     return {
         "schema": DECISION_SCHEMA,
         "site": cfg.site,
@@ -65,6 +66,7 @@ def decision_doc(
         "latency_ms": {**sample.timings_ms, "total": round(total, 3)},
         "heatmap": verdict.heatmap,
         "error": sample.error,
+        **event,
     }
 
 

@@ -91,7 +91,7 @@ class Pipeline:
                 self.fan_in,
                 to_infer,
                 backend.card.input,
-                cfg.pipeline.limits.decode_limits(),
+                cfg.pipeline.limits.decode_limits(backend.card.input.kind),
                 metrics,
                 self.events,
             ),

@@ -36,6 +36,9 @@ class Frame:
     locator: str | None = None  # where the payload can be read again after a crash
     remember: tuple[str, str] | None = None  # (key, value) the source keeps once journaled
     error: str | None = None  # the source already knows the sample is bad: answered ERROR
+    # an audio event's motion label and stream times (label, start_utc, start_s, end_s),
+    # carried into the decision message
+    event: dict[str, Any] | None = None
     captured_utc: str = field(default_factory=utc_now)
 
 
@@ -87,20 +90,20 @@ def file_version(stat: Any) -> str:
 
 
 class FolderSource:
-    """Replays a folder of images in name order at ``rate_hz`` (optionally looping).
+    """Replays a folder of samples (images, or WAV/FLAC with ``modality: audio``) in name order at ``rate_hz`` (optionally looping).
 
     The last file taken is remembered: after a crash or a stop the replay goes on
     after it instead of starting again under new sequence numbers. A replay that
     reached its end and left nothing unanswered starts again from the first file.
     """
 
-    modality = "image"
     LAST = "last"  # memory key: path of the last file taken
 
     def __init__(
         self, cfg: SourceConfig, events: EventSink, memory: SourceMemory | None = None
     ) -> None:
         self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
+        self.modality = cfg.modality
         # read before this run answers anything: samples left unanswered mean "cut short"
         self.cut_short = memory is not None and bool(memory.pending_intake(self.name))
 
@@ -148,7 +151,7 @@ class FolderSource:
 
 
 def looks_complete(path: Path, size: int) -> bool:
-    """Whether an image file has its format's end: PNG IEND, JPEG EOI, BMP header size.
+    """Whether a file has its format's end: PNG IEND, JPEG EOI, BMP and WAV header sizes.
 
     A writer that pauses mid-file leaves size and mtime unchanged for a while; the
     format's own end marker tells a finished file from a paused one.
@@ -166,11 +169,13 @@ def looks_complete(path: Path, size: int) -> bool:
         return b"\xff\xd9" in tail
     if head.startswith(b"BM") and len(head) >= 6:
         return int.from_bytes(head[2:6], "little") <= size
+    if head.startswith(b"RIFF") and len(head) >= 8:  # WAV: the RIFF size counts what follows
+        return int.from_bytes(head[4:8], "little") + 8 <= size
     return True  # other formats: size and mtime stability only
 
 
 class WatchSource:
-    """Image files dropped into a folder (written in place, moved or copied in), each taken once.
+    """Sample files (images, or WAV/FLAC) dropped into a folder (written in place, moved or copied in), each taken once.
 
     A file version is (path, size, mtime, inode): a file moved in with an old mtime
     (``mv``, ``cp -p``, ``rsync``) or overwritten under the same name is a new
@@ -185,7 +190,6 @@ class WatchSource:
     complete version of the file is answered again.
     """
 
-    modality = "image"
     poll_s = 0.1
     history_cap = 100_000
     STARTED = ""  # memory key present once the source has run (paths are never empty)
@@ -194,6 +198,7 @@ class WatchSource:
         self, cfg: SourceConfig, events: EventSink, memory: SourceMemory | None = None
     ) -> None:
         self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
+        self.modality = cfg.modality
         self.taken_since_prune = 0
 
     def _scan(self, folder: Path, patterns: list[str]) -> dict[str, str]:

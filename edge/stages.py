@@ -88,6 +88,7 @@ class Capture:
                 modality=source.modality,
                 captured_utc=frame.captured_utc,
                 intake_id=intake_id,
+                event=frame.event,
             )
             if frame.error is not None:  # the source already judged it (e.g. never settled)
                 refuse(sample, frame.error, self.metrics, self.events)

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from flowedge.core.card import CardError, ModelCard
 from flowedge.core.errors import CheckFailedError, DataError
 from flowedge.core.outpaths import check_output_dir
 from flowedge.flows.data.datasets import labelled_samples
@@ -65,9 +66,22 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def checkpoint_input_kind(checkpoint: Path) -> str:
+    """The modality of the checkpoint's samples, read from its card (light: no torch);
+    "image" when the card cannot be read here (evaluate then says why)."""
+    card = checkpoint if checkpoint.name == "card.json" else checkpoint / "card.json"
+    if checkpoint.name == "weights.safetensors":
+        card = checkpoint.parent / "card.json"
+    try:
+        return ModelCard.load(card).input.kind
+    except CardError:
+        return "image"
+
+
 def log_plan(args: argparse.Namespace) -> None:
     """Say what was found and which settings apply, before the long part starts."""
-    per_class = Counter(sample.defect for sample in labelled_samples(args.test_root))
+    samples = labelled_samples(args.test_root, checkpoint_input_kind(args.checkpoint))
+    per_class = Counter(sample.defect for sample in samples)
     log.info(
         "test images in %s: %s",
         args.test_root,

@@ -18,7 +18,7 @@ from flowedge.core.validation import format_validation_error
 from flowedge.core.yamlfile import read_yaml
 from flowedge.flows.config import (
     DETECTOR_KINDS,
-    ImageDetectorConfig,
+    DetectorConfigBase,
     TrainingConfig,
     TrainingSections,
 )
@@ -96,14 +96,14 @@ OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_configs(args: argparse.Namespace) -> tuple[ImageDetectorConfig, TrainingConfig]:
+def build_configs(args: argparse.Namespace) -> tuple[DetectorConfigBase, TrainingConfig]:
     """Config file sections with the command-line flags on top, validated together."""
     return training_configs(args.config, {name: getattr(args, name) for name in OVERRIDES})
 
 
 def training_configs(
     config: Path | None, overrides: Mapping[str, Any]
-) -> tuple[ImageDetectorConfig, TrainingConfig]:
+) -> tuple[DetectorConfigBase, TrainingConfig]:
     """The config file's sections with ``overrides`` (names of :data:`OVERRIDES`, None: keep)."""
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
@@ -137,23 +137,22 @@ def _set(tree: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
 
 
 def log_plan(
-    det_cfg: ImageDetectorConfig, train_cfg: TrainingConfig, data_dir: Path, device: str
+    det_cfg: DetectorConfigBase, train_cfg: TrainingConfig, data_dir: Path, device: str
 ) -> None:
     """Say what was found and which settings apply, before the long part starts."""
     from flowedge.flows.data.datasets import training_samples
 
-    per_folder = Counter(str(sample.path.parent) for sample in training_samples(data_dir))
+    samples = training_samples(data_dir, det_cfg.modality)
+    per_folder = Counter(str(sample.path.parent) for sample in samples)
     for folder, count in sorted(per_folder.items()):
-        log.info("training images: %d in %s", count, folder)
+        log.info("training %s files: %d in %s", det_cfg.modality, count, folder)
     log.info(
-        "training %s on %s: backbone %s (weights %s), image size %s, intensity %s, "
-        "%d epoch(s), batch %d, lr %g, seed %d",
+        "training %s on %s: backbone %s (weights %s), %s, %d epoch(s), batch %d, lr %g, seed %d",
         det_cfg.kind,
         device,
         det_cfg.backbone.name,
         det_cfg.backbone.weights,
-        det_cfg.image_size,
-        det_cfg.intensity,
+        det_cfg.input_summary(),
         train_cfg.epochs,
         train_cfg.batch_size,
         train_cfg.lr,
@@ -162,7 +161,7 @@ def log_plan(
 
 
 def train_checkpoint(
-    det_cfg: ImageDetectorConfig,
+    det_cfg: DetectorConfigBase,
     train_cfg: TrainingConfig,
     data_dir: Path,
     out: Path,

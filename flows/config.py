@@ -8,12 +8,12 @@ key that belongs to another detector is an error naming the key. The detector cl
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, ValidationError, WrapValidator, field_validator
 from pydantic_core import PydanticCustomError
 
-from flowedge.core.card import INTENSITIES, INTERPOLATIONS
+from flowedge.core.card import INTENSITIES, INTERPOLATIONS, AudioInput
 from flowedge.core.validation import Strict
 
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 32, 2048
@@ -28,10 +28,20 @@ class BackboneConfig(Strict):
     weights: str = "auto"
 
 
-class ImageDetectorConfig(Strict):
-    """What every image detector shares: the backbone and the input image."""
+class DetectorConfigBase(Strict):
+    """What every detector config has: its registry name and the modality of its samples."""
 
     kind: str  # each detector's model narrows it to its registry name
+    modality: ClassVar[str] = "image"  # the modality whose files it trains on (a card input kind)
+
+    def input_summary(self) -> str:
+        """The input settings, for the log line before training."""
+        raise NotImplementedError
+
+
+class ImageDetectorConfig(DetectorConfigBase):
+    """What every image detector shares: the backbone and the input image."""
+
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     # one side for a square input, or [height, width]
     image_size: int | list[int] = Field(384, description="input side, or [height, width], in px")
@@ -60,6 +70,9 @@ class ImageDetectorConfig(Strict):
             return self.image_size, self.image_size
         return self.image_size[0], self.image_size[-1]
 
+    def input_summary(self) -> str:
+        return f"image size {self.image_size}, intensity {self.intensity}"
+
 
 class CSFlowConfig(ImageDetectorConfig):
     """CS-Flow (thesis ch. 5): a cross-scale normalizing flow on a frozen backbone stage."""
@@ -79,7 +92,93 @@ class GaussianConfig(ImageDetectorConfig):
     pca_variance: float = Field(0.99, gt=0, le=1.0, description="fraction of variance PCA keeps")
 
 
-DETECTOR_CONFIGS: tuple[type[ImageDetectorConfig], ...] = (CSFlowConfig, GaussianConfig)
+class MelFrontEnd(Strict):
+    """The spectrogram of one motion (seed 000's transform; the card's AudioInput).
+
+    n_mels 256 instead of the paper's 700: with n_fft 4096 at 44.1 kHz (10.8 Hz per bin)
+    filters from 456 mels on are empty at the low end, and 256 rows are the height of the
+    256 x 384 image the backbone sees (docs/audio.md).
+    """
+
+    sample_rate: int = Field(44100, ge=8000)
+    channels: Literal["mix"] | Annotated[int, Field(ge=0)] = "mix"
+    n_fft: int = Field(4096, ge=64)
+    win_length: int = Field(2048, ge=16)
+    hop_length: int = Field(250, ge=16)
+    n_mels: int = Field(256, ge=16, le=452)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float | None = Field(None, description="None: sample_rate / 2")
+    top_db: float = Field(80.0, gt=0)
+    duration_s: float = Field(3.0, gt=0, le=60, description="one motion, cut or padded")
+    # dB statistics the spectrogram is standardised with (fixed per model, like ImageNet's);
+    # the defaults are those of the gear-motor generator at -26 dBFS: set your data's
+    mean: float = -5.0
+    std: float = Field(17.0, gt=0)
+
+    def spec(self) -> AudioInput:
+        values = self.model_dump()
+        values["f_max"] = self.f_max or self.sample_rate / 2
+        try:
+            return AudioInput(**values)
+        except ValueError as exc:
+            raise ValueError(f"front_end: {exc}") from None
+
+
+AUDIO_INPUT_TYPES = ("hybrid", "multiscale", "multifeature")
+
+
+class PyramidBackboneConfig(BackboneConfig):
+    """Three stages of strides 8/16/32 (Lite0: 40/112/320 channels); each input type uses its own."""
+
+    out_indices: list[int] = Field(default_factory=lambda: [2, 3, 4])
+
+
+class AudioFlowConfig(DetectorConfigBase):
+    """Hierarchical cross-scale flow on mel spectrograms (seed 000, flows.detectors.audioflow)."""
+
+    kind: Literal["audioflow"] = "audioflow"
+    modality: ClassVar[str] = "audio"
+    backbone: PyramidBackboneConfig = Field(default_factory=PyramidBackboneConfig)
+    front_end: MelFrontEnd = Field(default_factory=MelFrontEnd)
+    # the spectrogram is resized to this image inside the model, as in seed 000
+    image_size: tuple[int, int] = (256, 384)
+    # hybrid: full + half image, 3 maps with the middle one channel-concatenated (seed 000);
+    # multiscale: one stride-32 stage at 3 image scales (CS-Flow); multifeature: 3 stages, 1 image
+    input_type: Literal[AUDIO_INPUT_TYPES] = "hybrid"
+    n_blocks: int = Field(4, ge=1, le=8)
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 3, 3, 5])
+    hidden_channels: int = Field(64, ge=8)
+    clamp: float = Field(3.0, gt=0)
+
+    @field_validator("image_size")
+    @classmethod
+    def _halvable(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if any(side % 128 for side in value):
+            raise ValueError(
+                "both sides must be multiples of 128 (the quarter image at stride 32: multiscale)"
+            )
+        return value
+
+    @field_validator("front_end")
+    @classmethod
+    def _valid_spec(cls, value: MelFrontEnd) -> MelFrontEnd:
+        value.spec()  # the card's own checks, reported under detector.front_end
+        return value
+
+    def input_summary(self) -> str:
+        spec = self.front_end.spec()
+        return (
+            f"{spec.duration_s:g} s at {spec.sample_rate} Hz -> {spec.n_mels} mels x "
+            f"{spec.frames} frames -> image {self.image_size[0]}x{self.image_size[1]}, "
+            f"input type {self.input_type}"
+        )
+
+
+DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
+    CSFlowConfig,
+    GaussianConfig,
+    AudioFlowConfig,
+)
 # the one list of detector names: the flows.detectors registry is checked against it
 DETECTOR_KINDS: tuple[str, ...] = tuple(
     model.model_fields["kind"].default for model in DETECTOR_CONFIGS
@@ -87,16 +186,16 @@ DETECTOR_KINDS: tuple[str, ...] = tuple(
 DEFAULT_KIND = "csflow"  # a detector section without 'kind' (older config files)
 
 
-def detector_config_model(kind: str) -> type[ImageDetectorConfig]:
+def detector_config_model(kind: str) -> type[DetectorConfigBase]:
     """The config model of detector ``kind``; KeyError for an unknown name."""
     return dict(zip(DETECTOR_KINDS, DETECTOR_CONFIGS, strict=True))[kind]
 
 
-def default_detector_config() -> ImageDetectorConfig:
+def default_detector_config() -> DetectorConfigBase:
     return detector_config_model(DEFAULT_KIND)()
 
 
-def _by_kind(value: Any, handler: Any) -> ImageDetectorConfig:
+def _by_kind(value: Any, handler: Any) -> DetectorConfigBase:
     """Validate with the model that ``kind`` names, reporting keys as written in the file.
 
     pydantic's own discriminated union puts the tag into error paths

@@ -12,11 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from flowedge.core.card import ImageInput
+from flowedge.core.card import InputSpec
 from flowedge.core.errors import CheckFailedError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import checkpoint_dir, load_checkpoint
@@ -29,32 +28,18 @@ from flowedge.flows.data.datasets import (
 )
 from flowedge.flows.metrics import detection_report
 from flowedge.flows.plots import plot_histogram, plot_overlay, plot_roc
-from flowedge.modalities.image import read_image
+from flowedge.modalities import get_modality
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.json"
 
 
-def _display_image(path: Path, spec: ImageInput) -> np.ndarray:
-    """The input as RGB uint8 at the model's input size, for overlays."""
-    image = read_image(path)
-    if image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if image.ndim == 2 or image.shape[2] == 1:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    else:
-        image = cv2.cvtColor(
-            image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-        )
-    return cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
-
-
 @torch.no_grad()
 def score_samples(
     detector: torch.nn.Module,
     samples: list[Sample],
-    spec: ImageInput,
+    spec: InputSpec,
     summary: LoadSummary,
     batch_size: int,
     device: str,
@@ -78,7 +63,7 @@ def _worst_cases(
     scores: np.ndarray,
     maps: np.ndarray,
     masks: list[np.ndarray | None],
-    spec: ImageInput,
+    spec: InputSpec,
     out_dir: Path,
     n_worst: int,
 ) -> list[str]:
@@ -95,7 +80,7 @@ def _worst_cases(
             name = f"{kind}_{rank}_{sample.defect}_{sample.path.stem}.png"
             title = f"{sample.defect}/{sample.path.name}  score {scores[i]:.4g}"
             plot_overlay(
-                _display_image(sample.path, spec),
+                get_modality(spec.kind).display(sample.path, spec),
                 maps[i],
                 masks[i],
                 value_range,
@@ -120,7 +105,7 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = card.input
-    samples = labelled_samples(test_root)
+    samples = labelled_samples(test_root, spec.kind)
     summary = LoadSummary(root=str(test_root))
     kept, scores, maps = score_samples(
         detector, samples, spec, summary, batch_size, device, show_progress

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowedge.core.card import ImageInput, ModelCard
+from flowedge.core.card import InputSpec, ModelCard
 from flowedge.core.errors import CheckFailedError, ConfigError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import save_checkpoint, torch_device
-from flowedge.flows.config import ImageDetectorConfig, TrainingConfig
+from flowedge.flows.config import DetectorConfigBase, TrainingConfig
 from flowedge.flows.data.datasets import LoadSummary, Sample, iter_batches, training_samples
 from flowedge.flows.detectors.base import Detector, Features, TrainBatch
 from flowedge.flows.fit import fit_detector
@@ -117,7 +117,7 @@ class StreamedFeatures:
 
 
 def build_card(
-    detector: Detector, det_cfg: ImageDetectorConfig, training: dict[str, Any]
+    detector: Detector, det_cfg: DetectorConfigBase, training: dict[str, Any]
 ) -> ModelCard:
     """The card of a built detector; :func:`flows.checkpoint.save_checkpoint` adds hash and time."""
     return ModelCard(
@@ -131,7 +131,7 @@ def build_card(
 
 
 def _loaded(
-    samples: list[Sample], spec: ImageInput, summary: LoadSummary, train_cfg: TrainingConfig
+    samples: list[Sample], spec: InputSpec, summary: LoadSummary, train_cfg: TrainingConfig
 ) -> Iterator[tuple[np.ndarray, list[Sample]]]:
     return iter_batches(samples, spec, train_cfg.batch_size, summary, train_cfg.num_workers)
 
@@ -174,7 +174,7 @@ def stream_features(
 
 
 def train(
-    det_cfg: ImageDetectorConfig,
+    det_cfg: DetectorConfigBase,
     train_cfg: TrainingConfig,
     data_dir: str | Path,
     out_dir: str | Path,
@@ -188,7 +188,9 @@ def train(
     that use augmentation (their features are then computed afresh each epoch).
     """
     data_dir = Path(data_dir)
-    samples = training_samples(data_dir)  # before building anything: a wrong folder fails fast
+    samples = training_samples(
+        data_dir, det_cfg.modality
+    )  # before building anything: a wrong folder fails fast
     from flowedge.flows.detectors import build_detector  # heavy (timm, FrEIA)
 
     target = torch_device(device)

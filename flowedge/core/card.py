@@ -111,12 +111,20 @@ class ImageInput(_InputSpec):
         return (self.height, self.width)
 
 
+WINDOWS = ("hann",)  # periodic Hann of win_length, centred in n_fft (torch.stft's convention)
+MEL_SCALES = ("htk",)  # torchaudio's default; filters not area-normalised (norm=None)
+
+
 @dataclass(frozen=True)
 class AudioInput(_InputSpec):
-    """A sound clip becomes a (1, n_mels, frames) log-mel spectrogram (audio issue, later)."""
+    """A sound clip becomes a (1, n_mels, frames) log-mel spectrogram in dB, standardised.
+
+    Every step of :mod:`flowedge.modalities.audio_mel` is named here, so the numpy front end of
+    the station and torchaudio at training time compute the same thing (a parity test checks).
+    """
 
     kind: str = field(default="audio", init=False)
-    sample_rate: int = 16000
+    sample_rate: int = 16000  # the model rate: recordings at another rate are resampled
     channels: str | int = "mix"  # "mix": average all channels; N: use channel N only
     n_fft: int = 1024
     win_length: int = 1024
@@ -125,11 +133,20 @@ class AudioInput(_InputSpec):
     f_min: float = 0.0
     f_max: float = 8000.0
     top_db: float = 80.0  # dynamic range kept below the clip's peak, in dB
-    duration_s: float = 10.0  # clips are cut or padded to this length
-    mean: float = 0.0  # of the log-mel values over the training set
+    duration_s: float = 10.0  # clips are cut or padded (with silence) to this length
+    mean: float = 0.0  # the dB values are standardised with these (fixed per model)
     std: float = 1.0
+    window: str = "hann"
+    mel_scale: str = "htk"
+    power: float = 2.0  # 2: power spectrogram (dB = 10 log10), 1: magnitude (dB = 20 log10)
 
     def __post_init__(self) -> None:
+        for key, allowed in (("window", WINDOWS), ("mel_scale", MEL_SCALES)):
+            _require(
+                getattr(self, key) in allowed,
+                f"input.{key} {getattr(self, key)!r} is not one of {', '.join(allowed)}",
+            )
+        _require(self.power in (1.0, 2.0), f"input.power {self.power!r} must be 1 or 2")
         _require(
             self.channels == "mix" or (isinstance(self.channels, int) and self.channels >= 0),
             f"input.channels {self.channels!r} must be 'mix' or a channel index >= 0",

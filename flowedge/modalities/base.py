@@ -64,6 +64,10 @@ class Modality(ABC):
         return self.preprocess(self.read(path), spec, str(path))
 
     @abstractmethod
+    def display(self, path: str | Path, spec: InputSpec) -> np.ndarray:
+        """An RGB uint8 picture of the file aligned with its anomaly map (reports' overlays)."""
+
+    @abstractmethod
     def synthesize(
         self, root: str | Path, n_train: int, n_test_good: int, n_test_defect: int, seed: int = 0
     ) -> Path:

@@ -24,6 +24,7 @@ from flowedge.modalities.image_decode import (
     decode_image_bytes,
     read_image_file,
 )
+from flowedge.modalities.overlay import render_overlay
 
 _INTERPOLATION = {
     "area": cv2.INTER_AREA,
@@ -118,23 +119,6 @@ def input_view(tensor: np.ndarray, spec: ImageInput) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
-RENDER_MIN_SIDE = 256  # small model inputs are enlarged so the text stays legible
-_BAR_WIDTH = 24
-_BANNER_COLOURS = {"OK": (60, 160, 60), "ANOMALY": (40, 40, 220), "ERROR": (128, 128, 128)}
-
-
-def _colour_bar(height: int, low: float, high: float) -> np.ndarray:
-    """A vertical JET scale (high at the top) labelled with the map's range."""
-    ramp = np.linspace(255, 0, height, dtype=np.float32).astype(np.uint8)[:, None]
-    bar = cv2.applyColorMap(np.repeat(ramp, _BAR_WIDTH, axis=1), cv2.COLORMAP_JET)
-    labelled = cv2.copyMakeBorder(bar, 0, 0, 0, 56, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    for text, y in ((f"{high:.3g}", 14), (f"{low:.3g}", height - 6)):
-        cv2.putText(
-            labelled, text, (_BAR_WIDTH + 4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255)
-        )
-    return labelled
-
-
 class ImageModality(Modality):
     """Camera frames and image files (PNG, JPEG, BMP, TIFF)."""
 
@@ -154,6 +138,19 @@ class ImageModality(Modality):
         self, raw: Any, spec: ImageInput, name: str, limits: DecodeLimits | None = None
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name)
+
+    def display(self, path: str | Path, spec: ImageInput) -> np.ndarray:  # type: ignore[override]
+        """The image as RGB uint8 at the model's input size."""
+        image = read_image(path)
+        if image.dtype != np.uint8:
+            image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        if image.ndim == 2 or image.shape[2] == 1:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        else:
+            image = cv2.cvtColor(
+                image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+            )
+        return cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
 
     def synthesize(
         self,
@@ -185,21 +182,7 @@ class ImageModality(Modality):
         decision: str,
         threshold: float,
     ) -> np.ndarray:
-        view = input_view(input_tensor, spec)
-        scale = max(1.0, RENDER_MIN_SIDE / min(view.shape[:2]))
-        size = (round(view.shape[1] * scale), round(view.shape[0] * scale))
-        view = cv2.resize(view, size, interpolation=cv2.INTER_LINEAR)
-        values = np.nan_to_num(np.asarray(amap, dtype=np.float32))
-        low, high = float(values.min()), float(values.max())
-        heat = ((values - low) / ((high - low) or 1.0) * 255.0).astype(np.uint8)
-        heat = cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR)
-        overlay = cv2.addWeighted(view, 0.55, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.45, 0)
-        body = np.hstack([overlay, _colour_bar(size[1], low, high)])
-        shown = "n/a" if score is None else f"{score:.4g}"
-        banner = np.full((28, body.shape[1], 3), _BANNER_COLOURS.get(decision, (0, 0, 0)), np.uint8)
-        text = f"{decision}  score {shown}  threshold {threshold:.4g}"
-        cv2.putText(banner, text, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255))
-        return np.vstack([banner, body])
+        return render_overlay(input_view(input_tensor, spec), amap, score, decision, threshold)
 
 
 MODALITY = ImageModality()

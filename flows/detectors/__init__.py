@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from flowedge.core.errors import ConfigError
-from flowedge.flows.config import ImageDetectorConfig
+from flowedge.flows.config import DetectorConfigBase
 from flowedge.flows.detectors.base import Detector
 from flowedge.flows.detectors.registry import register_detector, registered_detectors
 
 __all__ = ["Detector", "build_detector", "register_detector", "registered_detectors"]
 
 
-def build_detector(config: ImageDetectorConfig) -> Detector:
+def build_detector(config: DetectorConfigBase) -> Detector:
     """Backbone (when the detector needs one) + detector head; ConfigError names the bad key."""
     registry = registered_detectors()
     if config.kind not in registry:

@@ -12,6 +12,7 @@ top-scale latent.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import FrEIA.framework as Ff
@@ -21,7 +22,7 @@ from FrEIA.modules import InvertibleModule
 from torch import nn
 
 from flowedge.core.card import ScoreSpec
-from flowedge.flows.config import CSFlowConfig
+from flowedge.flows.config import AudioFlowConfig, CSFlowConfig
 from flowedge.flows.detectors.base import Features, GradientDetector, Latents
 from flowedge.flows.detectors.registry import register_detector
 
@@ -34,27 +35,27 @@ def soft_clamp(s: torch.Tensor, alpha: float) -> torch.Tensor:
 class CrossScaleSubnet(nn.Module):
     """Predicts [s, t] for every scale from every scale's input (the "cross-convolutions").
 
-    Level 1: conv + LeakyReLU(0.1) per scale. Level 2, per scale: a conv of the
-    same scale, plus a bilinear-upsampled coarser scale through a conv, plus the
-    finer scale through a stride-2 conv, summed. Each scale's output is scaled
-    by a learnable gamma initialised to 0, so every block starts as the identity.
+    Level 1: conv + LeakyReLU(0.1) per scale, to a common hidden width. Level 2, per
+    scale: a conv of the same scale, plus a bilinear-upsampled coarser scale through a
+    conv, plus the finer scale through a stride-2 conv, summed. Scales may have different
+    channel counts (``c_in[k]`` in, ``c_out[k]`` out): the exchange happens at the hidden
+    width, so stacked stages of a backbone (seed 000's hybrid input) couple like one stage
+    at several image scales. Each scale's output is scaled by a learnable gamma
+    initialised to 0, so every block starts as the identity.
     """
 
-    def __init__(self, c_in: int, c_out: int, hidden: int, n_scales: int, kernel: int) -> None:
+    def __init__(self, c_in: Sequence[int], c_out: Sequence[int], hidden: int, kernel: int) -> None:
         super().__init__()
         pad = kernel // 2
-        self.n_scales = n_scales
-        self.level1 = nn.ModuleList(
-            nn.Conv2d(c_in, hidden, kernel, padding=pad) for _ in range(n_scales)
-        )
-        self.same = nn.ModuleList(
-            nn.Conv2d(hidden, c_out, kernel, padding=pad) for _ in range(n_scales)
-        )
+        self.n_scales = n_scales = len(c_in)
+        self.level1 = nn.ModuleList(nn.Conv2d(c, hidden, kernel, padding=pad) for c in c_in)
+        self.same = nn.ModuleList(nn.Conv2d(hidden, c, kernel, padding=pad) for c in c_out)
+        # into scale k from scale k + 1 (coarser) and from scale k - 1 (finer)
         self.from_coarser = nn.ModuleList(
-            nn.Conv2d(hidden, c_out, kernel, padding=pad) for _ in range(n_scales - 1)
+            nn.Conv2d(hidden, c_out[k], kernel, padding=pad) for k in range(n_scales - 1)
         )
         self.from_finer = nn.ModuleList(
-            nn.Conv2d(hidden, c_out, kernel, padding=pad, stride=2) for _ in range(n_scales - 1)
+            nn.Conv2d(hidden, c_out[k], kernel, padding=pad, stride=2) for k in range(1, n_scales)
         )
         self.gamma = nn.Parameter(torch.zeros(n_scales))
         self.act = nn.LeakyReLU(0.1)
@@ -83,21 +84,17 @@ class CrossScaleCoupling(InvertibleModule):
         self, dims_in: list[tuple[int, ...]], hidden: int, kernel: int, clamp: float, seed: int
     ) -> None:
         super().__init__(dims_in)
-        channels = dims_in[0][0]
-        if any(d[0] != channels for d in dims_in):
-            raise ValueError("all scales must have the same number of channels")
-        self.split = channels // 2
+        channels = [d[0] for d in dims_in]
+        self.splits = [c // 2 for c in channels]  # per scale: scales may differ in channels
         self.clamp = clamp
-        n_scales = len(dims_in)
         generator = torch.Generator().manual_seed(seed)
-        for k in range(n_scales):
-            perm = torch.randperm(channels, generator=generator)
+        for k, c in enumerate(channels):
+            perm = torch.randperm(c, generator=generator)
             self.register_buffer(f"perm{k}", perm)
             self.register_buffer(f"inv_perm{k}", torch.argsort(perm))
-        self.r1 = CrossScaleSubnet(
-            self.split, 2 * (channels - self.split), hidden, n_scales, kernel
-        )
-        self.r2 = CrossScaleSubnet(channels - self.split, 2 * self.split, hidden, n_scales, kernel)
+        rest = [c - h for c, h in zip(channels, self.splits, strict=True)]
+        self.r1 = CrossScaleSubnet(self.splits, [2 * r for r in rest], hidden, kernel)
+        self.r2 = CrossScaleSubnet(rest, [2 * h for h in self.splits], hidden, kernel)
 
     def _affine(
         self, xs: list[torch.Tensor], params: list[torch.Tensor], rev: bool
@@ -116,14 +113,14 @@ class CrossScaleCoupling(InvertibleModule):
         n = len(x)
         if not rev:
             permuted = [xk[:, getattr(self, f"perm{k}")] for k, xk in enumerate(x)]
-            a = [p[:, : self.split] for p in permuted]
-            b = [p[:, self.split :] for p in permuted]
+            a = [p[:, :h] for p, h in zip(permuted, self.splits, strict=True)]
+            b = [p[:, h:] for p, h in zip(permuted, self.splits, strict=True)]
             b, jac1 = self._affine(b, self.r1(a), rev=False)
             a, jac2 = self._affine(a, self.r2(b), rev=False)
             out = [torch.cat([a[k], b[k]], dim=1) for k in range(n)]
             return out, jac1 + jac2
-        a = [xk[:, : self.split] for xk in x]
-        b = [xk[:, self.split :] for xk in x]
+        a = [xk[:, :h] for xk, h in zip(x, self.splits, strict=True)]
+        b = [xk[:, h:] for xk, h in zip(x, self.splits, strict=True)]
         a, jac2 = self._affine(a, self.r2(b), rev=True)
         b, jac1 = self._affine(b, self.r1(a), rev=True)
         out = [torch.cat([a[k], b[k]], dim=1)[:, getattr(self, f"inv_perm{k}")] for k in range(n)]
@@ -133,7 +130,9 @@ class CrossScaleCoupling(InvertibleModule):
         return input_dims
 
 
-def coupling_graph(dims: list[tuple[int, int, int]], det: CSFlowConfig) -> Ff.GraphINN:
+def coupling_graph(
+    dims: list[tuple[int, int, int]], det: CSFlowConfig | AudioFlowConfig
+) -> Ff.GraphINN:
     """FrEIA graph: one input node per scale, the coupling blocks in a chain, one output per scale."""
     inputs = [Ff.InputNode(*d, name=f"scale{k}") for k, d in enumerate(dims)]
     nodes, previous = list(inputs), [(node, 0) for node in inputs]
@@ -150,50 +149,24 @@ def coupling_graph(dims: list[tuple[int, int, int]], det: CSFlowConfig) -> Ff.Gr
     return Ff.GraphINN(nodes + outputs)
 
 
-@register_detector("csflow")
-class CSFlow(GradientDetector):
-    """Frozen backbone at n input scales + a stack of cross-scale coupling blocks."""
+def check_kernel_sizes(config: CSFlowConfig | AudioFlowConfig) -> None:
+    if len(config.kernel_sizes) != config.n_blocks:
+        raise ValueError(
+            f"detector.kernel_sizes needs {config.n_blocks} entries (one per block), "
+            f"got {config.kernel_sizes}"
+        )
 
-    config: CSFlowConfig
 
-    def __init__(
-        self, config: CSFlowConfig, backbone: nn.Module, backbone_info: dict[str, Any]
-    ) -> None:
-        super().__init__(config, backbone, backbone_info)
-        if len(config.backbone.out_indices) != 1:
-            raise ValueError(
-                "csflow uses one backbone stage at several input scales: give one out_index"
-            )
-        if len(config.kernel_sizes) != config.n_blocks:
-            raise ValueError(
-                f"detector.kernel_sizes needs {config.n_blocks} entries (one per block), "
-                f"got {config.kernel_sizes}"
-            )
-        reduction = backbone_info["reductions"][0]
-        step = reduction * 2 ** (config.n_scales - 1)
-        height, width = config.input_hw
-        if height % step or width % step:
-            raise ValueError(
-                f"detector.image_size must be a multiple of {step} for {config.n_scales} scales "
-                f"of a stride-{reduction} backbone stage (got {config.image_size})"
-            )
-        channels = backbone_info["channels"][0]
-        rows, cols = height // reduction, width // reduction
-        dims = [(channels, rows >> k, cols >> k) for k in range(config.n_scales)]
-        self.graph = coupling_graph(dims, config)
+class CrossScaleFlowDetector(GradientDetector):
+    """A stack of cross-scale coupling blocks on a feature pyramid: latents, score, map, loss.
+
+    Subclasses build ``self.graph`` (:func:`coupling_graph`) and their ``features``.
+    """
+
+    graph: Ff.GraphINN
 
     def score_spec(self) -> ScoreSpec:
         return ScoreSpec(kind="mean_z2_half", uses_logdet=False)
-
-    @torch.no_grad()
-    def features(self, x: torch.Tensor) -> Features:
-        feats = []
-        for k in range(self.config.n_scales):
-            # area downscaling (2^k x 2^k means), like the preprocessing's resize: plain bilinear
-            # sampling at 1/4 would alias; AveragePool also exports cleanly to ONNX/TensorRT
-            scaled = x if k == 0 else F.avg_pool2d(x, 2**k)
-            feats.append(self.backbone(scaled)[0])
-        return feats
 
     def flow(self, feats: Features, rev: bool = False) -> tuple[Latents, torch.Tensor]:
         """Run the blocks (forward: features -> z; rev: z -> features) with the summed log-det."""
@@ -218,3 +191,42 @@ class CSFlow(GradientDetector):
         dim = sum(zk[0].numel() for zk in z)
         sq = sum((zk**2).flatten(1).sum(1) for zk in z)
         return (0.5 * sq - log_jac).mean() / dim
+
+
+@register_detector("csflow")
+class CSFlow(CrossScaleFlowDetector):
+    """Frozen backbone at n input scales + a stack of cross-scale coupling blocks."""
+
+    config: CSFlowConfig
+
+    def __init__(
+        self, config: CSFlowConfig, backbone: nn.Module, backbone_info: dict[str, Any]
+    ) -> None:
+        super().__init__(config, backbone, backbone_info)
+        if len(config.backbone.out_indices) != 1:
+            raise ValueError(
+                "csflow uses one backbone stage at several input scales: give one out_index"
+            )
+        check_kernel_sizes(config)
+        reduction = backbone_info["reductions"][0]
+        step = reduction * 2 ** (config.n_scales - 1)
+        height, width = config.input_hw
+        if height % step or width % step:
+            raise ValueError(
+                f"detector.image_size must be a multiple of {step} for {config.n_scales} scales "
+                f"of a stride-{reduction} backbone stage (got {config.image_size})"
+            )
+        channels = backbone_info["channels"][0]
+        rows, cols = height // reduction, width // reduction
+        dims = [(channels, rows >> k, cols >> k) for k in range(config.n_scales)]
+        self.graph = coupling_graph(dims, config)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> Features:
+        feats = []
+        for k in range(self.config.n_scales):
+            # area downscaling (2^k x 2^k means), like the preprocessing's resize: plain bilinear
+            # sampling at 1/4 would alias; AveragePool also exports cleanly to ONNX/TensorRT
+            scaled = x if k == 0 else F.avg_pool2d(x, 2**k)
+            feats.append(self.backbone(scaled)[0])
+        return feats

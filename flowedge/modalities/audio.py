@@ -1,0 +1,273 @@
+"""The audio modality: WAV/FLAC clips become standardised log-mel spectrograms.
+
+numpy, scipy and soundfile only (no torch), so the station handles microphones
+and recorded files with the same front end training used (:mod:`audio_mel`,
+checked against torchaudio by a parity test). Bad audio (truncated, clipped,
+silent, recorded at too low a rate) is the sample's :class:`BadInputError`,
+named and with what to do; never a crash.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy.signal import resample_poly
+
+from flowedge.core.card import AudioInput
+from flowedge.core.errors import BadInputError
+from flowedge.modalities import audio_synthetic
+from flowedge.modalities.audio_mel import log_mel
+from flowedge.modalities.base import Modality
+from flowedge.modalities.overlay import render_overlay
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Decoded audio: float32 samples [frames, channels] in [-1, 1] at ``rate`` Hz."""
+
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What one clip may cost and what counts as unusable audio."""
+
+    max_bytes: int = 256 << 20
+    max_seconds: float = 600.0
+    clip_level: float = 0.999  # |x| at or above this is a clipped sample
+    clip_fraction: float = 1e-3  # more clipped samples than this fraction: the gain is too high
+    silence_dbfs: float = -70.0  # RMS below this: microphone unplugged, muted or broken
+
+
+DEFAULT_LIMITS = AudioLimits()
+
+
+def _require_soundfile() -> Any:
+    try:
+        import soundfile
+    except (ImportError, OSError) as exc:  # OSError: libsndfile itself is missing
+        raise BadInputError(
+            f"audio files need the soundfile package ({exc}); pip install 'flowedge[audio]'"
+        ) from None
+    return soundfile
+
+
+def check_wav_complete(data: bytes, name: str) -> None:
+    """A RIFF/WAVE file whose data chunk declares more bytes than it holds was cut short
+    (libsndfile silently reads what is there, so the header is checked here)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk, size = (
+            data[offset : offset + 4],
+            int.from_bytes(data[offset + 4 : offset + 8], "little"),
+        )
+        if chunk == b"data":
+            held = len(data) - offset - 8
+            if 0 < size < 0xFFFFFFFF and size > held:  # 0 / 0xFFFFFFFF: length unknown (streamed)
+                raise BadInputError(
+                    f"audio {name}: truncated: the header declares {size} bytes of samples, the "
+                    f"file holds {held}; the recording or copy was interrupted: record or copy "
+                    "it again"
+                )
+            return
+        offset += 8 + size + (size & 1)
+
+
+def decode_audio(data: bytes, name: str, limits: AudioLimits = DEFAULT_LIMITS) -> Clip:
+    """Decode WAV/FLAC bytes; BadInputError naming ``name`` when they are not usable audio."""
+    soundfile = _require_soundfile()
+    if len(data) > limits.max_bytes:
+        raise BadInputError(
+            f"audio {name}: {len(data)} bytes exceed the {limits.max_bytes}-byte limit; "
+            "cut the recording into motions or windows"
+        )
+    check_wav_complete(data, name)
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as handle:
+            if handle.frames / handle.samplerate > limits.max_seconds:
+                raise BadInputError(
+                    f"audio {name}: {handle.frames / handle.samplerate:.0f} s is longer than "
+                    f"{limits.max_seconds:g} s; cut continuous recordings into windows first"
+                )
+            samples = handle.read(dtype="float32", always_2d=True)
+            rate = handle.samplerate
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise BadInputError(
+            f"audio {name}: not a readable WAV/FLAC file ({exc}); check the file, or record it again"
+        ) from None
+    return Clip(samples, int(rate))
+
+
+def read_audio(path: str | Path, limits: AudioLimits = DEFAULT_LIMITS) -> Clip:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise BadInputError(
+                f"audio {path}: {size} bytes exceed the {limits.max_bytes}-byte limit; cut the "
+                "recording into motions or windows"
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(
+            f"audio {path}: cannot be read ({exc.strerror}); check the path"
+        ) from None
+    return decode_audio(data, str(path), limits)
+
+
+def validate_clip(clip: Any, name: str, limits: AudioLimits = DEFAULT_LIMITS) -> None:
+    """Empty, non-finite, clipped or silent audio is refused, saying what to check."""
+    if not isinstance(clip, Clip) or clip.samples.ndim != 2:
+        raise BadInputError(f"audio {name}: expected a decoded clip, got {type(clip).__name__}")
+    samples = clip.samples
+    if samples.size == 0 or clip.rate <= 0:
+        raise BadInputError(f"audio {name}: no samples; the recording is empty")
+    if not np.isfinite(samples).all():
+        raise BadInputError(f"audio {name}: contains NaN or Inf values; check the source")
+    clipped = float(np.mean(np.abs(samples) >= limits.clip_level))
+    if clipped > limits.clip_fraction:
+        raise BadInputError(
+            f"audio {name}: clipped ({clipped:.2%} of samples at full scale); lower the "
+            "microphone gain or move it away from the source"
+        )
+    rms = math.sqrt(float(np.mean(np.square(samples, dtype=np.float64))))
+    level = 20.0 * math.log10(max(rms, 1e-12))
+    if level < limits.silence_dbfs:
+        raise BadInputError(
+            f"audio {name}: silent ({level:.0f} dBFS RMS, below {limits.silence_dbfs:g}); check "
+            "the microphone cable, power and mute switch"
+        )
+
+
+def select_channel(clip: Clip, spec: AudioInput, name: str) -> np.ndarray:
+    """Mono signal: the mean of all channels ("mix", delay-free beamforming) or one channel."""
+    if spec.channels == "mix":
+        return clip.samples.mean(axis=1)
+    if spec.channels >= clip.samples.shape[1]:
+        raise BadInputError(
+            f"audio {name}: the model uses channel {spec.channels}, the recording has "
+            f"{clip.samples.shape[1]}; record with more channels or set input.channels"
+        )
+    return clip.samples[:, spec.channels]
+
+
+def resample(signal: np.ndarray, rate: int, spec: AudioInput, name: str) -> np.ndarray:
+    """Polyphase resampling (Kaiser anti-aliasing filter) to the model rate.
+
+    A recording whose Nyquist frequency is below the model's ``f_max`` is refused: the
+    bands above it would be empty, which the model has never seen (a wrong rate).
+    """
+    if rate == spec.sample_rate:
+        return signal
+    if rate < 2 * spec.f_max:
+        raise BadInputError(
+            f"audio {name}: recorded at {rate} Hz, the model looks at frequencies up to "
+            f"{spec.f_max:g} Hz and needs at least {2 * spec.f_max:g} Hz; record at "
+            f"{spec.sample_rate} Hz"
+        )
+    common = math.gcd(rate, spec.sample_rate)
+    return resample_poly(signal, spec.sample_rate // common, rate // common)
+
+
+def fit_length(signal: np.ndarray, spec: AudioInput) -> np.ndarray:
+    """Cut to ``duration_s`` or pad with silence at the end (one motion per clip)."""
+    n = math.floor(spec.duration_s * spec.sample_rate)
+    return signal[:n] if len(signal) >= n else np.pad(signal, (0, n - len(signal)))
+
+
+def to_tensor(
+    clip: Clip, spec: AudioInput, name: str = "<clip>", limits: AudioLimits = DEFAULT_LIMITS
+) -> np.ndarray:
+    """One clip -> (1, n_mels, frames) float32: mono, resampled, cut, log-mel, standardised."""
+    validate_clip(clip, name, limits)
+    signal = fit_length(resample(select_channel(clip, spec, name), clip.rate, spec, name), spec)
+    db = log_mel(signal, spec)
+    return ((db - spec.mean) / spec.std).astype(np.float32)[None]
+
+
+def spectrogram_view(tensor: np.ndarray) -> np.ndarray:
+    """The network input as a BGR picture, low frequencies at the bottom."""
+    db = np.asarray(tensor, dtype=np.float32)[0]
+    low, high = float(db.min()), float(db.max())
+    gray = ((db - low) / ((high - low) or 1.0) * 255.0).astype(np.uint8)[::-1]
+    return cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2BGR)
+
+
+class AudioModality(Modality):
+    """Microphone events and WAV/FLAC files."""
+
+    name = "audio"
+    extensions = frozenset({".wav", ".flac"})
+
+    def read(self, path: str | Path, limits: AudioLimits | None = None) -> Clip:
+        return read_audio(path, limits or DEFAULT_LIMITS)
+
+    def decode(self, data: bytes, name: str, limits: AudioLimits | None = None) -> Clip:
+        return decode_audio(data, name, limits or DEFAULT_LIMITS)
+
+    def validate(self, raw: Any, name: str) -> None:
+        validate_clip(raw, name)
+
+    def preprocess(  # type: ignore[override]
+        self, raw: Any, spec: AudioInput, name: str, limits: AudioLimits | None = None
+    ) -> np.ndarray:
+        return to_tensor(self.as_raw(raw, name, limits), spec, name, limits or DEFAULT_LIMITS)
+
+    def display(self, path: str | Path, spec: AudioInput) -> np.ndarray:  # type: ignore[override]
+        """The spectrogram as RGB, row 0 the lowest band (so it lines up with the map)."""
+        return spectrogram_view(self.load(path, spec))[::-1, :, ::-1].copy()
+
+    def synthesize(
+        self,
+        root: str | Path,
+        n_train: int,
+        n_test_good: int,
+        n_test_defect: int,
+        seed: int = 0,
+        sample_rate: int = 16000,
+        duration_s: float = 2.0,
+    ) -> Path:
+        return audio_synthetic.write_dataset(
+            root, n_train, n_test_good, n_test_defect, sample_rate, duration_s, seed=seed
+        )
+
+    def synthetic_batch(  # type: ignore[override]
+        self, spec: AudioInput, n_normal: int, n_anomalous: int, seed: int = 0
+    ) -> np.ndarray:
+        clips = audio_synthetic.sample_clips(
+            spec.sample_rate, spec.duration_s, n_normal, n_anomalous, seed
+        )
+        return np.stack(
+            [
+                to_tensor(Clip(c[:, None], spec.sample_rate), spec, f"synthetic-{i}")
+                for i, c in enumerate(clips)
+            ]
+        )
+
+    def render(  # type: ignore[override]
+        self,
+        input_tensor: np.ndarray,
+        amap: np.ndarray,
+        spec: AudioInput,
+        score: float | None,
+        decision: str,
+        threshold: float,
+    ) -> np.ndarray:
+        flipped = np.asarray(amap, dtype=np.float32)[::-1]  # the view has low bands at the bottom
+        return render_overlay(spectrogram_view(input_tensor), flipped, score, decision, threshold)
+
+
+MODALITY = AudioModality()
