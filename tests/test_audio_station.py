@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from runtime_fakes import station_config, validator  # noqa: E402
 
 from flowedge.edge.config import AUDIO_PATTERN  # noqa: E402
-from flowedge.edge.decision import Policy  # noqa: E402
+from flowedge.edge.policy import Policy  # noqa: E402
 from flowedge.edge.messages import Verdict, decision_doc  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
 from flowedge.edge.pipeline import Pipeline  # noqa: E402
