@@ -2,7 +2,7 @@
 
 Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``station`` (ONNX Runtime,
-no torch), ``tensorrt`` and ``dev``.
+no torch), ``robot`` (parquet logs), ``tensorrt`` and ``dev``.
 """
 
 import re
@@ -51,6 +51,7 @@ TRAIN = [
 EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxruntime>=1.17"]
 STATION = ["onnxruntime>=1.17"]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
+ROBOT = ["pyarrow>=14"]  # parquet machine-data logs (voraus-AD); CSV logs need only numpy
 DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
 
 setup(
@@ -70,8 +71,9 @@ setup(
         "export": EXPORT,
         "station": STATION,
         "tensorrt": TENSORRT,
+        "robot": ROBOT,
         "dev": DEV,
-        "all": TRAIN + EXPORT + DEV,
+        "all": TRAIN + EXPORT + ROBOT + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

@@ -15,6 +15,7 @@ from flowedge.modalities.base import Modality
 # input kind -> module defining ``MODALITY``, an instance of :class:`Modality`
 MODALITIES: dict[str, str] = {
     "image": "flowedge.modalities.image",
+    "series": "flowedge.modalities.series",
 }
 
 

@@ -18,6 +18,7 @@ from flowedge.core.card import ImageInput
 from flowedge.core.errors import BadInputError
 from flowedge.modalities import image_synthetic
 from flowedge.modalities.base import Modality
+from flowedge.modalities.overlay import colour_bar, map_range, with_banner
 from flowedge.modalities.image_decode import (
     DEFAULT_LIMITS,
     DecodeLimits,
@@ -119,20 +120,6 @@ def input_view(tensor: np.ndarray, spec: ImageInput) -> np.ndarray:
 
 
 RENDER_MIN_SIDE = 256  # small model inputs are enlarged so the text stays legible
-_BAR_WIDTH = 24
-_BANNER_COLOURS = {"OK": (60, 160, 60), "ANOMALY": (40, 40, 220), "ERROR": (128, 128, 128)}
-
-
-def _colour_bar(height: int, low: float, high: float) -> np.ndarray:
-    """A vertical JET scale (high at the top) labelled with the map's range."""
-    ramp = np.linspace(255, 0, height, dtype=np.float32).astype(np.uint8)[:, None]
-    bar = cv2.applyColorMap(np.repeat(ramp, _BAR_WIDTH, axis=1), cv2.COLORMAP_JET)
-    labelled = cv2.copyMakeBorder(bar, 0, 0, 0, 56, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    for text, y in ((f"{high:.3g}", 14), (f"{low:.3g}", height - 6)):
-        cv2.putText(
-            labelled, text, (_BAR_WIDTH + 4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255)
-        )
-    return labelled
 
 
 class ImageModality(Modality):
@@ -189,17 +176,11 @@ class ImageModality(Modality):
         scale = max(1.0, RENDER_MIN_SIDE / min(view.shape[:2]))
         size = (round(view.shape[1] * scale), round(view.shape[0] * scale))
         view = cv2.resize(view, size, interpolation=cv2.INTER_LINEAR)
-        values = np.nan_to_num(np.asarray(amap, dtype=np.float32))
-        low, high = float(values.min()), float(values.max())
+        values, low, high = map_range(amap)
         heat = ((values - low) / ((high - low) or 1.0) * 255.0).astype(np.uint8)
         heat = cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR)
         overlay = cv2.addWeighted(view, 0.55, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.45, 0)
-        body = np.hstack([overlay, _colour_bar(size[1], low, high)])
-        shown = "n/a" if score is None else f"{score:.4g}"
-        banner = np.full((28, body.shape[1], 3), _BANNER_COLOURS.get(decision, (0, 0, 0)), np.uint8)
-        text = f"{decision}  score {shown}  threshold {threshold:.4g}"
-        cv2.putText(banner, text, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255))
-        return np.vstack([banner, body])
-
+        body = np.hstack([overlay, colour_bar(size[1], low, high)])
+        return with_banner(body, score, decision, threshold)
 
 MODALITY = ImageModality()
