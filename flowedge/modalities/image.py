@@ -18,13 +18,13 @@ from flowedge.core.card import ImageInput
 from flowedge.core.errors import BadInputError
 from flowedge.modalities import image_synthetic
 from flowedge.modalities.base import Modality
-from flowedge.modalities.overlay import colour_bar, map_range, with_banner
 from flowedge.modalities.image_decode import (
     DEFAULT_LIMITS,
     DecodeLimits,
     decode_image_bytes,
     read_image_file,
 )
+from flowedge.modalities.overlay import colour_bar, map_range, with_banner
 
 _INTERPOLATION = {
     "area": cv2.INTER_AREA,
@@ -182,5 +182,6 @@ class ImageModality(Modality):
         overlay = cv2.addWeighted(view, 0.55, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.45, 0)
         body = np.hstack([overlay, colour_bar(size[1], low, high)])
         return with_banner(body, score, decision, threshold)
+
 
 MODALITY = ImageModality()

@@ -25,7 +25,9 @@ def colour_bar(height: int, low: float, high: float) -> np.ndarray:
     return labelled
 
 
-def with_banner(body: np.ndarray, score: float | None, decision: str, threshold: float) -> np.ndarray:
+def with_banner(
+    body: np.ndarray, score: float | None, decision: str, threshold: float
+) -> np.ndarray:
     """``body`` under a banner in the decision's colour saying decision, score and threshold."""
     shown = "n/a" if score is None else f"{score:.4g}"
     banner = np.full((28, body.shape[1], 3), BANNER_COLOURS.get(decision, (0, 0, 0)), np.uint8)

@@ -35,7 +35,9 @@ def _smooth_stand_in(rng: np.random.Generator, n: int, anomalous: bool) -> np.nd
     return wave / 2.0
 
 
-def synthetic_tables(spec: SeriesInput, n_normal: int, n_anomalous: int, seed: int) -> list[SignalTable]:
+def synthetic_tables(
+    spec: SeriesInput, n_normal: int, n_anomalous: int, seed: int
+) -> list[SignalTable]:
     """Simulated cycles carrying every signal of ``spec`` (normal first)."""
     cycles = series_synthetic.simulate_set(n_normal, 0, seed, spec.rate_hz)
     rng = np.random.default_rng(seed + 1)
@@ -71,8 +73,9 @@ def _trace(values: np.ndarray, heat: np.ndarray, label: str) -> np.ndarray:
     points = np.stack([xs, ys], axis=1).round().astype(np.int32)
     cv2.polylines(row, [points], False, (255, 255, 255), 1, cv2.LINE_AA)
     name = np.zeros((_ROW_HEIGHT, _LABEL_WIDTH, 3), np.uint8)
-    cv2.putText(name, label[:20], (4, _ROW_HEIGHT // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                (255, 255, 255))
+    cv2.putText(
+        name, label[:20], (4, _ROW_HEIGHT // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255)
+    )
     return np.hstack([name, row])
 
 
@@ -130,11 +133,13 @@ class SeriesModality(Modality):
         body = np.vstack(rows)
         axis = np.zeros((18, body.shape[1], 3), np.uint8)
         span = f"0 .. {spec.length / spec.rate_hz:.3g} s at {spec.rate_hz:g} Hz"
-        cv2.putText(axis, span, (_LABEL_WIDTH + 4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (255, 255, 255))
+        cv2.putText(
+            axis, span, (_LABEL_WIDTH + 4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255)
+        )
         body = np.vstack([body, axis])
-        return with_banner(np.hstack([body, colour_bar(body.shape[0], low, high)]), score,
-                           decision, threshold)
+        return with_banner(
+            np.hstack([body, colour_bar(body.shape[0], low, high)]), score, decision, threshold
+        )
 
 
 MODALITY = SeriesModality()

@@ -73,7 +73,9 @@ def _column(table: SignalTable, name: str) -> np.ndarray:
     return table.columns[name]
 
 
-def cycle_spans(table: SignalTable, cfg: SegmentConfig, complete_only: bool = False) -> list[CycleSpan]:
+def cycle_spans(
+    table: SignalTable, cfg: SegmentConfig, complete_only: bool = False
+) -> list[CycleSpan]:
     """Where the cycles of ``table`` are (row ranges); see the module docstring."""
     n = len(table)
     spans: list[CycleSpan] = []
@@ -98,7 +100,9 @@ def cycle_spans(table: SignalTable, cfg: SegmentConfig, complete_only: bool = Fa
     return [s for s in spans if s.stop - s.start >= cfg.min_rows]
 
 
-def segment(table: SignalTable, cfg: SegmentConfig, complete_only: bool = False) -> list[SignalTable]:
+def segment(
+    table: SignalTable, cfg: SegmentConfig, complete_only: bool = False
+) -> list[SignalTable]:
     """The cycles of ``table`` as tables named ``<log>:<cycle id>``."""
     return [
         table.rows(s.start, s.stop, f"{table.name}:{s.cycle_id}")

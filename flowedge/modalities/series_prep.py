@@ -103,7 +103,9 @@ def repair_nan(values: np.ndarray, cycle: SignalTable, signals: tuple[str, ...])
     return repaired
 
 
-def resample(values: np.ndarray, times: np.ndarray, source_hz: float, target_hz: float) -> np.ndarray:
+def resample(
+    values: np.ndarray, times: np.ndarray, source_hz: float, target_hz: float
+) -> np.ndarray:
     """[S, N] samples at ``times`` -> [S, M] at ``target_hz`` from the first time stamp.
 
     Jittered stamps are first interpolated onto a uniform grid at the source rate;

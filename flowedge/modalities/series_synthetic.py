@@ -129,15 +129,23 @@ def _trajectory(rng: np.random.Generator, rate_hz: float) -> tuple[np.ndarray, .
         parts.append((pos, vel / duration, acc / duration**2, np.full(n, carrying)))
         hold = round(dwell * rate_hz)
         parts.append(
-            (np.repeat(target[None], hold, 0), np.zeros((hold, AXES)), np.zeros((hold, AXES)),
-             np.full(hold, carrying))
+            (
+                np.repeat(target[None], hold, 0),
+                np.zeros((hold, AXES)),
+                np.zeros((hold, AXES)),
+                np.full(hold, carrying),
+            )
         )
         q = target
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
 
 
 def _dynamics(
-    q: np.ndarray, qd: np.ndarray, qdd: np.ndarray, payload: np.ndarray, axis_mass: np.ndarray,
+    q: np.ndarray,
+    qd: np.ndarray,
+    qdd: np.ndarray,
+    payload: np.ndarray,
+    axis_mass: np.ndarray,
     friction: np.ndarray,
 ) -> np.ndarray:
     """Joint torques [N, 6]: inertia (reach-dependent), gravity on axes 2, 3, 5 and friction.
@@ -163,14 +171,18 @@ def _dynamics(
     return inertia * qdd + gravity + fric
 
 
-def _contact(n: int, rate_hz: float, at: int, width_s: float, peak: float, bounce: bool) -> np.ndarray:
+def _contact(
+    n: int, rate_hz: float, at: int, width_s: float, peak: float, bounce: bool
+) -> np.ndarray:
     """An external torque pulse: a half sine (``width_s`` ~ object stiffness); cables swing back."""
     t = np.arange(n) / rate_hz
     t0 = at / rate_hz
     pulse = np.where((t >= t0) & (t < t0 + width_s), np.sin(np.pi * (t - t0) / width_s), 0.0)
     if bounce:
         t1 = t0 + 3 * width_s
-        pulse -= 0.5 * np.where((t >= t1) & (t < t1 + width_s), np.sin(np.pi * (t - t1) / width_s), 0)
+        pulse -= 0.5 * np.where(
+            (t >= t1) & (t < t1 + width_s), np.sin(np.pi * (t - t1) / width_s), 0
+        )
     return peak * pulse
 
 
@@ -226,7 +238,9 @@ def simulate_cycle(
         sway = np.sin(2 * np.pi * rng.uniform(6.0, 9.0) * t) * anomaly.level * 0.25
         external[:, :3] = sway[:, None] * (np.abs(qdd[:, :3]) + 0.2)
 
-    nominal = _dynamics(q, qd, qdd, np.where(carrying, _PAYLOAD, 0.0), np.zeros(AXES), np.ones(AXES))
+    nominal = _dynamics(
+        q, qd, qdd, np.where(carrying, _PAYLOAD, 0.0), np.zeros(AXES), np.ones(AXES)
+    )
     torque = _dynamics(q, qd, qdd, payload, axis_mass, friction) + external
     # the servo absorbs what the feed-forward did not expect with a small, lagging position error
     error = (torque - nominal) / _KP
@@ -274,7 +288,10 @@ class SimulatedCycle:
 
 
 def simulate_set(
-    n_normal: int, n_per_anomaly: int, seed: int = 0, rate_hz: float = 100.0,
+    n_normal: int,
+    n_per_anomaly: int,
+    seed: int = 0,
+    rate_hz: float = 100.0,
     kinds: tuple[str, ...] = ANOMALY_TYPES,
 ) -> list[SimulatedCycle]:
     """``n_normal`` normal cycles, then ``n_per_anomaly`` cycles of each anomaly type."""
@@ -311,7 +328,11 @@ def write_voraus_parquet(cycles: list[SimulatedCycle], path: str | Path) -> Path
 
 
 def write_mvtec(
-    root: str | Path, n_train: int, n_test_good: int, n_test_defect: int, seed: int = 0,
+    root: str | Path,
+    n_train: int,
+    n_test_good: int,
+    n_test_defect: int,
+    seed: int = 0,
     rate_hz: float = 100.0,
 ) -> Path:
     """One CSV per cycle in MVTec layout (train/good, test/good, test/<anomaly type>)."""
