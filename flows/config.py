@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, WrapValidator, field_validator
+from pydantic import Field, ValidationError, WrapValidator, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from flowedge.core.card import INTENSITIES, INTERPOLATIONS
@@ -79,7 +79,78 @@ class GaussianConfig(ImageDetectorConfig):
     pca_variance: float = Field(0.99, gt=0, le=1.0, description="fraction of variance PCA keeps")
 
 
-DETECTOR_CONFIGS: tuple[type[ImageDetectorConfig], ...] = (CSFlowConfig, GaussianConfig)
+class SeriesDetectorConfig(Strict):
+    """What every time-series detector shares: the signals and how cycles become tensors.
+
+    ``mean``/``std`` are the per-signal training statistics; they are computed from the
+    training cycles (:func:`flows.data.series.prepare_series`), not written by hand, and
+    travel in the model card so the station standardises exactly as training did.
+    """
+
+    kind: str
+    signals: list[str] = Field(min_length=1, description="model inputs, in tensor order")
+    units: list[str] = Field(default_factory=list, description="one per signal, or empty")
+    rate_hz: float = Field(100.0, gt=0, description="cycles are resampled to this rate")
+    length: int | None = Field(
+        None, ge=2, description="time steps; None: the longest training cycle (thesis)"
+    )
+    mean: list[float] = Field(default_factory=list)
+    std: list[float] = Field(default_factory=list)
+
+
+class MTSFlowConfig(SeriesDetectorConfig):
+    """MTS-Flow (thesis ch. 8): a flow on whole cycles, coupling along the signal axis."""
+
+    kind: Literal["mtsflow"] = "mtsflow"
+    n_blocks: int = Field(4, ge=1, le=16)
+    kernel_sizes: list[int] = Field(default_factory=lambda: [13, 1, 1], min_length=1)
+    dilations: list[int] = Field(default_factory=lambda: [2, 1, 1], min_length=1)
+    signal_scaling: float = Field(2.0, gt=0, description="hidden channels = scaling x signals")
+    clamp: float = Field(1.2, gt=0)
+    seed: int = 177  # the permutations' seed (the official code's)
+
+    @model_validator(mode="after")
+    def _one_dilation_per_kernel(self) -> MTSFlowConfig:
+        if len(self.kernel_sizes) != len(self.dilations):
+            raise ValueError("kernel_sizes and dilations need the same number of entries")
+        if len(self.signals) < 2:
+            raise ValueError("a coupling flow needs at least 2 signals")
+        return self
+
+
+class PCAConfig(SeriesDetectorConfig):
+    """PCA reconstruction error on whole cycles (the thesis's baseline, Hornung et al.)."""
+
+    kind: Literal["pca"] = "pca"
+    n_components: int = Field(90, ge=1, description="capped at the number of training cycles - 1")
+
+
+class NearestNeighborConfig(SeriesDetectorConfig):
+    """L1 distance to the nearest training cycle (the thesis's 1-NN baseline)."""
+
+    kind: Literal["nearest_neighbor"] = "nearest_neighbor"
+
+
+# Table 8.1 (Adam 8e-4, x0.1 at epochs 11 and 61, 70 epochs, batch 32; default Adam eps and no
+# weight decay as in the official code); gradient clipping is ours (tiny test batches)
+MTSFLOW_TRAINING = {
+    "epochs": 70,
+    "batch_size": 32,
+    "lr": 8e-4,
+    "lr_milestones": [11, 61],
+    "lr_decay": 0.1,
+    "weight_decay": 0.0,
+    "adam_eps": 1e-8,
+    "grad_clip": 10.0,
+}
+
+DETECTOR_CONFIGS: tuple[type[Strict], ...] = (
+    CSFlowConfig,
+    GaussianConfig,
+    MTSFlowConfig,
+    PCAConfig,
+    NearestNeighborConfig,
+)
 # the one list of detector names: the flows.detectors registry is checked against it
 DETECTOR_KINDS: tuple[str, ...] = tuple(
     model.model_fields["kind"].default for model in DETECTOR_CONFIGS
@@ -87,16 +158,16 @@ DETECTOR_KINDS: tuple[str, ...] = tuple(
 DEFAULT_KIND = "csflow"  # a detector section without 'kind' (older config files)
 
 
-def detector_config_model(kind: str) -> type[ImageDetectorConfig]:
+def detector_config_model(kind: str) -> type[Strict]:
     """The config model of detector ``kind``; KeyError for an unknown name."""
     return dict(zip(DETECTOR_KINDS, DETECTOR_CONFIGS, strict=True))[kind]
 
 
-def default_detector_config() -> ImageDetectorConfig:
+def default_detector_config() -> Strict:
     return detector_config_model(DEFAULT_KIND)()
 
 
-def _by_kind(value: Any, handler: Any) -> ImageDetectorConfig:
+def _by_kind(value: Any, handler: Any) -> Strict:
     """Validate with the model that ``kind`` names, reporting keys as written in the file.
 
     pydantic's own discriminated union puts the tag into error paths
@@ -143,6 +214,11 @@ class TrainingConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    # the learning rate is multiplied by lr_decay at each of these epochs (MultiStepLR)
+    lr_milestones: list[int] = Field(default_factory=list)
+    lr_decay: float = Field(0.1, gt=0, le=1)
+    # 1e-4 as in the official CS-Flow code; the MTS-Flow code uses Adam's default 1e-8
+    adam_eps: float = Field(1e-4, gt=0)
     seed: int = 0
     num_workers: int = Field(0, ge=0)
 
