@@ -11,16 +11,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from flowedge.core.card import ModelCard
 from flowedge.core.errors import BadInputError, DataError
+from flowedge.flows.checkpoint import save_checkpoint
 from flowedge.flows.config import SeriesDetectorConfig, TrainingConfig
 from flowedge.flows.detectors.base import Detector
 from flowedge.flows.detectors.series_common import series_input
 from flowedge.flows.fit import fit_detector
-from flowedge.flows.train import FeatureCache
+from flowedge.flows.train import FeatureCache, build_card, seed_everything
 from flowedge.modalities.series_io import SignalTable
 from flowedge.modalities.series_prep import at_model_rate, fit_length, signal_statistics
 
@@ -102,3 +105,27 @@ def score_series(detector: Detector, tensors: np.ndarray, batch_size: int = 16) 
         for i in range(0, len(tensors), batch_size)
     ]
     return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
+
+
+def train_series(
+    cycles: Sequence[SignalTable],
+    config: SeriesDetectorConfig,
+    train_cfg: TrainingConfig,
+    out_dir: str | Path,
+) -> ModelCard:
+    """Train a series detector on normal cycles and write a checkpoint (card included)."""
+    from flowedge.flows.detectors import build_detector
+
+    seed_everything(train_cfg.seed)
+    ready, train = prepare_series(cycles, config)
+    detector = build_detector(ready)
+    summary = fit_series(detector, train, train_cfg)
+    training = {
+        "data": {"n_cycles": len(train.names), "skipped": train.skipped},
+        "epochs": int(summary.get("epochs", train_cfg.epochs)),
+        "seed": train_cfg.seed,
+        "batch_size": train_cfg.batch_size,
+        "final_loss": summary.get("final_loss"),
+        "config": train_cfg.model_dump(mode="json"),
+    }
+    return save_checkpoint(detector, build_card(detector, ready, training), out_dir)
