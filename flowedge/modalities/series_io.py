@@ -200,7 +200,8 @@ def _table(
         )
     meta = {*fmt.meta_columns, *([fmt.cycle_column] if fmt.cycle_column else [])}
     wanted = fmt.signals if fmt.signals is not None else [c for c in columns if c not in meta]
-    missing = [c for c in [*wanted, *meta] if c not in columns and c != time_name]
+    required = [*wanted, *([fmt.cycle_column] if fmt.cycle_column else [])]  # meta: optional
+    missing = [c for c in required if c not in columns and c != time_name]
     if missing:
         raise BadInputError(
             f"log {name}: column(s) {', '.join(map(repr, missing))} missing or not numeric; "
