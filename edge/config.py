@@ -26,6 +26,8 @@ from flowedge.core.validation import Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
 from flowedge.flows.config import DetectorConfig, TrainingConfig, default_detector_config
 from flowedge.modalities.image_decode import DEFAULT_LIMITS, DecodeLimits
+from flowedge.modalities.series_cycles import SegmentConfig
+from flowedge.modalities.series_io import LogFormat
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class ModelConfig(Strict):
 
 class SourceConfig(Strict):
     name: Name
-    kind: Literal["camera", "folder", "watch"]
+    kind: Literal["camera", "folder", "watch", "tail"]
     # camera: index ("0"), device path, RTSP/HTTP URL, GStreamer pipeline or video file
     uri: str | None = None
     # folder (replay) and watch (new files dropped by a vision system)
@@ -115,6 +117,9 @@ class SourceConfig(Strict):
         description="watch: a file still changing (or without its end marker) this long "
         "after it appeared is answered ERROR; a later complete version is answered again",
     )
+    # tail (a growing machine-data log): how to read it and how to cut it into cycles
+    log: LogFormat | None = None
+    segment: SegmentConfig | None = None
     backpressure: Literal["block", "drop_oldest"] = "block"
     queue_size: int = Field(8, ge=1)
     reconnect_min_s: float = Field(0.5, gt=0)
@@ -126,6 +131,8 @@ class SourceConfig(Strict):
             raise ValueError("a camera source needs 'uri' (index, device path, URL or pipeline)")
         if self.kind in ("folder", "watch") and self.path is None:
             raise ValueError(f"a {self.kind} source needs 'path' (a directory of images)")
+        if self.kind == "tail" and self.path is None:
+            raise ValueError("a tail source needs 'path' (the log file the logger appends to)")
         _ordered_backoff(self.reconnect_min_s, self.reconnect_max_s)
         return self
 

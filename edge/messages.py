@@ -40,6 +40,16 @@ def _number(value: float) -> float | None:
 def decision_doc(
     cfg: FlowedgeConfig, card: ModelCard, backend: str, sample: Sample, verdict: Verdict
 ) -> dict[str, Any]:
+    """The decision message; a robot cycle's also says which cycle and what drove its score."""
+    doc = _decision_fields(cfg, card, backend, sample, verdict)
+    if sample.context is not None:
+        doc["cycle"] = sample.context
+    return doc
+
+
+def _decision_fields(
+    cfg: FlowedgeConfig, card: ModelCard, backend: str, sample: Sample, verdict: Verdict
+) -> dict[str, Any]:
     score, policy = verdict.score, verdict.policy
     normalised = None if verdict.decision == "ERROR" else policy.normalise(score)
     total = (time.perf_counter() - sample.t_captured) * 1000.0  # capture to decision

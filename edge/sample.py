@@ -35,6 +35,7 @@ class Sample:
     score: float | None = None
     amap: np.ndarray | None = None  # the anomaly map, kept until the heatmap is written
     error: str | None = None  # set when a stage refused the sample; it still gets a decision
+    context: dict[str, Any] | None = None  # from the source (a robot cycle's id and time range)
 
     def mark(self, stage: str, started: float) -> None:
         """Record how long ``stage`` took for this sample, from ``started`` (perf_counter)."""

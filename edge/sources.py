@@ -37,6 +37,7 @@ class Frame:
     remember: tuple[str, str] | None = None  # (key, value) the source keeps once journaled
     error: str | None = None  # the source already knows the sample is bad: answered ERROR
     captured_utc: str = field(default_factory=utc_now)
+    context: dict[str, Any] | None = None  # e.g. a robot cycle's id and time range, for messages
 
 
 class Source(Protocol):
@@ -370,4 +371,8 @@ def make_source(
         return FolderSource(cfg, events, memory)
     if cfg.kind == "watch":
         return WatchSource(cfg, events, memory)
+    if cfg.kind == "tail":
+        from flowedge.edge.log_tail import LogTailSource  # series only: loads the log readers
+
+        return LogTailSource(cfg, events, memory)
     return CameraSource(cfg, events, on_state=on_state)

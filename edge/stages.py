@@ -21,6 +21,7 @@ from flowedge.backends.base import Backend
 from flowedge.core.card import InputSpec
 from flowedge.core.errors import BadInputError, FlowedgeError
 from flowedge.edge.counts import Counts
+from flowedge.edge.cycle_report import cycle_report
 from flowedge.edge.decider import Decider
 from flowedge.edge.events import EventBus
 from flowedge.edge.fanin import END, FanIn
@@ -88,6 +89,7 @@ class Capture:
                 modality=source.modality,
                 captured_utc=frame.captured_utc,
                 intake_id=intake_id,
+                context=frame.context,
             )
             if frame.error is not None:  # the source already judged it (e.g. never settled)
                 refuse(sample, frame.error, self.metrics, self.events)
@@ -272,6 +274,8 @@ class Publish:
     def _publish(self, sample: Sample) -> None:
         t0 = time.perf_counter()
         verdict = self.decider.verdict(sample)
+        if sample.context is not None:  # the map is dropped now: keep what drove the score
+            sample.context = cycle_report(sample.context, sample.amap, self.decider.card.input)
         sample.tensor = sample.amap = None
         sample.mark("publish", t0)
 
