@@ -20,7 +20,7 @@ SPEC = ImageInput(height=32, width=40)
 def test_registry_gives_the_image_modality_and_names_the_known_ones() -> None:
     assert "image" in MODALITIES and get_modality("image") is IMAGE
     with pytest.raises(
-        ConfigError, match=r"no modality 'audio' in this flowedge \(available: image\)"
+        ConfigError, match=r"no modality 'audio' in this flowedge \(available: image, series\)"
     ):
         get_modality("audio")
 
