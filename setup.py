@@ -2,7 +2,7 @@
 
 Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
-``station`` (ONNX Runtime, no torch), ``tensorrt`` and ``dev``.
+``robot`` (parquet logs), ``station`` (ONNX Runtime, no torch), ``tensorrt`` and ``dev``.
 """
 
 import re
@@ -53,6 +53,7 @@ AUDIO = ["soundfile>=0.12", "sounddevice>=0.4"]  # WAV/FLAC files; microphones t
 EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxruntime>=1.17"]
 STATION = ["onnxruntime>=1.17"]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
+ROBOT = ["pyarrow>=14"]  # parquet machine-data logs (voraus-AD); CSV logs need only numpy
 DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
 
 setup(
@@ -73,8 +74,9 @@ setup(
         "station": STATION,
         "audio": AUDIO,
         "tensorrt": TENSORRT,
+        "robot": ROBOT,
         "dev": DEV,
-        "all": TRAIN + EXPORT + AUDIO + DEV,
+        "all": TRAIN + EXPORT + AUDIO + ROBOT + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

@@ -26,6 +26,8 @@ from flowedge.core.validation import Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
 from flowedge.flows.config import DetectorConfig, TrainingConfig, default_detector_config
 from flowedge.modalities.image_decode import DEFAULT_LIMITS, DecodeLimits
+from flowedge.modalities.series_cycles import SegmentConfig
+from flowedge.modalities.series_io import LogFormat
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ AUDIO_PATTERN = "*.wav,*.flac"
 
 class SourceConfig(Strict):
     name: Name
-    kind: Literal["camera", "folder", "watch"]
+    kind: Literal["camera", "folder", "watch", "tail"]
     # what the files are: image, or audio (WAV/FLAC, one motion per file); the model's
     # input kind must match. The default pattern follows it.
     modality: Literal["image", "audio"] = "image"
@@ -121,6 +123,9 @@ class SourceConfig(Strict):
         description="watch: a file still changing (or without its end marker) this long "
         "after it appeared is answered ERROR; a later complete version is answered again",
     )
+    # tail (a growing machine-data log): how to read it and how to cut it into cycles
+    log: LogFormat | None = None
+    segment: SegmentConfig | None = None
     backpressure: Literal["block", "drop_oldest"] = "block"
     queue_size: int = Field(8, ge=1)
     reconnect_min_s: float = Field(0.5, gt=0)
@@ -136,6 +141,8 @@ class SourceConfig(Strict):
             raise ValueError("a camera source delivers images: set modality image")
         if self.modality == "audio" and "pattern" not in self.model_fields_set:
             self.pattern = AUDIO_PATTERN
+        if self.kind == "tail" and self.path is None:
+            raise ValueError("a tail source needs 'path' (the log file the logger appends to)")
         _ordered_backoff(self.reconnect_min_s, self.reconnect_max_s)
         return self
 

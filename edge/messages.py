@@ -40,10 +40,20 @@ def _number(value: float) -> float | None:
 def decision_doc(
     cfg: FlowedgeConfig, card: ModelCard, backend: str, sample: Sample, verdict: Verdict
 ) -> dict[str, Any]:
+    """The decision message, plus what the source said about the sample (``Sample.context``:
+    an audio motion's ``event``, a robot cycle's ``cycle``); it never replaces a field."""
+    doc = _decision_fields(cfg, card, backend, sample, verdict)
+    for key, value in (sample.context or {}).items():
+        doc.setdefault(key, value)
+    return doc
+
+
+def _decision_fields(
+    cfg: FlowedgeConfig, card: ModelCard, backend: str, sample: Sample, verdict: Verdict
+) -> dict[str, Any]:
     score, policy = verdict.score, verdict.policy
     normalised = None if verdict.decision == "ERROR" else policy.normalise(score)
     total = (time.perf_counter() - sample.t_captured) * 1000.0  # capture to decision
-    event = {} if sample.event is None else {"event": sample.event}  # audio events only
     return {
         "schema": DECISION_SCHEMA,
         "site": cfg.site,
@@ -66,7 +76,6 @@ def decision_doc(
         "latency_ms": {**sample.timings_ms, "total": round(total, 3)},
         "heatmap": verdict.heatmap,
         "error": sample.error,
-        **event,
     }
 
 

@@ -35,7 +35,9 @@ class Sample:
     score: float | None = None
     amap: np.ndarray | None = None  # the anomaly map, kept until the heatmap is written
     error: str | None = None  # set when a stage refused the sample; it still gets a decision
-    event: dict[str, Any] | None = None  # audio: motion label and start/end (see Frame.event)
+    # fields the source adds to the decision message: {"event": ...} for an audio motion,
+    # {"cycle": ...} for a robot cycle (see Frame.context)
+    context: dict[str, Any] | None = None
 
     def mark(self, stage: str, started: float) -> None:
         """Record how long ``stage`` took for this sample, from ``started`` (perf_counter)."""

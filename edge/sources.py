@@ -36,10 +36,10 @@ class Frame:
     locator: str | None = None  # where the payload can be read again after a crash
     remember: tuple[str, str] | None = None  # (key, value) the source keeps once journaled
     error: str | None = None  # the source already knows the sample is bad: answered ERROR
-    # an audio event's motion label and stream times (label, start_utc, start_s, end_s),
-    # carried into the decision message
-    event: dict[str, Any] | None = None
     captured_utc: str = field(default_factory=utc_now)
+    # fields the source adds to the decision message, by name: {"event": {...}} for an audio
+    # motion (label, start/end), {"cycle": {...}} for a robot cycle (id, rows, time range)
+    context: dict[str, Any] | None = None
 
 
 class Source(Protocol):
@@ -375,4 +375,8 @@ def make_source(
         return FolderSource(cfg, events, memory)
     if cfg.kind == "watch":
         return WatchSource(cfg, events, memory)
+    if cfg.kind == "tail":
+        from flowedge.edge.log_tail import LogTailSource  # series only: loads the log readers
+
+        return LogTailSource(cfg, events, memory)
     return CameraSource(cfg, events, on_state=on_state)

@@ -21,6 +21,7 @@ from flowedge.backends.base import Backend
 from flowedge.core.card import InputSpec
 from flowedge.core.errors import BadInputError, FlowedgeError
 from flowedge.edge.counts import Counts
+from flowedge.edge.cycle_report import cycle_report
 from flowedge.edge.decider import Decider
 from flowedge.edge.events import EventBus
 from flowedge.edge.fanin import END, FanIn
@@ -88,7 +89,7 @@ class Capture:
                 modality=source.modality,
                 captured_utc=frame.captured_utc,
                 intake_id=intake_id,
-                event=frame.event,
+                context=frame.context,
             )
             if frame.error is not None:  # the source already judged it (e.g. never settled)
                 refuse(sample, frame.error, self.metrics, self.events)
@@ -273,6 +274,9 @@ class Publish:
     def _publish(self, sample: Sample) -> None:
         t0 = time.perf_counter()
         verdict = self.decider.verdict(sample)
+        cycle = (sample.context or {}).get("cycle")
+        if cycle is not None:  # the map is dropped now: keep what drove the score
+            sample.context["cycle"] = cycle_report(cycle, sample.amap, self.decider.card.input)
         sample.tensor = sample.amap = None
         sample.mark("publish", t0)
 

@@ -95,7 +95,8 @@ def build_detector_from_card(card: ModelCard, source: str = "card") -> Detector:
             f"{format_validation_error(exc, source)}\nthe card's detector parameters do not fit "
             "this flowedge: retrain, or use the flowedge version that wrote the card"
         ) from None
-    config.backbone.weights = "none"
+    if hasattr(config, "backbone"):  # series detectors have none
+        config.backbone.weights = "none"
     from flowedge.flows.detectors import build_detector  # heavy (timm): once the card is valid
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, ValidationError, WrapValidator, field_validator
+from pydantic import Field, ValidationError, WrapValidator, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from flowedge.core.card import INTENSITIES, INTERPOLATIONS, AudioInput
@@ -174,10 +174,82 @@ class AudioFlowConfig(DetectorConfigBase):
         )
 
 
+class SeriesDetectorConfig(DetectorConfigBase):
+    """What every time-series detector shares: the signals and how cycles become tensors.
+
+    ``mean``/``std`` are the per-signal training statistics; they are computed from the
+    training cycles (:func:`flows.data.series.prepare_series`), not written by hand, and
+    travel in the model card so the station standardises exactly as training did.
+    """
+
+    modality: ClassVar[str] = "series"
+    signals: list[str] = Field(min_length=1, description="model inputs, in tensor order")
+    units: list[str] = Field(default_factory=list, description="one per signal, or empty")
+    rate_hz: float = Field(100.0, gt=0, description="cycles are resampled to this rate")
+    length: int | None = Field(
+        None, ge=2, description="time steps; None: the longest training cycle (thesis)"
+    )
+    mean: list[float] = Field(default_factory=list)
+    std: list[float] = Field(default_factory=list)
+
+    def input_summary(self) -> str:
+        length = "the longest training cycle" if self.length is None else f"{self.length} steps"
+        return f"{len(self.signals)} signals at {self.rate_hz:g} Hz, {length}"
+
+
+class MTSFlowConfig(SeriesDetectorConfig):
+    """MTS-Flow (thesis ch. 8): a flow on whole cycles, coupling along the signal axis."""
+
+    kind: Literal["mtsflow"] = "mtsflow"
+    n_blocks: int = Field(4, ge=1, le=16)
+    kernel_sizes: list[int] = Field(default_factory=lambda: [13, 1, 1], min_length=1)
+    dilations: list[int] = Field(default_factory=lambda: [2, 1, 1], min_length=1)
+    signal_scaling: float = Field(2.0, gt=0, description="hidden channels = scaling x signals")
+    clamp: float = Field(1.2, gt=0)
+    seed: int = 177  # the permutations' seed (the official code's)
+
+    @model_validator(mode="after")
+    def _one_dilation_per_kernel(self) -> MTSFlowConfig:
+        if len(self.kernel_sizes) != len(self.dilations):
+            raise ValueError("kernel_sizes and dilations need the same number of entries")
+        if len(self.signals) < 2:
+            raise ValueError("a coupling flow needs at least 2 signals")
+        return self
+
+
+class PCAConfig(SeriesDetectorConfig):
+    """PCA reconstruction error on whole cycles (the thesis's baseline, Hornung et al.)."""
+
+    kind: Literal["pca"] = "pca"
+    n_components: int = Field(90, ge=1, description="capped at the number of training cycles - 1")
+
+
+class NearestNeighborConfig(SeriesDetectorConfig):
+    """L1 distance to the nearest training cycle (the thesis's 1-NN baseline)."""
+
+    kind: Literal["nearest_neighbor"] = "nearest_neighbor"
+
+
+# Table 8.1 (Adam 8e-4, x0.1 at epochs 11 and 61, 70 epochs, batch 32; default Adam eps and no
+# weight decay as in the official code); gradient clipping is ours (tiny test batches)
+MTSFLOW_TRAINING = {
+    "epochs": 70,
+    "batch_size": 32,
+    "lr": 8e-4,
+    "lr_milestones": [11, 61],
+    "lr_decay": 0.1,
+    "weight_decay": 0.0,
+    "adam_eps": 1e-8,
+    "grad_clip": 10.0,
+}
+
 DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
     CSFlowConfig,
     GaussianConfig,
     AudioFlowConfig,
+    MTSFlowConfig,
+    PCAConfig,
+    NearestNeighborConfig,
 )
 # the one list of detector names: the flows.detectors registry is checked against it
 DETECTOR_KINDS: tuple[str, ...] = tuple(
@@ -242,6 +314,11 @@ class TrainingConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    # the learning rate is multiplied by lr_decay at each of these epochs (MultiStepLR)
+    lr_milestones: list[int] = Field(default_factory=list)
+    lr_decay: float = Field(0.1, gt=0, le=1)
+    # 1e-4 as in the official CS-Flow code; the MTS-Flow code uses Adam's default 1e-8
+    adam_eps: float = Field(1e-4, gt=0)
     seed: int = 0
     num_workers: int = Field(0, ge=0)
 

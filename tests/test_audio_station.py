@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from runtime_fakes import station_config, validator  # noqa: E402
 
 from flowedge.edge.config import AUDIO_PATTERN  # noqa: E402
-from flowedge.edge.policy import Policy  # noqa: E402
 from flowedge.edge.messages import Verdict, decision_doc  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
 from flowedge.edge.pipeline import Pipeline  # noqa: E402
+from flowedge.edge.policy import Policy  # noqa: E402
 from flowedge.edge.sample import Sample  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
 
@@ -112,7 +112,7 @@ def test_an_audio_event_rides_in_the_decision_message() -> None:
         "start_s": 3.2,
         "end_s": 6.1,
     }
-    sample = Sample("mic1", "event-7", None, modality="audio", seq=7, event=event)
+    sample = Sample("mic1", "event-7", None, modality="audio", seq=7, context={"event": event})
     doc = decision_doc(cfg, fake_card(), "onnxruntime", sample, Verdict("OK", 0.5, Policy(3.0)))
     validator("decision").validate(doc)
     assert doc["event"] == event

@@ -7,6 +7,7 @@ import torch
 
 from flowedge.core.errors import ConfigError, DataError
 from flowedge.flows.config import (
+    DETECTOR_CONFIGS,
     DETECTOR_KINDS,
     BackboneConfig,
     ImageDetectorConfig,
@@ -20,6 +21,13 @@ from flowedge.flows.fit import fit_detector
 SIZE = 64
 # the image detectors (audio ones are tested in test_audioflow.py)
 IMAGE_KINDS = [k for k in DETECTOR_KINDS if detector_config_model(k).modality == "image"]
+
+# the image detectors (series detectors: tests/test_series_detectors.py)
+IMAGE_KINDS = tuple(
+    kind
+    for kind, model in zip(DETECTOR_KINDS, DETECTOR_CONFIGS, strict=True)
+    if issubclass(model, ImageDetectorConfig)
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

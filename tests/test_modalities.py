@@ -20,9 +20,10 @@ SPEC = ImageInput(height=32, width=40)
 def test_registry_gives_the_image_modality_and_names_the_known_ones() -> None:
     assert "image" in MODALITIES and get_modality("image") is IMAGE
     with pytest.raises(
-        ConfigError, match=r"no modality 'series' in this flowedge \(available: audio, image\)"
+        ConfigError,
+        match=r"no modality 'video' in this flowedge \(available: audio, image, series\)",
     ):
-        get_modality("series")
+        get_modality("video")
 
 
 def test_list_files_finds_only_this_modalitys_files(tmp_path: Path) -> None:

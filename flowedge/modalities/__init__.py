@@ -16,6 +16,7 @@ from flowedge.modalities.base import Modality
 MODALITIES: dict[str, str] = {
     "image": "flowedge.modalities.image",
     "audio": "flowedge.modalities.audio",
+    "series": "flowedge.modalities.series",
 }
 
 

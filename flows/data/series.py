@@ -1,0 +1,131 @@
+"""Training data for the series detectors: cycles -> training statistics -> tensors.
+
+The per-signal mean and std (and, by default, the model length: the longest
+training cycle, as in the thesis) come from the training cycles, so they are
+computed here, before the detector is built, and stored in its config (and so in
+the model card). Unusable cycles are skipped by name, like broken image files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowedge.core.card import ModelCard
+from flowedge.core.errors import BadInputError, DataError
+from flowedge.flows.checkpoint import save_checkpoint
+from flowedge.flows.config import SeriesDetectorConfig, TrainingConfig
+from flowedge.flows.detectors.base import Detector
+from flowedge.flows.detectors.series_common import series_input
+from flowedge.flows.fit import fit_detector
+from flowedge.flows.train import FeatureCache, build_card, seed_everything
+from flowedge.modalities.series_io import SignalTable
+from flowedge.modalities.series_prep import at_model_rate, fit_length, signal_statistics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SeriesSet:
+    """Standardised, padded cycles [N, S, T] and the names of those that could not be used."""
+
+    tensors: np.ndarray
+    names: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+
+def _resampled(cycles: Sequence[SignalTable], config: SeriesDetectorConfig):
+    probe = config.model_copy(
+        update={
+            "mean": [0.0] * len(config.signals),
+            "std": [1.0] * len(config.signals),
+            "length": config.length or 2,
+        }
+    )
+    spec = series_input(probe)
+    kept, skipped = [], []
+    for cycle in cycles:
+        try:
+            kept.append((cycle.name, at_model_rate(cycle, spec)))
+        except BadInputError as exc:
+            log.warning("skipping %s", exc)
+            skipped.append(cycle.name)
+    return kept, skipped
+
+
+def prepare_series(cycles: Sequence[SignalTable], config: SeriesDetectorConfig):
+    """(config with training statistics and length, the training set) from normal cycles."""
+    kept, skipped = _resampled(cycles, config)
+    if not kept:
+        raise DataError(f"none of the {len(cycles)} training cycles is usable (see warnings)")
+    mean, std = signal_statistics([values for _, values in kept])
+    length = config.length or max(values.shape[1] for _, values in kept)
+    ready = config.model_copy(update={"mean": mean, "std": std, "length": length})
+    return ready, _standardised(kept, ready, skipped)
+
+
+def standardise_set(cycles: Sequence[SignalTable], config: SeriesDetectorConfig) -> SeriesSet:
+    """Cycles as the trained detector sees them (config from :func:`prepare_series`)."""
+    kept, skipped = _resampled(cycles, config)
+    return _standardised(kept, config, skipped)
+
+
+def _standardised(kept, config: SeriesDetectorConfig, skipped: list[str]) -> SeriesSet:
+    mean = np.asarray(config.mean)[:, None]
+    std = np.asarray(config.std)[:, None]
+    tensors = [
+        fit_length((values - mean) / std, config.length).astype(np.float32) for _, values in kept
+    ]
+    shape = (0, len(config.signals), config.length)
+    stacked = np.stack(tensors) if tensors else np.zeros(shape, np.float32)
+    return SeriesSet(stacked, [name for name, _ in kept], skipped)
+
+
+def fit_series(detector: Detector, train: SeriesSet, train_cfg: TrainingConfig) -> dict:
+    """Fit ``detector`` on the training tensors (shuffled batches each epoch)."""
+    device = next((p.device for p in detector.parameters()), torch.device("cpu"))
+    batches = FeatureCache(
+        [[torch.from_numpy(train.tensors)]], None, train_cfg.batch_size, train_cfg.seed, device
+    )
+    return fit_detector(detector, batches, train_cfg)
+
+
+@torch.no_grad()
+def score_series(detector: Detector, tensors: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Sample scores of [N, S, T] tensors."""
+    detector.eval()
+    device = next((p.device for p in detector.parameters()), torch.device("cpu"))
+    scores = [
+        detector(torch.from_numpy(tensors[i : i + batch_size]).to(device))[0].float().cpu()
+        for i in range(0, len(tensors), batch_size)
+    ]
+    return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
+
+
+def train_series(
+    cycles: Sequence[SignalTable],
+    config: SeriesDetectorConfig,
+    train_cfg: TrainingConfig,
+    out_dir: str | Path,
+) -> ModelCard:
+    """Train a series detector on normal cycles and write a checkpoint (card included)."""
+    from flowedge.flows.detectors import build_detector
+
+    seed_everything(train_cfg.seed)
+    ready, train = prepare_series(cycles, config)
+    detector = build_detector(ready)
+    summary = fit_series(detector, train, train_cfg)
+    training = {
+        "data": {"n_cycles": len(train.names), "skipped": train.skipped},
+        "epochs": int(summary.get("epochs", train_cfg.epochs)),
+        "seed": train_cfg.seed,
+        "batch_size": train_cfg.batch_size,
+        "final_loss": summary.get("final_loss"),
+        "config": train_cfg.model_dump(mode="json"),
+    }
+    return save_checkpoint(detector, build_card(detector, ready, training), out_dir)

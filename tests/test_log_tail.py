@@ -1,0 +1,154 @@
+"""The tail source: cycles cut from a growing CSV log, resumed after a restart; a station run."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowedge.edge.config import SourceConfig
+from flowedge.edge.log_tail import LogTailSource
+from flowedge.modalities import series_synthetic as sim
+from flowedge.modalities.series_cycles import SegmentConfig
+from flowedge.modalities.series_io import LogFormat
+
+HEADER = "time;cycle;current;speed;;\n"
+
+
+def rows(cycle: int, start: float, n: int = 4) -> str:
+    return "".join(f"{start + 0.1 * i:.1f};{cycle};{i + cycle},5;{-i},25;;\n" for i in range(n))
+
+
+class Memory:
+    """The spool's source memory, in a dict."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, str] = {}
+
+    def recall(self, source: str) -> dict[str, str]:
+        return dict(self.entries)
+
+    def remember(self, source: str, entries: dict[str, str]) -> None:
+        self.entries.update(entries)
+
+
+def tail_config(path: Path) -> SourceConfig:
+    return SourceConfig(
+        name="robot1",
+        kind="tail",
+        path=path,
+        log=LogFormat(separator=";", decimal=",", cycle_column="cycle"),
+        segment=SegmentConfig(column="cycle"),
+    )
+
+
+def take(source: LogTailSource, memory: Memory, count: int, wait_s: float = 10.0) -> list:
+    """The first ``count`` frames, remembering each as the intake journal would."""
+    stop, taken = threading.Event(), []
+    guard = threading.Timer(wait_s, stop.set)  # a missing cycle fails the test, never hangs it
+    guard.start()
+    for frame in source.frames(stop):
+        memory.remember(source.name, dict([frame.remember]))
+        taken.append(frame)
+        if len(taken) == count:
+            stop.set()
+    guard.cancel()
+    return taken
+
+
+def test_growing_log_yields_each_closed_cycle_once_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "robot.csv"
+    partial = "0.8;3;1,0;0,0;;\n0.9;3;2,0"  # the logger is writing cycle 3's second row
+    path.write_text(HEADER + rows(1, 0.0) + rows(2, 0.4) + partial, encoding="utf-8")
+    memory = Memory()
+    first = take(LogTailSource(tail_config(path), lambda *a, **k: None, memory), memory, 2)
+    assert [f.part_id for f in first] == ["1", "2"]
+    assert first[0].payload.columns["current"].tolist() == [1.5, 2.5, 3.5, 4.5]
+    assert first[1].context["cycle"]["start_s"] == pytest.approx(0.4)
+    with open(path, "a", encoding="utf-8") as log:  # cycle 3 completes, cycle 4 starts
+        log.write(";0,5;;\n" + rows(4, 1.2))
+    again = take(LogTailSource(tail_config(path), lambda *a, **k: None, memory), memory, 2, 1.0)
+    assert [f.part_id for f in again] == ["3"]  # after a restart: on from where it stopped
+    assert again[0].payload.columns["speed"].tolist() == [0.0, 0.5]
+
+
+@pytest.fixture(scope="module")
+def series_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from flowedge.export.checked import ExportRequest, run_export
+    from flowedge.flows.config import PCAConfig, TrainingConfig
+    from flowedge.flows.data.series import train_series
+
+    tmp = tmp_path_factory.mktemp("series-graph")
+    train = [c.table for c in sim.simulate_set(12, 0, seed=0, rate_hz=10.0)]
+    config = PCAConfig(
+        signals=["torque_sensor_a_1", "torque_sensor_a_2"], rate_hz=10.0, n_components=4
+    )
+    train_series(train, config, TrainingConfig(), tmp / "pca")
+    run_export(ExportRequest(tmp / "pca", tmp / "model.onnx"))
+    return tmp / "model.onnx"
+
+
+def test_station_scores_tailed_cycles_with_an_onnx_series_model(
+    series_graph: Path, tmp_path: Path
+) -> None:
+    from test_station_no_torch import _env
+
+    log = tmp_path / "robot.csv"
+    cycles = sim.simulate_set(3, 0, seed=5, rate_hz=10.0)
+    lines = ["time,sample,torque_sensor_a_1,torque_sensor_a_2"]
+    for number, cycle in enumerate(cycles):
+        t = cycle.table
+        for i in range(len(t)):
+            a, b = (t.columns[f"torque_sensor_a_{k}"][i] for k in (1, 2))
+            lines.append(f"{t.time_s[i] + 100 * number:.3f},{number},{a:.6f},{b:.6f}")
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(f"""
+        model: {{path: {series_graph}, backend: onnxruntime, threshold: 1.0e9}}
+        sources:
+          - name: robot1
+            kind: tail
+            path: {log}
+            log: {{cycle_column: sample}}
+            segment: {{mode: cycle_id, column: sample}}
+        mqtt: {{enabled: false}}
+        metrics: {{enabled: false}}
+        spool: {{path: {tmp_path / "spool.sqlite"}}}
+        pipeline: {{heatmaps: none}}
+    """),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowedge.cli",
+            "run",
+            "--config",
+            str(config),
+            "--max-samples",
+            "2",
+        ],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 decisions, 0 errors" in done.stderr, done.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "spool.sqlite") as db:
+        payloads = [json.loads(bytes(p)) for (p,) in db.execute("select payload from outbox")]
+    cycles_seen = [p["cycle"] for p in payloads if "cycle" in p]
+    assert [c["id"] for c in cycles_seen] == ["0", "1"]  # cycle 2 is still open
+    assert cycles_seen[1]["start_s"] == pytest.approx(100.0)
+    assert cycles_seen[0]["top_signals"] and cycles_seen[0]["top_time_ranges"]
+    assert np.isfinite([p["score"] for p in payloads if "cycle" in p]).all()
