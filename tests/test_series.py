@@ -159,5 +159,7 @@ def test_modality_reads_simulated_files_and_draws_them(tmp_path: Path) -> None:
     assert tensor.shape == spec.tensor_shape and tensor.dtype == np.float32
     picture = series.render(tensor, np.abs(tensor), spec, 3.0, "ANOMALY", 2.0)
     assert picture.ndim == 3 and picture.dtype == np.uint8
+    shown = series.display(files[0], spec)  # eval reports: aligned with the map
+    assert shown.shape == (*spec.map_shape, 3) and shown.dtype == np.uint8
     batch = series.synthetic_batch(spec_for(("unknown_signal", "joint_position_1")), 2, 2)
     assert batch.shape == (4, 2, 8) and np.isfinite(batch).all()

@@ -105,6 +105,13 @@ class SeriesModality(Modality):
         self.validate(table, name)
         return to_tensor(table, spec)
 
+    def display(self, path: str | Path, spec: SeriesInput) -> np.ndarray:  # type: ignore[override]
+        """The standardised signals as an RGB picture, one row per signal and one column per
+        step, like the map (|z| up to 3 from blue through white to red)."""
+        z = np.clip(self.load(path, spec) / 3.0, -1.0, 1.0)
+        grey = ((z + 1.0) * 127.5).astype(np.uint8)
+        return cv2.applyColorMap(grey, cv2.COLORMAP_COOL)[:, :, ::-1].copy()
+
     def synthesize(
         self, root: str | Path, n_train: int, n_test_good: int, n_test_defect: int, seed: int = 0
     ) -> Path:
