@@ -6,21 +6,29 @@ once the next one has started, the trigger has fallen, or a window is full). Eac
 cycle is a :class:`Frame` whose payload is the cycle itself. The byte offset and
 row number after the last cycle taken are remembered in the spool with the intake
 journal row, so after a restart the log is read on from there: no cycle is taken
-twice and none is skipped. A cycle that was taken but not answered when the
-station stopped is answered ERROR after the restart (the reliability rule for
-payloads kept in memory). A file that shrinks was rotated: it is read from its start.
+twice and none is skipped. Each cycle's locator is its byte range in the log
+(``PATH#bytes=A-B&row=R``) and its version a digest of those bytes (with the
+header), so a cycle that was taken but not answered when the station stopped is
+read again from the log and scored after the restart; only when the log was
+rotated or rewritten meanwhile is it answered ERROR. A file that shrinks was
+rotated: it is read from its start.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from flowedge.core.errors import BadInputError
 from flowedge.edge.config import SourceConfig
+from flowedge.edge.intake import gone, replayed
 from flowedge.edge.sources import EventSink, Frame, SourceMemory
+from flowedge.edge.spool import IntakeRow
 from flowedge.modalities.series_cycles import SegmentConfig, cycle_spans
 from flowedge.modalities.series_io import LogFormat, SignalTable, decode_log
 
@@ -37,6 +45,14 @@ def _row_bounds(data: bytes) -> list[tuple[int, int]]:
             bounds.append((start, end + 1))
         start = end + 1
     return bounds
+
+
+_LOCATOR = re.compile(r"(?P<path>.*)#bytes=(?P<start>\d+)-(?P<stop>\d+)&row=(?P<row>\d+)")
+
+
+def _digest(header: bytes, rows: bytes) -> str:
+    """The version of a cycle's bytes: the same bytes read again after a restart match it."""
+    return hashlib.sha256(header + rows).hexdigest()[:32]
 
 
 class LogTailSource:
@@ -110,9 +126,49 @@ class LogTailSource:
             next_offset = offset + (bounds[resume][0] if resume < len(bounds) else bounds[-1][1])
             cycle = table.rows(span.start, span.stop, f"{self.name}:{span.cycle_id}")
             position = (next_offset, row + resume)
-            yield self._frame(cycle, span.cycle_id, position), position
+            first, last = bounds[span.start][0], bounds[span.stop - 1][1]
+            frame = self._frame(
+                cycle,
+                span.cycle_id,
+                locator=f"{self.cfg.path}#bytes={offset + first}-{offset + last}"
+                f"&row={row + span.start}",
+                version=_digest(header, data[first:last]),
+                remember=(self.POSITION, f"{position[0]}:{position[1]}"),
+            )
+            yield frame, position
 
-    def _frame(self, cycle: SignalTable, cycle_id: str, position: tuple[int, int]) -> Frame:
+    def replay(self, row: IntakeRow) -> Frame:
+        """A cycle taken before a restart but not answered, read again from its byte range."""
+        where = _LOCATOR.fullmatch(row.locator or "")
+        if row.error is not None or where is None:
+            return replayed(row)  # the journal's general rule
+        start, stop = int(where["start"]), int(where["stop"])
+        try:
+            with open(where["path"], "rb") as handle:
+                header = handle.readline()
+                handle.seek(start)
+                rows = handle.read(stop - start)
+        except OSError:
+            return gone(row)
+        if _digest(header, rows) != row.version:
+            return gone(row)  # rotated or rewritten since
+        try:
+            cycle = decode_log(header + rows, f"{self.name}:{row.part_id}", self.fmt)
+        except BadInputError as exc:
+            return Frame(
+                row.part_id, None, row.locator, error=str(exc), captured_utc=row.captured_utc
+            )
+        cycle.first_row = int(where["row"])
+        return self._frame(
+            cycle,
+            row.part_id,
+            locator=row.locator,
+            version=row.version,
+            captured_utc=row.captured_utc,
+        )
+
+    def _frame(self, cycle: SignalTable, cycle_id: str, **journal: Any) -> Frame:
+        """The cycle as a frame; ``journal``: its Frame fields for the intake journal."""
         times = cycle.times() if (cycle.time_s is not None or cycle.rate_hz) else None
         context = {
             "id": cycle_id,
@@ -121,10 +177,4 @@ class LogTailSource:
             "start_s": None if times is None else float(times[0]),
             "end_s": None if times is None else float(times[-1]),
         }
-        return Frame(
-            cycle_id,
-            cycle,
-            None,  # kept in memory: answered ERROR if the station stops before scoring it
-            remember=(self.POSITION, f"{position[0]}:{position[1]}"),
-            context={"cycle": context},
-        )
+        return Frame(cycle_id, cycle, context={"cycle": context}, **journal)

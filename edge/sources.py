@@ -40,6 +40,9 @@ class Frame:
     # fields the source adds to the decision message, by name: {"event": {...}} for an audio
     # motion (label, start/end), {"cycle": {...}} for a robot cycle (id, rows, time range)
     context: dict[str, Any] | None = None
+    # the payload's version when the source knows it better than the locator file's
+    # (a cycle of a growing log: a digest of its bytes; the file itself changes on every line)
+    version: str | None = None
 
 
 class Source(Protocol):
@@ -47,7 +50,11 @@ class Source(Protocol):
     modality: str
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        """Yield samples until exhausted or ``stop`` is set."""
+        """Yield samples until exhausted or ``stop`` is set.
+
+        A source whose locators are not plain file paths also has ``replay(row) -> Frame``:
+        the frame of an intake journal row left open by a crash (see edge/intake.py).
+        """
 
 
 class SourceMemory(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -25,13 +26,18 @@ from flowedge.flows.config import (
 
 log = logging.getLogger(__name__)
 
+# the module whose ``train(det_cfg, train_cfg, data_dir, out, device, show_progress)`` trains
+# detectors of a modality (imported when used: torch); image and audio share the default
+TRAINERS: dict[str, str] = {"series": "flowedge.flows.data.series"}
+DEFAULT_TRAINER = "flowedge.flows.train"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "data_dir",
         type=Path,
         metavar="DATA_DIR",
-        help="MVTec category root (uses train/good) or a folder of normal images",
+        help="MVTec-like root (uses train/good) or a folder of normal samples (images, sounds, logs)",
     )
     parser.add_argument(
         "--out",
@@ -146,12 +152,14 @@ def log_plan(
     per_folder = Counter(str(sample.path.parent) for sample in samples)
     for folder, count in sorted(per_folder.items()):
         log.info("training %s files: %d in %s", det_cfg.modality, count, folder)
+    backbone = getattr(det_cfg, "backbone", None)  # series detectors have none
     log.info(
-        "training %s on %s: backbone %s (weights %s), %s, %d epoch(s), batch %d, lr %g, seed %d",
+        "training %s on %s: %s, %s, %d epoch(s), batch %d, lr %g, seed %d",
         det_cfg.kind,
         device,
-        det_cfg.backbone.name,
-        det_cfg.backbone.weights,
+        "no backbone"
+        if backbone is None
+        else f"backbone {backbone.name} (weights {backbone.weights})",
         det_cfg.input_summary(),
         train_cfg.epochs,
         train_cfg.batch_size,
@@ -173,9 +181,17 @@ def train_checkpoint(
         raise DataError(f"training data folder {data_dir} not found")
     check_output_dir(out)
     log_plan(det_cfg, train_cfg, data_dir, device)
-    from flowedge.flows.train import train  # heavy: torch, timm
+    trainer = importlib.import_module(TRAINERS.get(det_cfg.modality, DEFAULT_TRAINER))
+    return trainer.train(
+        det_cfg, train_cfg, data_dir, out, device=device, show_progress=show_progress
+    )
 
-    return train(det_cfg, train_cfg, data_dir, out, device=device, show_progress=show_progress)
+
+def _trained_on(data: Mapping[str, Any]) -> str:
+    """'40 images' or '12 cycles', from the card's training data summary."""
+    if "n_cycles" in data:
+        return f"{data['n_cycles']} cycles"
+    return f"{data['n_images']} images"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,12 +202,12 @@ def run(args: argparse.Namespace) -> int:
     data = card.training["data"]
     loss = card.training["final_loss"]
     print(
-        f"model {card.model_id}: {card.detector} trained on {data['n_images']} images, "
+        f"model {card.model_id}: {card.detector} trained on {_trained_on(data)}, "
         f"{card.training['epochs']} epochs, final loss {'n/a' if loss is None else f'{loss:.4g}'}"
     )
     if data["n_skipped"]:
         print(
-            f"skipped {data['n_skipped']} unreadable image(s): {', '.join(data['skipped'][:5])}{' ...' if data['n_skipped'] > 5 else ''}"
+            f"skipped {data['n_skipped']} unusable sample(s): {', '.join(data['skipped'][:5])}{' ...' if data['n_skipped'] > 5 else ''}"
         )
     print(f"checkpoint: {args.out} (weights.safetensors, card.json)")
     return 0

@@ -15,6 +15,8 @@ from pydantic_core import PydanticCustomError
 
 from flowedge.core.card import INTENSITIES, INTERPOLATIONS, AudioInput
 from flowedge.core.validation import Strict
+from flowedge.modalities.series_cycles import SegmentConfig
+from flowedge.modalities.series_io import LogFormat
 
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 32, 2048
 
@@ -191,10 +193,15 @@ class SeriesDetectorConfig(DetectorConfigBase):
     )
     mean: list[float] = Field(default_factory=list)
     std: list[float] = Field(default_factory=list)
+    # how ``flowedge train`` reads the training logs and cuts them into cycles
+    # (None: each file is one cycle, as in the MVTec-like layout)
+    log: LogFormat = Field(default_factory=LogFormat)
+    segment: SegmentConfig | None = None
 
     def input_summary(self) -> str:
         length = "the longest training cycle" if self.length is None else f"{self.length} steps"
-        return f"{len(self.signals)} signals at {self.rate_hz:g} Hz, {length}"
+        cut = "one cycle per file" if self.segment is None else f"cut by {self.segment.mode}"
+        return f"{len(self.signals)} signals at {self.rate_hz:g} Hz, {length}, {cut}"
 
 
 class MTSFlowConfig(SeriesDetectorConfig):

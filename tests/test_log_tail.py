@@ -79,6 +79,48 @@ def test_growing_log_yields_each_closed_cycle_once_across_a_restart(tmp_path: Pa
     assert again[0].payload.columns["speed"].tolist() == [0.0, 0.5]
 
 
+def test_a_cycle_taken_but_not_answered_is_read_again_after_a_restart(tmp_path: Path) -> None:
+    from flowedge.edge.intake import PAYLOAD_GONE, journaled
+    from flowedge.edge.spool import Spool
+
+    path = tmp_path / "robot.csv"
+    path.write_text(HEADER + rows(1, 0.0) + rows(2, 0.4) + rows(3, 0.8), encoding="utf-8")
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    stop = threading.Event()
+    source = LogTailSource(tail_config(path), lambda *a, **k: None, spool)
+    taken = []
+    for frame, _ in journaled(spool, source, stop):  # journaled, never answered
+        taken.append(frame)
+        if len(taken) == 2:
+            break
+    spool.close()  # the station dies before scoring them
+    with open(path, "a", encoding="utf-8") as log:  # the logger goes on meanwhile
+        log.write(rows(4, 1.2))
+
+    again = Spool(tmp_path / "spool.sqlite", 100)
+    source = LogTailSource(tail_config(path), lambda *a, **k: None, again)
+    stop = threading.Event()
+    replayed = []
+    for frame, _ in journaled(again, source, stop):
+        replayed.append(frame)
+        if len(replayed) == 3:
+            break
+    again.close()
+    assert [f.part_id for f in replayed] == ["1", "2", "3"]  # the two open ones first, then on
+    for before, after in zip(taken, replayed[:2], strict=True):
+        assert after.error is None
+        assert (
+            after.payload.columns["current"].tolist() == before.payload.columns["current"].tolist()
+        )
+        assert after.context == before.context and after.captured_utc == before.captured_utc
+
+    path.write_text(HEADER + rows(9, 0.0) + rows(10, 0.4), encoding="utf-8")  # rotated
+    last = Spool(tmp_path / "spool.sqlite", 100)
+    first_open = last.pending_intake("robot1")[0]
+    last.close()
+    assert PAYLOAD_GONE in source.replay(first_open).error
+
+
 @pytest.fixture(scope="module")
 def series_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from flowedge.export.checked import ExportRequest, run_export

@@ -18,13 +18,15 @@ import torch
 
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import BadInputError, DataError
-from flowedge.flows.checkpoint import save_checkpoint
+from flowedge.flows.checkpoint import save_checkpoint, torch_device
 from flowedge.flows.config import SeriesDetectorConfig, TrainingConfig
+from flowedge.flows.data.datasets import training_samples
 from flowedge.flows.detectors.base import Detector
 from flowedge.flows.detectors.series_common import series_input
 from flowedge.flows.fit import fit_detector
 from flowedge.flows.train import FeatureCache, build_card, seed_everything
-from flowedge.modalities.series_io import SignalTable
+from flowedge.modalities.series_cycles import segment
+from flowedge.modalities.series_io import SignalTable, read_log
 from flowedge.modalities.series_prep import at_model_rate, fit_length, signal_statistics
 
 log = logging.getLogger(__name__)
@@ -107,25 +109,62 @@ def score_series(detector: Detector, tensors: np.ndarray, batch_size: int = 16) 
     return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
 
 
+def read_cycles(data_dir: str | Path, config: SeriesDetectorConfig) -> list[SignalTable]:
+    """The normal training cycles under ``data_dir`` (``train/good`` of an MVTec-like root, or
+    the folder itself): each log read with ``config.log`` and cut by ``config.segment``
+    (without one, a file is one cycle). An unreadable log is skipped with a warning."""
+    cycles: list[SignalTable] = []
+    for sample in training_samples(data_dir, config.modality):
+        try:
+            table = read_log(sample.path, config.log)
+        except BadInputError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        cycles += [table] if config.segment is None else segment(table, config.segment)
+    if not cycles:
+        raise DataError(f"no cycles in the training logs under {data_dir} (see warnings)")
+    return cycles
+
+
+def train(
+    det_cfg: SeriesDetectorConfig,
+    train_cfg: TrainingConfig,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    device: str = "cpu",
+    show_progress: bool = True,
+) -> ModelCard:
+    """``flowedge train`` for series detectors: the same call as :func:`flowedge.flows.train.train`."""
+    del show_progress  # one tensor set, fitted in seconds: no bars
+    return train_series(read_cycles(data_dir, det_cfg), det_cfg, train_cfg, out_dir, device)
+
+
 def train_series(
     cycles: Sequence[SignalTable],
     config: SeriesDetectorConfig,
     train_cfg: TrainingConfig,
     out_dir: str | Path,
+    device: str = "cpu",
 ) -> ModelCard:
     """Train a series detector on normal cycles and write a checkpoint (card included)."""
     from flowedge.flows.detectors import build_detector
 
+    target = torch_device(device)
     seed_everything(train_cfg.seed)
-    ready, train = prepare_series(cycles, config)
-    detector = build_detector(ready)
-    summary = fit_series(detector, train, train_cfg)
+    ready, train_set = prepare_series(cycles, config)
+    detector = build_detector(ready).to(target)
+    summary = fit_series(detector, train_set, train_cfg)
     training = {
-        "data": {"n_cycles": len(train.names), "skipped": train.skipped},
+        "data": {
+            "n_cycles": len(train_set.names),
+            "n_skipped": len(train_set.skipped),
+            "skipped": train_set.skipped,
+        },
         "epochs": int(summary.get("epochs", train_cfg.epochs)),
         "seed": train_cfg.seed,
         "batch_size": train_cfg.batch_size,
         "final_loss": summary.get("final_loss"),
         "config": train_cfg.model_dump(mode="json"),
+        "device": str(target),
     }
     return save_checkpoint(detector, build_card(detector, ready, training), out_dir)
