@@ -39,13 +39,19 @@ class Status:
 class FakeStream:
     """Plays ``audio`` into the callback from its own thread once entered; ``done`` when through.
 
-    ``overflow_at``: block numbers flagged with PortAudio's input overflow.
+    ``overflow_at``: block numbers flagged with PortAudio's input overflow. ``at_once``: the
+    whole recording is captured on entering, before the consumer has taken a single block.
     """
 
     def __init__(
-        self, audio: np.ndarray, callback: Callable[..., None], overflow_at: set[int] = frozenset()
+        self,
+        audio: np.ndarray,
+        callback: Callable[..., None],
+        overflow_at: set[int] = frozenset(),
+        at_once: bool = False,
     ) -> None:
         self.audio, self.callback, self.overflow_at = audio, callback, overflow_at
+        self.at_once = at_once
         self.active = True
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._play, daemon=True)
@@ -58,11 +64,15 @@ class FakeStream:
         self.done.set()
 
     def __enter__(self) -> FakeStream:
-        self.thread.start()
+        if self.at_once:
+            self._play()
+        else:
+            self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.thread.join()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 class Player:
@@ -142,20 +152,19 @@ def test_one_frame_per_motion_labelled_in_turn_and_nothing_lost_while_the_consum
 def test_a_full_ring_drops_blocks_counts_them_and_answers_the_damaged_motions_error(
     recording: np.ndarray,
 ) -> None:
-    ring_s = 2.0  # the first motion and a bit: the rest overflows while the consumer waits
-    mic, player, stop, events = source(recording, ring_s=ring_s)
-    frames = slowly(mic.frames(stop), player)
+    ring_s = 2.5  # the first motion and half of the second; the rest arrives with the ring full
+    mic, _, stop, events = source(recording, ring_s=ring_s, at_once=True)
+    frames = list(mic.frames(stop))
 
-    capacity = round(ring_s * RATE / BLOCK)
-    blocks = -(-len(recording) // BLOCK)
+    dropped = -(-len(recording) // BLOCK) - round(ring_s * RATE / BLOCK)
     overruns = [details for kind, details in events if kind == "audio_overrun"]
-    dropped = sum(d["ring_drops"] for d in overruns)  # the first motion was taken meanwhile
-    assert 0 < dropped <= blocks - capacity and overruns[-1]["total_ring_drops"] == dropped
-    assert frames[0].error is None and frames[0].context["event"]["label"] == "fold"
-    damaged = [f for f in frames if f.error]
-    assert damaged and all("audio was lost" in f.error for f in damaged)
-    # silence stands in for the lost blocks: stream times stay those of the recording
-    assert all(f.context["event"]["end_s"] <= len(recording) / RATE for f in frames)
+    assert sum(d["ring_drops"] for d in overruns) == dropped > 0
+    assert overruns[-1]["total_ring_drops"] == dropped
+    assert [f.context["event"]["label"] for f in frames] == ["fold", "unfold"]
+    assert frames[0].error is None
+    assert "audio was lost during this unfold motion" in (frames[1].error or "")
+    # silence stands in for the lost blocks: the cut motion ends where the audio stopped
+    assert abs(frames[1].context["event"]["end_s"] - ring_s) < 0.05
 
 
 def test_a_device_that_cannot_be_opened_is_reported_and_retried(recording: np.ndarray) -> None:
