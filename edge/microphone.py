@@ -143,6 +143,11 @@ class MicrophoneSource:
         if open_stream is None:
             require_sounddevice()  # at start: a missing PortAudio is a setup error, exit 2
         self.open_stream = open_stream or open_sounddevice
+        if self.settings.trigger is not None and mqtt is None:
+            raise ConfigError(
+                f"source {self.name}: microphone.trigger subscribes to the station's broker; "
+                "configure the mqtt section"
+            )
         self.mqtt = mqtt
         self.on_state = on_state or (lambda name, ok: None)
         self.report = OverrunReport(events, cfg.name)
@@ -157,8 +162,7 @@ class MicrophoneSource:
             return Segmenter(self.settings.events, rate), None
         from flowedge.edge.audio_trigger import MqttTrigger
 
-        if self.mqtt is None:
-            raise ConfigError(f"sources.{self.name}.microphone.trigger needs the mqtt section")
+        assert self.mqtt is not None  # checked at start
         segmenter = TriggeredSegmenter(self.settings.events, rate)
         subscription = MqttTrigger(
             self.mqtt,
