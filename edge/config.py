@@ -25,6 +25,7 @@ from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
 from flowedge.flows.config import DetectorConfig, TrainingConfig, default_detector_config
+from flowedge.modalities.audio_events import EventRules
 from flowedge.modalities.image_decode import DEFAULT_LIMITS, DecodeLimits
 from flowedge.modalities.series_cycles import SegmentConfig
 from flowedge.modalities.series_io import LogFormat
@@ -99,9 +100,36 @@ class ModelConfig(Strict):
 AUDIO_PATTERN = "*.wav,*.flac"
 
 
+class TriggerConfig(Strict):
+    """Motions cut where the PLC says (an MQTT topic on the station's broker), not by energy.
+
+    Payloads: ``start``/``stop`` (also ``1``/``0``, ``on``/``off``, ``true``/``false``: a
+    digital input), or JSON ``{"state": "start"|"stop", "motion": "fold"}``; see docs/audio.md.
+    """
+
+    topic: MqttString = Field(min_length=1)
+    qos: Literal[0, 1] = 1
+
+
+class MicrophoneConfig(Strict):
+    """A PortAudio input (``kind: microphone``): what to open and how to cut it into motions."""
+
+    device: str | int | None = (
+        None  # name (substring, as PortAudio lists it) or index; None: default
+    )
+    sample_rate: Literal[44100, 48000] = 44100
+    channels: int = Field(1, ge=1, le=32)
+    block_size: int = Field(1024, ge=64, le=65536, description="samples per callback block")
+    ring_s: float = Field(
+        10.0, gt=0, description="audio buffered while the detector is busy; beyond it blocks drop"
+    )
+    events: EventRules = Field(default_factory=EventRules)
+    trigger: TriggerConfig | None = None  # None: energy segmentation with ``events``
+
+
 class SourceConfig(Strict):
     name: Name
-    kind: Literal["camera", "folder", "watch", "tail"]
+    kind: Literal["camera", "folder", "watch", "tail", "microphone"]
     # what the files are: image, or audio (WAV/FLAC, one motion per file); the model's
     # input kind must match. The default pattern follows it.
     modality: Literal["image", "audio"] = "image"
@@ -126,6 +154,7 @@ class SourceConfig(Strict):
     # tail (a growing machine-data log): how to read it and how to cut it into cycles
     log: LogFormat | None = None
     segment: SegmentConfig | None = None
+    microphone: MicrophoneConfig | None = None
     backpressure: Literal["block", "drop_oldest"] = "block"
     queue_size: int = Field(8, ge=1)
     reconnect_min_s: float = Field(0.5, gt=0)
@@ -139,6 +168,10 @@ class SourceConfig(Strict):
             raise ValueError(f"a {self.kind} source needs 'path' (a directory of images)")
         if self.kind == "camera" and self.modality != "image":
             raise ValueError("a camera source delivers images: set modality image")
+        if self.kind == "microphone":
+            if self.modality != "audio":
+                raise ValueError("a microphone source delivers sound: set modality audio")
+            self.microphone = self.microphone or MicrophoneConfig()
         if self.modality == "audio" and "pattern" not in self.model_fields_set:
             self.pattern = AUDIO_PATTERN
         if self.kind == "tail" and self.path is None:

@@ -30,6 +30,7 @@ SEVERITY = {
     "spool_overflow": "error",
     "drift": "warning",
     "dropped": "warning",
+    "audio_overrun": "warning",
     "source_empty": "warning",
     "heatmap_failed": "warning",
 }

@@ -60,7 +60,14 @@ class Pipeline:
         heatmaps = HeatmapWriter(cfg.pipeline, backend.card.input, self.events.emit)
         self.decider = Decider(cfg, backend.card, backend.name, policy, heatmaps, self.events)
         sources = [
-            source_factory(s, self.events.emit, memory=spool, on_state=self.states.connected)
+            source_factory(
+                s,
+                self.events.emit,
+                memory=spool,
+                on_state=self.states.connected,
+                # only a microphone's PLC trigger subscribes to the broker
+                **({"mqtt": cfg.mqtt} if s.kind == "microphone" else {}),
+            )
             for s in cfg.sources
         ]
         captures = [

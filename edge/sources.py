@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flowedge.core.errors import DataError
-from flowedge.edge.config import SourceConfig
+from flowedge.edge.config import MQTTConfig, SourceConfig
 from flowedge.edge.sample import utc_now
 
 log = logging.getLogger(__name__)
@@ -377,6 +377,7 @@ def make_source(
     events: EventSink,
     memory: SourceMemory | None = None,
     on_state: Callable[[str, bool], None] | None = None,
+    mqtt: MQTTConfig | None = None,
 ) -> Source:
     if cfg.kind == "folder":
         return FolderSource(cfg, events, memory)
@@ -386,4 +387,8 @@ def make_source(
         from flowedge.edge.log_tail import LogTailSource  # series only: loads the log readers
 
         return LogTailSource(cfg, events, memory)
+    if cfg.kind == "microphone":
+        from flowedge.edge.microphone import MicrophoneSource  # audio only: loads the segmenter
+
+        return MicrophoneSource(cfg, events, mqtt, on_state=on_state)
     return CameraSource(cfg, events, on_state=on_state)
