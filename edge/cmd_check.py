@@ -22,7 +22,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from flowedge.backends import open_backend
-from flowedge.core.errors import EXIT_CHECK, EXIT_DATA, EXIT_OK, ConfigError, FlowedgeError
+from flowedge.core.errors import (
+    EXIT_CHECK,
+    EXIT_DATA,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    FlowedgeError,
+)
 from flowedge.core.outpaths import check_output_dir, check_output_file
 from flowedge.edge.config import FlowedgeConfig, SourceConfig, load_config
 from flowedge.edge.mqtt_client import new_client
@@ -104,10 +111,33 @@ def check_source(source: SourceConfig, timeout_s: float) -> CheckResult:
             return failed(name, f"{folder} is not readable by this user; fix its permissions")
         if source.kind == "watch":
             return passed(name, f"watching {folder} for {source.pattern}")
+    if source.kind == "tail":  # a cycle only comes when the robot runs: the log must be there
+        log_file = Path(source.path)
+        if not log_file.is_file() or not os.access(log_file, os.R_OK):
+            return failed(
+                name, f"log {log_file} is missing or unreadable; check sources[].path", EXIT_DATA
+            )
+        return passed(name, f"tailing {log_file}")
+    if source.kind == "microphone":  # a motion only comes when the part moves: open the device
+        return check_microphone(name, source)
     first, problem = first_sample(source, timeout_s)
     if first is None:
         return failed(name, problem)
     return passed(name, f"{source.kind} delivered {first}")
+
+
+def check_microphone(name: str, source: SourceConfig) -> CheckResult:
+    """PortAudio is there and the configured device opens at the configured rate."""
+    from flowedge.edge.microphone import open_sounddevice
+
+    try:
+        stream = open_sounddevice(source.microphone, lambda *_: None)
+        stream.close()
+    except ConfigError as exc:
+        return failed(name, str(exc), EXIT_USAGE)
+    except Exception as exc:  # PortAudio's own error: no such device, rate not supported
+        return failed(name, f"microphone {source.microphone.device!r} does not open ({exc})")
+    return passed(name, f"microphone {source.microphone.device!r} opens")
 
 
 def first_sample(source: SourceConfig, timeout_s: float) -> tuple[str | None, str]:

@@ -113,3 +113,29 @@ def test_bad_config_is_one_fail_line_and_exit_2(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert code == EXIT_USAGE and out.startswith("FAIL  config")
     assert "sources: a station needs at least one source" in out and "OK" not in out
+
+
+def test_tail_and_microphone_sources_are_checked_without_waiting_for_a_sample(
+    tmp_path: Path,
+) -> None:
+    """A robot cycle or a motion comes only when the line runs: check the log and the device."""
+    from flowedge.edge.cmd_check import check_source
+    from flowedge.edge.config import SourceConfig
+
+    log = tmp_path / "robot.csv"
+    tail = SourceConfig.model_validate({"name": "arm", "kind": "tail", "path": str(log)})
+    missing = check_source(tail, 1.0)
+    assert not missing.ok and missing.exit_code == EXIT_DATA and "robot.csv" in missing.detail
+    log.write_text("time;current\n")
+    assert check_source(tail, 1.0).ok
+    mic = SourceConfig.model_validate(
+        {
+            "name": "mic",
+            "kind": "microphone",
+            "modality": "audio",
+            "microphone": {"device": "no such microphone"},
+        }
+    )
+    result = check_source(mic, 1.0)  # no PortAudio here (exit 2), or no such device (exit 5)
+    assert not result.ok and result.exit_code in (EXIT_USAGE, EXIT_CHECK)
+    assert "portaudio" in result.detail.lower() or "does not open" in result.detail
