@@ -89,7 +89,7 @@ def score_folders(
         log.warning("skipping %s", error)
         out.skipped.append(str(path))
 
-    load = partial(modality.load, spec=spec)
+    load = partial(modality.load_all, spec=spec)
     with Progress(len(paths), desc, "sample", bar=show_progress) as progress:
         for names, batch in load_batches(paths, load, batch_size, skip):
             values = np.asarray(infer(batch), dtype=np.float64).reshape(-1)

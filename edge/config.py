@@ -125,6 +125,23 @@ class MicrophoneConfig(Strict):
     )
     events: EventRules = Field(default_factory=EventRules)
     trigger: TriggerConfig | None = None  # None: energy segmentation with ``events``
+    labels: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="score only these motions; another station scores the others with its "
+        "own model (docs/audio.md); None: every motion",
+    )
+
+    @model_validator(mode="after")
+    def _known_labels(self) -> MicrophoneConfig:
+        """Energy segmentation only names motions from ``events.labels``: any other never comes."""
+        unknown = set(self.labels or ()) - set(self.events.labels)
+        if self.trigger is None and unknown:
+            raise ValueError(
+                f"microphone.labels {sorted(unknown)} are not in events.labels "
+                f"{self.events.labels}; no such motion would ever be scored"
+            )
+        return self
 
 
 class SourceConfig(Strict):

@@ -225,17 +225,24 @@ class MicrophoneSource:
                         )
                     fed += len(block)
                     self.report(ring)
-                    for event in segmenter.feed(block):
-                        yield self._frame(event, started, gaps)
-                for event in segmenter.flush():
-                    yield self._frame(event, started, gaps)
+                    yield from self._frames(segmenter.feed(block), started, gaps)
+                yield from self._frames(segmenter.flush(), started, gaps)
         finally:
             self.report(ring, force=True)
             if subscription is not None:
                 subscription.close()
 
+    def _frames(
+        self, events: list[AudioEvent], started: float, gaps: list[tuple[int, int]]
+    ) -> Iterator[Frame]:
+        """The wanted motions; every motion counts, so a station that scores the other
+        labels numbers the same motions the same way."""
+        for event in events:
+            self.motions += 1
+            if self.settings.labels is None or event.label in self.settings.labels:
+                yield self._frame(event, started, gaps)
+
     def _frame(self, event: AudioEvent, started: float, gaps: list[tuple[int, int]]) -> Frame:
-        self.motions += 1
         rules = self.settings.events
         first = round((event.start_s - rules.pre_roll_s) * event.rate)
         last = round((event.end_s + rules.hang_s) * event.rate)

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from flowedge.core.card import INTENSITIES, INTERPOLATIONS, AudioInput
 from flowedge.core.validation import Strict
+from flowedge.modalities.audio_events import EventRules
 from flowedge.modalities.series_cycles import SegmentConfig
 from flowedge.modalities.series_io import LogFormat
 
@@ -94,6 +95,22 @@ class GaussianConfig(ImageDetectorConfig):
     pca_variance: float = Field(0.99, gt=0, le=1.0, description="fraction of variance PCA keeps")
 
 
+class WindowCut(Strict):
+    """Fixed windows: a continuous recording without motions to find (or a steady machine)."""
+
+    window_s: float = Field(gt=0, le=60, description="one sample; usually duration_s")
+    hop_s: float | None = Field(None, gt=0, description="None: window_s (no overlap)")
+
+
+class MotionCut(Strict):
+    """The energy segmenter's motions (the station's microphone cuts the same way)."""
+
+    motions: EventRules  # {} for the defaults
+    labels: list[str] | None = Field(
+        None, min_length=1, description="train on these motions only (a model per motion)"
+    )
+
+
 class MelFrontEnd(Strict):
     """The spectrogram of one motion (seed 000's transform; the card's AudioInput).
 
@@ -116,10 +133,13 @@ class MelFrontEnd(Strict):
     # the defaults are those of the gear-motor generator at -26 dBFS: set your data's
     mean: float = -5.0
     std: float = Field(17.0, gt=0)
+    # long recordings cut into samples by train, eval and calibrate; None: one clip per file
+    cut: WindowCut | MotionCut | None = None
 
     def spec(self) -> AudioInput:
         values = self.model_dump()
         values["f_max"] = self.f_max or self.sample_rate / 2
+        values["cut"] = None if self.cut is None else self.cut.model_dump(exclude_none=True)
         try:
             return AudioInput(**values)
         except ValueError as exc:

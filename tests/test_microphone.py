@@ -92,8 +92,8 @@ class Player:
         return self.streams[0]
 
 
-def microphone(ring_s: float = 10.0) -> SourceConfig:
-    settings = {"sample_rate": RATE, "block_size": BLOCK, "ring_s": ring_s}
+def microphone(ring_s: float = 10.0, **more: Any) -> SourceConfig:
+    settings = {"sample_rate": RATE, "block_size": BLOCK, "ring_s": ring_s, **more}
     return SourceConfig.model_validate(
         {
             "name": "mic1",
@@ -106,13 +106,13 @@ def microphone(ring_s: float = 10.0) -> SourceConfig:
 
 
 def source(
-    recording: np.ndarray, ring_s: float = 10.0, **stream: Any
+    recording: np.ndarray, ring_s: float = 10.0, labels: list[str] | None = None, **stream: Any
 ) -> tuple[MicrophoneSource, Player, threading.Event, list[tuple[str, dict]]]:
     events: list[tuple[str, dict]] = []
     stop = threading.Event()
     player = Player(recording, stop, **stream)
     mic = MicrophoneSource(
-        microphone(ring_s),
+        microphone(ring_s, labels=labels),
         lambda name, kind, message, **details: events.append((kind, details)),
         open_stream=player,
     )
@@ -165,6 +165,24 @@ def test_a_full_ring_drops_blocks_counts_them_and_answers_the_damaged_motions_er
     assert "audio was lost during this unfold motion" in (frames[1].error or "")
     # silence stands in for the lost blocks: the cut motion ends where the audio stopped
     assert abs(frames[1].context["event"]["end_s"] - ring_s) < 0.05
+
+
+@pytest.mark.parametrize("label", ["fold", "unfold"])
+def test_a_labels_filter_keeps_its_motions_numbered_like_the_other_station(
+    recording: np.ndarray, label: str
+) -> None:
+    """Two stations, one model per motion: each scores its own label, same part ids."""
+    mic, _, stop, _ = source(recording, labels=[label], at_once=True)
+    frames = list(mic.frames(stop))
+
+    assert [f.context["event"]["label"] for f in frames] == [label, label]
+    expected = [f"{n:06d}-{m}" for n, m in enumerate(SEQUENCE, 1) if m == label]
+    assert [f.part_id for f in frames] == expected
+
+
+def test_a_labels_filter_naming_a_motion_the_segmenter_never_names_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"microphone.labels \['fold2'\] are not in events"):
+        microphone(labels=["fold2"])
 
 
 def test_a_device_that_cannot_be_opened_is_reported_and_retried(recording: np.ndarray) -> None:

@@ -63,8 +63,10 @@ class _InputSpec(ABC):
         """The anomaly map of one sample."""
 
     def digest(self) -> str:
-        """A stable hash of the spec: equal specs, equal digests."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
+        """A stable hash of the spec: equal specs, equal digests. Unset optional steps (None)
+        are left out, so adding one keeps the digests of cards written before it."""
+        values = {k: v for k, v in asdict(self).items() if v is not None}
+        blob = json.dumps(values, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -112,6 +114,7 @@ class ImageInput(_InputSpec):
 
 
 WINDOWS = ("hann",)  # periodic Hann of win_length, centred in n_fft (torch.stft's convention)
+CUTS = ("window_s", "motions")  # input.cut: fixed windows or energy-segmented motions
 MEL_SCALES = ("htk",)  # torchaudio's default; filters not area-normalised (norm=None)
 
 
@@ -139,6 +142,10 @@ class AudioInput(_InputSpec):
     window: str = "hann"
     mel_scale: str = "htk"
     power: float = 2.0  # 2: power spectrogram (dB = 10 log10), 1: magnitude (dB = 20 log10)
+    # how training, evaluation and calibration cut each file before this front end:
+    # {"window_s", "hop_s"} fixed windows or {"motions": segmenter rules}; None: one clip a
+    # file. The station ignores it: its sources deliver motions already cut.
+    cut: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for key, allowed in (("window", WINDOWS), ("mel_scale", MEL_SCALES)):
@@ -147,6 +154,10 @@ class AudioInput(_InputSpec):
                 f"input.{key} {getattr(self, key)!r} is not one of {', '.join(allowed)}",
             )
         _require(self.power in (1.0, 2.0), f"input.power {self.power!r} must be 1 or 2")
+        _require(
+            self.cut is None or (isinstance(self.cut, dict) and len(self.cut.keys() & CUTS) == 1),
+            f"input.cut {self.cut!r} must name one of {', '.join(CUTS)}",
+        )
         _require(
             self.channels == "mix" or (isinstance(self.channels, int) and self.channels >= 0),
             f"input.channels {self.channels!r} must be 'mix' or a channel index >= 0",

@@ -226,6 +226,15 @@ class AudioModality(Modality):
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name, limits or DEFAULT_LIMITS)
 
+    def load_all(self, path: str | Path, spec: AudioInput) -> list[np.ndarray]:  # type: ignore[override]
+        if spec.cut is None:
+            return [self.load(path, spec)]
+        from flowedge.modalities.audio_cut import cut_tensors  # it builds on this module
+
+        return cut_tensors(
+            self.read(path), spec.cut, str(path), lambda clip, name: to_tensor(clip, spec, name)
+        )
+
     def display(self, path: str | Path, spec: AudioInput) -> np.ndarray:  # type: ignore[override]
         """The spectrogram as RGB, row 0 the lowest band (so it lines up with the map)."""
         return spectrogram_view(self.load(path, spec))[::-1, :, ::-1].copy()

@@ -63,6 +63,10 @@ class Modality(ABC):
         """Read and preprocess one file."""
         return self.preprocess(self.read(path), spec, str(path))
 
+    def load_all(self, path: str | Path, spec: InputSpec) -> list[np.ndarray]:
+        """Every sample of one file: one, unless the spec cuts files (audio ``input.cut``)."""
+        return [self.load(path, spec)]
+
     @abstractmethod
     def display(self, path: str | Path, spec: InputSpec) -> np.ndarray:
         """An RGB uint8 picture of the file aligned with its anomaly map (reports' overlays)."""

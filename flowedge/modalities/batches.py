@@ -20,7 +20,7 @@ Item = TypeVar("Item")
 
 def load_batches(
     items: Sequence[Item],
-    load: Callable[[Item], np.ndarray],
+    load: Callable[[Item], np.ndarray | list[np.ndarray]],
     batch_size: int,
     on_skip: Callable[[Item, BadInputError], None],
     num_workers: int = 0,
@@ -28,11 +28,13 @@ def load_batches(
     """Yield (items, stacked tensors) of ``batch_size`` usable items (the last may be short).
 
     An item whose ``load`` raises :class:`BadInputError` goes to ``on_skip`` and is left
-    out. ``num_workers`` > 0 loads in threads (OpenCV and file reads release the GIL).
+    out. ``load`` may return a list: several samples of one item (a recording cut into
+    windows), each kept with its item. ``num_workers`` > 0 loads in threads (OpenCV and
+    file reads release the GIL).
     """
     pool = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
 
-    def attempt(item: Item) -> np.ndarray | BadInputError:
+    def attempt(item: Item) -> np.ndarray | list[np.ndarray] | BadInputError:
         try:
             return load(item)
         except BadInputError as exc:
@@ -48,11 +50,12 @@ def load_batches(
                 if isinstance(result, BadInputError):
                     on_skip(item, result)
                     continue
-                kept.append(item)
-                tensors.append(result)
-                if len(kept) == batch_size:
-                    yield kept, np.stack(tensors)
-                    kept, tensors = [], []
+                for tensor in result if isinstance(result, list) else [result]:
+                    kept.append(item)
+                    tensors.append(tensor)
+                    if len(kept) == batch_size:
+                        yield kept, np.stack(tensors)
+                        kept, tensors = [], []
     finally:
         if pool:
             pool.shutdown(wait=False, cancel_futures=True)

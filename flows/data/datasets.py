@@ -146,7 +146,7 @@ def iter_batches(
     modality = get_modality(spec.kind)
     for kept, batch in load_batches(
         samples,
-        lambda sample: modality.load(sample.path, spec),
+        lambda sample: modality.load_all(sample.path, spec),
         batch_size,
         summary.skip,
         num_workers,
