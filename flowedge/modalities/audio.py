@@ -226,9 +226,11 @@ class AudioModality(Modality):
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name, limits or DEFAULT_LIMITS)
 
-    def display(self, path: str | Path, spec: AudioInput) -> np.ndarray:  # type: ignore[override]
+    def display(  # type: ignore[override]
+        self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None
+    ) -> np.ndarray:
         """The spectrogram as RGB, row 0 the lowest band (so it lines up with the map)."""
-        return spectrogram_view(self.load(path, spec))[::-1, :, ::-1].copy()
+        return spectrogram_view(self.load(path, spec, limits))[::-1, :, ::-1].copy()
 
     def synthesize(
         self,

@@ -59,12 +59,12 @@ class Modality(ABC):
             return self.read(payload, limits)
         return payload  # preprocess validates it
 
-    def load(self, path: str | Path, spec: InputSpec) -> np.ndarray:
+    def load(self, path: str | Path, spec: InputSpec, limits: Any = None) -> np.ndarray:
         """Read and preprocess one file."""
-        return self.preprocess(self.read(path), spec, str(path))
+        return self.preprocess(self.read(path, limits), spec, str(path))
 
     @abstractmethod
-    def display(self, path: str | Path, spec: InputSpec) -> np.ndarray:
+    def display(self, path: str | Path, spec: InputSpec, limits: Any = None) -> np.ndarray:
         """An RGB uint8 picture of the file aligned with its anomaly map (reports' overlays)."""
 
     @abstractmethod
