@@ -20,7 +20,6 @@ from flowedge.core.errors import CheckFailedError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import checkpoint_dir, load_checkpoint
 from flowedge.flows.config import SeriesDetectorConfig
-from flowedge.flows.detectors.base import Detector
 from flowedge.flows.data.datasets import (
     LoadSummary,
     Sample,
@@ -28,6 +27,7 @@ from flowedge.flows.data.datasets import (
     labelled_samples,
     load_mask,
 )
+from flowedge.flows.detectors.base import Detector
 from flowedge.flows.metrics import detection_report
 from flowedge.flows.plots import plot_histogram, plot_overlay, plot_roc
 from flowedge.modalities import get_modality

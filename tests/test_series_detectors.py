@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from flowedge.core.errors import ConfigError
 from flowedge.flows.checkpoint import load_checkpoint
 from flowedge.flows.config import (
     MTSFLOW_TRAINING,
