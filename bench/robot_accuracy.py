@@ -6,7 +6,8 @@ real voraus-AD file takes). Protocol (thesis §7.6.4): per anomaly type, AUROC o
 that type's cycles against *all* normal test cycles; the mean over types. The
 MTS-Flow schedule is the thesis's (Adam 8e-4, x0.1 at 11/70 and 61/70 of the
 epochs, batch 32). With ``--onnx`` the trained MTS-Flow is exported (parity-checked)
-and its ONNX Runtime throughput measured on one thread.
+and its ONNX Runtime throughput measured on one thread; with ``--fp16`` it is also
+exported fp16 (log-det sums fp32) and the parity gate's largest score errors printed.
 
     python bench/robot_accuracy.py --train 160 --test-normal 40 --per-type 15 --rate 25 --epochs 30
 """
@@ -67,6 +68,14 @@ def onnx_throughput(checkpoint: Path, tensors: np.ndarray, out: Path) -> dict[st
     return {"cycles_per_s_one_core": 1.0 / per_cycle, "ms_per_cycle": per_cycle * 1e3}
 
 
+def fp16_parity(checkpoint: Path, out: Path) -> dict[str, float]:
+    """fp16 export through the parity gate: the largest relative score error per check."""
+    from flowedge.export.checked import ExportRequest, run_export
+
+    reports = run_export(ExportRequest(checkpoint, out, fp16=True))
+    return {name: report.max_score_rel_err for name, report in reports.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=int, default=160)
@@ -78,6 +87,7 @@ def main() -> None:
     parser.add_argument("--pca-components", type=int, default=90)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--onnx", action="store_true", help="export MTS-Flow, measure ORT")
+    parser.add_argument("--fp16", action="store_true", help="export MTS-Flow fp16, print parity")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -127,6 +137,8 @@ def main() -> None:
         mts = load_checkpoint(work / "MTS-Flow")[0]
         tensors = standardise_set(test[:32], mts.config).tensors
         print(onnx_throughput(work / "MTS-Flow", tensors, work / "mtsflow.onnx"))
+    if args.fp16:
+        print("fp16 max score rel err:", fp16_parity(work / "MTS-Flow", work / "half.onnx"))
 
 
 if __name__ == "__main__":

@@ -26,16 +26,19 @@ log = logging.getLogger(__name__)
 
 
 def require_fp16_safe(card: ModelCard, source: str) -> None:
-    """Refuse a model whose score includes log-determinants.
+    """Refuse a model whose log-determinant terms are summed inside the flow.
 
-    Log-det terms are summed inside the flow, beside the latents rather than after
-    them, so the traversal from z cannot keep them fp32; in fp16 they would lose the
-    digits the threshold depends on.
+    Such sums sit beside the latents rather than after them, so the traversal from z
+    cannot keep them fp32, and in fp16 they would lose the digits the threshold
+    depends on. A detector that returns its log-scales as latents
+    (``score.logdet_in_latents``, e.g. MTS-Flow) has its log-det sums in the reduction,
+    which stays fp32.
     """
-    if card.score.uses_logdet:
+    if card.score.uses_logdet and not card.score.logdet_in_latents:
         raise ConfigError(
             f"{source}: the score of {card.model_id} ({card.score.kind}) includes log-determinant "
-            "terms, which an fp16 graph or engine cannot keep in fp32; export and build fp32"
+            "terms summed inside the flow, which an fp16 graph or engine cannot keep in fp32; "
+            "export and build fp32"
         )
 
 
@@ -50,7 +53,7 @@ def latent_names(model: onnx.ModelProto, source: str) -> list[str]:
 
 
 def fp32_nodes(model: onnx.ModelProto, source: str = "<graph>") -> set[str]:
-    """Names of the nodes that must stay fp32 (reductions and log-det terms)."""
+    """Names of the nodes that must stay fp32 (reductions, log-det sums included)."""
     outputs = [o.name for o in model.graph.output]
     return reduction_nodes(graph_nodes(model), latent_names(model, source), outputs)
 

@@ -19,6 +19,7 @@ from flowedge.core.card import InputSpec
 from flowedge.core.errors import CheckFailedError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import checkpoint_dir, load_checkpoint
+from flowedge.flows.config import SeriesDetectorConfig
 from flowedge.flows.data.datasets import (
     LoadSummary,
     Sample,
@@ -26,6 +27,7 @@ from flowedge.flows.data.datasets import (
     labelled_samples,
     load_mask,
 )
+from flowedge.flows.detectors.base import Detector
 from flowedge.flows.metrics import detection_report
 from flowedge.flows.plots import plot_histogram, plot_overlay, plot_roc
 from flowedge.modalities import get_modality
@@ -44,12 +46,13 @@ def score_samples(
     batch_size: int,
     device: str,
     show_progress: bool,
+    limits: Any = None,
 ) -> tuple[list[Sample], np.ndarray, np.ndarray]:
     """Scores [N] and maps [N, H, W] of the usable samples (the others go to ``summary``)."""
     kept_all: list[Sample] = []
     scores, maps = [], []
     with Progress(len(samples), "eval", "img", bar=show_progress) as progress:
-        for batch, kept in iter_batches(samples, spec, batch_size, summary):
+        for batch, kept in iter_batches(samples, spec, batch_size, summary, limits=limits):
             score, amap = detector(torch.from_numpy(batch).to(device))
             scores.append(score.float().cpu().numpy())
             maps.append(amap.float().cpu().numpy())
@@ -66,6 +69,7 @@ def _worst_cases(
     spec: InputSpec,
     out_dir: Path,
     n_worst: int,
+    limits: Any = None,
 ) -> list[str]:
     """Overlays of the highest-scored good images and the lowest-scored defects."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +84,7 @@ def _worst_cases(
             name = f"{kind}_{rank}_{sample.defect}_{sample.path.stem}.png"
             title = f"{sample.defect}/{sample.path.name}  score {scores[i]:.4g}"
             plot_overlay(
-                get_modality(spec.kind).display(sample.path, spec),
+                get_modality(spec.kind).display(sample.path, spec, limits),
                 maps[i],
                 masks[i],
                 value_range,
@@ -89,6 +93,14 @@ def _worst_cases(
             )
             written.append(str(out_dir / name))
     return written
+
+
+def reading_limits(detector: Detector) -> Any:
+    """How the test files are read: a series model's own log format from its card (the
+    separator, decimal mark and time column it was trained with), never each file's guess;
+    None (the modality's defaults) for the others."""
+    config = detector.config
+    return config.log if isinstance(config, SeriesDetectorConfig) else None
 
 
 def evaluate(
@@ -107,8 +119,9 @@ def evaluate(
     spec = card.input
     samples = labelled_samples(test_root, spec.kind)
     summary = LoadSummary(root=str(test_root))
+    limits = reading_limits(detector)
     kept, scores, maps = score_samples(
-        detector, samples, spec, summary, batch_size, device, show_progress
+        detector, samples, spec, summary, batch_size, device, show_progress, limits
     )
     bad = [str(s.path) for s, v in zip(kept, scores, strict=True) if not np.isfinite(v)]
     if bad:
@@ -142,7 +155,9 @@ def evaluate(
                 f"scores  {card.model_id}",
             )
         ),
-        "heatmaps": _worst_cases(kept, scores, maps, masks, spec, out / "heatmaps", n_worst),
+        "heatmaps": _worst_cases(
+            kept, scores, maps, masks, spec, out / "heatmaps", n_worst, limits
+        ),
     }
     report = {
         "model_id": card.model_id,

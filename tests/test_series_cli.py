@@ -11,8 +11,9 @@ import yaml
 
 from flowedge.cli import main
 from flowedge.core.card import ModelCard
+from flowedge.core.errors import BadInputError
 from flowedge.modalities import series_synthetic as sim
-from flowedge.modalities.series_io import SignalTable, write_csv
+from flowedge.modalities.series_io import SignalTable, read_log, write_csv
 
 SIGNALS = [f"torque_sensor_a_{a}" for a in range(1, 5)]
 RATE = 10.0
@@ -90,3 +91,37 @@ def test_a_series_detector_without_signals_is_a_config_error(tmp_path: Path, cap
     code = main(["train", str(tmp_path), "--config", str(config), "--out", str(tmp_path / "m")])
     assert code == 2
     assert "signals" in capsys.readouterr().err
+
+
+def _as_controller_export(root: Path) -> None:
+    """Rewrite every cycle file as ``;``-separated with decimal commas and a ``Zeit`` column,
+    a time column that no detection rule recognises."""
+    for path in root.rglob("*.csv"):
+        write_csv(read_log(path), path, decimal=",")
+        header, body = path.read_text().split("\n", 1)
+        path.write_text(header.replace("time;", "Zeit;", 1) + "\n" + body)
+
+
+def test_eval_reads_test_files_with_the_cards_log_format(tmp_path: Path, capsys) -> None:
+    root = sim.write_mvtec(tmp_path / "cycles", 12, 3, 3, seed=1, rate_hz=RATE)
+    _as_controller_export(root)
+    sample = next((root / "test" / "good").glob("*.csv"))
+    with pytest.raises(BadInputError, match="no time column"):  # detection alone cannot
+        read_log(sample).times()
+    detector = {
+        "kind": "pca",
+        "signals": SIGNALS,
+        "rate_hz": RATE,
+        "n_components": 4,
+        "log": {"separator": ";", "decimal": ",", "time_column": "Zeit"},
+    }
+    config = _config(tmp_path / "config.yaml", detector)
+    checkpoint = tmp_path / "model"
+    assert main(["train", str(root), "--config", str(config), "--out", str(checkpoint)]) == 0
+
+    report_dir = tmp_path / "eval"
+    assert main(["eval", str(checkpoint), str(root), "--out", str(report_dir)]) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["data"]["n_skipped"] == 0
+    overall = report["metrics"]["overall"]
+    assert (overall["n_good"], overall["n_defect"]) == (3, 3)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from flowedge.core.errors import ConfigError
 from flowedge.flows.checkpoint import load_checkpoint
 from flowedge.flows.config import (
     MTSFLOW_TRAINING,
@@ -85,5 +84,23 @@ def test_mtsflow_exports_to_onnx_with_parity(tmp_path: Path, mtsflow_checkpoint:
     reports = run_export(ExportRequest(mtsflow_checkpoint, tmp_path / "model.onnx"))
     assert all(r.passed for r in reports.values())
     assert (tmp_path / "model.onnx").is_file()
-    with pytest.raises(ConfigError, match="log-determinant"):  # fp16 keeps no log-det in fp32
-        run_export(ExportRequest(mtsflow_checkpoint, tmp_path / "half.onnx", fp16=True))
+
+
+def test_mtsflow_exports_to_fp16_with_its_log_det_sums_in_fp32(
+    tmp_path: Path, mtsflow_checkpoint: Path
+) -> None:
+    """The log-scales are latents, so their sums are reductions: fp32 in the fp16 graph."""
+    import onnx
+
+    from flowedge.export.checked import ExportRequest, run_export
+
+    reports = run_export(ExportRequest(mtsflow_checkpoint, tmp_path / "half.onnx", fp16=True))
+    assert set(reports) == {"onnxruntime", "fp16_reference_evaluator"}
+    assert all(r.passed and r.precision == "fp16" for r in reports.values())
+    half = onnx.load(str(tmp_path / "half.onnx"))
+    sums = [n for n in half.graph.node if n.op_type == "ReduceSum"]
+    inferred = onnx.shape_inference.infer_shapes(half)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    assert sums and all(types[n.output[0]] == onnx.TensorProto.FLOAT for n in sums)
+    convs = [n for n in half.graph.node if n.op_type == "Conv"]
+    assert convs and all(types[n.output[0]] == onnx.TensorProto.FLOAT16 for n in convs)

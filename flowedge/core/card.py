@@ -256,12 +256,15 @@ class ScoreSpec:
 
     ``kind`` names the reduction (e.g. ``mean_z2``: mean of z**2/2 over all
     latent values; ``mahalanobis``). ``uses_logdet`` says whether the score
-    includes log-determinant terms; those are computed beside the latents, not
-    after them, so an fp16 export cannot keep them fp32 and refuses such models.
+    includes log-determinant terms. Usually those are summed beside the latents,
+    not after them, so an fp16 export cannot keep them fp32 and refuses the model;
+    ``logdet_in_latents`` says the detector returns its per-element log-scales as
+    latents instead, so their sums are reductions and fp16 export keeps them fp32.
     """
 
     kind: str
     uses_logdet: bool = False
+    logdet_in_latents: bool = False
     higher_is_anomalous: bool = True
 
 

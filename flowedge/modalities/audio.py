@@ -226,18 +226,25 @@ class AudioModality(Modality):
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name, limits or DEFAULT_LIMITS)
 
-    def load_all(self, path: str | Path, spec: AudioInput) -> list[np.ndarray]:  # type: ignore[override]
+    def load_all(  # type: ignore[override]
+        self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None
+    ) -> list[np.ndarray]:
         if spec.cut is None:
-            return [self.load(path, spec)]
+            return [self.load(path, spec, limits)]
         from flowedge.modalities.audio_cut import cut_tensors  # it builds on this module
 
         return cut_tensors(
-            self.read(path), spec.cut, str(path), lambda clip, name: to_tensor(clip, spec, name)
+            self.read(path, limits),
+            spec.cut,
+            str(path),
+            lambda clip, name: to_tensor(clip, spec, name),
         )
 
-    def display(self, path: str | Path, spec: AudioInput) -> np.ndarray:  # type: ignore[override]
+    def display(  # type: ignore[override]
+        self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None
+    ) -> np.ndarray:
         """The spectrogram as RGB, row 0 the lowest band (so it lines up with the map)."""
-        return spectrogram_view(self.load(path, spec))[::-1, :, ::-1].copy()
+        return spectrogram_view(self.load(path, spec, limits))[::-1, :, ::-1].copy()
 
     def synthesize(
         self,

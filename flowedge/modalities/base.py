@@ -59,16 +59,16 @@ class Modality(ABC):
             return self.read(payload, limits)
         return payload  # preprocess validates it
 
-    def load(self, path: str | Path, spec: InputSpec) -> np.ndarray:
+    def load(self, path: str | Path, spec: InputSpec, limits: Any = None) -> np.ndarray:
         """Read and preprocess one file."""
-        return self.preprocess(self.read(path), spec, str(path))
+        return self.preprocess(self.read(path, limits), spec, str(path))
 
-    def load_all(self, path: str | Path, spec: InputSpec) -> list[np.ndarray]:
+    def load_all(self, path: str | Path, spec: InputSpec, limits: Any = None) -> list[np.ndarray]:
         """Every sample of one file: one, unless the spec cuts files (audio ``input.cut``)."""
-        return [self.load(path, spec)]
+        return [self.load(path, spec, limits)]
 
     @abstractmethod
-    def display(self, path: str | Path, spec: InputSpec) -> np.ndarray:
+    def display(self, path: str | Path, spec: InputSpec, limits: Any = None) -> np.ndarray:
         """An RGB uint8 picture of the file aligned with its anomaly map (reports' overlays)."""
 
     @abstractmethod

@@ -139,9 +139,11 @@ class ImageModality(Modality):
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name)
 
-    def display(self, path: str | Path, spec: ImageInput) -> np.ndarray:  # type: ignore[override]
+    def display(  # type: ignore[override]
+        self, path: str | Path, spec: ImageInput, limits: DecodeLimits | None = None
+    ) -> np.ndarray:
         """The image as RGB uint8 at the model's input size."""
-        image = read_image(path)
+        image = read_image(path, limits or DEFAULT_LIMITS)
         if image.dtype != np.uint8:
             image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
         if image.ndim == 2 or image.shape[2] == 1:

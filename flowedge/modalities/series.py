@@ -105,10 +105,12 @@ class SeriesModality(Modality):
         self.validate(table, name)
         return to_tensor(table, spec)
 
-    def display(self, path: str | Path, spec: SeriesInput) -> np.ndarray:  # type: ignore[override]
+    def display(  # type: ignore[override]
+        self, path: str | Path, spec: SeriesInput, limits: LogFormat | None = None
+    ) -> np.ndarray:
         """The standardised signals as an RGB picture, one row per signal and one column per
         step, like the map (|z| up to 3 from blue through white to red)."""
-        z = np.clip(self.load(path, spec) / 3.0, -1.0, 1.0)
+        z = np.clip(self.load(path, spec, limits) / 3.0, -1.0, 1.0)
         grey = ((z + 1.0) * 127.5).astype(np.uint8)
         return cv2.applyColorMap(grey, cv2.COLORMAP_COOL)[:, :, ::-1].copy()
 

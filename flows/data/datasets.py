@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -136,9 +137,11 @@ def iter_batches(
     batch_size: int,
     summary: LoadSummary,
     num_workers: int = 0,
+    limits: Any = None,
 ) -> Iterator[tuple[np.ndarray, list[Sample]]]:
     """Yield ([B, *spec.tensor_shape] float32 batch, its samples), skipping unusable files
-    into ``summary``.
+    into ``summary``. ``limits`` is the modality's reading limits or format (series: the
+    card's log format), None for its defaults.
 
     Raises :class:`DataError` naming ``summary.root`` when no sample at all was usable.
     ``num_workers`` > 0 decodes in threads.
@@ -146,7 +149,7 @@ def iter_batches(
     modality = get_modality(spec.kind)
     for kept, batch in load_batches(
         samples,
-        lambda sample: modality.load_all(sample.path, spec),
+        lambda sample: modality.load_all(sample.path, spec, limits),
         batch_size,
         summary.skip,
         num_workers,

@@ -86,7 +86,7 @@ class SignalCoupling(nn.Module):
         return self.clamp * _ATAN_SCALE * torch.atan(s)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(y [B, S, T], log-det per time step [B, T])."""
+        """(y [B, S, T], log-scales [B, S, T]: their sum is the block's log-det)."""
         x = x[:, self.permutation]
         x1, x2 = x[:, : self.split], x[:, self.split :]
         s1, t1 = self.first(x1).chunk(2, dim=1)
@@ -95,7 +95,7 @@ class SignalCoupling(nn.Module):
         s2, t2 = self.second(y2).chunk(2, dim=1)
         s2 = self._soft_clamp(s2)
         y1 = x1 * torch.exp(s2) + t2
-        return torch.cat([y1, y2], dim=1), s1.sum(dim=1) + s2.sum(dim=1)
+        return torch.cat([y1, y2], dim=1), torch.cat([s2, s1], dim=1)
 
 
 @register_detector("mtsflow")
@@ -111,18 +111,23 @@ class MTSFlow(SeriesDetectorMixin, GradientDetector):
         )
 
     def latents(self, feats: Features) -> Latents:
-        """[z [B, S, T], summed log-det per time step [B, 1, T]]."""
+        """[z [B, S, T], every block's log-scales [B, blocks x S, T]].
+
+        The log-scales are latents, not summed here, so that the log-det sums belong to
+        :meth:`reduce`, which an fp16 export keeps in fp32 (each value is at most
+        ``clamp`` in size and exact enough in fp16; their sum over hundreds is not).
+        """
         z = feats[0]
-        logdet = torch.zeros(z.shape[0], z.shape[2], dtype=z.dtype, device=z.device)
+        log_scales = []
         for block in self.blocks:
-            z, block_logdet = block(z)
-            logdet = logdet + block_logdet
-        return [z, logdet[:, None, :]]
+            z, block_log_scales = block(z)
+            log_scales.append(block_log_scales)
+        return [z, torch.cat(log_scales, dim=1)]
 
     def step_nll(self, latents: Latents) -> torch.Tensor:
         """NLL per time step [B, T]: ``||z_t||^2 / 2 - log-det_t`` (sums to the cycle's NLL)."""
-        z, logdet = (t.float() for t in latents)
-        return 0.5 * (z * z).sum(dim=1) - logdet[:, 0]
+        z, log_scales = (t.float() for t in latents)
+        return 0.5 * (z * z).sum(dim=1) - log_scales.sum(dim=1)
 
     def reduce(
         self, latents: Latents, map_shape: tuple[int, ...]
@@ -138,7 +143,7 @@ class MTSFlow(SeriesDetectorMixin, GradientDetector):
         return self.step_nll(self.latents(feats)).sum(dim=1).mean() / (x.shape[1] * x.shape[2])
 
     def score_spec(self) -> ScoreSpec:
-        return ScoreSpec(kind="nll", uses_logdet=True)
+        return ScoreSpec(kind="nll", uses_logdet=True, logdet_in_latents=True)
 
 
 def input_gradient_map(detector: MTSFlow, x: torch.Tensor) -> torch.Tensor:
