@@ -24,13 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flowedge.core.errors import BadInputError
+from flowedge.core.errors import BadInputError, ConfigError
 from flowedge.edge.config import SourceConfig
 from flowedge.edge.intake import gone, replayed
 from flowedge.edge.sources import EventSink, Frame, SourceMemory
 from flowedge.edge.spool import IntakeRow
-from flowedge.modalities.series_cycles import SegmentConfig, cycle_spans
-from flowedge.modalities.series_io import LogFormat, SignalTable, decode_log
+from flowedge.modalities.series_cycles import CycleSpan, SegmentConfig, cycle_spans
+from flowedge.modalities.series_io import LogFormat, SignalTable, arrow_table, decode_log
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,7 @@ class LogTailSource:
             return
         table.first_row = row
         for span in cycle_spans(table, self.segment, complete_only=True):
-            resume = (
-                span.stop if self.segment.mode != "window" else span.start + self.segment.step_rows
-            )
-            resume = min(resume, len(bounds))
+            resume = self._resume(span, len(bounds))
             next_offset = offset + (bounds[resume][0] if resume < len(bounds) else bounds[-1][1])
             cycle = table.rows(span.start, span.stop, f"{self.name}:{span.cycle_id}")
             position = (next_offset, row + resume)
@@ -167,6 +164,11 @@ class LogTailSource:
             captured_utc=row.captured_utc,
         )
 
+    def _resume(self, span: CycleSpan, rows: int) -> int:
+        """The row to read on from after ``span`` (a window's next start, else its end)."""
+        step = self.segment.step_rows if self.segment.mode == "window" else span.stop - span.start
+        return min(span.start + step, rows)
+
     def _frame(self, cycle: SignalTable, cycle_id: str, **journal: Any) -> Frame:
         """The cycle as a frame; ``journal``: its Frame fields for the intake journal."""
         times = cycle.times() if (cycle.time_s is not None or cycle.rate_hz) else None
@@ -178,3 +180,153 @@ class LogTailSource:
             "end_s": None if times is None else float(times[-1]),
         }
         return Frame(cycle_id, cycle, context={"cycle": context}, **journal)
+
+
+_ROWS_LOCATOR = re.compile(r"(?P<path>.*)#rows=(?P<start>\d+)-(?P<stop>\d+)")
+
+
+def _table_digest(cycle: SignalTable) -> str:
+    """The version of a cycle read from parquet: its columns' names and values."""
+    digest = hashlib.sha256()
+    for name, values in [("time", cycle.time_s), *cycle.columns.items()]:
+        if values is not None:
+            digest.update(name.encode() + values.tobytes())
+    return digest.hexdigest()[:32]
+
+
+class ParquetTailSource(LogTailSource):
+    """Cycles from a parquet log that gains row groups (``kind: tail`` on a ``.parquet`` path).
+
+    The logger rewrites the file with one more row group per flush (a parquet file is
+    only readable once its footer is written), so the file is read again when its size
+    or modification time changes, from the row group holding the first row not yet taken.
+    The position remembered is ``<row group>:<row number>``; a locator is the cycle's row
+    range (``PATH#rows=A-B``) and its version a digest of those rows, so a cycle taken but
+    not answered is read again after a restart unless the log was rewritten meanwhile.
+    A file with fewer rows than were taken was rotated: it is read from its start.
+    """
+
+    def __init__(
+        self, cfg: SourceConfig, events: EventSink, memory: SourceMemory | None = None
+    ) -> None:
+        super().__init__(cfg, events, memory)
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError(
+                f"source {cfg.name}: tailing a parquet log needs pyarrow: "
+                "pip install 'flowedge[robot]'"
+            ) from None
+        self._parquet = pq
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        path = Path(self.cfg.path or "")
+        _, row = self._position()
+        seen: tuple[int, int] | None = None
+        missing_reported = False
+        while not stop.is_set():
+            try:
+                stat = path.stat()
+                if (stat.st_size, stat.st_mtime_ns) == seen:
+                    stop.wait(self.poll_s)
+                    continue
+                reader = self._parquet.ParquetFile(path)
+                seen, missing_reported = (stat.st_size, stat.st_mtime_ns), False
+            except ValueError:  # pyarrow.ArrowInvalid: the footer is not written yet
+                stop.wait(self.poll_s)
+                continue
+            except OSError as exc:
+                if not missing_reported:
+                    self.events(self.name, "source_lost", f"log {path} cannot be read: {exc}")
+                    missing_reported = True
+                stop.wait(self.poll_s)
+                continue
+            starts = self._group_starts(reader)
+            if row > starts[-1]:  # fewer rows than were taken: a new log
+                self.events(self.name, "source_reconnected", f"log {path} restarted")
+                row = 0
+            for frame, resume in self._cycles_from(reader, starts, row):
+                row = resume
+                yield frame
+                if stop.is_set():
+                    return
+            stop.wait(self.poll_s)
+
+    @staticmethod
+    def _group_starts(reader: Any) -> list[int]:
+        """The first row number of each row group, then the total row count."""
+        starts = [0]
+        for index in range(reader.metadata.num_row_groups):
+            starts.append(starts[-1] + reader.metadata.row_group(index).num_rows)
+        return starts
+
+    def _read(self, reader: Any, starts: list[int], first: int, stop: int) -> SignalTable:
+        """Rows ``first:stop`` (row numbers in the log), reading only the row groups holding them."""
+        groups = [g for g in range(len(starts) - 1) if starts[g] < stop and starts[g + 1] > first]
+        table = arrow_table(reader.read_row_groups(groups), f"{self.cfg.path}", self.fmt)
+        offset = first - starts[groups[0]]
+        part = table.rows(offset, offset + stop - first, table.name)
+        part.first_row = first
+        return part
+
+    def _cycles_from(self, reader: Any, starts: list[int], row: int) -> Iterator[tuple[Frame, int]]:
+        """Each complete cycle from row number ``row`` on, with the row to read on from."""
+        if row >= starts[-1]:
+            return
+        try:
+            table = self._read(reader, starts, row, starts[-1])
+        except BadInputError as exc:
+            log.warning("%s: %s", self.name, exc)
+            self.events(self.name, "source_lost", f"{self.name}: {exc}")
+            return
+        for span in cycle_spans(table, self.segment, complete_only=True):
+            resume = row + self._resume(span, len(table))
+            group = max(g for g, first in enumerate(starts[:-1]) if first <= resume)
+            cycle = table.rows(span.start, span.stop, f"{self.name}:{span.cycle_id}")
+            frame = self._frame(
+                cycle,
+                span.cycle_id,
+                locator=f"{self.cfg.path}#rows={cycle.first_row}-{cycle.first_row + len(cycle)}",
+                version=_table_digest(cycle),
+                remember=(self.POSITION, f"{group}:{resume}"),
+            )
+            yield frame, resume
+
+    def replay(self, row: IntakeRow) -> Frame:
+        """A cycle taken before a restart but not answered, read again from its row range."""
+        where = _ROWS_LOCATOR.fullmatch(row.locator or "")
+        if row.error is not None or where is None:
+            return replayed(row)
+        first, stop = int(where["start"]), int(where["stop"])
+        try:
+            reader = self._parquet.ParquetFile(where["path"])
+        except (OSError, ValueError):  # gone, or rewritten and not complete yet
+            return gone(row)
+        starts = self._group_starts(reader)
+        if stop > starts[-1]:
+            return gone(row)
+        try:
+            cycle = self._read(reader, starts, first, stop)
+        except BadInputError as exc:
+            return Frame(
+                row.part_id, None, row.locator, error=str(exc), captured_utc=row.captured_utc
+            )
+        cycle.name = f"{self.name}:{row.part_id}"
+        if _table_digest(cycle) != row.version:
+            return gone(row)  # rotated or rewritten since
+        return self._frame(
+            cycle,
+            row.part_id,
+            locator=row.locator,
+            version=row.version,
+            captured_utc=row.captured_utc,
+        )
+
+
+def tail_source(
+    cfg: SourceConfig, events: EventSink, memory: SourceMemory | None = None
+) -> LogTailSource:
+    """The tail source for the log's format: parquet by its suffix, else CSV lines."""
+    if Path(cfg.path or "").suffix.lower() == ".parquet":
+        return ParquetTailSource(cfg, events, memory)
+    return LogTailSource(cfg, events, memory)

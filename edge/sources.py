@@ -384,9 +384,9 @@ def make_source(
     if cfg.kind == "watch":
         return WatchSource(cfg, events, memory)
     if cfg.kind == "tail":
-        from flowedge.edge.log_tail import LogTailSource  # series only: loads the log readers
+        from flowedge.edge.log_tail import tail_source  # series only: loads the log readers
 
-        return LogTailSource(cfg, events, memory)
+        return tail_source(cfg, events, memory)
     if cfg.kind == "microphone":
         from flowedge.edge.microphone import MicrophoneSource  # audio only: loads the segmenter
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +196,114 @@ def test_station_scores_tailed_cycles_with_an_onnx_series_model(
     assert cycles_seen[1]["start_s"] == pytest.approx(100.0)
     assert cycles_seen[0]["top_signals"] and cycles_seen[0]["top_time_ranges"]
     assert np.isfinite([p["score"] for p in payloads if "cycle" in p]).all()
+
+
+def write_row_groups(path: Path, groups: list[tuple[int, float]]) -> None:
+    """The logger's flush: the file rewritten (to a temporary, then renamed) with one
+    two-row group per (cycle, start time)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    partial = path.with_suffix(".tmp")
+    with pq.ParquetWriter(
+        partial,
+        pa.schema([("time", pa.float64()), ("cycle", pa.int32()), ("current", pa.float64())]),
+    ) as writer:
+        for cycle, start in groups:
+            writer.write_table(
+                pa.table(
+                    {
+                        "time": [start, start + 0.1],
+                        "cycle": pa.array([cycle, cycle], pa.int32()),
+                        "current": [cycle * 10.0, cycle * 10.0 + 1],
+                    }
+                )
+            )
+    partial.replace(path)
+
+
+def parquet_config(path: Path) -> SourceConfig:
+    return SourceConfig(
+        name="robot1",
+        kind="tail",
+        path=path,
+        log=LogFormat(cycle_column="cycle"),
+        segment=SegmentConfig(column="cycle"),
+    )
+
+
+def test_parquet_log_gaining_row_groups_yields_each_cycle_once_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    from flowedge.edge.log_tail import ParquetTailSource, tail_source
+
+    path = tmp_path / "robot.parquet"
+    flushes = [(1, 0.0), (1, 0.2), (2, 0.4), (2, 0.6), (3, 0.8)]  # two row groups a cycle
+    write_row_groups(path, flushes[:3])  # cycle 1 closed by cycle 2's first group
+    memory = Memory()
+    source = tail_source(parquet_config(path), lambda *a, **k: None, memory)
+    assert isinstance(source, ParquetTailSource)
+    first = take(source, memory, 1)
+    assert [f.part_id for f in first] == ["1"]
+    assert first[0].payload.columns["current"].tolist() == [10.0, 11.0, 10.0, 11.0]
+    assert first[0].locator == f"{path}#rows=0-4"
+    assert memory.entries["position"] == "2:4"  # row group 2 holds row 4, the next to read
+
+    frames = source.frames(threading.Event())
+    write_row_groups(path, flushes)  # the logger flushes two more row groups
+    second = next(frames)  # the same source reads the rewritten file on
+    memory.remember(source.name, dict([second.remember]))
+    frames.close()
+    assert second.part_id == "2" and second.payload.first_row == 4
+    assert second.context["cycle"]["start_s"] == pytest.approx(0.4)
+
+    write_row_groups(path, [*flushes, (4, 1.0)])  # cycle 3 closes while the station is down
+    source = tail_source(parquet_config(path), lambda *a, **k: None, memory)
+    again = take(source, memory, 2, 1.0)
+    assert [f.part_id for f in again] == ["3"]  # after a restart: on from where it stopped
+
+
+def test_a_parquet_cycle_taken_but_not_answered_is_read_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    from flowedge.edge.intake import PAYLOAD_GONE, journaled
+    from flowedge.edge.spool import Spool
+
+    path = tmp_path / "robot.parquet"
+    write_row_groups(path, [(1, 0.0), (1, 0.2), (2, 0.4), (2, 0.6), (3, 0.8)])
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    source = tail_source_for(path, spool)
+    taken = [frame for frame, _ in zip_first(journaled(spool, source, threading.Event()), 2)]
+    spool.close()  # the station dies before scoring them
+    write_row_groups(path, [(1, 0.0), (1, 0.2), (2, 0.4), (2, 0.6), (3, 0.8), (4, 1.0)])
+
+    again = Spool(tmp_path / "spool.sqlite", 100)
+    source = tail_source_for(path, again)
+    replayed = [frame for frame, _ in zip_first(journaled(again, source, threading.Event()), 3)]
+    again.close()
+    assert [f.part_id for f in replayed] == ["1", "2", "3"]  # the two open ones first, then on
+    for before, after in zip(taken, replayed[:2], strict=True):
+        assert after.error is None
+        assert (
+            after.payload.columns["current"].tolist() == before.payload.columns["current"].tolist()
+        )
+        assert after.context == before.context and after.captured_utc == before.captured_utc
+
+    write_row_groups(path, [(9, 0.0), (9, 0.2), (10, 0.4), (10, 0.6)])  # rotated
+    last = Spool(tmp_path / "spool.sqlite", 100)
+    first_open = last.pending_intake("robot1")[0]
+    last.close()
+    assert PAYLOAD_GONE in source.replay(first_open).error
+
+
+def tail_source_for(path: Path, spool: object) -> LogTailSource:
+    from flowedge.edge.log_tail import tail_source
+
+    return tail_source(parquet_config(path), lambda *a, **k: None, spool)
+
+
+def zip_first(frames: Iterator, count: int) -> list:
+    """The first ``count`` items of a generator, closing it after."""
+    taken = list(islice(frames, count))
+    frames.close()
+    return taken

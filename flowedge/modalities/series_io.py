@@ -15,7 +15,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -235,6 +235,13 @@ def parse_parquet(source: str | Path | bytes, name: str, fmt: LogFormat) -> Sign
         table = pq.read_table(handle)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInputError(f"log {name}: not a readable parquet file ({exc})") from None
+    return arrow_table(table, name, fmt)
+
+
+def arrow_table(table: Any, name: str, fmt: LogFormat) -> SignalTable:
+    """A pyarrow table (a whole parquet log or some of its row groups) as a signal table."""
+    import pyarrow as pa
+
     columns: dict[str, np.ndarray] = {}
     for column_name in table.column_names:
         column = table.column(column_name)
