@@ -53,7 +53,7 @@ AUDIO = ["soundfile>=0.12", "sounddevice>=0.4"]  # WAV/FLAC files; microphones t
 EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxruntime>=1.17"]
 STATION = ["onnxruntime>=1.17"]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
-ROBOT = ["pyarrow>=14"]  # parquet machine-data logs (voraus-AD); CSV logs need only numpy
+ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCAT; CSV: numpy
 DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
 
 setup(

@@ -111,6 +111,30 @@ class TriggerConfig(Strict):
     qos: Literal[0, 1] = 1
 
 
+PDOType = Literal["int8", "int16", "int32", "uint8", "uint16", "uint32", "float32"]
+
+
+class PDOSignal(Strict):
+    """One signal in a slave's input process data (little-endian, as EtherCAT sends it)."""
+
+    name: str
+    slave: int = Field(ge=0, description="0-based position of the slave on the bus")
+    offset: int = Field(ge=0, description="byte offset in the slave's input PDO")
+    type: PDOType
+    scale: float = 1.0  # engineering value = raw * scale
+    unit: str = ""
+
+
+class EtherCATConfig(Strict):
+    """A live EtherCAT bus (``kind: ethercat``): the NIC, what to decode and how often."""
+
+    interface: str = Field(description="network interface of the bus, e.g. eth1")
+    cycle_s: float = Field(0.004, gt=0, description="process data cycle period")
+    signals: list[PDOSignal] = Field(min_length=1)
+    block_rows: int = Field(250, ge=1, description="samples gathered before cycles are cut")
+    receive_timeout_us: int = Field(2000, ge=1)
+
+
 class MicrophoneConfig(Strict):
     """A PortAudio input (``kind: microphone``): what to open and how to cut it into motions."""
 
@@ -146,7 +170,7 @@ class MicrophoneConfig(Strict):
 
 class SourceConfig(Strict):
     name: Name
-    kind: Literal["camera", "folder", "watch", "tail", "microphone"]
+    kind: Literal["camera", "folder", "watch", "tail", "microphone", "ethercat"]
     # what the files are: image, or audio (WAV/FLAC, one motion per file); the model's
     # input kind must match. The default pattern follows it.
     modality: Literal["image", "audio"] = "image"
@@ -172,6 +196,7 @@ class SourceConfig(Strict):
     log: LogFormat | None = None
     segment: SegmentConfig | None = None
     microphone: MicrophoneConfig | None = None
+    ethercat: EtherCATConfig | None = None  # live process data, cut by ``segment``
     backpressure: Literal["block", "drop_oldest"] = "block"
     queue_size: int = Field(8, ge=1)
     reconnect_min_s: float = Field(0.5, gt=0)
@@ -191,6 +216,8 @@ class SourceConfig(Strict):
             self.microphone = self.microphone or MicrophoneConfig()
         if self.modality == "audio" and "pattern" not in self.model_fields_set:
             self.pattern = AUDIO_PATTERN
+        if self.kind == "ethercat" and self.ethercat is None:
+            raise ValueError("an ethercat source needs 'ethercat' (interface, signals)")
         if self.kind == "tail" and self.path is None:
             raise ValueError("a tail source needs 'path' (the log file the logger appends to)")
         _ordered_backoff(self.reconnect_min_s, self.reconnect_max_s)

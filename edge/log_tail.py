@@ -55,6 +55,25 @@ def _digest(header: bytes, rows: bytes) -> str:
     return hashlib.sha256(header + rows).hexdigest()[:32]
 
 
+def resume_row(segment: SegmentConfig, span: CycleSpan, rows: int) -> int:
+    """The row to read on from after ``span`` (a window's next start, else its end)."""
+    step = segment.step_rows if segment.mode == "window" else span.stop - span.start
+    return min(span.start + step, rows)
+
+
+def cycle_frame(cycle: SignalTable, cycle_id: str, **journal: Any) -> Frame:
+    """The cycle as a frame; ``journal``: its Frame fields for the intake journal."""
+    times = cycle.times() if (cycle.time_s is not None or cycle.rate_hz) else None
+    context = {
+        "id": cycle_id,
+        "first_row": cycle.first_row,
+        "rows": len(cycle),
+        "start_s": None if times is None else float(times[0]),
+        "end_s": None if times is None else float(times[-1]),
+    }
+    return Frame(cycle_id, cycle, context={"cycle": context}, **journal)
+
+
 class LogTailSource:
     """Cycles from a CSV log that grows (``kind: tail``)."""
 
@@ -119,12 +138,12 @@ class LogTailSource:
             return
         table.first_row = row
         for span in cycle_spans(table, self.segment, complete_only=True):
-            resume = self._resume(span, len(bounds))
+            resume = resume_row(self.segment, span, len(bounds))
             next_offset = offset + (bounds[resume][0] if resume < len(bounds) else bounds[-1][1])
             cycle = table.rows(span.start, span.stop, f"{self.name}:{span.cycle_id}")
             position = (next_offset, row + resume)
             first, last = bounds[span.start][0], bounds[span.stop - 1][1]
-            frame = self._frame(
+            frame = cycle_frame(
                 cycle,
                 span.cycle_id,
                 locator=f"{self.cfg.path}#bytes={offset + first}-{offset + last}"
@@ -156,30 +175,13 @@ class LogTailSource:
                 row.part_id, None, row.locator, error=str(exc), captured_utc=row.captured_utc
             )
         cycle.first_row = int(where["row"])
-        return self._frame(
+        return cycle_frame(
             cycle,
             row.part_id,
             locator=row.locator,
             version=row.version,
             captured_utc=row.captured_utc,
         )
-
-    def _resume(self, span: CycleSpan, rows: int) -> int:
-        """The row to read on from after ``span`` (a window's next start, else its end)."""
-        step = self.segment.step_rows if self.segment.mode == "window" else span.stop - span.start
-        return min(span.start + step, rows)
-
-    def _frame(self, cycle: SignalTable, cycle_id: str, **journal: Any) -> Frame:
-        """The cycle as a frame; ``journal``: its Frame fields for the intake journal."""
-        times = cycle.times() if (cycle.time_s is not None or cycle.rate_hz) else None
-        context = {
-            "id": cycle_id,
-            "first_row": cycle.first_row,
-            "rows": len(cycle),
-            "start_s": None if times is None else float(times[0]),
-            "end_s": None if times is None else float(times[-1]),
-        }
-        return Frame(cycle_id, cycle, context={"cycle": context}, **journal)
 
 
 _ROWS_LOCATOR = re.compile(r"(?P<path>.*)#rows=(?P<start>\d+)-(?P<stop>\d+)")
@@ -280,10 +282,10 @@ class ParquetTailSource(LogTailSource):
             self.events(self.name, "source_lost", f"{self.name}: {exc}")
             return
         for span in cycle_spans(table, self.segment, complete_only=True):
-            resume = row + self._resume(span, len(table))
+            resume = row + resume_row(self.segment, span, len(table))
             group = max(g for g, first in enumerate(starts[:-1]) if first <= resume)
             cycle = table.rows(span.start, span.stop, f"{self.name}:{span.cycle_id}")
-            frame = self._frame(
+            frame = cycle_frame(
                 cycle,
                 span.cycle_id,
                 locator=f"{self.cfg.path}#rows={cycle.first_row}-{cycle.first_row + len(cycle)}",
@@ -314,7 +316,7 @@ class ParquetTailSource(LogTailSource):
         cycle.name = f"{self.name}:{row.part_id}"
         if _table_digest(cycle) != row.version:
             return gone(row)  # rotated or rewritten since
-        return self._frame(
+        return cycle_frame(
             cycle,
             row.part_id,
             locator=row.locator,

@@ -387,6 +387,10 @@ def make_source(
         from flowedge.edge.log_tail import tail_source  # series only: loads the log readers
 
         return tail_source(cfg, events, memory)
+    if cfg.kind == "ethercat":
+        from flowedge.edge.ethercat import EtherCATSource  # robot only: loads pysoem
+
+        return EtherCATSource(cfg, events)
     if cfg.kind == "microphone":
         from flowedge.edge.microphone import MicrophoneSource  # audio only: loads the segmenter
 
