@@ -120,10 +120,26 @@ def check_source(source: SourceConfig, timeout_s: float) -> CheckResult:
         return passed(name, f"tailing {log_file}")
     if source.kind == "microphone":  # a motion only comes when the part moves: open the device
         return check_microphone(name, source)
+    if source.kind == "ethercat":  # a cycle only comes when the robot runs: the NIC must be there
+        return check_ethercat(name, source)
     first, problem = first_sample(source, timeout_s)
     if first is None:
         return failed(name, problem)
     return passed(name, f"{source.kind} delivered {first}")
+
+
+def check_ethercat(name: str, source: SourceConfig) -> CheckResult:
+    """pysoem is installed and the configured network interface exists on this machine."""
+    from flowedge.edge.ethercat import require_pysoem
+
+    try:
+        require_pysoem()
+    except ConfigError as exc:
+        return failed(name, str(exc), EXIT_USAGE)
+    interface = source.ethercat.interface
+    if not (Path("/sys/class/net") / interface).exists():
+        return failed(name, f"network interface {interface!r} not found; check ethercat.interface")
+    return passed(name, f"EtherCAT on {interface} (pysoem installed)")
 
 
 def check_microphone(name: str, source: SourceConfig) -> CheckResult:

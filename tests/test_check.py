@@ -139,3 +139,22 @@ def test_tail_and_microphone_sources_are_checked_without_waiting_for_a_sample(
     result = check_source(mic, 1.0)  # no PortAudio here (exit 2), or no such device (exit 5)
     assert not result.ok and result.exit_code in (EXIT_USAGE, EXIT_CHECK)
     assert "portaudio" in result.detail.lower() or "does not open" in result.detail
+
+
+def test_ethercat_source_needs_its_interface(tmp_path: Path) -> None:
+    from flowedge.edge.cmd_check import check_source
+    from flowedge.edge.config import SourceConfig
+
+    bus = SourceConfig.model_validate(
+        {
+            "name": "arm",
+            "kind": "ethercat",
+            "ethercat": {
+                "interface": "no-such-nic0",
+                "signals": [{"name": "torque_1", "slave": 0, "offset": 0, "type": "int16"}],
+            },
+        }
+    )
+    result = check_source(bus, 1.0)  # pysoem missing (exit 2) or the NIC missing (exit 5)
+    assert not result.ok and result.exit_code in (EXIT_USAGE, EXIT_CHECK)
+    assert "no-such-nic0" in result.detail or "pysoem" in result.detail
