@@ -74,6 +74,21 @@ def cycle_frame(cycle: SignalTable, cycle_id: str, **journal: Any) -> Frame:
     return Frame(cycle_id, cycle, context={"cycle": context}, **journal)
 
 
+class LogOutage:
+    """One ``source_lost`` event per outage of a log file, not one per poll."""
+
+    def __init__(self, name: str, events: EventSink) -> None:
+        self.name, self.events, self.reported = name, events, False
+
+    def failed(self, path: Path, exc: OSError) -> None:
+        if not self.reported:
+            self.events(self.name, "source_lost", f"log {path} cannot be read: {exc}")
+            self.reported = True
+
+    def ended(self) -> None:
+        self.reported = False
+
+
 class LogTailSource:
     """Cycles from a CSV log that grows (``kind: tail``)."""
 
@@ -98,7 +113,7 @@ class LogTailSource:
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         path = Path(self.cfg.path or "")
         offset, row = self._position()
-        missing_reported = False
+        outage = LogOutage(self.name, self.events)
         while not stop.is_set():
             try:
                 size = path.stat().st_size
@@ -110,11 +125,9 @@ class LogTailSource:
                     offset = max(offset, handle.tell())
                     handle.seek(offset)
                     data = handle.read()
-                missing_reported = False
+                outage.ended()
             except OSError as exc:
-                if not missing_reported:
-                    self.events(self.name, "source_lost", f"log {path} cannot be read: {exc}")
-                    missing_reported = True
+                outage.failed(path, exc)
                 stop.wait(self.poll_s)
                 continue
             data = data[: data.rfind(b"\n") + 1]  # a line still being written waits
@@ -225,7 +238,7 @@ class ParquetTailSource(LogTailSource):
         path = Path(self.cfg.path or "")
         _, row = self._position()
         seen: tuple[int, int] | None = None
-        missing_reported = False
+        outage = LogOutage(self.name, self.events)
         while not stop.is_set():
             try:
                 stat = path.stat()
@@ -233,14 +246,13 @@ class ParquetTailSource(LogTailSource):
                     stop.wait(self.poll_s)
                     continue
                 reader = self._parquet.ParquetFile(path)
-                seen, missing_reported = (stat.st_size, stat.st_mtime_ns), False
+                seen = (stat.st_size, stat.st_mtime_ns)
+                outage.ended()
             except ValueError:  # pyarrow.ArrowInvalid: the footer is not written yet
                 stop.wait(self.poll_s)
                 continue
             except OSError as exc:
-                if not missing_reported:
-                    self.events(self.name, "source_lost", f"log {path} cannot be read: {exc}")
-                    missing_reported = True
+                outage.failed(path, exc)
                 stop.wait(self.poll_s)
                 continue
             starts = self._group_starts(reader)

@@ -307,3 +307,18 @@ def zip_first(frames: Iterator, count: int) -> list:
     taken = list(islice(frames, count))
     frames.close()
     return taken
+
+
+def test_a_missing_log_is_one_event_per_outage(tmp_path: Path) -> None:
+    """Polling a log that is gone reports it once, not at every 0.1 s poll."""
+    events: list[str] = []
+    source = LogTailSource(
+        tail_config(tmp_path / "gone.csv"), lambda _n, kind, *_: events.append(kind)
+    )
+    stop = threading.Event()
+    reader = threading.Thread(target=lambda: list(source.frames(stop)), daemon=True)
+    reader.start()
+    threading.Event().wait(0.5)  # about five polls
+    stop.set()
+    reader.join(5)
+    assert events == ["source_lost"]
