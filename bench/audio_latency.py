@@ -134,18 +134,11 @@ def main() -> None:
         }
     )
     sub = Subscriber(broker.port, topic="flowedge/+/+/+/decision")
-    arrived: dict[str, float] = {}
-    original = sub._on_message
-
-    def stamp(client, userdata, msg):  # noqa: ANN001, ANN202
-        original(client, userdata, msg)
-        arrived[sub.on("/decision")[-1]["part_id"]] = time.perf_counter()
-
-    sub.client.on_message = stamp
     station = Station(tmp / "unused.yaml", cfg, max_samples=None)
     station.start()
     docs = sub.wait_for("/decision", args.motions + 1, timeout=60 + 4 * MOTION_S * args.motions)
     station.shutdown("benchmark over", wait_for_delivery=False, interrupted=threading.Event())
+    arrived = sub.arrival_times("/decision", lambda doc: doc["part_id"])
     sub.close()
     broker.stop()
 

@@ -115,14 +115,6 @@ def main() -> None:
         }
     )
     sub = Subscriber(broker.port, topic="flowedge/+/+/+/decision")
-    arrived: dict[str, float] = {}
-    original = sub._on_message
-
-    def stamp(client, userdata, msg):  # noqa: ANN001, ANN202
-        original(client, userdata, msg)
-        arrived[sub.on("/decision")[-1]["cycle"]["id"]] = time.perf_counter()
-
-    sub.client.on_message = stamp
     station = Station(tmp / "unused.yaml", cfg, max_samples=None)
     station.start()
     time.sleep(1.0)  # station and subscriber connected
@@ -135,6 +127,7 @@ def main() -> None:
     station.shutdown(
         "benchmark over", wait_for_delivery=False, interrupted=station.pipeline.finished
     )
+    arrived = sub.arrival_times("/decision", lambda doc: doc["cycle"]["id"])
     sub.close()
     broker.stop()
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,7 @@ class Subscriber:
     ) -> None:
         self.messages: list[tuple[str, Any, bool]] = []
         self.content_types: set[str | None] = set()  # MQTT 5 content type of what arrived
+        self.arrived: list[float] = []  # perf_counter() at each message (latency benches)
         self.lock = threading.Condition()  # notified on every message
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}", protocol=mqtt.MQTTv5
@@ -129,6 +131,7 @@ class Subscriber:
     def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
         with self.lock:
             self.messages.append((msg.topic, json.loads(msg.payload), bool(msg.retain)))
+            self.arrived.append(time.perf_counter())
             self.content_types.add(getattr(msg.properties, "ContentType", None))
             self.lock.notify_all()
 
@@ -141,6 +144,15 @@ class Subscriber:
         with self.lock:
             self.lock.wait_for(lambda: len(self.on(suffix)) >= count, timeout)
         return self.on(suffix)
+
+    def arrival_times(self, suffix: str, key: Callable[[dict[str, Any]], str]) -> dict[str, float]:
+        """When each message on ``suffix`` arrived (perf_counter), by ``key(document)``."""
+        with self.lock:
+            return {
+                key(doc): at
+                for (topic, doc, _), at in zip(self.messages, self.arrived, strict=True)
+                if topic.endswith(suffix)
+            }
 
     def close(self) -> None:
         self.client.disconnect()
