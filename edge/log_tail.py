@@ -184,17 +184,25 @@ class LogTailSource:
         try:
             cycle = decode_log(header + rows, f"{self.name}:{row.part_id}", self.fmt)
         except BadInputError as exc:
-            return Frame(
-                row.part_id, None, row.locator, error=str(exc), captured_utc=row.captured_utc
-            )
+            return unreadable_again(row, exc)
         cycle.first_row = int(where["row"])
-        return cycle_frame(
-            cycle,
-            row.part_id,
-            locator=row.locator,
-            version=row.version,
-            captured_utc=row.captured_utc,
-        )
+        return replayed_cycle(cycle, row)
+
+
+def replayed_cycle(cycle: SignalTable, row: IntakeRow) -> Frame:
+    """A cycle re-read after a restart: the journal's part id, locator, version and capture time."""
+    return cycle_frame(
+        cycle,
+        row.part_id,
+        locator=row.locator,
+        version=row.version,
+        captured_utc=row.captured_utc,
+    )
+
+
+def unreadable_again(row: IntakeRow, exc: BadInputError) -> Frame:
+    """The bytes are back but no longer decode: that cycle's ERROR, with the reason."""
+    return Frame(row.part_id, None, row.locator, error=str(exc), captured_utc=row.captured_utc)
 
 
 _ROWS_LOCATOR = re.compile(r"(?P<path>.*)#rows=(?P<start>\d+)-(?P<stop>\d+)")
@@ -322,19 +330,11 @@ class ParquetTailSource(LogTailSource):
         try:
             cycle = self._read(reader, starts, first, stop)
         except BadInputError as exc:
-            return Frame(
-                row.part_id, None, row.locator, error=str(exc), captured_utc=row.captured_utc
-            )
+            return unreadable_again(row, exc)
         cycle.name = f"{self.name}:{row.part_id}"
         if _table_digest(cycle) != row.version:
             return gone(row)  # rotated or rewritten since
-        return cycle_frame(
-            cycle,
-            row.part_id,
-            locator=row.locator,
-            version=row.version,
-            captured_utc=row.captured_utc,
-        )
+        return replayed_cycle(cycle, row)
 
 
 def tail_source(

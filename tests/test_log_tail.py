@@ -51,6 +51,16 @@ def tail_config(path: Path) -> SourceConfig:
     )
 
 
+def assert_replayed_as_taken(taken: list, replayed: list) -> None:
+    """Cycles re-read after a restart equal the ones taken before it: values, context, time."""
+    for before, after in zip(taken, replayed, strict=True):
+        assert after.error is None
+        assert (
+            after.payload.columns["current"].tolist() == before.payload.columns["current"].tolist()
+        )
+        assert after.context == before.context and after.captured_utc == before.captured_utc
+
+
 def take(source: LogTailSource, memory: Memory, count: int, wait_s: float = 10.0) -> list:
     """The first ``count`` frames, remembering each as the intake journal would."""
     stop, taken = threading.Event(), []
@@ -109,12 +119,7 @@ def test_a_cycle_taken_but_not_answered_is_read_again_after_a_restart(tmp_path: 
             break
     again.close()
     assert [f.part_id for f in replayed] == ["1", "2", "3"]  # the two open ones first, then on
-    for before, after in zip(taken, replayed[:2], strict=True):
-        assert after.error is None
-        assert (
-            after.payload.columns["current"].tolist() == before.payload.columns["current"].tolist()
-        )
-        assert after.context == before.context and after.captured_utc == before.captured_utc
+    assert_replayed_as_taken(taken, replayed[:2])
 
     path.write_text(HEADER + rows(9, 0.0) + rows(10, 0.4), encoding="utf-8")  # rotated
     last = Spool(tmp_path / "spool.sqlite", 100)
@@ -282,12 +287,7 @@ def test_a_parquet_cycle_taken_but_not_answered_is_read_again_after_a_restart(
     replayed = [frame for frame, _ in zip_first(journaled(again, source, threading.Event()), 3)]
     again.close()
     assert [f.part_id for f in replayed] == ["1", "2", "3"]  # the two open ones first, then on
-    for before, after in zip(taken, replayed[:2], strict=True):
-        assert after.error is None
-        assert (
-            after.payload.columns["current"].tolist() == before.payload.columns["current"].tolist()
-        )
-        assert after.context == before.context and after.captured_utc == before.captured_utc
+    assert_replayed_as_taken(taken, replayed[:2])
 
     write_row_groups(path, [(9, 0.0), (9, 0.2), (10, 0.4), (10, 0.6)])  # rotated
     last = Spool(tmp_path / "spool.sqlite", 100)
