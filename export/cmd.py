@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     onnx_p.add_argument(
         "--samples",
         type=Path,
-        help="folder of images for the parity check (default: synthetic normal + defect)",
+        help="folder of samples for the parity check (default: synthetic normal + anomalous)",
     )
     onnx_p.add_argument(
         "--rtol",

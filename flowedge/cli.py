@@ -39,7 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "flowedge.edge.cmd_run",
         "run the station loop: capture -> preprocess -> infer -> publish",
     ),
-    "predict": ("flowedge.cmd_predict", "score image files and folders into a CSV"),
+    "predict": (
+        "flowedge.cmd_predict",
+        "score sample files and folders (any modality the model takes) into a CSV",
+    ),
     "check": ("flowedge.edge.cmd_check", "try model, sources, broker and spool before enabling"),
     "upgrade-card": ("flowedge.cmd_upgrade_card", "rewrite a 2.x checkpoint card as format 3.0"),
 }

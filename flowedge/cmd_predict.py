@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         nargs="+",
         metavar="INPUT",
-        help="image files and folders (searched recursively)",
+        help="sample files and folders (searched recursively for the model's file types)",
     )
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
     parser.add_argument(
