@@ -19,9 +19,6 @@ from flowedge.flows.detectors.csflow import CrossScaleCoupling, soft_clamp
 from flowedge.flows.fit import fit_detector
 
 SIZE = 64
-# the image detectors (audio ones are tested in test_audioflow.py)
-IMAGE_KINDS = [k for k in DETECTOR_KINDS if detector_config_model(k).modality == "image"]
-
 # the image detectors (series detectors: tests/test_series_detectors.py)
 IMAGE_KINDS = tuple(
     kind
