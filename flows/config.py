@@ -95,6 +95,27 @@ class GaussianConfig(ImageDetectorConfig):
     pca_variance: float = Field(0.99, gt=0, le=1.0, description="fraction of variance PCA keeps")
 
 
+class DifferNetConfig(ImageDetectorConfig):
+    """DifferNet (thesis ch. 4): an FC coupling flow on multi-scale pooled feature vectors."""
+
+    kind: Literal["differnet"] = "differnet"
+    # the thesis's 448/224/112 scaled to 192/96/48 (CPU time; docs/image_detectors.md)
+    image_size: int | list[int] = Field(
+        192, description="top-scale side, or [height, width], in px"
+    )
+    n_scales: int = Field(3, ge=1, le=4)
+    # test-time (and training) transforms: the first n of the 8 rotations/flips (1, 2, 4 or 8)
+    n_transforms: Literal[1, 2, 4, 8] = 4
+    # brightness factors spread evenly over [1 - b, 1 + b] across the transforms (thesis: MTD)
+    brightness: float = Field(0.15, ge=0, lt=1)
+    n_blocks: int = Field(8, ge=1, le=16)
+    hidden_features: int = Field(256, ge=8, description="width of the FC subnets")
+    hidden_layers: int = Field(2, ge=1, le=4)
+    clamp: float = Field(3.0, gt=0)
+    # the thesis's 3 px at 448, at 192
+    map_sigma: float = Field(1.3, gt=0, description="gradient-map smoothing, px of the input")
+
+
 class WindowCut(Strict):
     """Fixed windows: a continuous recording without motions to find (or a steady machine)."""
 
@@ -273,6 +294,7 @@ MTSFLOW_TRAINING = {
 DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
     CSFlowConfig,
     GaussianConfig,
+    DifferNetConfig,
     AudioFlowConfig,
     MTSFlowConfig,
     PCAConfig,

@@ -36,6 +36,8 @@ def tiny(kind: str = "csflow", **overrides) -> ImageDetectorConfig:
     )
     if kind == "csflow":
         values |= dict(n_scales=2, n_blocks=2, kernel_sizes=[3, 5], hidden_channels=16)
+    elif kind == "differnet":
+        values |= dict(n_scales=2, n_transforms=2, n_blocks=2, hidden_features=32)
     else:  # gaussian: two layers, to exercise the per-layer sums
         values |= dict(backbone=BackboneConfig(weights="none", out_indices=[2, 3]))
     return detector_config_model(kind)(**(values | overrides))

@@ -93,8 +93,15 @@ class Detector(nn.Module, ABC):
     def score_spec(self) -> ScoreSpec:
         """What the score means, written into the model card."""
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def graph_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What an exported graph computes (features -> latents -> reduce), and what export
+        parity compares the graph with."""
         return self.reduce(self.latents(self.features(x)), self.map_shape())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The graph's outputs; a detector may add here what a graph cannot hold (DifferNet's
+        autograd map), for evaluation and the torch backend."""
+        return self.graph_outputs(x)
 
 
 class GradientDetector(Detector):
