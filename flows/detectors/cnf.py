@@ -96,8 +96,9 @@ class UNetDecoder(nn.Module):
         self.stages = nn.ModuleList(
             _conv_block(widths[k + 1] + channels[k], widths[k]) for k in range(n - 1)
         )
-        self.head = nn.Sequential(_conv_block(widths[0], max(widths[0] // 2, 4)))
-        self.out = nn.Conv2d(max(widths[0] // 2, 4), 1, 3, padding=1)
+        last = max(widths[0] // 2, 4)
+        self.head = _conv_block(widths[0], last)
+        self.out = nn.Conv2d(last, 1, 3, padding=1)
 
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         x = self.transition(maps[-1])
