@@ -217,6 +217,37 @@ class AudioFlowConfig(DetectorConfigBase):
         )
 
 
+class CNFConfig(ImageDetectorConfig):
+    """Pixel classifier on synthetic defects + conditional flows on a shared, fine-tuned
+    backbone (paper 001, flows.detectors.cnf); the defect recipe's keys are flat here."""
+
+    kind: Literal["cnf"] = "cnf"
+    backbone: PyramidBackboneConfig = Field(default_factory=PyramidBackboneConfig)
+    # 128 px: the CPU budget (30 min on 2 cores for MTD); the paper uses 256
+    image_size: int | list[int] = Field(128, description="input side, or [height, width], in px")
+    # the deepest n backbone stages (of out_indices) are fine-tuned by the classifier; 0: frozen
+    finetune_stages: int = Field(1, ge=0)
+    backbone_lr_scale: float = Field(0.1, gt=0, le=1, description="backbone lr = this x lr")
+    decoder_channels: int = Field(32, ge=4, description="U-Net width at the finest skip")
+    n_blocks: int = Field(6, ge=1, le=16, description="coupling blocks per conditional flow")
+    condition_dim: int = Field(64, ge=4, description="positional encoding size, a multiple of 4")
+    clamp: float = Field(1.9, gt=0)
+    classifier_weight: float = Field(1.0, ge=0, description="w in A = A_nf + w * A_p")
+    # synthetic defects (flows.synthetic_defects.DefectRecipe)
+    in_domain_p: float = Field(0.5, ge=0, le=1)
+    max_beta: float = Field(0.8, ge=0, lt=1)
+    perlin_max_exponent: int = Field(5, ge=0, le=8)
+    object_mask: Literal["none", "bright", "dark"] = "none"
+    label_gain: float = Field(2.0, gt=0)
+
+    @field_validator("condition_dim")
+    @classmethod
+    def _sin_cos_pairs(cls, value: int) -> int:
+        if value % 4:
+            raise ValueError("must be a multiple of 4 (sine and cosine pairs for rows and columns)")
+        return value
+
+
 class SeriesDetectorConfig(DetectorConfigBase):
     """What every time-series detector shares: the signals and how cycles become tensors.
 
@@ -295,6 +326,7 @@ DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
     CSFlowConfig,
     GaussianConfig,
     DifferNetConfig,
+    CNFConfig,
     AudioFlowConfig,
     MTSFlowConfig,
     PCAConfig,

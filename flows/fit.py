@@ -35,9 +35,10 @@ def fit_by_gradient(
     the published numbers (CS-Flow's thesis betas (0.5, 0.9) are untested there; see
     docs/results.md); ``adam_eps`` differs between the two codes.
     """
-    params = detector.trainable_parameters()
+    groups = detector.parameter_groups(train_cfg.lr)
+    params = [p for group in groups for p in group["params"]]
     optimiser = torch.optim.Adam(
-        params, lr=train_cfg.lr, eps=train_cfg.adam_eps, weight_decay=train_cfg.weight_decay
+        groups, lr=train_cfg.lr, eps=train_cfg.adam_eps, weight_decay=train_cfg.weight_decay
     )
     schedule = torch.optim.lr_scheduler.MultiStepLR(
         optimiser, milestones=train_cfg.lr_milestones, gamma=train_cfg.lr_decay
@@ -57,7 +58,9 @@ def fit_by_gradient(
                 progress({"loss": loss_value, "epoch": epoch, "step": steps})
         schedule.step()
     detector.eval()
-    return {"final_loss": loss_value, "epochs": train_cfg.epochs, "steps": steps}
+    with torch.no_grad():
+        derived = detector.after_fit(batches)
+    return {"final_loss": loss_value, "epochs": train_cfg.epochs, "steps": steps} | derived
 
 
 def fit_detector(

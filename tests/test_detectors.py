@@ -38,8 +38,15 @@ def tiny(kind: str = "csflow", **overrides) -> ImageDetectorConfig:
         values |= dict(n_scales=2, n_blocks=2, kernel_sizes=[3, 5], hidden_channels=16)
     elif kind == "differnet":
         values |= dict(n_scales=2, n_transforms=2, n_blocks=2, hidden_features=32)
-    else:  # gaussian: two layers, to exercise the per-layer sums
+    else:  # gaussian, cnf: two layers, to exercise the per-layer sums
         values |= dict(backbone=BackboneConfig(weights="none", out_indices=[2, 3]))
+    if kind == "cnf":
+        values |= dict(
+            backbone=dict(weights="none", out_indices=[2, 3]),
+            n_blocks=2,
+            condition_dim=16,
+            decoder_channels=8,
+        )
     return detector_config_model(kind)(**(values | overrides))
 
 

@@ -114,6 +114,17 @@ class GradientDetector(Detector):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups; a detector that fine-tunes a pretrained part
+        gives it a smaller learning rate here."""
+        return [{"params": self.trainable_parameters(), "lr": lr}]
+
+    def after_fit(self, batches: BatchSource) -> dict[str, Any]:
+        """Called once after the last epoch, in eval mode without gradients: statistics the
+        detector derives from its training data (e.g. score normalisation); returns them for
+        the training summary. None by default."""
+        return {}
+
 
 class ClosedFormDetector(Detector):
     """Fitted in one pass over the training batches (statistics, no gradients)."""
