@@ -92,18 +92,26 @@ def calibrated_recall(run: Path, onnx_path: Path, data: Path, holdout: Path) -> 
     }
 
 
-def measure(run: Path, data: Path, holdout: Path, threads: int, repeats: int) -> dict[str, Any]:
-    report = evaluate(run, data, run / "eval", show_progress=False)
+def measure(
+    run: Path, data: Path, holdout: Path, threads: int, repeats: int, reuse: bool
+) -> dict[str, Any]:
+    report_path = run / "eval" / "report.json"
+    if reuse and report_path.is_file():
+        report = json.loads(report_path.read_text())
+    else:
+        report = evaluate(run, data, run / "eval", show_progress=False)
     overall = report["metrics"]["overall"]
     onnx_path = run / "model.onnx"
-    run_cli("export", "onnx", run, "--out", onnx_path)
+    if not (reuse and onnx_path.is_file()):
+        run_cli("export", "onnx", run, "--out", onnx_path)
     calibrated = calibrated_recall(run, onnx_path, data, holdout)
-    training = json.loads((run / "card.json").read_text())["training"]
+    card = json.loads((run / "card.json").read_text())
+    training = card["training"]
     image = sample_files(data / "test" / "good", "image")[0]
     return {
         "run": str(run),
         "model_id": report["model_id"],
-        "detector": json.loads((run / "card.json").read_text())["detector"]["kind"],
+        "detector": card["detector"],
         "image_auroc": overall["image_auroc"],
         "pixel_auroc": overall.get("pixel_auroc"),
         "aupro": overall.get("aupro"),
@@ -150,10 +158,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep RUN/eval/report.json and RUN/model.onnx if there"
+    )
     args = parser.parse_args()
     rows = []
     for run in args.runs:
-        rows.append(measure(run, args.data, args.holdout, args.threads, args.repeats))
+        rows.append(measure(run, args.data, args.holdout, args.threads, args.repeats, args.reuse))
         print(json.dumps(rows[-1], indent=2), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
