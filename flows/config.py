@@ -95,6 +95,27 @@ class GaussianConfig(ImageDetectorConfig):
     pca_variance: float = Field(0.99, gt=0, le=1.0, description="fraction of variance PCA keeps")
 
 
+class NFBMRConfig(ImageDetectorConfig):
+    """NF-BMR (paper 004): a flow target space and residual mapping networks both ways.
+
+    One backbone stage is the source domain y (stride 16 by default: 24 x 24 positions at
+    384 px, the paper's map size at a quarter of its compute); a single-scale coupling flow
+    gives the target domain z. Widths are far below the paper's 1024 so MTD trains on two
+    CPU cores (docs/image_detectors.md).
+    """
+
+    kind: Literal["nfbmr"] = "nfbmr"
+    backbone: BackboneConfig = Field(default_factory=lambda: BackboneConfig(out_indices=[3]))
+    n_blocks: int = Field(4, ge=1, le=8)
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 3, 3, 5])
+    hidden_channels: int = Field(64, ge=8, description="flow subnet width (paper: 1024)")
+    clamp: float = Field(3.0, gt=0)
+    mapping_channels: int = Field(96, ge=8, description="mapping network width (paper: 1024)")
+    n_residual: int = Field(
+        2, ge=0, le=8, description="residual blocks on each side of the shared middle one"
+    )
+
+
 class WindowCut(Strict):
     """Fixed windows: a continuous recording without motions to find (or a steady machine)."""
 
@@ -273,6 +294,7 @@ MTSFLOW_TRAINING = {
 DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
     CSFlowConfig,
     GaussianConfig,
+    NFBMRConfig,
     AudioFlowConfig,
     MTSFlowConfig,
     PCAConfig,

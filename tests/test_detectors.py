@@ -36,6 +36,10 @@ def tiny(kind: str = "csflow", **overrides) -> ImageDetectorConfig:
     )
     if kind == "csflow":
         values |= dict(n_scales=2, n_blocks=2, kernel_sizes=[3, 5], hidden_channels=16)
+    elif kind == "nfbmr":
+        values |= dict(
+            n_blocks=2, kernel_sizes=[3, 5], hidden_channels=16, mapping_channels=16, n_residual=1
+        )
     else:  # gaussian: two layers, to exercise the per-layer sums
         values |= dict(backbone=BackboneConfig(weights="none", out_indices=[2, 3]))
     return detector_config_model(kind)(**(values | overrides))
