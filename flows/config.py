@@ -98,14 +98,13 @@ class GaussianConfig(ImageDetectorConfig):
 class NFBMRConfig(ImageDetectorConfig):
     """NF-BMR (paper 004): a flow target space and residual mapping networks both ways.
 
-    One backbone stage is the source domain y (stride 16 by default: 24 x 24 positions at
-    384 px, the paper's map size at a quarter of its compute); a single-scale coupling flow
-    gives the target domain z. Widths are far below the paper's 1024 so MTD trains on two
-    CPU cores (docs/image_detectors.md).
+    One backbone stage is the source domain y (the paper: stride 32 of EfficientNet-B5 at
+    768 px; here Lite0's stride-32 stage at 384 px, the stage CS-Flow and the Gaussian do
+    best with on MTD); a single-scale coupling flow gives the target domain z. Widths are
+    far below the paper's 1024 so MTD trains on two CPU cores (docs/image_detectors.md).
     """
 
     kind: Literal["nfbmr"] = "nfbmr"
-    backbone: BackboneConfig = Field(default_factory=lambda: BackboneConfig(out_indices=[3]))
     n_blocks: int = Field(4, ge=1, le=8)
     kernel_sizes: list[int] = Field(default_factory=lambda: [3, 3, 3, 5])
     hidden_channels: int = Field(64, ge=8, description="flow subnet width (paper: 1024)")
