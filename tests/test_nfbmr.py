@@ -32,7 +32,7 @@ def test_shapes_and_latents_are_the_two_mapping_residuals():
     assert torch.allclose(target, z - detector.to_target(feats[0]))
     assert score.shape == (3,) and amap.shape == (3, SIZE, SIZE)
     assert score.dtype == amap.dtype == torch.float32 and torch.isfinite(score).all()
-    assert detector.score_spec().kind == "max_mapping_residual"
+    assert detector.score_spec().kind == "mean_mapping_residual"
     assert not detector.score_spec().uses_logdet
 
 

@@ -4,8 +4,9 @@ A frozen backbone stage is the source domain y. A single-scale coupling flow (CS
 blocks on one scale) maps normal y to the target domain z ~ N(0, I). Two residual
 networks learn the mappings between the domains: TMNN y -> z and SMNN z -> y, sharing
 their middle residual block. On normal parts both mappings are learnt; an anomaly
-breaks them, so the per-position mapping error is the anomaly map and its maximum the
-image score.
+breaks them, so the per-position mapping error is the anomaly map and its mean the
+image score (the paper does not say; on MTD the mean beats the maximum, 0.95 vs 0.90
+image AUROC: docs/image_detectors.md).
 
 The paper trains in phases (flow first, then the mappings with the flow frozen). Here
 one loss trains both at once: the mapping losses see the flow's output through a stop
@@ -108,7 +109,7 @@ class NFBMR(GradientDetector):
         self.register_buffer("scale_updates", torch.zeros((), dtype=torch.long))
 
     def score_spec(self) -> ScoreSpec:
-        return ScoreSpec(kind="max_mapping_residual", uses_logdet=False)
+        return ScoreSpec(kind="mean_mapping_residual", uses_logdet=False)
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> Features:
@@ -132,7 +133,7 @@ class NFBMR(GradientDetector):
         scale = self.residual_scale.float()
         asm = 0.5 * (source / scale[0] + target / scale[1])
         amap = F.interpolate(asm, size=map_shape, mode="bilinear", align_corners=False)[:, 0]
-        return asm.flatten(1).amax(dim=1), amap
+        return asm.flatten(1).mean(dim=1), amap
 
     def loss(self, feats: Features, labels: torch.Tensor | None) -> torch.Tensor:
         """Flow NLL + the two mapping MSEs; the mappings see z through a stop gradient."""
