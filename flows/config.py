@@ -114,6 +114,24 @@ class DifferNetConfig(ImageDetectorConfig):
     clamp: float = Field(3.0, gt=0)
     # the thesis's 3 px at 448, at 192
     map_sigma: float = Field(1.3, gt=0, description="gradient-map smoothing, px of the input")
+class NFBMRConfig(ImageDetectorConfig):
+    """NF-BMR (paper 004): a flow target space and residual mapping networks both ways.
+
+    One backbone stage is the source domain y (the paper: stride 32 of EfficientNet-B5 at
+    768 px; here Lite0's stride-32 stage at 384 px, the stage CS-Flow and the Gaussian do
+    best with on MTD); a single-scale coupling flow gives the target domain z. Widths are
+    far below the paper's 1024 so MTD trains on two CPU cores (docs/image_detectors.md).
+    """
+
+    kind: Literal["nfbmr"] = "nfbmr"
+    n_blocks: int = Field(4, ge=1, le=8)
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 3, 3, 5])
+    hidden_channels: int = Field(64, ge=8, description="flow subnet width (paper: 1024)")
+    clamp: float = Field(3.0, gt=0)
+    mapping_channels: int = Field(96, ge=8, description="mapping network width (paper: 1024)")
+    n_residual: int = Field(
+        2, ge=0, le=8, description="residual blocks on each side of the shared middle one"
+    )
 
 
 class WindowCut(Strict):
@@ -327,6 +345,7 @@ DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
     GaussianConfig,
     DifferNetConfig,
     CNFConfig,
+    NFBMRConfig,
     AudioFlowConfig,
     MTSFlowConfig,
     PCAConfig,

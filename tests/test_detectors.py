@@ -38,6 +38,10 @@ def tiny(kind: str = "csflow", **overrides) -> ImageDetectorConfig:
         values |= dict(n_scales=2, n_blocks=2, kernel_sizes=[3, 5], hidden_channels=16)
     elif kind == "differnet":
         values |= dict(n_scales=2, n_transforms=2, n_blocks=2, hidden_features=32)
+    elif kind == "nfbmr":
+        values |= dict(
+            n_blocks=2, kernel_sizes=[3, 5], hidden_channels=16, mapping_channels=16, n_residual=1
+        )
     else:  # gaussian, cnf: two layers, to exercise the per-layer sums
         values |= dict(backbone=BackboneConfig(weights="none", out_indices=[2, 3]))
     if kind == "cnf":
