@@ -86,7 +86,7 @@ def _worst_cases(
             name = f"{kind}_{rank}_{sample.defect}_{sample.path.stem}{cut}.png"
             title = f"{sample.defect}/{sample.path.name}{cut}  score {scores[i]:.4g}"
             plot_overlay(
-                modality.display_all(sample.path, spec, limits)[part],
+                modality.display_part(sample.path, spec, limits, part),
                 maps[i],
                 masks[i],
                 value_range,

@@ -67,11 +67,12 @@ class Modality(ABC):
         """Every sample of one file: one, unless the spec cuts files (audio ``input.cut``)."""
         return [self.load(path, spec, limits)]
 
-    def display_all(
-        self, path: str | Path, spec: InputSpec, limits: Any = None
-    ) -> list[np.ndarray]:
-        """:meth:`display` of every sample :meth:`load_all` gives, in the same order."""
-        return [self.display(path, spec, limits)]
+    def display_part(
+        self, path: str | Path, spec: InputSpec, limits: Any = None, part: int = 0
+    ) -> np.ndarray:
+        """The picture of sample ``part`` of :meth:`load_all`; by default the whole file's
+        :meth:`display` (series shows the cycle itself)."""
+        return self.display(path, spec, limits)
 
     def reading(self, card: ModelCard) -> Any:
         """The ``limits`` that read test files as the card's model was trained (series: its

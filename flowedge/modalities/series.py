@@ -151,16 +151,20 @@ class SeriesModality(Modality):
         return to_tensor(table, spec)
 
     def display(  # type: ignore[override]
-        self, path: str | Path, spec: SeriesInput, limits: LogFormat | None = None
+        self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
     ) -> np.ndarray:
         """The standardised signals as an RGB picture, one row per signal and one column per
         step, like the map (|z| up to 3 from blue through white to red)."""
         return _picture(self.load(path, spec, limits))
 
-    def display_all(  # type: ignore[override]
-        self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
-    ) -> list[np.ndarray]:
-        return [_picture(t) for t in self.load_all(path, spec, limits)]
+    def display_part(  # type: ignore[override]
+        self,
+        path: str | Path,
+        spec: SeriesInput,
+        limits: LogFormat | CycleReading | None = None,
+        part: int = 0,
+    ) -> np.ndarray:
+        return _picture(self.load_all(path, spec, limits)[part])
 
     def synthesize(
         self, root: str | Path, n_train: int, n_test_good: int, n_test_defect: int, seed: int = 0
