@@ -55,6 +55,6 @@ def explain_anomalies(backend: Backend, samples: list[Sample], threshold: float)
         t0 = time.perf_counter()
         try:
             sample.signal_drops = occlusion_drops(backend, sample.tensor, float(sample.score))
-        except Exception:  # the backend failing again is reported by the next batch's scoring
+        except Exception:  # drivers are extra: a broken backend shows in the next scoring
             log.exception("occlusion of %s/%s failed", sample.source, sample.part_id)
         sample.mark("drivers", t0)
