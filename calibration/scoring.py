@@ -89,7 +89,8 @@ def score_folders(
         log.warning("skipping %s", error)
         out.skipped.append(str(path))
 
-    load = partial(modality.load_all, spec=spec)
+    # a series model's logs are read and cut into cycles as its card says (as eval does)
+    load = partial(modality.load_all, spec=spec, limits=modality.reading(card))
     with Progress(len(paths), desc, "sample", bar=show_progress) as progress:
         for names, batch in load_batches(paths, load, batch_size, skip):
             values = np.asarray(infer(batch), dtype=np.float64).reshape(-1)

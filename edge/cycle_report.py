@@ -2,9 +2,11 @@
 
 From the anomaly map [signals, steps] the station already has: the time ranges
 with the most map mass (per-step sum over signals; for MTS-Flow graphs the exact
-per-step share of the NLL) and the signals with the most mass. For MTS-Flow the
-graph's map is spread evenly over signals (see flows.detectors.mtsflow), so its
-signal ranking is flat and ``top_signals`` is left empty rather than made up.
+per-step share of the NLL) and the signals with the most mass. An MTS-Flow graph's
+map is spread evenly over signals (see flows.detectors.mtsflow), so for its
+anomalous cycles the signals come from occlusion (edge.signal_drivers: the score
+drop when a signal is set to its training mean); its normal cycles name none rather
+than a made-up ranking.
 """
 
 from __future__ import annotations
@@ -38,23 +40,40 @@ def top_time_ranges(profile: np.ndarray, start_s: float, rate_hz: float) -> list
     return ranges
 
 
-def top_signals(amap: np.ndarray, signals: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The signals with the most map mass; none when the map does not tell signals apart."""
-    mass = np.nansum(amap, axis=1)
-    if np.allclose(mass, mass.mean(), rtol=1e-4):
+def names_signals(amap: np.ndarray) -> bool:
+    """Whether the map tells signals apart (an MTS-Flow graph's does not)."""
+    mass = np.nansum(np.asarray(amap, dtype=np.float64), axis=1)
+    return not np.allclose(mass, mass.mean(), rtol=1e-4)
+
+
+def top_signals(
+    amap: np.ndarray, drops: np.ndarray | None, signals: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The signals whose occlusion lowers the score most (when measured), else those with
+    the most map mass; none when neither tells signals apart."""
+    if drops is not None:
+        order = np.argsort(-drops, kind="stable")[:TOP_SIGNALS]
+        return [
+            {"signal": signals[i], "score_drop": float(drops[i])} for i in order if drops[i] > 0
+        ]
+    if not names_signals(amap):
         return []
+    mass = np.nansum(amap, axis=1)
     order = np.argsort(-mass, kind="stable")[:TOP_SIGNALS]
     return [{"signal": signals[i], "map_sum": float(mass[i])} for i in order]
 
 
-def cycle_report(context: dict[str, Any], amap: np.ndarray | None, spec: Any) -> dict[str, Any]:
-    """The ``cycle`` object of a decision: id and time range, plus drivers when scored."""
+def cycle_report(
+    context: dict[str, Any], amap: np.ndarray | None, drops: np.ndarray | None, spec: Any
+) -> dict[str, Any]:
+    """The ``cycle`` object of a decision: id and time range, plus drivers when scored
+    (``drops``: the occlusion score drops per signal, when they were measured)."""
     report = dict(context)
     if amap is None or not isinstance(spec, SeriesInput):
         return report | {"top_signals": [], "top_time_ranges": []}
     values = np.asarray(amap, dtype=np.float64)
     return report | {
-        "top_signals": top_signals(values, spec.signals),
+        "top_signals": top_signals(values, drops, spec.signals),
         "top_time_ranges": top_time_ranges(
             values.sum(axis=0), float(context.get("start_s", 0.0)), spec.rate_hz
         ),

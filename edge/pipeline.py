@@ -102,7 +102,15 @@ class Pipeline:
                 metrics,
                 self.events,
             ),
-            Infer(to_infer, to_publish, backend, max_batch, metrics, self.events),
+            Infer(
+                to_infer,
+                to_publish,
+                backend,
+                max_batch,
+                metrics,
+                self.events,
+                lambda: self.decider.policy.threshold,
+            ),
             Publish(to_publish, self.decider, spool, self.counts, metrics, on_published, depths),
         )
         self.progress = [stage.progress for stage in stages]

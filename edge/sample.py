@@ -35,6 +35,8 @@ class Sample:
     score: float | None = None
     amap: np.ndarray | None = None  # the anomaly map, kept until the heatmap is written
     error: str | None = None  # set when a stage refused the sample; it still gets a decision
+    # score drop per signal when it is occluded (an ANOMALY cycle whose map cannot name signals)
+    signal_drops: np.ndarray | None = None
     # fields the source adds to the decision message: {"event": ...} for an audio motion,
     # {"cycle": ...} for a robot cycle (see Frame.context)
     context: dict[str, Any] | None = None

@@ -29,6 +29,7 @@ from flowedge.edge.health import StageProgress
 from flowedge.edge.intake import journaled
 from flowedge.edge.metrics import Metrics
 from flowedge.edge.sample import Sample
+from flowedge.edge.signal_drivers import explain_anomalies
 from flowedge.edge.source_states import SourceStates
 from flowedge.edge.sources import Source
 from flowedge.edge.spool import Spool
@@ -168,7 +169,9 @@ class Preprocess:
 
 
 class Infer:
-    """Score whatever has queued up, in batches of at most ``max_batch``."""
+    """Score whatever has queued up, in batches of at most ``max_batch``; then find the
+    signals that drove each anomalous cycle whose map cannot say (on this thread: the
+    backend's)."""
 
     def __init__(
         self,
@@ -178,9 +181,10 @@ class Infer:
         max_batch: int,
         metrics: Metrics,
         events: EventBus,
+        threshold: Callable[[], float],
     ) -> None:
         self.inbox, self.out, self.backend, self.max_batch = inbox, out, backend, max_batch
-        self.metrics, self.events = metrics, events
+        self.metrics, self.events, self.threshold = metrics, events, threshold
         self.progress = StageProgress("infer", inbox.empty)
 
     def run(self) -> None:
@@ -239,6 +243,7 @@ class Infer:
                     self.metrics,
                     self.events,
                 )
+        explain_anomalies(self.backend, valid, self.threshold())
 
 
 class Publish:
@@ -276,8 +281,10 @@ class Publish:
         verdict = self.decider.verdict(sample)
         cycle = (sample.context or {}).get("cycle")
         if cycle is not None:  # the map is dropped now: keep what drove the score
-            sample.context["cycle"] = cycle_report(cycle, sample.amap, self.decider.card.input)
-        sample.tensor = sample.amap = None
+            sample.context["cycle"] = cycle_report(
+                cycle, sample.amap, sample.signal_drops, self.decider.card.input
+            )
+        sample.tensor = sample.amap = sample.signal_drops = None
         sample.mark("publish", t0)
 
         def build(seq: int) -> tuple[str, bytes]:

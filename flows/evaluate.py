@@ -19,7 +19,6 @@ from flowedge.core.card import InputSpec
 from flowedge.core.errors import CheckFailedError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import checkpoint_dir, load_checkpoint
-from flowedge.flows.config import SeriesDetectorConfig
 from flowedge.flows.data.datasets import (
     LoadSummary,
     Sample,
@@ -27,7 +26,6 @@ from flowedge.flows.data.datasets import (
     labelled_samples,
     load_mask,
 )
-from flowedge.flows.detectors.base import Detector
 from flowedge.flows.metrics import detection_report
 from flowedge.flows.plots import plot_histogram, plot_overlay, plot_roc
 from flowedge.modalities import get_modality
@@ -72,6 +70,8 @@ def _worst_cases(
     limits: Any = None,
 ) -> list[str]:
     """Overlays of the highest-scored good images and the lowest-scored defects."""
+    parts = part_numbers(samples)
+    modality = get_modality(spec.kind)
     out_dir.mkdir(parents=True, exist_ok=True)
     value_range = (float(np.percentile(maps, 1)), float(np.percentile(maps, 99.9)))
     labels = np.array([s.label for s in samples])
@@ -80,11 +80,13 @@ def _worst_cases(
     written = []
     for kind, indices in (("good_highest", good), ("defect_lowest", defect)):
         for rank, i in enumerate(indices):
-            sample = samples[i]
-            name = f"{kind}_{rank}_{sample.defect}_{sample.path.stem}.png"
-            title = f"{sample.defect}/{sample.path.name}  score {scores[i]:.4g}"
+            sample, part = samples[i], parts[i]
+            # a log cut into cycles: say which (a file of one sample is just its name)
+            cut = f"#{part}" if part or parts[i + 1 : i + 2] == [1] else ""
+            name = f"{kind}_{rank}_{sample.defect}_{sample.path.stem}{cut}.png"
+            title = f"{sample.defect}/{sample.path.name}{cut}  score {scores[i]:.4g}"
             plot_overlay(
-                get_modality(spec.kind).display(sample.path, spec, limits),
+                modality.display_part(sample.path, spec, limits, part),
                 maps[i],
                 masks[i],
                 value_range,
@@ -95,12 +97,13 @@ def _worst_cases(
     return written
 
 
-def reading_limits(detector: Detector) -> Any:
-    """How the test files are read: a series model's own log format from its card (the
-    separator, decimal mark and time column it was trained with), never each file's guess;
-    None (the modality's defaults) for the others."""
-    config = detector.config
-    return config.log if isinstance(config, SeriesDetectorConfig) else None
+def part_numbers(samples: list[Sample]) -> list[int]:
+    """Which sample of its file each one is (0, 1, ...: a log cut into cycles gives several,
+    all together in file order)."""
+    parts: list[int] = []
+    for i, sample in enumerate(samples):
+        parts.append(parts[-1] + 1 if i and samples[i - 1].path == sample.path else 0)
+    return parts
 
 
 def evaluate(
@@ -119,7 +122,8 @@ def evaluate(
     spec = card.input
     samples = labelled_samples(test_root, spec.kind)
     summary = LoadSummary(root=str(test_root))
-    limits = reading_limits(detector)
+    # a series model reads test logs with its card's log format and cuts them into cycles
+    limits = get_modality(spec.kind).reading(card)
     kept, scores, maps = score_samples(
         detector, samples, spec, summary, batch_size, device, show_progress, limits
     )
@@ -167,8 +171,9 @@ def evaluate(
         "metrics": metrics,
         "files": files,
         "images": [
-            {"path": str(s.path), "defect": s.defect, "label": s.label, "score": float(v)}
-            for s, v in zip(kept, scores, strict=True)
+            {"path": str(s.path), "part": part, "defect": s.defect, "label": s.label}
+            | {"score": float(v)}
+            for s, part, v in zip(kept, part_numbers(kept), scores, strict=True)
         ],
     }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

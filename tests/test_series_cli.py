@@ -68,7 +68,8 @@ def _one_log(cycles: list[sim.SimulatedCycle], path: Path) -> Path:
     return path
 
 
-def test_train_cuts_a_long_log_with_the_configured_segmenter(tmp_path: Path, capsys) -> None:
+def _segmented_pca(tmp_path: Path, capsys) -> Path:
+    """PCA trained on one long log of 12 cycles, cut by its cycle counter."""
     folder = tmp_path / "logs"
     folder.mkdir()
     _one_log(sim.simulate_set(12, 0, seed=3, rate_hz=RATE), folder / "shift.csv")
@@ -81,9 +82,50 @@ def test_train_cuts_a_long_log_with_the_configured_segmenter(tmp_path: Path, cap
         "segment": {"mode": "cycle_id", "column": "cycle"},
     }
     config = _config(tmp_path / "config.yaml", detector)
-
-    assert main(["train", str(folder), "--config", str(config), "--out", str(tmp_path / "m")]) == 0
+    checkpoint = tmp_path / "m"
+    assert main(["train", str(folder), "--config", str(config), "--out", str(checkpoint)]) == 0
     assert "trained on 12 cycles" in capsys.readouterr().out
+    return checkpoint
+
+
+def test_train_cuts_a_long_log_with_the_configured_segmenter(tmp_path: Path, capsys) -> None:
+    _segmented_pca(tmp_path, capsys)
+
+
+def test_eval_and_calibration_cut_test_logs_with_the_cards_segmenter(
+    tmp_path: Path, capsys
+) -> None:
+    from flowedge.calibration.scoring import open_model, score_folders
+
+    checkpoint = _segmented_pca(tmp_path, capsys)
+    root = tmp_path / "test"
+    for folder, cycles in {
+        "good": sim.simulate_set(3, 0, seed=4, rate_hz=RATE),
+        "collision": sim.simulate_set(0, 2, seed=5, rate_hz=RATE, kinds=("collision_cable",)),
+    }.items():
+        (root / folder).mkdir(parents=True)
+        _one_log(cycles, root / folder / "log.csv")
+
+    report_dir = tmp_path / "eval"
+    assert main(["eval", str(checkpoint), str(root), "--out", str(report_dir)]) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    overall = report["metrics"]["overall"]
+    assert (overall["n_good"], overall["n_defect"]) == (3, 2)  # per cycle, not per file
+    assert [(Path(e["path"]).parent.name, e["part"]) for e in report["images"]] == [
+        ("collision", 0),
+        ("collision", 1),
+        ("good", 0),
+        ("good", 1),
+        ("good", 2),
+    ]
+    assert any("log#" in Path(p).name for p in report["files"]["heatmaps"])
+
+    infer, card, close = open_model(checkpoint, "torch", "cpu")
+    scored = score_folders([root / "good"], infer, card, show_progress=False)
+    close()
+    assert len(scored.scores) == 3
+    good_scores = [e["score"] for e in report["images"] if e["label"] == 0]
+    np.testing.assert_allclose(scored.scores, good_scores, rtol=1e-5)
 
 
 def test_a_series_detector_without_signals_is_a_config_error(tmp_path: Path, capsys) -> None:

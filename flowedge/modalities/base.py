@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flowedge.core.card import InputSpec
+from flowedge.core.card import InputSpec, ModelCard
 
 
 class Modality(ABC):
@@ -66,6 +66,18 @@ class Modality(ABC):
     def load_all(self, path: str | Path, spec: InputSpec, limits: Any = None) -> list[np.ndarray]:
         """Every sample of one file: one, unless the spec cuts files (audio ``input.cut``)."""
         return [self.load(path, spec, limits)]
+
+    def display_part(
+        self, path: str | Path, spec: InputSpec, limits: Any = None, part: int = 0
+    ) -> np.ndarray:
+        """The picture of sample ``part`` of :meth:`load_all`; by default the whole file's
+        :meth:`display` (series shows the cycle itself)."""
+        return self.display(path, spec, limits)
+
+    def reading(self, card: ModelCard) -> Any:
+        """The ``limits`` that read test files as the card's model was trained (series: its
+        log format and segmenter); None: the modality's defaults."""
+        return None
 
     @abstractmethod
     def display(self, path: str | Path, spec: InputSpec, limits: Any = None) -> np.ndarray:

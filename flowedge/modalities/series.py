@@ -8,19 +8,23 @@ station runs it without the training stack.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from flowedge.core.card import SeriesInput
+from flowedge.core.card import ModelCard, SeriesInput
 from flowedge.core.errors import BadInputError
 from flowedge.modalities import series_synthetic
 from flowedge.modalities.base import Modality
 from flowedge.modalities.overlay import colour_bar, map_range, with_banner
+from flowedge.modalities.series_cycles import CycleReading, segment
 from flowedge.modalities.series_io import LogFormat, SignalTable, decode_log, read_log
 from flowedge.modalities.series_prep import to_tensor
+
+log = logging.getLogger(__name__)
 
 PLOTTED_SIGNALS = 6  # the signals with the most map mass get a trace each
 _PLOT_WIDTH, _ROW_HEIGHT, _LABEL_WIDTH = 640, 56, 150
@@ -63,6 +67,17 @@ def synthetic_tables(
     return tables
 
 
+def _log_format(limits: LogFormat | CycleReading | None) -> LogFormat | None:
+    return limits.log if isinstance(limits, CycleReading) else limits
+
+
+def _picture(tensor: np.ndarray) -> np.ndarray:
+    """Standardised signals as RGB: |z| up to 3 from blue through white to red."""
+    z = np.clip(tensor / 3.0, -1.0, 1.0)
+    grey = ((z + 1.0) * 127.5).astype(np.uint8)
+    return cv2.applyColorMap(grey, cv2.COLORMAP_COOL)[:, :, ::-1].copy()
+
+
 def _trace(values: np.ndarray, heat: np.ndarray, label: str) -> np.ndarray:
     """One signal's row: the map as a colour strip behind the signal's white trace."""
     strip = cv2.resize(heat[None, :], (_PLOT_WIDTH, _ROW_HEIGHT), interpolation=cv2.INTER_NEAREST)
@@ -85,11 +100,41 @@ class SeriesModality(Modality):
     name = "series"
     extensions = frozenset({".csv", ".parquet"})
 
-    def read(self, path: str | Path, limits: LogFormat | None = None) -> SignalTable:
-        return read_log(path, limits)
+    # ``limits``: a LogFormat (how to read a log), or a CycleReading (also how to cut it)
 
-    def decode(self, data: bytes, name: str, limits: LogFormat | None = None) -> SignalTable:
-        return decode_log(data, name, limits)
+    def read(self, path: str | Path, limits: LogFormat | CycleReading | None = None) -> SignalTable:
+        return read_log(path, _log_format(limits))
+
+    def decode(
+        self, data: bytes, name: str, limits: LogFormat | CycleReading | None = None
+    ) -> SignalTable:
+        return decode_log(data, name, _log_format(limits))
+
+    def reading(self, card: ModelCard) -> CycleReading:
+        return CycleReading.from_params(card.detector_params)
+
+    def load_all(  # type: ignore[override]
+        self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
+    ) -> list[np.ndarray]:
+        """One tensor per cycle of the file (cut by a CycleReading's segment, else one); a
+        cycle that cannot be used is skipped with a warning, none usable is BadInputError."""
+        table = self.read(path, limits)
+        if not isinstance(limits, CycleReading) or limits.segment is None:
+            return [self.preprocess(table, spec, str(path))]
+        cycles = segment(table, limits.segment)
+        tensors = []
+        for cycle in cycles:
+            try:
+                tensors.append(self.preprocess(cycle, spec, cycle.name))
+            except BadInputError as exc:
+                log.warning("skipping %s", exc)
+        if not tensors:
+            raise BadInputError(
+                f"log {path}: none of its {len(cycles)} cycle(s) is usable with the model's "
+                f"segment {limits.segment.model_dump(exclude_defaults=True)}; check the log "
+                "and the segment settings the model was trained with"
+            )
+        return tensors
 
     def validate(self, raw: Any, name: str) -> None:
         if not isinstance(raw, SignalTable):
@@ -106,13 +151,20 @@ class SeriesModality(Modality):
         return to_tensor(table, spec)
 
     def display(  # type: ignore[override]
-        self, path: str | Path, spec: SeriesInput, limits: LogFormat | None = None
+        self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
     ) -> np.ndarray:
         """The standardised signals as an RGB picture, one row per signal and one column per
         step, like the map (|z| up to 3 from blue through white to red)."""
-        z = np.clip(self.load(path, spec, limits) / 3.0, -1.0, 1.0)
-        grey = ((z + 1.0) * 127.5).astype(np.uint8)
-        return cv2.applyColorMap(grey, cv2.COLORMAP_COOL)[:, :, ::-1].copy()
+        return _picture(self.load(path, spec, limits))
+
+    def display_part(  # type: ignore[override]
+        self,
+        path: str | Path,
+        spec: SeriesInput,
+        limits: LogFormat | CycleReading | None = None,
+        part: int = 0,
+    ) -> np.ndarray:
+        return _picture(self.load_all(path, spec, limits)[part])
 
     def synthesize(
         self, root: str | Path, n_train: int, n_test_good: int, n_test_defect: int, seed: int = 0

@@ -16,14 +16,14 @@ a cycle is closed by the first row of the next one (or the trigger falling).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from flowedge.core.errors import BadInputError
 from flowedge.core.validation import Strict
-from flowedge.modalities.series_io import SignalTable
+from flowedge.modalities.series_io import LogFormat, SignalTable
 
 
 class SegmentConfig(Strict):
@@ -108,3 +108,22 @@ def segment(
         table.rows(s.start, s.stop, f"{table.name}:{s.cycle_id}")
         for s in cycle_spans(table, cfg, complete_only)
     ]
+
+
+@dataclass(frozen=True)
+class CycleReading:
+    """How evaluation and calibration read a test log: the model card's log format and
+    segmenter, so a log of many cycles is scored per cycle, as training cut its logs and
+    as the station cuts what it tails (no segment: one file is one cycle)."""
+
+    log: LogFormat
+    segment: SegmentConfig | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> CycleReading:
+        """From a series detector's card parameters (their ``log`` and ``segment``)."""
+        segment = params.get("segment")
+        return cls(
+            LogFormat.model_validate(params.get("log") or {}),
+            None if segment is None else SegmentConfig.model_validate(segment),
+        )

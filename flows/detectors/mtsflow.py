@@ -26,7 +26,8 @@ permutations and couplings no latent channel belongs to one input signal, so the
 graph says *when*, not *which*. The thesis's temporal analysis, the input gradient
 aggregated per time step (eq. 8.6), needs backpropagation, which an exported graph
 (ONNX, TensorRT) cannot do; it is :func:`input_gradient_map`, a torch-side analysis
-that also says which signals drove the score.
+that also says which signals drove the score. The station names the signals of an
+anomalous cycle by occlusion instead (``flowedge.edge.signal_drivers``, docs/robot.md).
 """
 
 from __future__ import annotations
