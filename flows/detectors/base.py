@@ -12,12 +12,16 @@ frozen features and export can keep the reductions in fp32:
 Training is not the detector's: :mod:`flows.fit` runs the loop. A detector says
 what the loop must give it (class attributes) and either a ``loss`` to minimise
 (:class:`GradientDetector`) or a closed-form ``fit`` (:class:`ClosedFormDetector`).
+A gradient detector whose parts must be trained one after the other (AST: the
+teacher flow, then the student that regresses it) lists them as
+:class:`TrainingPhase` s; the loop runs them in order.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +37,21 @@ Latents = list[torch.Tensor]
 TrainBatch = tuple[Features, torch.Tensor | None]
 BatchSource = Callable[[], Iterable[TrainBatch]]  # one call, one epoch
 ProgressFn = Callable[[dict[str, float]], None]
+LossFn = Callable[[Features, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainingPhase:
+    """One stage of gradient training: the loss it minimises and the only parameters it updates.
+
+    ``epochs`` None: the training section's ``epochs``. Each phase gets a fresh optimiser
+    and learning-rate schedule, so a later phase starts from the configured rate.
+    """
+
+    name: str
+    loss: LossFn
+    parameters: list[nn.Parameter]
+    epochs: int | None = None
 
 
 class Detector(nn.Module, ABC):
@@ -106,6 +125,11 @@ class GradientDetector(Detector):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def training_phases(self) -> list[TrainingPhase]:
+        """The phases the loop runs in order; one by default: ``loss`` over all trainable
+        parameters. Detectors trained in stages override this."""
+        return [TrainingPhase("fit", self.loss, self.trainable_parameters())]
 
 
 class ClosedFormDetector(Detector):
