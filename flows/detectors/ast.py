@@ -90,7 +90,13 @@ def teacher_graph(
             "clamp_activation": partial(unit_soft_clamp, alpha=config.clamp),
         }
         nodes.append(
-            Ff.Node(nodes[-1], Fm.GLOWCouplingBlock, coupling, conditions=condition, name=f"block{index}")
+            Ff.Node(
+                nodes[-1],
+                Fm.GLOWCouplingBlock,
+                coupling,
+                conditions=condition,
+                name=f"block{index}",
+            )
         )
     nodes.append(Ff.OutputNode(nodes[-1], name="z"))
     return Ff.GraphINN([*nodes, condition])
@@ -168,12 +174,17 @@ class AST(GradientDetector):
         """The stages resampled to the first one's grid and stacked, and the position map."""
         grid = feats[0].shape[-2:]
         stacked = torch.cat(
-            [f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear") for f in feats],
+            [
+                f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear")
+                for f in feats
+            ],
             dim=1,
         )
         return stacked, self.position.expand(stacked.shape[0], -1, -1, -1)
 
-    def _teach(self, f: torch.Tensor, position: torch.Tensor, jac: bool) -> tuple[torch.Tensor, Any]:
+    def _teach(
+        self, f: torch.Tensor, position: torch.Tensor, jac: bool
+    ) -> tuple[torch.Tensor, Any]:
         z, log_jac = self.teacher(f, c=[position], jac=jac)
         return z, log_jac
 
