@@ -52,16 +52,18 @@ def _fmt(value: Any) -> str:
 
 
 def summary_table(metrics: dict[str, Any]) -> str:
-    """Overall and per-defect rows: counts, image AUROC, pixel AUROC, F1-max."""
+    """Overall and per-defect rows: counts, image AUROC, pixel AUROC, AUPRO, F1-max."""
     rows = [
-        f"{'':<14} {'good':>5} {'defect':>6} {'img AUROC':>9} {'px AUROC':>9} {'F1-max':>7} {'threshold':>10}"
+        f"{'':<14} {'good':>5} {'defect':>6} {'img AUROC':>9} {'px AUROC':>9} {'AUPRO':>7} "
+        f"{'F1-max':>7} {'threshold':>10}"
     ]
     groups = {"overall": metrics["overall"], **metrics["per_defect"]}
     for name, m in groups.items():
         threshold = "n/a" if m["f1_threshold"] is None else f"{m['f1_threshold']:.4g}"
         rows.append(
             f"{name:<14} {m['n_good']:>5} {m['n_defect']:>6} {_fmt(m['image_auroc']):>9} "
-            f"{_fmt(m.get('pixel_auroc')):>9} {_fmt(m['f1_max']):>7} {threshold:>10}"
+            f"{_fmt(m.get('pixel_auroc')):>9} {_fmt(m.get('aupro')):>7} {_fmt(m['f1_max']):>7} "
+            f"{threshold:>10}"
         )
     return "\n".join(rows)
 

@@ -1,4 +1,4 @@
-"""Detection metrics: image AUROC, pixel AUROC and the best F1 with its threshold.
+"""Detection metrics: image AUROC, pixel AUROC, AUPRO and the best F1 with its threshold.
 
 Per defect type a metric uses that defect's images plus all good images, the
 usual MVTec protocol, so a rare defect type is not hidden by the common ones.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 from sklearn.metrics import precision_recall_curve
 
 from flowedge.core.metrics import auroc
@@ -61,6 +62,56 @@ def pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> floa
     return auroc(truth, values)
 
 
+AUPRO_FPR_LIMIT = 0.3  # the MVTec AD convention (Bergmann et al. 2021), as in anomalib
+
+
+def aupro(
+    masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], fpr_limit: float = AUPRO_FPR_LIMIT
+) -> float | None:
+    """Area under the per-region-overlap curve up to ``fpr_limit`` false-positive rate, / limit.
+
+    Pixel AUROC weighs a defect by its area, so one large "uneven" region outweighs many
+    small blowholes; PRO averages the covered share of each connected defect region
+    (8-connectivity) instead, so small defects count as much as large ones. The curve is
+    exact: every distinct map value is a threshold (pixels sorted once), the false-positive
+    rate is over all defect-free pixels of the given images, and the area is cut at the
+    limit by linear interpolation. ``None`` without both defect and defect-free pixels.
+    """
+    if not masks:
+        return None
+    scores, fpr_steps, pro_steps = [], [], []
+    n_regions, n_normal = 0, 0
+    for mask, amap in zip(masks, maps, strict=True):
+        truth = np.asarray(mask, dtype=bool)
+        regions, count = ndimage.label(truth, structure=np.ones((3, 3)))
+        sizes = np.bincount(regions.ravel(), minlength=count + 1).astype(np.float64)
+        # each defect pixel adds 1/area of its region to the summed overlap; normal pixels 0
+        share = np.where(regions > 0, 1.0 / sizes[regions], 0.0)
+        scores.append(np.asarray(amap, dtype=np.float64).ravel())
+        pro_steps.append(share.ravel())
+        fpr_steps.append((~truth).ravel())
+        n_regions += count
+        n_normal += int((~truth).sum())
+    if n_regions == 0 or n_normal == 0:
+        return None
+    values = np.concatenate(scores)
+    order = np.argsort(-values, kind="stable")
+    values = values[order]
+    fpr = np.cumsum(np.concatenate(fpr_steps)[order]) / n_normal
+    pro = np.cumsum(np.concatenate(pro_steps)[order]) / n_regions
+    # a threshold lies between distinct values: keep the last pixel of every run of ties
+    last_of_tie = np.append(values[1:] != values[:-1], True)
+    fpr = np.concatenate([[0.0], fpr[last_of_tie]])
+    pro = np.concatenate([[0.0], pro[last_of_tie]])
+    cut = int(np.searchsorted(fpr, fpr_limit, side="right"))
+    fpr_c, pro_c = fpr[:cut], pro[:cut]
+    if cut < len(fpr) and fpr_c[-1] < fpr_limit:
+        weight = (fpr_limit - fpr[cut - 1]) / (fpr[cut] - fpr[cut - 1])
+        fpr_c = np.append(fpr_c, fpr_limit)
+        pro_c = np.append(pro_c, pro[cut - 1] + weight * (pro[cut] - pro[cut - 1]))
+    return float(np.trapezoid(pro_c, fpr_c) / fpr_limit)
+
+
 def _group(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -77,7 +128,9 @@ def _group(
     }
     if maps is not None:
         usable = [i for i, m in enumerate(masks) if m is not None]
-        result["pixel_auroc"] = pixel_auroc([masks[i] for i in usable], [maps[i] for i in usable])
+        used_masks, used_maps = [masks[i] for i in usable], [maps[i] for i in usable]
+        result["pixel_auroc"] = pixel_auroc(used_masks, used_maps)
+        result["aupro"] = aupro(used_masks, used_maps)
     return result
 
 

@@ -24,7 +24,14 @@ from flowedge.core.errors import (
 )
 from flowedge.flows.cmd_train import build_configs
 from flowedge.flows.config import GaussianConfig, TrainingConfig, default_detector_config
-from flowedge.flows.metrics import auroc, detection_report, f1_max, image_auroc, pixel_auroc
+from flowedge.flows.metrics import (
+    aupro,
+    auroc,
+    detection_report,
+    f1_max,
+    image_auroc,
+    pixel_auroc,
+)
 
 LABELS = [0, 0, 1, 1]
 SCORES = [0.1, 0.4, 0.35, 0.8]
@@ -80,6 +87,45 @@ def test_pixel_auroc_by_hand() -> None:
     assert pixel_auroc([np.zeros((2, 2), bool)], [np.ones((2, 2))]) is None
 
 
+def test_aupro_weighs_regions_not_pixels() -> None:
+    # a 1-pixel defect found first, a 4-pixel one scored below every normal pixel:
+    # pixel AUROC counts 1 of 5 defect pixels (0.2), PRO counts 1 of 2 regions (0.5)
+    mask = np.array([[1, 0, 1, 1, 1, 1, 0, 0, 0, 0]], bool)
+    amap = np.array([[10.0, 5, 1, 1, 1, 1, 5, 5, 5, 5]])
+    assert pixel_auroc([mask], [amap]) == pytest.approx(0.2)
+    assert aupro([mask], [amap]) == pytest.approx(0.5)
+    assert aupro([mask], [mask.astype(float)]) == pytest.approx(1.0)
+    assert aupro([np.zeros((2, 2), bool)], [np.ones((2, 2))]) is None
+
+
+def _aupro_by_thresholds(masks, maps, limit: float = 0.3) -> float:
+    """Reference: every distinct value as a threshold, PRO per region counted directly."""
+    from scipy import ndimage
+
+    labelled = [ndimage.label(m, structure=np.ones((3, 3)))[0] for m in masks]
+    normal = np.concatenate([~m.ravel() for m in masks])
+    values = np.concatenate([a.ravel() for a in maps])
+    points = [(0.0, 0.0)]
+    for t in np.unique(values)[::-1]:
+        fpr = (values[normal] >= t).mean()
+        overlaps = [
+            (a[lab == k] >= t).mean()
+            for lab, a in zip(labelled, maps, strict=True)
+            for k in range(1, lab.max() + 1)
+        ]
+        points.append((fpr, float(np.mean(overlaps))))
+    fpr, pro = np.array(points).T
+    grid = np.append(fpr[fpr <= limit], limit)
+    return float(np.trapezoid(np.interp(grid, fpr, pro), grid) / limit)
+
+
+def test_aupro_matches_the_threshold_by_threshold_definition() -> None:
+    rng = np.random.default_rng(1)
+    masks = [rng.random((12, 12)) > 0.85 for _ in range(3)]
+    maps = [np.round(rng.random((12, 12)) + 0.4 * m, 2) for m in masks]  # with ties
+    assert aupro(masks, maps) == pytest.approx(_aupro_by_thresholds(masks, maps), abs=1e-9)
+
+
 def test_report_groups_each_defect_with_all_good_images() -> None:
     defects = ["good", "good", "crack", "spot"]
     masks = [np.zeros((2, 2), bool)] * 2 + [np.array([[1, 0], [0, 0]], bool), None]
@@ -89,7 +135,7 @@ def test_report_groups_each_defect_with_all_good_images() -> None:
     assert (crack["n_good"], crack["n_defect"]) == (2, 1)
     assert crack["image_auroc"] == pytest.approx(0.5)  # 0.35 beats 0.1, loses to 0.4
     assert spot["image_auroc"] == pytest.approx(1.0)
-    assert crack["pixel_auroc"] == pytest.approx(1.0)
+    assert crack["pixel_auroc"] == pytest.approx(1.0) and crack["aupro"] == pytest.approx(1.0)
     assert spot["pixel_auroc"] is None  # no mask for the only spot image: no defective pixel
     assert report["overall"]["image_auroc"] == pytest.approx(0.75)
     assert "pixel_auroc" not in detection_report(LABELS, defects, SCORES)["overall"]

@@ -1,0 +1,69 @@
+"""Every registered image detector goes the whole way: train, export with its parity gate,
+and decide images in the station without torch.
+
+One tiny model per detector (64 px, random backbone, one epoch): ``flowedge export onnx``
+must pass the parity check against PyTorch, and ``flowedge run`` on a folder, in a
+process where torch cannot be imported, must decide every image with the graph.
+A new detector is covered by registering it (and giving ``tiny()`` its small settings).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_detectors import IMAGE_KINDS, tiny  # noqa: E402
+from test_station_no_torch import _env  # noqa: E402
+
+from flowedge.flows.config import TrainingConfig  # noqa: E402
+
+
+def _cli(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "flowedge.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize("kind", IMAGE_KINDS)
+def test_detector_trains_exports_and_runs_in_the_station(
+    kind: str, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    from flowedge.flows.train import train
+
+    checkpoint = tmp_path / "model"
+    training = TrainingConfig(epochs=1, batch_size=8, seed=0)
+    train(tiny(kind), training, synthetic_dataset, checkpoint, show_progress=False)
+
+    graph = tmp_path / "model.onnx"
+    exported = _cli("export", "onnx", checkpoint, "--out", graph)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert graph.is_file()
+
+    images = synthetic_dataset / "test" / "good"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(f"""
+        model: {{path: {graph}, backend: onnxruntime, threshold: 1.0e9}}
+        sources: [{{name: cam1, kind: folder, path: {images}}}]
+        mqtt: {{enabled: false}}
+        metrics: {{enabled: false}}
+        spool: {{path: {tmp_path / "spool.sqlite"}}}
+        pipeline: {{heatmaps: none}}
+    """),
+        encoding="utf-8",
+    )
+    ran = _cli("run", "--config", config, env=_env(tmp_path), cwd=tmp_path)
+    n_images = len(list(images.iterdir()))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert f"{n_images} decisions, 0 errors" in ran.stderr, ran.stderr[-3000:]
