@@ -54,7 +54,7 @@ def torch_outputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     def infer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            score, amap = detector(torch.from_numpy(x))
+            score, amap = detector.graph_outputs(torch.from_numpy(x))
         return score.float().numpy(), amap.float().numpy()
 
     return run_in_batches(infer, batch, sizes=(chunk,))

@@ -137,6 +137,47 @@ class ASTConfig(ImageDetectorConfig):
         return self
 
 
+class DifferNetConfig(ImageDetectorConfig):
+    """DifferNet (thesis ch. 4): an FC coupling flow on multi-scale pooled feature vectors."""
+
+    kind: Literal["differnet"] = "differnet"
+    # the thesis's 448/224/112 scaled to 192/96/48 (CPU time; docs/image_detectors.md)
+    image_size: int | list[int] = Field(
+        192, description="top-scale side, or [height, width], in px"
+    )
+    n_scales: int = Field(3, ge=1, le=4)
+    # test-time (and training) transforms: the first n of the 8 rotations/flips (1, 2, 4 or 8)
+    n_transforms: Literal[1, 2, 4, 8] = 4
+    # brightness factors spread evenly over [1 - b, 1 + b] across the transforms (thesis: MTD)
+    brightness: float = Field(0.15, ge=0, lt=1)
+    n_blocks: int = Field(8, ge=1, le=16)
+    hidden_features: int = Field(256, ge=8, description="width of the FC subnets")
+    hidden_layers: int = Field(2, ge=1, le=4)
+    clamp: float = Field(3.0, gt=0)
+    # the thesis's 3 px at 448, at 192
+    map_sigma: float = Field(1.3, gt=0, description="gradient-map smoothing, px of the input")
+
+
+class NFBMRConfig(ImageDetectorConfig):
+    """NF-BMR (paper 004): a flow target space and residual mapping networks both ways.
+
+    One backbone stage is the source domain y (the paper: stride 32 of EfficientNet-B5 at
+    768 px; here Lite0's stride-32 stage at 384 px, the stage CS-Flow and the Gaussian do
+    best with on MTD); a single-scale coupling flow gives the target domain z. Widths are
+    far below the paper's 1024 so MTD trains on two CPU cores (docs/image_detectors.md).
+    """
+
+    kind: Literal["nfbmr"] = "nfbmr"
+    n_blocks: int = Field(4, ge=1, le=8)
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 3, 3, 5])
+    hidden_channels: int = Field(64, ge=8, description="flow subnet width (paper: 1024)")
+    clamp: float = Field(3.0, gt=0)
+    mapping_channels: int = Field(96, ge=8, description="mapping network width (paper: 1024)")
+    n_residual: int = Field(
+        2, ge=0, le=8, description="residual blocks on each side of the shared middle one"
+    )
+
+
 class WindowCut(Strict):
     """Fixed windows: a continuous recording without motions to find (or a steady machine)."""
 
@@ -238,6 +279,37 @@ class AudioFlowConfig(DetectorConfigBase):
         )
 
 
+class CNFConfig(ImageDetectorConfig):
+    """Pixel classifier on synthetic defects + conditional flows on a shared, fine-tuned
+    backbone (paper 001, flows.detectors.cnf); the defect recipe's keys are flat here."""
+
+    kind: Literal["cnf"] = "cnf"
+    backbone: PyramidBackboneConfig = Field(default_factory=PyramidBackboneConfig)
+    # 128 px: the CPU budget (30 min on 2 cores for MTD); the paper uses 256
+    image_size: int | list[int] = Field(128, description="input side, or [height, width], in px")
+    # the deepest n backbone stages (of out_indices) are fine-tuned by the classifier; 0: frozen
+    finetune_stages: int = Field(1, ge=0)
+    backbone_lr_scale: float = Field(0.1, gt=0, le=1, description="backbone lr = this x lr")
+    decoder_channels: int = Field(32, ge=4, description="U-Net width at the finest skip")
+    n_blocks: int = Field(6, ge=1, le=16, description="coupling blocks per conditional flow")
+    condition_dim: int = Field(64, ge=4, description="positional encoding size, a multiple of 4")
+    clamp: float = Field(1.9, gt=0)
+    classifier_weight: float = Field(1.0, ge=0, description="w in A = A_nf + w * A_p")
+    # synthetic defects (flows.synthetic_defects.DefectRecipe)
+    in_domain_p: float = Field(0.5, ge=0, le=1)
+    max_beta: float = Field(0.8, ge=0, lt=1)
+    perlin_max_exponent: int = Field(5, ge=0, le=8)
+    object_mask: Literal["none", "bright", "dark"] = "none"
+    label_gain: float = Field(2.0, gt=0)
+
+    @field_validator("condition_dim")
+    @classmethod
+    def _sin_cos_pairs(cls, value: int) -> int:
+        if value % 4:
+            raise ValueError("must be a multiple of 4 (sine and cosine pairs for rows and columns)")
+        return value
+
+
 class SeriesDetectorConfig(DetectorConfigBase):
     """What every time-series detector shares: the signals and how cycles become tensors.
 
@@ -316,6 +388,9 @@ DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
     CSFlowConfig,
     GaussianConfig,
     ASTConfig,
+    DifferNetConfig,
+    CNFConfig,
+    NFBMRConfig,
     AudioFlowConfig,
     MTSFlowConfig,
     PCAConfig,

@@ -25,7 +25,9 @@ from flowedge.flows.detectors.base import (
 def planned_epochs(detector: Detector, train_cfg: TrainingConfig) -> int:
     """Epochs the loop will run over the batches: all phases' together (for progress bars)."""
     if isinstance(detector, GradientDetector):
-        return sum(phase.epochs or train_cfg.epochs for phase in detector.training_phases())
+        return sum(
+            phase.epochs or train_cfg.epochs for phase in detector.training_phases(train_cfg.lr)
+        )
     return train_cfg.epochs
 
 
@@ -47,9 +49,9 @@ def fit_by_gradient(
     detector.train()
     steps, epoch, loss_value = 0, 0, float("nan")
     phase_losses: dict[str, float] = {}
-    for phase in detector.training_phases():
+    for phase in detector.training_phases(train_cfg.lr):
         optimiser = torch.optim.Adam(
-            phase.parameters,
+            phase.groups,
             lr=train_cfg.lr,
             eps=train_cfg.adam_eps,
             weight_decay=train_cfg.weight_decay,
@@ -72,7 +74,9 @@ def fit_by_gradient(
             epoch += 1
         phase_losses[f"{phase.name}_final_loss"] = loss_value
     detector.eval()
-    summary = {"final_loss": loss_value, "epochs": epoch, "steps": steps}
+    with torch.no_grad():
+        derived = detector.after_fit(batches)
+    summary = {"final_loss": loss_value, "epochs": epoch, "steps": steps} | derived
     return summary | (phase_losses if len(phase_losses) > 1 else {})
 
 

@@ -91,7 +91,7 @@ def test_phases_run_teacher_then_student_each_moving_only_its_own_parameters():
             )
 
     summary = fit(detector, progress=progress)
-    assert [p.name for p in detector.training_phases()] == ["teacher", "student"]
+    assert [p.name for p in detector.training_phases(1e-3)] == ["teacher", "student"]
     assert summary["epochs"] == 3 == planned_epochs(detector, TrainingConfig(epochs=7))
     assert summary["steps"] == 9
     assert {"teacher_final_loss", "student_final_loss"} <= set(summary)

@@ -39,8 +39,21 @@ def tiny(kind: str = "csflow", **overrides) -> ImageDetectorConfig:
     elif kind == "ast":  # one epoch per phase: the loop's epochs
         values |= dict(n_blocks=2, kernel_sizes=[3, 1], teacher_hidden=16, student_hidden=16)
         values |= dict(student_blocks=1, teacher_epochs=None, student_epochs=None)
-    else:  # gaussian: two layers, to exercise the per-layer sums
+    elif kind == "differnet":
+        values |= dict(n_scales=2, n_transforms=2, n_blocks=2, hidden_features=32)
+    elif kind == "nfbmr":
+        values |= dict(
+            n_blocks=2, kernel_sizes=[3, 5], hidden_channels=16, mapping_channels=16, n_residual=1
+        )
+    else:  # gaussian, cnf: two layers, to exercise the per-layer sums
         values |= dict(backbone=BackboneConfig(weights="none", out_indices=[2, 3]))
+    if kind == "cnf":
+        values |= dict(
+            backbone=dict(weights="none", out_indices=[2, 3]),
+            n_blocks=2,
+            condition_dim=16,
+            decoder_channels=8,
+        )
     return detector_config_model(kind)(**(values | overrides))
 
 

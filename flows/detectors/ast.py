@@ -226,18 +226,10 @@ class AST(GradientDetector):
         converged teacher, not a moving one."""
         return self.teacher_loss(feats, labels) + self.student_loss(feats, labels)
 
-    def training_phases(self) -> list[TrainingPhase]:
+    def training_phases(self, lr: float) -> list[TrainingPhase]:
+        teacher = [{"params": list(self.teacher.parameters()), "lr": lr}]
+        student = [{"params": list(self.student.parameters()), "lr": lr}]
         return [
-            TrainingPhase(
-                "teacher",
-                self.teacher_loss,
-                list(self.teacher.parameters()),
-                self.config.teacher_epochs,
-            ),
-            TrainingPhase(
-                "student",
-                self.student_loss,
-                list(self.student.parameters()),
-                self.config.student_epochs,
-            ),
+            TrainingPhase("teacher", self.teacher_loss, teacher, self.config.teacher_epochs),
+            TrainingPhase("student", self.student_loss, student, self.config.student_epochs),
         ]

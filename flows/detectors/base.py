@@ -42,7 +42,8 @@ LossFn = Callable[[Features, torch.Tensor | None], torch.Tensor]
 
 @dataclass(frozen=True)
 class TrainingPhase:
-    """One stage of gradient training: the loss it minimises and the only parameters it updates.
+    """One stage of gradient training: the loss it minimises and the only parameters it updates
+    (the optimiser's parameter groups, each ``{"params": [...], "lr": ...}``).
 
     ``epochs`` None: the training section's ``epochs``. Each phase gets a fresh optimiser
     and learning-rate schedule, so a later phase starts from the configured rate.
@@ -50,8 +51,12 @@ class TrainingPhase:
 
     name: str
     loss: LossFn
-    parameters: list[nn.Parameter]
+    groups: list[dict[str, Any]]
     epochs: int | None = None
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for group in self.groups for p in group["params"]]
 
 
 class Detector(nn.Module, ABC):
@@ -112,8 +117,15 @@ class Detector(nn.Module, ABC):
     def score_spec(self) -> ScoreSpec:
         """What the score means, written into the model card."""
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def graph_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What an exported graph computes (features -> latents -> reduce), and what export
+        parity compares the graph with."""
         return self.reduce(self.latents(self.features(x)), self.map_shape())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The graph's outputs; a detector may add here what a graph cannot hold (DifferNet's
+        autograd map), for evaluation and the torch backend."""
+        return self.graph_outputs(x)
 
 
 class GradientDetector(Detector):
@@ -126,10 +138,21 @@ class GradientDetector(Detector):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def training_phases(self) -> list[TrainingPhase]:
-        """The phases the loop runs in order; one by default: ``loss`` over all trainable
-        parameters. Detectors trained in stages override this."""
-        return [TrainingPhase("fit", self.loss, self.trainable_parameters())]
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups; a detector that fine-tunes a pretrained part
+        gives it a smaller learning rate here."""
+        return [{"params": self.trainable_parameters(), "lr": lr}]
+
+    def after_fit(self, batches: BatchSource) -> dict[str, Any]:
+        """Called once after the last epoch, in eval mode without gradients: statistics the
+        detector derives from its training data (e.g. score normalisation); returns them for
+        the training summary. None by default."""
+        return {}
+
+    def training_phases(self, lr: float) -> list[TrainingPhase]:
+        """The phases the loop runs in order; one by default: ``loss`` over
+        :meth:`parameter_groups`. Detectors trained in stages override this."""
+        return [TrainingPhase("fit", self.loss, self.parameter_groups(lr))]
 
 
 class ClosedFormDetector(Detector):

@@ -22,7 +22,7 @@ from FrEIA.modules import InvertibleModule
 from torch import nn
 
 from flowedge.core.card import ScoreSpec
-from flowedge.flows.config import AudioFlowConfig, CSFlowConfig
+from flowedge.flows.config import AudioFlowConfig, CSFlowConfig, NFBMRConfig
 from flowedge.flows.detectors.base import Features, GradientDetector, Latents
 from flowedge.flows.detectors.registry import register_detector
 
@@ -130,9 +130,10 @@ class CrossScaleCoupling(InvertibleModule):
         return input_dims
 
 
-def coupling_graph(
-    dims: list[tuple[int, int, int]], det: CSFlowConfig | AudioFlowConfig
-) -> Ff.GraphINN:
+FlowBlocks = CSFlowConfig | AudioFlowConfig | NFBMRConfig  # configs with the coupling-block keys
+
+
+def coupling_graph(dims: list[tuple[int, int, int]], det: FlowBlocks) -> Ff.GraphINN:
     """FrEIA graph: one input node per scale, the coupling blocks in a chain, one output per scale."""
     inputs = [Ff.InputNode(*d, name=f"scale{k}") for k, d in enumerate(dims)]
     nodes, previous = list(inputs), [(node, 0) for node in inputs]
@@ -146,15 +147,23 @@ def coupling_graph(
         nodes.append(block)
         previous = [(block, k) for k in range(len(dims))]
     outputs = [Ff.OutputNode([p], name=f"z{k}") for k, p in enumerate(previous)]
-    return Ff.GraphINN(nodes + outputs)
+    # a tuple even for one scale: a lone tensor would be split along the batch by list()
+    return Ff.GraphINN(nodes + outputs, force_tuple_output=True)
 
 
-def check_kernel_sizes(config: CSFlowConfig | AudioFlowConfig) -> None:
+def check_kernel_sizes(config: FlowBlocks) -> None:
     if len(config.kernel_sizes) != config.n_blocks:
         raise ValueError(
             f"detector.kernel_sizes needs {config.n_blocks} entries (one per block), "
             f"got {config.kernel_sizes}"
         )
+
+
+def flow_nll(z: Latents, log_jac: torch.Tensor) -> torch.Tensor:
+    """Per-dimension negative log-likelihood under a standard normal, batch mean."""
+    dim = sum(zk[0].numel() for zk in z)
+    sq = sum((zk**2).flatten(1).sum(1) for zk in z)
+    return (0.5 * sq - log_jac).mean() / dim
 
 
 class CrossScaleFlowDetector(GradientDetector):
@@ -187,10 +196,7 @@ class CrossScaleFlowDetector(GradientDetector):
 
     def loss(self, feats: Features, labels: torch.Tensor | None) -> torch.Tensor:
         """Per-dimension negative log-likelihood of normal features, as in the reference code."""
-        z, log_jac = self.flow(feats)
-        dim = sum(zk[0].numel() for zk in z)
-        sq = sum((zk**2).flatten(1).sum(1) for zk in z)
-        return (0.5 * sq - log_jac).mean() / dim
+        return flow_nll(*self.flow(feats))
 
 
 @register_detector("csflow")
