@@ -95,6 +95,48 @@ class GaussianConfig(ImageDetectorConfig):
     pca_variance: float = Field(0.99, gt=0, le=1.0, description="fraction of variance PCA keeps")
 
 
+class ASTConfig(ImageDetectorConfig):
+    """AST (thesis ch. 6): a conditional flow teacher, a CNN student regressing its latents,
+    scored by their distance (flows.detectors.ast).
+
+    The stages in ``backbone.out_indices`` are resampled to the first one's grid and
+    stacked (Lite0 at 384 px: index 3 gives 24 x 24 x 112, the thesis's 24 x 24 map).
+    """
+
+    kind: Literal["ast"] = "ast"
+    backbone: BackboneConfig = Field(default_factory=lambda: BackboneConfig(out_indices=[3]))
+    # CPU defaults (docs/image_detectors.md): 256 px (MTD's images are ~280 x 330) gives a
+    # 16 x 16 grid at stride 16; the thesis: 768 px, B5, 24 x 24, kernels 3,3,3,5, width 1024
+    image_size: int | list[int] = Field(256, description="input side, or [height, width], in px")
+    n_blocks: int = Field(4, ge=1, le=8)
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 1, 3, 1])
+    teacher_hidden: int = Field(64, ge=8, description="coupling subnet width")
+    clamp: float = Field(3.0, gt=0)
+    pos_enc_channels: int = Field(32, ge=4, multiple_of=4, description="sin/cos of x and y")
+    student_hidden: int = Field(64, ge=8)
+    student_blocks: int = Field(2, ge=0, le=16, description="residual blocks (thesis: 4)")
+    # the teacher is trained first, then the student; None: training.epochs
+    teacher_epochs: int | None = Field(5, ge=1)
+    student_epochs: int | None = Field(5, ge=1)
+    # image score from the distance map: mean over positions (thesis, RGB without a mask)
+    # or its maximum (thesis, with a foreground mask)
+    image_score: Literal["mean", "max"] = "mean"
+    # where the losses and the score look: the whole image. The thesis masks the background
+    # only for 3D data (a depth plane); no image input here carries a mask (docs/image_detectors.md)
+    foreground: Literal["all"] = "all"
+
+    @model_validator(mode="after")
+    def _one_kernel_per_block(self) -> ASTConfig:
+        if len(self.kernel_sizes) != self.n_blocks:
+            raise ValueError(
+                f"kernel_sizes needs {self.n_blocks} entries (one per block, n_blocks), "
+                f"got {self.kernel_sizes}"
+            )
+        if any(k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError(f"kernel_sizes must be odd (same-size maps), got {self.kernel_sizes}")
+        return self
+
+
 class DifferNetConfig(ImageDetectorConfig):
     """DifferNet (thesis ch. 4): an FC coupling flow on multi-scale pooled feature vectors."""
 
@@ -114,6 +156,8 @@ class DifferNetConfig(ImageDetectorConfig):
     clamp: float = Field(3.0, gt=0)
     # the thesis's 3 px at 448, at 192
     map_sigma: float = Field(1.3, gt=0, description="gradient-map smoothing, px of the input")
+
+
 class NFBMRConfig(ImageDetectorConfig):
     """NF-BMR (paper 004): a flow target space and residual mapping networks both ways.
 
@@ -343,6 +387,7 @@ MTSFLOW_TRAINING = {
 DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
     CSFlowConfig,
     GaussianConfig,
+    ASTConfig,
     DifferNetConfig,
     CNFConfig,
     NFBMRConfig,

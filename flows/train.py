@@ -27,7 +27,7 @@ from flowedge.flows.checkpoint import save_checkpoint, torch_device
 from flowedge.flows.config import DetectorConfigBase, TrainingConfig
 from flowedge.flows.data.datasets import LoadSummary, Sample, iter_batches, training_samples
 from flowedge.flows.detectors.base import Detector, Features, TrainBatch
-from flowedge.flows.fit import fit_detector
+from flowedge.flows.fit import fit_detector, planned_epochs
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def train(
 
     last: dict[str, float] = {}
     with Progress(
-        train_cfg.epochs * batches.n_batches, "fit", "batch", bar=show_progress
+        planned_epochs(detector, train_cfg) * batches.n_batches, "fit", "batch", bar=show_progress
     ) as progress:
 
         def on_batch(info: dict[str, float]) -> None:

@@ -16,7 +16,7 @@ from flowedge.flows.config import (
 )
 from flowedge.flows.detectors import build_detector, register_detector, registered_detectors
 from flowedge.flows.detectors.csflow import CrossScaleCoupling, soft_clamp
-from flowedge.flows.fit import fit_detector
+from flowedge.flows.fit import fit_detector, planned_epochs
 
 SIZE = 64
 # the image detectors (series detectors: tests/test_series_detectors.py)
@@ -36,6 +36,9 @@ def tiny(kind: str = "csflow", **overrides) -> ImageDetectorConfig:
     )
     if kind == "csflow":
         values |= dict(n_scales=2, n_blocks=2, kernel_sizes=[3, 5], hidden_channels=16)
+    elif kind == "ast":  # one epoch per phase: the loop's epochs
+        values |= dict(n_blocks=2, kernel_sizes=[3, 1], teacher_hidden=16, student_hidden=16)
+        values |= dict(student_blocks=1, teacher_epochs=None, student_epochs=None)
     elif kind == "differnet":
         values |= dict(n_scales=2, n_transforms=2, n_blocks=2, hidden_features=32)
     elif kind == "nfbmr":
@@ -180,7 +183,8 @@ def fit_on_normals(detector, epochs: int) -> list[float]:
 
     train_cfg = TrainingConfig(epochs=epochs, batch_size=8)
     summary = fit_detector(detector, batches, train_cfg, lambda p: losses.append(p["loss"]))
-    assert summary["steps"] == 3 * epochs and summary["epochs"] == epochs
+    planned = planned_epochs(detector, train_cfg)  # all phases (AST: teacher, then student)
+    assert summary["steps"] == 3 * planned and summary["epochs"] == planned
     return losses
 
 

@@ -12,12 +12,16 @@ frozen features and export can keep the reductions in fp32:
 Training is not the detector's: :mod:`flows.fit` runs the loop. A detector says
 what the loop must give it (class attributes) and either a ``loss`` to minimise
 (:class:`GradientDetector`) or a closed-form ``fit`` (:class:`ClosedFormDetector`).
+A gradient detector whose parts must be trained one after the other (AST: the
+teacher flow, then the student that regresses it) lists them as
+:class:`TrainingPhase` s; the loop runs them in order.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +37,26 @@ Latents = list[torch.Tensor]
 TrainBatch = tuple[Features, torch.Tensor | None]
 BatchSource = Callable[[], Iterable[TrainBatch]]  # one call, one epoch
 ProgressFn = Callable[[dict[str, float]], None]
+LossFn = Callable[[Features, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainingPhase:
+    """One stage of gradient training: the loss it minimises and the only parameters it updates
+    (the optimiser's parameter groups, each ``{"params": [...], "lr": ...}``).
+
+    ``epochs`` None: the training section's ``epochs``. Each phase gets a fresh optimiser
+    and learning-rate schedule, so a later phase starts from the configured rate.
+    """
+
+    name: str
+    loss: LossFn
+    groups: list[dict[str, Any]]
+    epochs: int | None = None
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for group in self.groups for p in group["params"]]
 
 
 class Detector(nn.Module, ABC):
@@ -124,6 +148,11 @@ class GradientDetector(Detector):
         detector derives from its training data (e.g. score normalisation); returns them for
         the training summary. None by default."""
         return {}
+
+    def training_phases(self, lr: float) -> list[TrainingPhase]:
+        """The phases the loop runs in order; one by default: ``loss`` over
+        :meth:`parameter_groups`. Detectors trained in stages override this."""
+        return [TrainingPhase("fit", self.loss, self.parameter_groups(lr))]
 
 
 class ClosedFormDetector(Detector):
