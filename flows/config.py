@@ -116,8 +116,8 @@ class ASTConfig(ImageDetectorConfig):
     student_hidden: int = Field(64, ge=8)
     student_blocks: int = Field(2, ge=0, le=16, description="residual blocks (thesis: 4)")
     # the teacher is trained first, then the student; None: training.epochs
-    teacher_epochs: int | None = Field(5, ge=1)
-    student_epochs: int | None = Field(5, ge=1)
+    teacher_epochs: int | None = Field(None, ge=1)
+    student_epochs: int | None = Field(None, ge=1)
     # image score from the distance map: mean over positions (thesis, RGB without a mask)
     # or its maximum (thesis, with a foreground mask)
     image_score: Literal["mean", "max"] = "mean"
