@@ -16,8 +16,9 @@ from flowedge.core.errors import ConfigError
 from flowedge.export.onnx_graph import get_metadata
 from flowedge.flows.config import ASTConfig, BackboneConfig, TrainingConfig, TrainingSections
 from flowedge.flows.detectors import build_detector
-from flowedge.flows.detectors.ast import positional_encoding
 from flowedge.flows.fit import fit_detector, planned_epochs
+from flowedge.flows.positional import positional_encoding
+from tests.test_detectors import normal_images, with_spot
 
 SIZE = 64
 
@@ -41,21 +42,6 @@ def tiny_ast(**overrides: object) -> ASTConfig:
 def build(seed: int = 0, **overrides: object):
     torch.manual_seed(seed)
     return build_detector(tiny_ast(**overrides))
-
-
-def normal_images(n: int, seed: int) -> torch.Tensor:
-    """Smooth low-frequency grey textures, similar image to image."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(n, 1, 8, 8, generator=g) * 0.3
-    return torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear").repeat(
-        1, 3, 1, 1
-    )
-
-
-def with_spot(images: torch.Tensor) -> torch.Tensor:
-    spotted = images.clone()
-    spotted[:, :, 20:32, 24:36] = 4.0
-    return spotted
 
 
 def fit(detector, n: int = 24, batch: int = 8, epochs: int = 1, progress=None) -> dict:

@@ -23,6 +23,7 @@ from flowedge.flows.synthetic_defects import (
     synthesize,
 )
 from flowedge.flows.train import build_card
+from tests.test_detectors import normal_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,14 +44,6 @@ def tiny_cnf(**overrides) -> CNFConfig:
 def build(seed: int = 0, **overrides):
     torch.manual_seed(seed)
     return build_detector(tiny_cnf(**overrides))
-
-
-def images(n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(n, 1, 8, 8, generator=g) * 0.3
-    return torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear").repeat(
-        1, 3, 1, 1
-    )
 
 
 def fit(detector, x: torch.Tensor, epochs: int) -> list[float]:
@@ -88,7 +81,7 @@ def test_some_perlin_masks_cover_part_of_the_image():
 
 
 def test_synthetic_defects_change_only_the_masked_pixels_with_soft_labels():
-    x = images(6, seed=0).numpy()
+    x = normal_images(6, seed=0).numpy()
     out, labels = synthesize(x, np.random.default_rng(3), DefectRecipe())
     again, _ = synthesize(x, np.random.default_rng(3), DefectRecipe())
     assert np.array_equal(out, again)  # deterministic by seed
@@ -113,7 +106,7 @@ def test_otsu_object_mask_picks_the_bright_or_dark_side():
 def test_training_lowers_the_loss_and_finetunes_only_the_deepest_stage():
     detector = build()
     before = {k: v.clone() for k, v in detector.backbone.state_dict().items()}
-    losses = fit(detector, images(16, seed=1), epochs=4)
+    losses = fit(detector, normal_images(16, seed=1), epochs=4)
     assert sum(losses[-2:]) < sum(losses[:2])
     changed = {
         k for k, v in detector.backbone.state_dict().items() if not torch.equal(v, before[k])
@@ -126,7 +119,7 @@ def test_training_lowers_the_loss_and_finetunes_only_the_deepest_stage():
 
 def test_normalisation_comes_from_the_training_images_only():
     detector = build()
-    train = images(16, seed=1)
+    train = normal_images(16, seed=1)
     fit(detector, train, epochs=1)
     with torch.no_grad():
         logliks = detector.loglik(detector.backbone(train))
@@ -137,7 +130,7 @@ def test_normalisation_comes_from_the_training_images_only():
         _, train_maps = detector(train)
         assert train_maps.min() >= -1e-5
         # ... and a test image's score does not depend on the images scored with it
-        test = images(4, seed=5)
+        test = normal_images(4, seed=5)
         test[1:, :, 10:30, 10:30] = 4.0
         alone, _ = detector(test[:1])
         together, _ = detector(test)
@@ -146,7 +139,7 @@ def test_normalisation_comes_from_the_training_images_only():
 
 def test_export_is_one_graph_that_passes_parity(tmp_path: Path):
     detector = build()
-    fit(detector, images(8, seed=1), epochs=1)
+    fit(detector, normal_images(8, seed=1), epochs=1)
     card = build_card(detector, detector.config, {"epochs": 1})
     save_checkpoint(detector, card, tmp_path / "model")
     reports = run_export(ExportRequest(tmp_path / "model", tmp_path / "model.onnx"))

@@ -14,6 +14,7 @@ from flowedge.flows.config import BackboneConfig, DifferNetConfig, TrainingConfi
 from flowedge.flows.detectors import build_detector
 from flowedge.flows.detectors.differnet import DIHEDRAL, dihedral, quarter_turns, undo_dihedral
 from flowedge.flows.fit import fit_detector
+from tests.test_detectors import normal_images, with_spot
 
 SIZE = 64
 
@@ -46,19 +47,6 @@ def perturbed(detector):
                 module[-1].weight.normal_(0.0, 0.05)
                 module[-1].bias.normal_(0.0, 0.05)
     return detector
-
-
-def normal_images(n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(n, 1, 8, 8, generator=g) * 0.3
-    images = torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear")
-    return images.repeat(1, 3, 1, 1)
-
-
-def with_spot(images: torch.Tensor) -> torch.Tensor:
-    spotted = images.clone()
-    spotted[:, :, 20:32, 24:36] = 4.0
-    return spotted
 
 
 def test_quarter_turns_are_rot90_and_every_transform_is_undone():

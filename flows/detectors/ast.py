@@ -16,7 +16,6 @@ cache is exact: caching changes nothing but the time.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any
 
@@ -31,21 +30,7 @@ from flowedge.flows.config import ASTConfig
 from flowedge.flows.detectors.base import Features, GradientDetector, Latents, TrainingPhase
 from flowedge.flows.detectors.csflow import soft_clamp
 from flowedge.flows.detectors.registry import register_detector
-
-
-def positional_encoding(channels: int, height: int, width: int) -> torch.Tensor:
-    """channels x height x width sinusoids (CFlow-AD's ``positionalencoding2d``, as the AST code):
-    the first half of the channels sin/cos of the column, the second half of the row."""
-    half = channels // 2
-    freq = torch.exp(torch.arange(0, half, 2, dtype=torch.float32) * (-math.log(1e4) / half))
-    cols = torch.arange(width, dtype=torch.float32)[:, None] * freq  # width x half/2
-    rows = torch.arange(height, dtype=torch.float32)[:, None] * freq
-    pe = torch.zeros(channels, height, width)
-    pe[0:half:2] = torch.sin(cols).T[:, None, :].expand(-1, height, -1)
-    pe[1:half:2] = torch.cos(cols).T[:, None, :].expand(-1, height, -1)
-    pe[half::2] = torch.sin(rows).T[:, :, None].expand(-1, -1, width)
-    pe[half + 1 :: 2] = torch.cos(rows).T[:, :, None].expand(-1, -1, width)
-    return pe
+from flowedge.flows.positional import positional_encoding
 
 
 def unit_soft_clamp(s: torch.Tensor, alpha: float) -> torch.Tensor:

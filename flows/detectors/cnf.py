@@ -34,21 +34,8 @@ from flowedge.core.card import ScoreSpec
 from flowedge.flows.config import CNFConfig
 from flowedge.flows.detectors.base import BatchSource, Features, GradientDetector, Latents
 from flowedge.flows.detectors.registry import register_detector
+from flowedge.flows.positional import positional_encoding
 from flowedge.flows.synthetic_defects import DefectRecipe, synthesize
-
-
-def positional_encoding(dim: int, height: int, width: int) -> torch.Tensor:
-    """2-D sinusoidal code (dim x H x W): first half columns, second half rows (CFlow-AD's)."""
-    half = dim // 2
-    div = torch.exp(torch.arange(0, half, 2, dtype=torch.float32) * (-math.log(10000.0) / half))
-    cols = torch.arange(width, dtype=torch.float32)[:, None] * div  # W x half/2
-    rows = torch.arange(height, dtype=torch.float32)[:, None] * div
-    code = torch.zeros(dim, height, width)
-    code[0:half:2] = torch.sin(cols).T[:, None, :].expand(-1, height, -1)
-    code[1:half:2] = torch.cos(cols).T[:, None, :].expand(-1, height, -1)
-    code[half::2] = torch.sin(rows).T[:, :, None].expand(-1, -1, width)
-    code[half + 1 :: 2] = torch.cos(rows).T[:, :, None].expand(-1, -1, width)
-    return code
 
 
 def _subnet(d_in: int, d_out: int) -> nn.Module:
