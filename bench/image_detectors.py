@@ -96,9 +96,8 @@ def measure(
     run: Path, data: Path, holdout: Path, threads: int, repeats: int, reuse: bool
 ) -> dict[str, Any]:
     report_path = run / "eval" / "report.json"
-    if reuse and report_path.is_file():
-        report = json.loads(report_path.read_text())
-    else:
+    report = json.loads(report_path.read_text()) if reuse and report_path.is_file() else None
+    if report is None or "aupro" not in report["metrics"]["overall"]:  # none, or too old
         report = evaluate(run, data, run / "eval", show_progress=False)
     overall = report["metrics"]["overall"]
     onnx_path = run / "model.onnx"
