@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from test_detectors import IMAGE_KINDS, tiny  # noqa: E402
-from test_station_no_torch import _env  # noqa: E402
+from test_station_no_torch import run_station_without_torch  # noqa: E402
 
 from flowedge.flows.config import TrainingConfig  # noqa: E402
 
 
-def _cli(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None):
+def _cli(*args: object) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flowedge.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
-        env=env,
-        cwd=cwd,
     )
 
 
@@ -51,19 +48,9 @@ def test_detector_trains_exports_and_runs_in_the_station(
     assert graph.is_file()
 
     images = synthetic_dataset / "test" / "good"
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        textwrap.dedent(f"""
-        model: {{path: {graph}, backend: onnxruntime, threshold: 1.0e9}}
-        sources: [{{name: cam1, kind: folder, path: {images}}}]
-        mqtt: {{enabled: false}}
-        metrics: {{enabled: false}}
-        spool: {{path: {tmp_path / "spool.sqlite"}}}
-        pipeline: {{heatmaps: none}}
-    """),
-        encoding="utf-8",
+    ran = run_station_without_torch(
+        tmp_path, graph, f"[{{name: cam1, kind: folder, path: {images}}}]"
     )
-    ran = _cli("run", "--config", config, env=_env(tmp_path), cwd=tmp_path)
     n_images = len(list(images.iterdir()))
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert f"{n_images} decisions, 0 errors" in ran.stderr, ran.stderr[-3000:]

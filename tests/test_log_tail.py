@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from itertools import islice
@@ -147,7 +144,7 @@ def series_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_station_scores_tailed_cycles_with_an_onnx_series_model(
     series_graph: Path, tmp_path: Path
 ) -> None:
-    from test_station_no_torch import _env
+    from test_station_no_torch import run_station_without_torch
 
     log = tmp_path / "robot.csv"
     cycles = sim.simulate_set(3, 0, seed=5, rate_hz=10.0)
@@ -158,40 +155,11 @@ def test_station_scores_tailed_cycles_with_an_onnx_series_model(
             a, b = (t.columns[f"torque_sensor_a_{k}"][i] for k in (1, 2))
             lines.append(f"{t.time_s[i] + 100 * number:.3f},{number},{a:.6f},{b:.6f}")
     log.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        textwrap.dedent(f"""
-        model: {{path: {series_graph}, backend: onnxruntime, threshold: 1.0e9}}
-        sources:
-          - name: robot1
-            kind: tail
-            path: {log}
-            log: {{cycle_column: sample}}
-            segment: {{mode: cycle_id, column: sample}}
-        mqtt: {{enabled: false}}
-        metrics: {{enabled: false}}
-        spool: {{path: {tmp_path / "spool.sqlite"}}}
-        pipeline: {{heatmaps: none}}
-    """),
-        encoding="utf-8",
+    tail = (
+        f"[{{name: robot1, kind: tail, path: {log}, log: {{cycle_column: sample}}, "
+        "segment: {mode: cycle_id, column: sample}}]"
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flowedge.cli",
-            "run",
-            "--config",
-            str(config),
-            "--max-samples",
-            "2",
-        ],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    done = run_station_without_torch(tmp_path, series_graph, tail, 1.0e9, "--max-samples", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 decisions, 0 errors" in done.stderr, done.stderr[-3000:]
     with sqlite3.connect(tmp_path / "spool.sqlite") as db:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +61,7 @@ def test_station_names_the_faulty_axis_signals_of_an_anomalous_cycle(
     mtsflow_graph: Path, tmp_path: Path
 ) -> None:
     from runtime_fakes import validator
-    from test_station_no_torch import _env
+    from test_station_no_torch import run_station_without_torch
 
     from flowedge.backends.onnxrt import OnnxRuntimeBackend
     from flowedge.modalities.series_prep import to_tensor
@@ -81,40 +78,11 @@ def test_station_names_the_faulty_axis_signals_of_an_anomalous_cycle(
     threshold = float(scores.mean())
 
     log = _log([normal, friction, closing], tmp_path / "robot.csv")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        textwrap.dedent(f"""
-        model: {{path: {mtsflow_graph}, backend: onnxruntime, threshold: {threshold}}}
-        sources:
-          - name: robot1
-            kind: tail
-            path: {log}
-            log: {{cycle_column: sample}}
-            segment: {{mode: cycle_id, column: sample}}
-        mqtt: {{enabled: false}}
-        metrics: {{enabled: false}}
-        spool: {{path: {tmp_path / "spool.sqlite"}}}
-        pipeline: {{heatmaps: none}}
-    """),
-        encoding="utf-8",
+    tail = (
+        f"[{{name: robot1, kind: tail, path: {log}, log: {{cycle_column: sample}}, "
+        "segment: {mode: cycle_id, column: sample}}]"
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flowedge.cli",
-            "run",
-            "--config",
-            str(config),
-            "--max-samples",
-            "2",
-        ],
-        env=_env(tmp_path),  # torch made unimportable: the station's occlusion is ONNX only
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    done = run_station_without_torch(tmp_path, mtsflow_graph, tail, threshold, "--max-samples", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     with sqlite3.connect(tmp_path / "spool.sqlite") as db:
         payloads = [json.loads(bytes(p)) for (p,) in db.execute("select payload from outbox")]

@@ -70,6 +70,34 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def run_station_without_torch(
+    tmp_path: Path, model: Path, sources: str, threshold: float = 1.0e9, *args: str
+) -> subprocess.CompletedProcess:
+    """``flowedge run`` on ``model`` (ONNX Runtime) in a process where torch cannot be
+    imported; MQTT off, so every decision stays in ``tmp_path/spool.sqlite``'s outbox.
+    ``sources`` is the YAML list of the config's ``sources`` (one line, flow style)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(f"""
+        model: {{path: {model}, backend: onnxruntime, threshold: {threshold}}}
+        sources: {sources}
+        mqtt: {{enabled: false}}
+        metrics: {{enabled: false}}
+        spool: {{path: {tmp_path / "spool.sqlite"}}}
+        pipeline: {{heatmaps: none}}
+    """),
+        encoding="utf-8",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "flowedge.cli", "run", "--config", str(config), *args],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+
+
 @pytest.fixture(scope="module")
 def station_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from test_export import StandInDetector
@@ -115,25 +143,8 @@ def test_onnxruntime_backend_runs_without_torch(station_files, tmp_path: Path) -
 
 def test_flowedge_run_without_torch(station_files, tmp_path: Path) -> None:
     model, images = station_files
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        textwrap.dedent(f"""
-        model: {{path: {model}, backend: onnxruntime, threshold: 1.0e9}}
-        sources: [{{name: cam1, kind: folder, path: {images}}}]
-        mqtt: {{enabled: false}}
-        metrics: {{enabled: false}}
-        spool: {{path: {tmp_path / "spool.sqlite"}}}
-        pipeline: {{heatmaps: none}}
-    """),
-        encoding="utf-8",
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "flowedge.cli", "run", "--config", str(config)],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
+    done = run_station_without_torch(
+        tmp_path, model, f"[{{name: cam1, kind: folder, path: {images}}}]"
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "onnxruntime" in done.stderr and "3 decisions, 0 errors" in done.stderr, done.stderr[
