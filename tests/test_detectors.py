@@ -77,6 +77,17 @@ def with_spot(images: torch.Tensor) -> torch.Tensor:
     return spotted
 
 
+def assert_spot_found(detector) -> None:
+    """A trained detector scores spotted images above normal ones, and its map is hottest
+    around the spot (rows 20-32, cols 24-36), not in a far corner."""
+    detector.eval()
+    with torch.no_grad():
+        normal_scores, _ = detector(normal_images(6, seed=2))
+        spot_scores, spot_maps = detector(with_spot(normal_images(6, seed=2)))
+    assert spot_scores.min() > normal_scores.max()
+    assert (spot_maps[:, 16:36, 20:40].mean() > spot_maps[:, 48:, 48:].mean()).item()
+
+
 def perturbed_block(dims, seed: int = 0) -> CrossScaleCoupling:
     """A coupling block whose gammas are non-zero, so it is not the identity."""
     torch.manual_seed(seed)
@@ -192,13 +203,7 @@ def test_csflow_training_lowers_loss_and_ranks_spots_higher():
     detector = build()
     losses = fit_on_normals(detector, epochs=8)
     assert sum(losses[-3:]) < sum(losses[:3])
-    detector.eval()
-    with torch.no_grad():
-        normal_scores, _ = detector(normal_images(6, seed=2))
-        spot_scores, spot_maps = detector(with_spot(normal_images(6, seed=2)))
-    assert spot_scores.min() > normal_scores.max()
-    # the map is hottest around the spot (rows 20-32, cols 24-36), not in a far corner
-    assert (spot_maps[:, 16:36, 20:40].mean() > spot_maps[:, 48:, 48:].mean()).item()
+    assert_spot_found(detector)
 
 
 def test_backbone_stays_frozen_during_fit():

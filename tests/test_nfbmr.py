@@ -13,7 +13,14 @@ from flowedge.cli import main
 from flowedge.core.errors import ConfigError
 from flowedge.flows.config import BackboneConfig, TrainingSections
 from flowedge.flows.detectors import build_detector
-from tests.test_detectors import SIZE, build, fit_on_normals, normal_images, tiny, with_spot
+from tests.test_detectors import (
+    SIZE,
+    assert_spot_found,
+    build,
+    fit_on_normals,
+    normal_images,
+    tiny,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,13 +76,7 @@ def test_training_lowers_the_loss_and_ranks_a_spot_higher_where_it_is():
     losses = fit_on_normals(detector, epochs=8)
     assert sum(losses[-3:]) < sum(losses[:3])
     assert int(detector.scale_updates) == 24 and (detector.residual_scale != 1).all()
-    detector.eval()
-    with torch.no_grad():
-        normal_scores, _ = detector(normal_images(6, seed=2))
-        spot_scores, spot_maps = detector(with_spot(normal_images(6, seed=2)))
-    assert spot_scores.min() > normal_scores.max()
-    # the map is hottest around the spot (rows 20-32, cols 24-36), not in a far corner
-    assert (spot_maps[:, 16:36, 20:40].mean() > spot_maps[:, 48:, 48:].mean()).item()
+    assert_spot_found(detector)
 
 
 def test_bad_configs_name_the_key():
