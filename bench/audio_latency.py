@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,21 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from station_harness import print_latencies, station_on_private_broker
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from mqtt_broker import Broker, Subscriber  # noqa: E402
-
-from flowedge.edge import microphone  # noqa: E402
-from flowedge.edge.cmd_run import Station  # noqa: E402
-from flowedge.edge.config import parse_config  # noqa: E402
-from flowedge.export.checked import ExportRequest, run_export  # noqa: E402
-from flowedge.flows.config import AudioFlowConfig, PyramidBackboneConfig, TrainingConfig  # noqa: E402
-from flowedge.flows.train import train  # noqa: E402
-from flowedge.modalities import get_modality  # noqa: E402
-from flowedge.modalities.audio_events import EventRules  # noqa: E402
-from flowedge.modalities.audio_synthetic import gear_motor_clip  # noqa: E402
+from flowedge.edge import microphone
+from flowedge.export.checked import ExportRequest, run_export
+from flowedge.flows.config import AudioFlowConfig, PyramidBackboneConfig, TrainingConfig
+from flowedge.flows.train import train
+from flowedge.modalities import get_modality
+from flowedge.modalities.audio_events import EventRules
+from flowedge.modalities.audio_synthetic import gear_motor_clip
 
 RATE, BLOCK, MOTION_S = 44100, 1024, 3.0
 
@@ -113,34 +105,17 @@ def main() -> None:
     player = RealTimePlayer(audio)
     microphone.require_sounddevice = lambda: None  # the player is the stream: no PortAudio
     microphone.open_sounddevice = player
-    (tmp / "broker").mkdir()
-    broker = Broker(tmp / "broker").start()
     rules = EventRules()
-    cfg = parse_config(
-        {
-            "model": {"path": str(model), "backend": "onnxruntime", "threshold": 1e9},
-            "sources": [
-                {
-                    "name": "mic1",
-                    "kind": "microphone",
-                    "modality": "audio",
-                    "microphone": {"sample_rate": RATE, "block_size": BLOCK},
-                }
-            ],
-            "pipeline": {"max_batch": 1, "heatmaps": "none"},
-            "mqtt": {"port": broker.port},
-            "metrics": {"enabled": False},
-            "spool": {"path": str(tmp / "spool.sqlite")},
-        }
-    )
-    sub = Subscriber(broker.port, topic="flowedge/+/+/+/decision")
-    station = Station(tmp / "unused.yaml", cfg, max_samples=None)
-    station.start()
-    docs = sub.wait_for("/decision", args.motions + 1, timeout=60 + 4 * MOTION_S * args.motions)
-    station.shutdown("benchmark over", wait_for_delivery=False, interrupted=threading.Event())
-    arrived = sub.arrival_times("/decision", lambda doc: doc["part_id"])
-    sub.close()
-    broker.stop()
+    source = {
+        "name": "mic1",
+        "kind": "microphone",
+        "modality": "audio",
+        "microphone": {"sample_rate": RATE, "block_size": BLOCK},
+    }
+    model_section = {"path": str(model), "backend": "onnxruntime", "threshold": 1e9}
+    with station_on_private_broker(tmp, model_section, source) as (_, sub):
+        docs = sub.wait_for("/decision", args.motions + 1, timeout=60 + 4 * MOTION_S * args.motions)
+        arrived = sub.arrival_times("/decision", lambda doc: doc["part_id"])
 
     def handed_at(stream_s: float) -> float:
         return player.handed[min(len(player.handed) - 1, int(stream_s * RATE) // BLOCK)]
@@ -157,15 +132,13 @@ def main() -> None:
         f"batch 1; {len(measured)} motions ({sum(d['decision'] != 'ERROR' for d in measured)} "
         f"scored), hang_s {rules.hang_s:g}"
     )
-    for name, values in (
-        ("motion end -> MQTT arrival", from_end),
-        ("end + hang_s -> MQTT arrival", closed),
-        ("capture -> decision", inside),
-    ):
-        print(
-            f"{name:<29}: median {statistics.median(values):6.1f} ms, "
-            f"p90 {np.percentile(values, 90):6.1f} ms, max {max(values):6.1f} ms"
-        )
+    print_latencies(
+        [
+            ("motion end -> MQTT arrival", from_end),
+            ("end + hang_s -> MQTT arrival", closed),
+            ("capture -> decision", inside),
+        ]
+    )
 
 
 if __name__ == "__main__":

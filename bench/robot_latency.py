@@ -17,26 +17,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from station_harness import print_latencies, station_on_private_broker
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from mqtt_broker import Broker, Subscriber  # noqa: E402
-
-from flowedge.edge.cmd_run import Station  # noqa: E402
-from flowedge.edge.config import parse_config  # noqa: E402
-from flowedge.export.checked import ExportRequest, run_export  # noqa: E402
-from flowedge.flows.config import MTSFLOW_TRAINING, MTSFlowConfig, TrainingConfig  # noqa: E402
-from flowedge.flows.data.series import train_series  # noqa: E402
-from flowedge.modalities import series_synthetic as sim  # noqa: E402
+from flowedge.export.checked import ExportRequest, run_export
+from flowedge.flows.config import MTSFLOW_TRAINING, MTSFlowConfig, TrainingConfig
+from flowedge.flows.data.series import train_series
+from flowedge.modalities import series_synthetic as sim
 
 
 def onnx_mtsflow(work: Path, n_train: int, rate: float, epochs: int, blocks: int) -> Path:
@@ -89,47 +81,28 @@ def main() -> None:
     model = onnx_mtsflow(tmp, args.train, args.rate, args.epochs, args.blocks)
     log_path = tmp / "robot.csv"
     log_path.write_text(",".join(["time", "sample", *sim.SIGNALS]) + "\n", encoding="utf-8")
-    (tmp / "broker").mkdir()
-    broker = Broker(tmp / "broker").start()
-    cfg = parse_config(
-        {
-            "model": {
-                "path": str(model),
-                "backend": "onnxruntime",
-                "threshold": 1e9,
-                "intra_op_threads": 1,
-            },
-            "sources": [
-                {
-                    "name": "robot1",
-                    "kind": "tail",
-                    "path": str(log_path),
-                    "log": {"cycle_column": "sample"},
-                    "segment": {"mode": "cycle_id", "column": "sample"},
-                }
-            ],
-            "pipeline": {"max_batch": 1, "heatmaps": "none"},
-            "mqtt": {"port": broker.port},
-            "metrics": {"enabled": False},
-            "spool": {"path": str(tmp / "spool.sqlite")},
-        }
-    )
-    sub = Subscriber(broker.port, topic="flowedge/+/+/+/decision")
-    station = Station(tmp / "unused.yaml", cfg, max_samples=None)
-    station.start()
-    time.sleep(1.0)  # station and subscriber connected
+    model_section = {
+        "path": str(model),
+        "backend": "onnxruntime",
+        "threshold": 1e9,
+        "intra_op_threads": 1,
+    }
+    source = {
+        "name": "robot1",
+        "kind": "tail",
+        "path": str(log_path),
+        "log": {"cycle_column": "sample"},
+        "segment": {"mode": "cycle_id", "column": "sample"},
+    }
     cycles = sim.simulate_set(args.cycles + 2, 0, seed=7, rate_hz=args.rate)
     closed: dict[str, float] = {}
-    writer = threading.Thread(target=write_log, args=(log_path, cycles, args.gap, closed))
-    writer.start()
-    writer.join()
-    docs = sub.wait_for("/decision", args.cycles + 1, timeout=120)
-    station.shutdown(
-        "benchmark over", wait_for_delivery=False, interrupted=station.pipeline.finished
-    )
-    arrived = sub.arrival_times("/decision", lambda doc: doc["cycle"]["id"])
-    sub.close()
-    broker.stop()
+    with station_on_private_broker(tmp, model_section, source) as (_, sub):
+        time.sleep(1.0)  # station and subscriber connected
+        writer = threading.Thread(target=write_log, args=(log_path, cycles, args.gap, closed))
+        writer.start()
+        writer.join()
+        docs = sub.wait_for("/decision", args.cycles + 1, timeout=120)
+        arrived = sub.arrival_times("/decision", lambda doc: doc["cycle"]["id"])
 
     measured = [c for c in sorted(closed, key=int)[1:] if c in arrived]  # the first warms up
     to_mqtt = [1e3 * (arrived[c] - closed[c]) for c in measured]
@@ -139,11 +112,7 @@ def main() -> None:
         f"MTS-Flow {len(sim.SIGNALS)} signals, ~{steps} rows per cycle at {args.rate:g} Hz, "
         f"{args.blocks} blocks, ONNX Runtime 1 thread; {len(measured)} cycles, {args.gap:g} s apart"
     )
-    for name, values in (("cycle end -> MQTT arrival", to_mqtt), ("capture -> decision", inside)):
-        print(
-            f"{name:<26}: median {statistics.median(values):6.1f} ms, "
-            f"p90 {np.percentile(values, 90):6.1f} ms, max {max(values):6.1f} ms"
-        )
+    print_latencies([("cycle end -> MQTT arrival", to_mqtt), ("capture -> decision", inside)])
 
 
 if __name__ == "__main__":

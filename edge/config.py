@@ -24,7 +24,12 @@ from flowedge.calibration.config import DriftConfig
 from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
-from flowedge.flows.config import DetectorConfig, TrainingConfig, default_detector_config
+from flowedge.flows.config import (
+    DetectorConfig,
+    TrainingConfig,
+    default_detector_config,
+    with_training_defaults,
+)
 from flowedge.modalities.audio_events import EventRules
 from flowedge.modalities.image_decode import DEFAULT_LIMITS, DecodeLimits
 from flowedge.modalities.series_cycles import SegmentConfig
@@ -364,6 +369,11 @@ class FlowedgeConfig(Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _detector_training_defaults(cls, data: Any) -> Any:
+        return with_training_defaults(data)
 
     @model_validator(mode="after")
     def _unique_sources(self) -> FlowedgeConfig:

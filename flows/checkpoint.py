@@ -109,6 +109,13 @@ def build_detector_from_card(card: ModelCard, source: str = "card") -> Detector:
             f"{source}: the card's preprocessing ({card.input}) differs from what "
             f"this detector needs ({rebuilt}); the card was edited: retrain instead"
         )
+    if detector.score_spec() != card.score:
+        # a calibrated threshold is a value of the card's score: another score makes it meaningless
+        raise CardError(
+            f"{source}: the card's score ({card.score}) differs from what this detector "
+            f"computes ({detector.score_spec()}); the card was edited or written by another "
+            "flowedge version: retrain, or use the version that wrote it"
+        )
     return detector
 
 

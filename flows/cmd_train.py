@@ -154,14 +154,14 @@ def log_plan(
         log.info("training %s files: %d in %s", det_cfg.modality, count, folder)
     backbone = getattr(det_cfg, "backbone", None)  # series detectors have none
     log.info(
-        "training %s on %s: %s, %s, %d epoch(s), batch %d, lr %g, seed %d",
+        "training %s on %s: %s, %s, %s, batch %d, lr %g, seed %d",
         det_cfg.kind,
         device,
         "no backbone"
         if backbone is None
         else f"backbone {backbone.name} (weights {backbone.weights})",
         det_cfg.input_summary(),
-        train_cfg.epochs,
+        det_cfg.epochs_summary(train_cfg.epochs),
         train_cfg.batch_size,
         train_cfg.lr,
         train_cfg.seed,

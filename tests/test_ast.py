@@ -93,6 +93,12 @@ def test_phase_epochs_default_to_the_training_section():
     assert planned_epochs(detector, TrainingConfig(epochs=3)) == 6
 
 
+def test_the_training_log_line_counts_both_phases():
+    """`flowedge train` logs the epochs before the detector exists: the config says them."""
+    assert ASTConfig().epochs_summary(16) == "16 + 16 epoch(s) (teacher, then student)"
+    assert ASTConfig(teacher_epochs=4).epochs_summary(16).startswith("4 + 16 ")
+
+
 def test_shapes_and_stacked_stages():
     detector = build(backbone=BackboneConfig(weights="none", out_indices=[2, 3])).eval()
     x = normal_images(3, seed=0)

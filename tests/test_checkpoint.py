@@ -105,6 +105,15 @@ def test_refuses_preprocessing_edited_together_with_its_digest(checkpoint_copy: 
         load_checkpoint(checkpoint_copy)
 
 
+def test_refuses_a_card_whose_score_is_not_the_detectors(checkpoint_copy: Path) -> None:
+    """A threshold calibrated on one score means nothing for another: never load silently."""
+    _edit_card(checkpoint_copy, lambda d: d["score"].update(kind="max_z2"))
+    with pytest.raises(
+        CardError, match="the card's score .*max_z2.* differs from what this detector"
+    ):
+        load_checkpoint(checkpoint_copy)
+
+
 def test_refuses_weights_that_do_not_match_the_hash(checkpoint_copy: Path) -> None:
     weights = checkpoint_copy / WEIGHTS_FILE
     blob = bytearray(weights.read_bytes())

@@ -49,6 +49,22 @@ def test_image_size_is_one_side_or_height_and_width() -> None:
     )
 
 
+def test_a_detector_brings_its_training_defaults_under_the_files_section(tmp_path: Path) -> None:
+    """CNF is measured with its own optimiser settings: `--detector cnf` alone gets them, and
+    whatever the file's training section says still wins."""
+    from flowedge.flows.cmd_train import training_configs
+    from flowedge.flows.config import CNF_TRAINING, TrainingConfig
+
+    _, training = training_configs(None, {"detector": "cnf"})
+    assert training == TrainingConfig(**CNF_TRAINING)
+    path = tmp_path / "cnf.yaml"
+    path.write_text("detector: {kind: cnf}\ntraining: {lr: 0.002, epochs: 3}\n", encoding="utf-8")
+    _, training = training_configs(path, {})
+    assert (training.lr, training.epochs, training.adam_eps) == (0.002, 3, CNF_TRAINING["adam_eps"])
+    assert parse_config({"detector": {"kind": "cnf"}}).training == TrainingConfig(**CNF_TRAINING)
+    assert training_configs(None, {})[1] == TrainingConfig()  # CS-Flow: the plain defaults
+
+
 def test_detector_configs_validate_without_torch() -> None:
     """The station checks config.yaml with the detector models and must not pull in torch."""
     code = (
