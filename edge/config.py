@@ -24,12 +24,7 @@ from flowedge.calibration.config import DriftConfig
 from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
-from flowedge.flows.config import (
-    DetectorConfig,
-    TrainingConfig,
-    default_detector_config,
-    with_training_defaults,
-)
+from flowedge.flows.config import TrainingSections
 from flowedge.modalities.audio_events import EventRules
 from flowedge.modalities.image_decode import DEFAULT_LIMITS, DecodeLimits
 from flowedge.modalities.series_cycles import SegmentConfig
@@ -356,12 +351,13 @@ class LoggingConfig(Strict):
     json_format: bool = False
 
 
-class FlowedgeConfig(Strict):
+class FlowedgeConfig(TrainingSections):
+    """The whole config.yaml: the station's sections, and the 'detector' and 'training'
+    sections (with their defaults rule) that ``flowedge train`` reads."""
+
     site: Name = "site"
     station: Name = "station"
     model: ModelConfig = Field(default_factory=ModelConfig)
-    detector: DetectorConfig = Field(default_factory=default_detector_config)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
@@ -369,11 +365,6 @@ class FlowedgeConfig(Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _detector_training_defaults(cls, data: Any) -> Any:
-        return with_training_defaults(data)
 
     @model_validator(mode="after")
     def _unique_sources(self) -> FlowedgeConfig:
