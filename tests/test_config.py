@@ -63,6 +63,8 @@ def test_a_detector_brings_its_training_defaults_under_the_files_section(tmp_pat
     assert (training.lr, training.epochs, training.adam_eps) == (0.002, 3, CNF_TRAINING["adam_eps"])
     assert parse_config({"detector": {"kind": "cnf"}}).training == TrainingConfig(**CNF_TRAINING)
     assert training_configs(None, {})[1] == TrainingConfig()  # CS-Flow: the plain defaults
+    assert training_configs(None, {"detector": "ast"})[1].epochs == 64  # both phases
+    assert training_configs(None, {"detector": "ast", "epochs": 2})[1].epochs == 2
 
 
 def test_detector_configs_validate_without_torch() -> None:
