@@ -192,10 +192,12 @@ class MicrophoneSource:
 
     def _lost(self, why: str, delay: float) -> None:
         self.on_state(self.name, False)
+        device = self.settings.device
+        named = "the default input" if device is None else repr(device)
         self.events(
             self.name,
             "source_lost",
-            f"microphone {self.settings.device!r} {why}; retrying in {delay:.1f} s "
+            f"microphone {named} {why}; retrying in {delay:.1f} s "
             "(check the cable and the device: 'python -m sounddevice' lists them)",
             retry_in_s=delay,
         )
