@@ -129,18 +129,17 @@ class ASTConfig(ImageDetectorConfig):
     # the teacher is trained first, then the student; None: training.epochs
     teacher_epochs: int | None = Field(None, ge=1)
     student_epochs: int | None = Field(None, ge=1)
-
-    def epochs_summary(self, epochs: int) -> str:
-        teacher = self.teacher_epochs or epochs
-        student = self.student_epochs or epochs
-        return f"{teacher} + {student} epoch(s) (teacher, then student)"
-
     # image score from the distance map: mean over positions (thesis, RGB without a mask)
     # or its maximum (thesis, with a foreground mask)
     image_score: Literal["mean", "max"] = "mean"
     # where the losses and the score look: the whole image. The thesis masks the background
     # only for 3D data (a depth plane); no image input here carries a mask (docs/image_detectors.md)
     foreground: Literal["all"] = "all"
+
+    def epochs_summary(self, epochs: int) -> str:
+        teacher = self.teacher_epochs or epochs
+        student = self.student_epochs or epochs
+        return f"{teacher} + {student} epoch(s) (teacher, then student)"
 
     @model_validator(mode="after")
     def _one_kernel_per_block(self) -> ASTConfig:
