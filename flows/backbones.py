@@ -30,9 +30,6 @@ from flowedge.flows.config import BackboneConfig
 
 log = logging.getLogger(__name__)
 
-# blocks per stage of EfficientNet-Lite0 (and B0); Lite1/2 are deeper (1, 3, 3, 4, 4, 5, 1):
-# the loaders pass the depths of the timm model they fill
-LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
 _TOP_LEVEL = {
     "_conv_stem": "conv_stem",
     "_bn0": "bn1",
@@ -57,12 +54,13 @@ _IN_FIRST_BLOCK = {
 
 
 def map_lite_keys(
-    state: dict[str, torch.Tensor], stage_depths: Sequence[int] = LITE0_STAGE_DEPTHS
+    state: dict[str, torch.Tensor], stage_depths: Sequence[int]
 ) -> dict[str, torch.Tensor]:
     """Rename an ``efficientnet_pytorch`` Lite state dict to timm's ``tf_efficientnet_lite*`` names.
 
     The old layout numbers the blocks flat (``_blocks.N``); ``stage_depths`` (blocks per
-    stage of the timm model, ``[len(stage) for stage in model.blocks]``) places each one.
+    stage of the timm model, ``[len(stage) for stage in model.blocks]``) places each one:
+    Lite0 has 1, 2, 2, 3, 3, 4, 1, Lite1/2 are deeper (1, 3, 3, 4, 4, 5, 1).
     """
     flat_to_stage = [(s, i) for s, depth in enumerate(stage_depths) for i in range(depth)]
     mapped: dict[str, torch.Tensor] = {}
