@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from flowedge.core.card import InputSpec
 from flowedge.flows.checkpoint import load_checkpoint
 from flowedge.flows.data.datasets import LoadSummary, Sample, labelled_samples, training_samples
 from flowedge.flows.evaluate import score_samples
@@ -37,15 +38,16 @@ class Flipped(torch.nn.Module):
         return self.detector(x.flip(self.dims) if self.dims else x)
 
 
-def flip_scores(checkpoint: Path, samples: list[Sample], root: Path) -> dict[str, np.ndarray]:
+def flip_scores(
+    detector: torch.nn.Module, spec: InputSpec, samples: list[Sample], root: Path
+) -> dict[str, np.ndarray]:
     """Image scores of ``samples`` under each flip, and their mean over the four."""
-    detector, card = load_checkpoint(checkpoint)
     scores = {}
     for name, dims in FLIPS.items():
         _, scores[name], _ = score_samples(
             Flipped(detector, dims),
             samples,
-            card.input,
+            spec,
             LoadSummary(root=str(root)),
             16,
             "cpu",
@@ -75,14 +77,15 @@ def main() -> None:
     train = training_samples(args.data)
     on_test, on_train = [], []
     for checkpoint in args.checkpoints:
-        scores = flip_scores(checkpoint, test, args.data)
+        detector, card = load_checkpoint(checkpoint)
+        scores = flip_scores(detector, card.input, test, args.data)
         base = roc_auc_score(labels, scores["plain"])
         for name, values in scores.items():
             auroc = roc_auc_score(labels, values)
             print(f"{checkpoint}  {name:<9} image AUROC {auroc:.4f}  ({auroc / base:.3f}x plain)")
         on_test.append(scores)
         if len(args.checkpoints) == 2:
-            on_train.append(flip_scores(checkpoint, train, args.data))
+            on_train.append(flip_scores(detector, card.input, train, args.data))
     if len(args.checkpoints) == 2:
         best = max(roc_auc_score(labels, scores["plain"]) for scores in on_test)
         for name in ("plain", "mean of 4"):
