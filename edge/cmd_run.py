@@ -7,8 +7,10 @@ SIGHUP: reload threshold / calibration / drift / heatmap settings from the
 config file without touching the broker connection. The run also ends when all
 sources have ended (folder replay without ``loop``) or after ``--max-samples``; when
 every source failed, it exits non-zero (3) so systemd's ``Restart=on-failure`` restarts it.
-With ``mqtt.enabled: false`` nothing is sent: decisions and events stay in the spool
-(the station's local record, bounded by ``spool.max_messages``) until MQTT is enabled.
+Each enabled sink (the ``mqtt`` section, ``sinks``) delivers every record from its own
+cursor in the spool. With no sink enabled nothing is sent: decisions and events stay
+in the spool (the station's local record, bounded by ``spool.max_messages``) until a
+sink is enabled.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from flowedge.core.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_OK, ConfigError,
 from flowedge.edge import logs
 from flowedge.edge.config import FlowedgeConfig, load_config
 from flowedge.edge.health import Notifier, Watchdog, watchdog_interval_s
+from flowedge.edge.loop.pipeline import Pipeline
+from flowedge.edge.loop.policy import load_policy
 from flowedge.edge.metrics import Metrics
-from flowedge.edge.pipeline import Pipeline
-from flowedge.edge.policy import load_policy
-from flowedge.edge.publisher import Publisher
+from flowedge.edge.sinks import Sink, SinkContext, make_sink
 from flowedge.edge.spool import Spool
 
 log = logging.getLogger("flowedge.run")
@@ -74,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Station:
-    """Wires config, backend, spool, publisher, pipeline and systemd together."""
+    """Wires config, backend, spool, sinks, pipeline and systemd together."""
 
     def __init__(
         self,
@@ -96,30 +98,34 @@ class Station:
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
         self.metrics = Metrics()
         self.notifier = Notifier()
-        self.publisher: Publisher | None = None
         self.pipeline = Pipeline(
             cfg,
             self.backend,
             self.policy,
             self.spool,
             self.metrics,
-            on_published=self._wake,
             on_status=self._status_changed,
             max_samples=max_samples,
         )
-        if cfg.mqtt.enabled:
-            self.publisher = Publisher(
-                cfg, self.spool, self.metrics, self.status_fields, self.pipeline.events.emit
-            )
+        context = SinkContext(
+            cfg.site,
+            cfg.station,
+            self.spool,
+            self.metrics,
+            self.pipeline.events.emit,
+            self.status_fields,
+        )
+        self.sinks: list[Sink] = [make_sink(sink, context) for sink in cfg.active_sinks()]
         self.watchdog: Watchdog | None = None
 
-    def _wake(self) -> None:
-        if self.publisher is not None:
-            self.publisher.wake()
+    @property
+    def publisher(self) -> Sink | None:
+        """The default sink (the ``mqtt`` section), None when it is disabled."""
+        return next((sink for sink in self.sinks if sink.name == self.cfg.mqtt.name), None)
 
     def _status_changed(self, reason: str) -> None:
-        if self.publisher is not None and self.publisher.connected:
-            self.publisher.publish_status("online", reason)
+        for sink in self.sinks:
+            sink.status_changed(reason)
 
     def status_fields(self) -> dict[str, Any]:
         """Extra fields of the retained status message (the pipeline exists before MQTT)."""
@@ -133,14 +139,9 @@ class Station:
         }
 
     def status_line(self) -> str:
-        """The STATUS= line of ``systemctl status``: counts plus the broker's state."""
-        if self.publisher is None:
-            broker = "MQTT disabled"
-        elif self.publisher.connected:
-            broker = "broker connected"
-        else:
-            broker = f"broker DOWN ({self.publisher.last_error or 'connecting'})"
-        return f"{self.pipeline.status_line()}; {broker}"
+        """The STATUS= line of ``systemctl status``: counts plus each sink's state."""
+        sinks = "; ".join(f"{sink.name}: {sink.health()}" for sink in self.sinks)
+        return f"{self.pipeline.status_line()}; {sinks or 'no sink enabled'}"
 
     def start(self) -> None:
         if self.cfg.metrics.enabled:
@@ -151,12 +152,13 @@ class Station:
                     f"metrics.port {self.cfg.metrics.port} on {self.cfg.metrics.host}: cannot listen "
                     f"({exc.strerror}); choose a free port or set metrics.enabled: false"
                 ) from exc
-        if self.publisher is not None:
-            self.publisher.start()
-        else:
+        for sink in self.sinks:
+            sink.start()
+        if not self.sinks:
             log.warning(
-                "MQTT disabled (mqtt.enabled: false): decisions and events are kept in the spool "
-                "%s (at most %d, then %s), not sent; enable mqtt to forward them in order",
+                "no sink enabled (MQTT disabled by mqtt.enabled: false, no sinks): decisions and events are kept "
+                "in the spool %s (at most %d, then %s), not sent; enable a sink to forward "
+                "them in order",
                 self.spool.path,
                 self.spool.max_messages,
                 self.cfg.spool.overflow,
@@ -217,8 +219,7 @@ class Station:
             f"configuration reloaded: threshold {policy.threshold:g}",
             threshold=policy.threshold,
         )
-        if self.publisher is not None and self.publisher.connected:
-            self.publisher.publish_status("online", "reloaded")
+        self._status_changed("reloaded")
         self.notifier.send("READY=1", f"STATUS=reloaded: threshold {policy.threshold:g}")
 
     def shutdown(self, reason: str, wait_for_delivery: bool, interrupted: threading.Event) -> None:
@@ -227,18 +228,17 @@ class Station:
         self.pipeline.wait()
         if self.watchdog is not None:
             self.watchdog.stop()
-        if self.publisher is not None:
-            if wait_for_delivery:
-                log.info("waiting until the broker acknowledged %d message(s)", self.spool.count())
-                while not self.publisher.flush(5.0) and not interrupted.is_set():
-                    log.info(
-                        "still %d message(s) to deliver (SIGTERM to stop waiting)",
-                        self.spool.count(),
-                    )
-            self.publisher.stop(reason, FLUSH_ON_STOP_S)
+        if wait_for_delivery and self.sinks:
+            log.info("waiting until every sink acknowledged %d record(s)", self.spool.count())
+            while not interrupted.is_set() and not all(sink.flush(5.0) for sink in self.sinks):
+                log.info(
+                    "still %d record(s) to deliver (SIGTERM to stop waiting)", self.spool.count()
+                )
+        for sink in self.sinks:
+            sink.stop(reason, FLUSH_ON_STOP_S)
         left = self.spool.count()
         if left:
-            log.info("%d message(s) stay in the spool %s for the next start", left, self.spool.path)
+            log.info("%d record(s) stay in the spool %s for the next start", left, self.spool.path)
         self.backend.close()
         self.metrics.close()
         self.spool.close()

@@ -55,6 +55,9 @@ def watchdog_interval_s() -> float | None:
     return int(usec) / 2e6
 
 
+POLL_S = 0.5  # how often an idle stage ticks its progress (the watchdog's "alive")
+
+
 class StageProgress:
     """A stage counts its iterations; ``idle`` says its input queue is empty."""
 

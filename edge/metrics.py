@@ -5,10 +5,18 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from pydantic import Field
 
-from flowedge.edge.config import MetricsConfig
+from flowedge.core.validation import Strict
 
 log = logging.getLogger(__name__)
+
+
+class MetricsConfig(Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535, description="0 picks a free port")
+
 
 STAGES = ("capture", "preprocess", "infer", "publish", "end_to_end")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

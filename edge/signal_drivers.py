@@ -20,7 +20,7 @@ from flowedge.backends.base import Backend
 from flowedge.core.card import SeriesInput
 from flowedge.core.decision import decide
 from flowedge.edge.cycle_report import names_signals
-from flowedge.edge.sample import Sample
+from flowedge.edge.loop.sample import Sample
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""Store and forward: every sample and every message is on disk before it moves on.
+"""Store and forward: every sample and every record is on disk before it moves on.
 
 SQLite in WAL mode with ``synchronous=FULL``: a row that a call returned survives
-SIGKILL and power loss. Three things live in the same file:
+SIGKILL and power loss. One file holds:
 
 - the intake journal: a captured sample is recorded (with where to re-read it)
   before it enters the pipeline queues, and its row is deleted in the very
@@ -10,13 +10,23 @@ SIGKILL and power loss. Three things live in the same file:
 - what each source remembers (folder replay position, files a watch folder has
   taken), written in the intake transaction, so "taken" and "journaled" never
   disagree after a crash;
-- the outbox: rows leave it only when the broker acknowledged them (QoS 1 PUBACK),
-  plus the per-sensor sequence counters, so a restart continues the numbering and
-  a PLC can detect gaps.
+- the records: each decision and event once, protocol-free (kind, source, JSON
+  document), numbered per sensor (the ``sequence`` table) so a restart continues
+  the numbering and a PLC or historian can detect gaps;
+- one delivery cursor per sink (MQTT, later Sparkplug, OPC UA, the history): the
+  highest record id that sink has acknowledged, everything before it included. A
+  record is deleted once every attached sink's cursor has passed it, so a slow or
+  dead sink never blocks another and never loses its own backlog. Records beyond
+  ``max_messages`` (or a sink's own ``max_backlog``) are dropped oldest first or
+  refused, counted and reported.
+
+A spool written before sinks existed (an MQTT ``outbox`` table) is migrated on open,
+in one transaction: every unsent message becomes a record that every sink still owes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -31,12 +41,18 @@ log = logging.getLogger(__name__)
 
 OVERFLOW_LOG_EVERY = 1000  # every loss is counted (metrics, status); the log says it now and then
 
+RECORD_KINDS = ("decision", "event")
+
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    retain INTEGER NOT NULL DEFAULT 0
+    kind TEXT NOT NULL,  -- decision | event
+    source TEXT,  -- the sensor; NULL: a station-wide event
+    body BLOB NOT NULL  -- the JSON document (edge/schema/)
+);
+CREATE TABLE IF NOT EXISTS sink_cursor (
+    sink TEXT PRIMARY KEY,
+    delivered INTEGER NOT NULL  -- every record id up to this one is acknowledged by the sink
 );
 CREATE TABLE IF NOT EXISTS sequence (
     sensor TEXT PRIMARY KEY,
@@ -87,37 +103,50 @@ class IntakeRow:
 
 
 @dataclass(frozen=True)
-class SpoolRow:
+class Record:
+    """One decision or event, as every sink receives it (each sink encodes it its own way)."""
+
     id: int
-    topic: str
-    payload: bytes
-    retain: bool
+    kind: str  # decision | event
+    source: str | None  # the sensor; None for a station-wide event
+    body: bytes  # the JSON document
+
+    def doc(self) -> dict:
+        return json.loads(self.body)
 
 
 class Spool:
-    """Thread-safe outbox with a size limit; overflow drops the oldest or rejects the new row."""
+    """Thread-safe record store with per-sink cursors and a size limit (drop oldest or reject)."""
 
     def __init__(self, path: Path, max_messages: int, overflow: str = "drop_oldest") -> None:
         self.path = Path(path)
         self.max_messages = max_messages
         self.overflow = overflow
-        self.overflowed = 0  # rows lost to the size limit since start (counted, reported)
+        self.overflowed = 0  # records lost to the size limit since start (counted, reported)
+        self.skipped: dict[str, int] = {}  # per sink: records passed over by its max_backlog
         self._lock = threading.Lock()
+        self._sinks: dict[str, int | None] = {}  # attached sink -> its max_backlog
+        self._listeners: list[Callable[[], None]] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            migrated = self._migrate_outbox()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"spool.path {self.path}: cannot open the spool database ({exc}); "
                 "the directory must be writable by the flowedge user"
             ) from exc
-        self._size = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        if migrated:
+            log.info(
+                "spool %s: %d message(s) of an earlier release kept as records", path, migrated
+            )
+        self._size = int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
         if self._size:
             log.info(
-                "spool %s holds %d unsent message(s) from a previous run", self.path, self._size
+                "spool %s holds %d undelivered record(s) from a previous run", path, self._size
             )
         unanswered = int(self._db.execute("SELECT COUNT(*) FROM intake").fetchone()[0])
         if unanswered:
@@ -128,21 +157,106 @@ class Spool:
                 unanswered,
             )
 
-    def put(self, topic: str, payload: bytes, retain: bool = False) -> int | None:
-        """Store a message; returns its row id, or None when ``reject_new`` refused it."""
+    def _migrate_outbox(self) -> int:
+        """Turn an earlier release's MQTT outbox into records, ids and order kept."""
+        found = self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"
+        ).fetchone()
+        if found is None:
+            return 0
+        with self._transaction():
+            rows = self._db.execute("SELECT id, topic, payload FROM outbox ORDER BY id").fetchall()
+            self._db.executemany(
+                "INSERT INTO records(id, kind, source, body) VALUES (?, ?, ?, ?)",
+                [
+                    (i, *_kind_and_source(topic, bytes(payload)), bytes(payload))
+                    for i, topic, payload in rows
+                ],
+            )
+            self._db.execute("DROP TABLE outbox")
+        return len(rows)
+
+    # --- sinks -------------------------------------------------------------------------
+    def attach(self, sink: str, max_backlog: int | None = None) -> int:
+        """Register a sink that must have each record before it is deleted; returns its cursor.
+
+        A sink attached for the first time owes everything still in the spool.
+        """
         with self._lock:
-            return self._put(topic, payload, retain)
+            self._db.execute(
+                "INSERT INTO sink_cursor(sink, delivered) VALUES (?, 0) ON CONFLICT DO NOTHING",
+                (sink,),
+            )
+            self._sinks[sink] = max_backlog
+            self.skipped.setdefault(sink, 0)
+            return self._cursor(sink)
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """``listener()`` runs after each new record is committed (wake a sender; never block)."""
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def cursor(self, sink: str) -> int:
+        with self._lock:
+            return self._cursor(sink)
+
+    def _cursor(self, sink: str) -> int:
+        row = self._db.execute(
+            "SELECT delivered FROM sink_cursor WHERE sink = ?", (sink,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def advance(self, sink: str, delivered: int) -> None:
+        """``sink`` has every record up to ``delivered``; delete what every sink now has."""
+        with self._lock, self._transaction():
+            self._db.execute(
+                "UPDATE sink_cursor SET delivered = MAX(delivered, ?) WHERE sink = ?",
+                (delivered, sink),
+            )
+            self._prune()
+
+    def _prune(self) -> None:
+        """Delete the records every attached sink has (none while no sink is attached: the
+        spool is then the station's local record, bounded by ``max_messages``)."""
+        if not self._sinks:
+            return
+        marks = ",".join("?" * len(self._sinks))
+        low = self._db.execute(
+            f"SELECT MIN(delivered) FROM sink_cursor WHERE sink IN ({marks})", tuple(self._sinks)
+        ).fetchone()[0]
+        gone = self._db.execute("DELETE FROM records WHERE id <= ?", (int(low or 0),))
+        self._size -= gone.rowcount
+
+    def backlog(self, sink: str) -> int:
+        """Records ``sink`` has not acknowledged yet."""
+        with self._lock:
+            return int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM records WHERE id > ?", (self._cursor(sink),)
+                ).fetchone()[0]
+            )
+
+    # --- records -----------------------------------------------------------------------
+    def put(self, kind: str, source: str | None, body: bytes) -> int | None:
+        """Store a record; returns its id, or None when ``reject_new`` refused it."""
+        with self._lock:
+            row = self._put(kind, source, body)
+        self._notify()
+        return row
 
     def put_numbered(
         self,
         sensor: str,
-        build: Callable[[int], tuple[str, bytes]],
+        build: Callable[[int], bytes],
         intake_id: int | None = None,
     ) -> int | None:
-        """Number a sensor's next message, store it and close its intake row in one transaction.
+        """Number a sensor's next decision, store it and close its intake row in one transaction.
 
-        ``build(seq)`` returns (topic, payload). A crash either keeps the new
-        sequence number and the message with the journal row gone, or none of
+        ``build(seq)`` returns the decision document. A crash either keeps the new
+        sequence number and the record with the journal row gone, or none of
         them (and the sample is answered after the restart).
         """
         with self._lock:
@@ -157,23 +271,23 @@ class Spool:
                     seq = self._db.execute(
                         "SELECT last FROM sequence WHERE sensor = ?", (sensor,)
                     ).fetchone()[0]
-                    topic, payload = build(int(seq))
-                    row = self._put(topic, payload, False)
+                    row = self._put("decision", sensor, build(int(seq)))
                     if intake_id is not None:
                         self._db.execute("DELETE FROM intake WHERE id = ?", (intake_id,))
             except BaseException:
                 self._size = size
                 raise
-            return row
+        self._notify()
+        return row
 
-    def _put(self, topic: str, payload: bytes, retain: bool) -> int | None:
+    def _put(self, kind: str, source: str | None, body: bytes) -> int | None:
         count = self._size
         if count >= self.max_messages:
             self.overflowed += 1
             if self.overflowed == 1 or self.overflowed % OVERFLOW_LOG_EVERY == 0:
                 log.warning(
-                    "spool full (%d messages): %d message(s) lost so far (%s); the broker "
-                    "is away or MQTT is disabled: raise spool.max_messages or connect a broker",
+                    "spool full (%d records): %d record(s) lost so far (%s); a sink is away "
+                    "or none is enabled: raise spool.max_messages or bring the sink back",
                     count,
                     self.overflowed,
                     "newest rejected" if self.overflow == "reject_new" else "oldest dropped",
@@ -181,30 +295,52 @@ class Spool:
             if self.overflow == "reject_new":
                 return None
             dropped = self._db.execute(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
+                "DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT ?)",
                 (count - self.max_messages + 1,),
             )
             self._size -= dropped.rowcount
         cursor = self._db.execute(
-            "INSERT INTO outbox(topic, payload, retain) VALUES (?, ?, ?)",
-            (topic, payload, int(retain)),
+            "INSERT INTO records(kind, source, body) VALUES (?, ?, ?)", (kind, source, body)
         )
         self._size += 1
-        return int(cursor.lastrowid)
+        row = int(cursor.lastrowid)
+        self._enforce_backlogs(row)
+        return row
 
-    def after(self, row_id: int, limit: int) -> list[SpoolRow]:
-        """Rows with an id above ``row_id``, oldest first."""
+    def _enforce_backlogs(self, newest: int) -> None:
+        """A sink with ``max_backlog`` passes over its oldest records beyond it (counted)."""
+        for sink, limit in self._sinks.items():
+            if limit is None:
+                continue
+            floor = newest - limit
+            moved = self._db.execute(
+                "SELECT COUNT(*) FROM records WHERE id > (SELECT delivered FROM sink_cursor "
+                "WHERE sink = ?) AND id <= ?",
+                (sink, floor),
+            ).fetchone()[0]
+            if moved:
+                self.skipped[sink] += int(moved)
+                self._db.execute(
+                    "UPDATE sink_cursor SET delivered = ? WHERE sink = ? AND delivered < ?",
+                    (floor, sink, floor),
+                )
+                log.warning(
+                    "sink %s: %d record(s) passed over (max_backlog %d reached; %d so far)",
+                    sink,
+                    moved,
+                    limit,
+                    self.skipped[sink],
+                )
+                self._prune()
+
+    def after(self, row_id: int, limit: int) -> list[Record]:
+        """Records with an id above ``row_id``, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, topic, payload, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, kind, source, body FROM records WHERE id > ? ORDER BY id LIMIT ?",
                 (row_id, limit),
             ).fetchall()
-        return [SpoolRow(int(i), t, bytes(p), bool(r)) for i, t, p, r in rows]
-
-    def delete(self, row_id: int) -> None:
-        with self._lock:
-            deleted = self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
-            self._size -= deleted.rowcount
+        return [Record(int(i), k, s, bytes(b)) for i, k, s, b in rows]
 
     # --- intake journal ----------------------------------------------------------------
     def record_intake(
@@ -301,8 +437,19 @@ class Spool:
         self._db.execute("COMMIT")
 
     def count(self) -> int:
+        """Records not yet acknowledged by every attached sink (all of them while none is)."""
         return self._size
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _kind_and_source(topic: str, payload: bytes) -> tuple[str, str | None]:
+    """An outbox row's record kind (its topic's last level) and sensor (from its document)."""
+    kind = topic.rsplit("/", 1)[-1]
+    try:
+        source = json.loads(payload).get("sensor")
+    except (ValueError, AttributeError):  # not a JSON object: keep it, unattributed
+        source = None
+    return (kind if kind in RECORD_KINDS else "event"), source

@@ -14,13 +14,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from runtime_fakes import station_config, validator  # noqa: E402
 
-from flowedge.edge.config import AUDIO_PATTERN  # noqa: E402
-from flowedge.edge.messages import Verdict, decision_doc  # noqa: E402
+from flowedge.edge.loop.messages import decision_doc  # noqa: E402
+from flowedge.edge.loop.pipeline import Pipeline  # noqa: E402
+from flowedge.edge.loop.policy import Policy, Verdict  # noqa: E402
+from flowedge.edge.loop.sample import Sample  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
-from flowedge.edge.pipeline import Pipeline  # noqa: E402
-from flowedge.edge.policy import Policy  # noqa: E402
-from flowedge.edge.sample import Sample  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
+from flowedge.modalities import get_modality  # noqa: E402
 
 pytest.importorskip("soundfile")
 torch = pytest.importorskip("torch")
@@ -33,7 +33,6 @@ def audio_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from flowedge.flows.config import TrainingConfig
     from flowedge.flows.train import train
-    from flowedge.modalities import get_modality
 
     root = tmp_path_factory.mktemp("audio-station")
     data = get_modality("audio").synthesize(
@@ -57,7 +56,6 @@ def test_a_folder_of_wav_files_gets_one_decision_each(audio_onnx: Path, tmp_path
     import soundfile
 
     from flowedge.backends import open_backend
-    from flowedge.modalities import get_modality
 
     clips = get_modality("audio").synthesize(
         tmp_path / "clips", 0, 3, 0, sample_rate=16000, duration_s=1.0
@@ -75,16 +73,16 @@ def test_a_folder_of_wav_files_gets_one_decision_each(audio_onnx: Path, tmp_path
         sources=[{"name": "mic1", "kind": "folder", "path": str(folder), "modality": "audio"}],
         pipeline={"heatmaps": "all", "heatmap_dir": str(tmp_path / "heat")},
     )
-    assert cfg.sources[0].pattern == AUDIO_PATTERN
+    assert cfg.sources[0].patterns() == ["*.flac", "*.wav"]
     spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
     pipeline = Pipeline(
         cfg, open_backend(audio_onnx), Policy(cfg.model.threshold), spool, Metrics()
     )
     pipeline.start()
     assert pipeline.wait(60), "pipeline did not finish"
-    rows = [(r.topic, json.loads(r.payload)) for r in spool.after(0, 10_000)]
+    rows = [(r.kind, json.loads(r.body)) for r in spool.after(0, 10_000)]
     spool.close()
-    docs = {d["part_id"]: d for t, d in rows if t.endswith("/decision")}
+    docs = {d["part_id"]: d for kind, d in rows if kind == "decision"}
     assert sorted(docs) == [
         "fold_0000.wav",
         "fold_0001.wav",
@@ -113,7 +111,9 @@ def test_an_audio_event_rides_in_the_decision_message() -> None:
         "end_s": 6.1,
     }
     sample = Sample("mic1", "event-7", None, modality="audio", seq=7, context={"event": event})
-    doc = decision_doc(cfg, fake_card(), "onnxruntime", sample, Verdict("OK", 0.5, Policy(3.0)))
+    fields = get_modality("audio").decision_fields(sample.context, None, None, None)
+    verdict = Verdict("OK", 0.5, Policy(3.0))
+    doc = decision_doc(cfg, fake_card(), "onnxruntime", sample, verdict, fields)
     validator("decision").validate(doc)
     assert doc["event"] == event
 
@@ -142,7 +142,7 @@ def test_real_mimii_valve_clips_through_the_station(audio_onnx: Path, tmp_path: 
     )
     pipeline.start()
     assert pipeline.wait(60), "pipeline did not finish"
-    docs = [json.loads(r.payload) for r in spool.after(0, 1000) if r.topic.endswith("/decision")]
+    docs = [json.loads(r.body) for r in spool.after(0, 1000) if r.kind == "decision"]
     spool.close()
     assert sorted(d["part_id"] for d in docs) == sorted(p.name for p in folder.glob("*.wav"))
     assert all(d["decision"] == "OK" and np.isfinite(d["score"]) for d in docs), docs

@@ -11,8 +11,8 @@ import numpy as np
 import paho.mqtt.publish as publish
 import pytest
 
-from flowedge.edge.audio_trigger import MqttTrigger
-from flowedge.edge.config import MQTTConfig, TriggerConfig
+from flowedge.edge.broker import MQTTConfig
+from flowedge.edge.sources.trigger import MqttTrigger, TriggerConfig
 from flowedge.modalities.audio_events import EventRules
 from flowedge.modalities.audio_synthetic import MOTION_END, MOTION_START, gear_motor_clip
 from flowedge.modalities.audio_trigger import TriggeredSegmenter, parse_trigger

@@ -120,15 +120,15 @@ def test_tail_and_microphone_sources_are_checked_without_waiting_for_a_sample(
 ) -> None:
     """A robot cycle or a motion comes only when the line runs: check the log and the device."""
     from flowedge.edge.cmd_check import check_source
-    from flowedge.edge.config import SourceConfig
+    from flowedge.edge.sources import parse_source
 
     log = tmp_path / "robot.csv"
-    tail = SourceConfig.model_validate({"name": "arm", "kind": "tail", "path": str(log)})
+    tail = parse_source({"name": "arm", "kind": "tail", "path": str(log)})
     missing = check_source(tail, 1.0)
     assert not missing.ok and missing.exit_code == EXIT_DATA and "robot.csv" in missing.detail
     log.write_text("time;current\n")
     assert check_source(tail, 1.0).ok
-    mic = SourceConfig.model_validate(
+    mic = parse_source(
         {
             "name": "mic",
             "kind": "microphone",
@@ -143,9 +143,9 @@ def test_tail_and_microphone_sources_are_checked_without_waiting_for_a_sample(
 
 def test_ethercat_source_needs_its_interface(tmp_path: Path) -> None:
     from flowedge.edge.cmd_check import check_source
-    from flowedge.edge.config import SourceConfig
+    from flowedge.edge.sources import parse_source
 
-    bus = SourceConfig.model_validate(
+    bus = parse_source(
         {
             "name": "arm",
             "kind": "ethercat",

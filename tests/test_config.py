@@ -100,7 +100,7 @@ def test_missing_source_path_is_explained() -> None:
             ]
         }
     )
-    assert "sources[1]: a watch source needs 'path'" in message
+    assert "sources[1].path: Field required" in message  # the watch kind's own key
     assert "got {" not in message  # the whole section is not dumped into the message
 
 

@@ -10,8 +10,14 @@ from collections.abc import Sequence
 import pytest
 
 from flowedge.core.errors import BadInputError
-from flowedge.edge.config import EtherCATConfig, PDOSignal, SourceConfig
-from flowedge.edge.ethercat import EtherCATSource, decode_pdo
+from flowedge.edge.sources import parse_source
+from flowedge.edge.sources.ethercat import (
+    EtherCATConfig,
+    EtherCATSource,
+    EtherCATSourceConfig,
+    PDOSignal,
+    decode_pdo,
+)
 from flowedge.modalities.series_cycles import SegmentConfig
 
 SIGNALS = [
@@ -58,8 +64,8 @@ class ScriptedBus:
         self.closed = True
 
 
-def ethercat_config(block_rows: int = 2) -> SourceConfig:
-    return SourceConfig(
+def ethercat_config(block_rows: int = 2) -> EtherCATSourceConfig:
+    return EtherCATSourceConfig(
         name="robot1",
         kind="ethercat",
         ethercat=EtherCATConfig(
@@ -98,8 +104,8 @@ def test_a_bus_that_cannot_be_opened_is_a_source_lost_event() -> None:
 
 
 def test_a_missing_ethercat_section_is_a_config_error() -> None:
-    with pytest.raises(ValueError, match="needs 'ethercat'"):
-        SourceConfig(name="robot1", kind="ethercat")
+    with pytest.raises(ValueError, match="ethercat"):
+        parse_source({"name": "robot1", "kind": "ethercat"})
 
 
 @pytest.mark.skipif(
@@ -107,7 +113,7 @@ def test_a_missing_ethercat_section_is_a_config_error() -> None:
     reason="needs an EtherCAT bus: set FLOWEDGE_TEST_ETHERCAT_IFACE to its NIC (and run as root)",
 )
 def test_a_real_bus_delivers_process_data() -> None:
-    from flowedge.edge.ethercat import PysoemBus
+    from flowedge.edge.sources.ethercat import PysoemBus
 
     iface = os.environ["FLOWEDGE_TEST_ETHERCAT_IFACE"]
     settings = EtherCATConfig(

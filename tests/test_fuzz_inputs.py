@@ -27,8 +27,8 @@ from runtime_fakes import station_config, validator, write_images  # noqa: E402
 from test_runtime_pipeline import decisions, events, run_pipeline  # noqa: E402
 
 from flowedge.core.errors import BadInputError  # noqa: E402
-from flowedge.edge.filenames import safe_file_stem  # noqa: E402
-from flowedge.edge.messages import encode  # noqa: E402
+from flowedge.edge.loop.filenames import safe_file_stem  # noqa: E402
+from flowedge.edge.loop.messages import encode  # noqa: E402
 from flowedge.edge.sources import Frame  # noqa: E402
 from flowedge.modalities.image_decode import (  # noqa: E402
     DEFAULT_LIMITS,
@@ -267,7 +267,7 @@ class RunsOutOfMemory(np.ndarray):
 
 
 def source_of(frames: list[tuple[str, Any]]) -> Callable[..., Frames]:
-    return lambda cfg, events, memory, on_state: Frames(cfg.name, frames)
+    return lambda cfg, context: Frames(cfg.name, frames)
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ def test_old_top_level_names_are_gone() -> None:
     ("name", "layer"),
     [
         ("flowedge.core.card", "core"),
-        ("flowedge.edge.pipeline", "edge"),
+        ("flowedge.edge.loop.pipeline", "edge"),
         ("flowedge.cli", "top"),
         ("flowedge", "top"),
         ("numpy", None),

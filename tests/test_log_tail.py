@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowedge.edge.config import SourceConfig
-from flowedge.edge.log_tail import LogTailSource
+from flowedge.edge.sources.tail import LogTailSource, TailConfig
 from flowedge.modalities import series_synthetic as sim
 from flowedge.modalities.series_cycles import SegmentConfig
 from flowedge.modalities.series_io import LogFormat
@@ -38,8 +37,8 @@ class Memory:
         self.entries.update(entries)
 
 
-def tail_config(path: Path) -> SourceConfig:
-    return SourceConfig(
+def tail_config(path: Path) -> TailConfig:
+    return TailConfig(
         name="robot1",
         kind="tail",
         path=path,
@@ -89,7 +88,8 @@ def test_growing_log_yields_each_closed_cycle_once_across_a_restart(tmp_path: Pa
 
 
 def test_a_cycle_taken_but_not_answered_is_read_again_after_a_restart(tmp_path: Path) -> None:
-    from flowedge.edge.intake import PAYLOAD_GONE, journaled
+    from flowedge.edge.loop.capture import journaled
+    from flowedge.edge.sources.base import PAYLOAD_GONE
     from flowedge.edge.spool import Spool
 
     path = tmp_path / "robot.csv"
@@ -163,7 +163,10 @@ def test_station_scores_tailed_cycles_with_an_onnx_series_model(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 decisions, 0 errors" in done.stderr, done.stderr[-3000:]
     with sqlite3.connect(tmp_path / "spool.sqlite") as db:
-        payloads = [json.loads(bytes(p)) for (p,) in db.execute("select payload from outbox")]
+        payloads = [
+            json.loads(bytes(p))
+            for (p,) in db.execute("select body from records where kind = 'decision'")
+        ]
     cycles_seen = [p["cycle"] for p in payloads if "cycle" in p]
     assert [c["id"] for c in cycles_seen] == ["0", "1"]  # cycle 2 is still open
     assert cycles_seen[1]["start_s"] == pytest.approx(100.0)
@@ -195,8 +198,8 @@ def write_row_groups(path: Path, groups: list[tuple[int, float]]) -> None:
     partial.replace(path)
 
 
-def parquet_config(path: Path) -> SourceConfig:
-    return SourceConfig(
+def parquet_config(path: Path) -> TailConfig:
+    return TailConfig(
         name="robot1",
         kind="tail",
         path=path,
@@ -208,7 +211,7 @@ def parquet_config(path: Path) -> SourceConfig:
 def test_parquet_log_gaining_row_groups_yields_each_cycle_once_across_a_restart(
     tmp_path: Path,
 ) -> None:
-    from flowedge.edge.log_tail import ParquetTailSource, tail_source
+    from flowedge.edge.sources.tail import ParquetTailSource, tail_source
 
     path = tmp_path / "robot.parquet"
     flushes = [(1, 0.0), (1, 0.2), (2, 0.4), (2, 0.6), (3, 0.8)]  # two row groups a cycle
@@ -239,7 +242,8 @@ def test_parquet_log_gaining_row_groups_yields_each_cycle_once_across_a_restart(
 def test_a_parquet_cycle_taken_but_not_answered_is_read_again_after_a_restart(
     tmp_path: Path,
 ) -> None:
-    from flowedge.edge.intake import PAYLOAD_GONE, journaled
+    from flowedge.edge.loop.capture import journaled
+    from flowedge.edge.sources.base import PAYLOAD_GONE
     from flowedge.edge.spool import Spool
 
     path = tmp_path / "robot.parquet"
@@ -265,7 +269,7 @@ def test_a_parquet_cycle_taken_but_not_answered_is_read_again_after_a_restart(
 
 
 def tail_source_for(path: Path, spool: object) -> LogTailSource:
-    from flowedge.edge.log_tail import tail_source
+    from flowedge.edge.sources.tail import tail_source
 
     return tail_source(parquet_config(path), lambda *a, **k: None, spool)
 

@@ -13,9 +13,12 @@ import pytest
 
 from flowedge.core.card import AudioInput
 from flowedge.core.errors import ConfigError
-from flowedge.edge.config import SourceConfig
-from flowedge.edge.microphone import MicrophoneSource, require_sounddevice
-from flowedge.edge.sources import Frame
+from flowedge.edge.sources import Frame, parse_source
+from flowedge.edge.sources.microphone import (
+    MicrophoneSource,
+    MicrophoneSourceConfig,
+    require_sounddevice,
+)
 from flowedge.modalities.audio import AudioModality, Clip
 from flowedge.modalities.audio_synthetic import gear_motor_clip
 
@@ -92,9 +95,9 @@ class Player:
         return self.streams[0]
 
 
-def microphone(ring_s: float = 10.0, **more: Any) -> SourceConfig:
+def microphone(ring_s: float = 10.0, **more: Any) -> MicrophoneSourceConfig:
     settings = {"sample_rate": RATE, "block_size": BLOCK, "ring_s": ring_s, **more}
-    return SourceConfig.model_validate(
+    return parse_source(
         {
             "name": "mic1",
             "kind": "microphone",
@@ -217,10 +220,10 @@ def test_missing_portaudio_is_a_setup_error_naming_what_to_install() -> None:
 
 
 def test_config_refuses_a_microphone_that_is_not_audio_and_other_rates() -> None:
-    with pytest.raises(ValueError, match="set modality audio"):
-        SourceConfig.model_validate({"name": "m", "kind": "microphone"})
+    with pytest.raises(ValueError, match="'audio'"):
+        parse_source({"name": "m", "kind": "microphone", "modality": "image"})
     with pytest.raises(ValueError, match="sample_rate"):
-        SourceConfig.model_validate(
+        parse_source(
             {
                 "name": "m",
                 "kind": "microphone",
@@ -228,5 +231,5 @@ def test_config_refuses_a_microphone_that_is_not_audio_and_other_rates() -> None
                 "microphone": {"sample_rate": 22050},
             }
         )
-    default = SourceConfig.model_validate({"name": "m", "kind": "microphone", "modality": "audio"})
+    default = parse_source({"name": "m", "kind": "microphone", "modality": "audio"})
     assert default.microphone is not None and default.microphone.trigger is None

@@ -131,7 +131,7 @@ def test_wrong_credentials_are_reported_and_retried(
     write_images(tmp_path / "images", 2)
     cfg = station_config(tmp_path, mqtt=mqtt_section(broker, username="plc"))
     station = open_station(cfg)
-    caplog.set_level(logging.ERROR, logger="flowedge.edge.publisher")
+    caplog.set_level(logging.ERROR, logger="flowedge.edge.sinks.mqtt")
     station.start()
     try:
 
@@ -139,7 +139,7 @@ def test_wrong_credentials_are_reported_and_retried(
             return [
                 r.getMessage()
                 for r in caplog.records
-                if r.name == "flowedge.edge.publisher"
+                if r.name == "flowedge.edge.sinks.mqtt"
                 and "refused the connection" in r.getMessage()
             ]
 

@@ -28,10 +28,10 @@ from runtime_fakes import (  # noqa: E402
 )
 
 from flowedge.edge.health import Notifier, StageProgress, Watchdog  # noqa: E402
+from flowedge.edge.loop.pipeline import Pipeline  # noqa: E402
+from flowedge.edge.loop.policy import Policy  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
-from flowedge.edge.pipeline import Pipeline  # noqa: E402
-from flowedge.edge.policy import Policy  # noqa: E402
-from flowedge.edge.sources import CameraSource  # noqa: E402
+from flowedge.edge.sources.camera import CameraSource  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
 
 
@@ -42,17 +42,17 @@ def run_pipeline(cfg, backend=None, **kwargs) -> tuple[Pipeline, list[tuple[str,
     )
     pipeline.start()
     assert pipeline.wait(30), "pipeline did not finish"
-    rows = [(r.topic, json.loads(r.payload)) for r in spool.after(0, 10_000)]
+    rows = [(r.kind, json.loads(r.body)) for r in spool.after(0, 10_000)]
     spool.close()
     return pipeline, rows
 
 
 def decisions(rows: list[tuple[str, dict]]) -> list[dict]:
-    return [doc for topic, doc in rows if topic.endswith("/decision")]
+    return [doc for kind, doc in rows if kind == "decision"]
 
 
 def events(rows: list[tuple[str, dict]]) -> list[dict]:
-    return [doc for topic, doc in rows if topic.endswith("/event")]
+    return [doc for kind, doc in rows if kind == "event"]
 
 
 def test_folder_replay_decides_every_image_in_order(tmp_path: Path) -> None:
@@ -157,9 +157,12 @@ def test_camera_loss_reconnects_with_events(tmp_path: Path) -> None:
         ],
     )
 
-    def factory(source_cfg, events, memory, on_state):  # noqa: ANN001, ANN202
+    def factory(source_cfg, context):  # noqa: ANN001, ANN202
         return CameraSource(
-            source_cfg, events, open_capture=lambda uri: FlakyCapture(), on_state=on_state
+            source_cfg,
+            context.events,
+            open_capture=lambda uri: FlakyCapture(),
+            on_state=context.on_state,
         )
 
     changes: list[str] = []
@@ -203,19 +206,19 @@ def test_watch_source_waits_for_complete_files(tmp_path: Path) -> None:
         time.sleep(0.5)  # the scenario, not a wait: a writer pausing for several polls
         handle.write(data[40:])
     assert pipeline.wait(15)
-    docs = [json.loads(r.payload) for r in spool.after(0, 100)]
+    docs = [json.loads(r.body) for r in spool.after(0, 100)]
     assert [(d["part_id"], d["decision"]) for d in docs] == [("new.png", "OK")]  # not ERROR
 
 
 def test_spool_survives_reopen_and_applies_overflow_policy(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.sqlite", max_messages=10)
     for i in range(12):
-        spool.put("t", str(i).encode())
+        spool.put("event", None, str(i).encode())
     assert spool.count() == 10 and spool.overflowed == 2
     spool.close()
     again = Spool(tmp_path / "s.sqlite", max_messages=10, overflow="reject_new")
-    assert [r.payload for r in again.after(0, 100)] == [str(i).encode() for i in range(2, 12)]
-    assert again.put("t", b"x") is None and again.overflowed == 1
+    assert [r.body for r in again.after(0, 100)] == [str(i).encode() for i in range(2, 12)]
+    assert again.put("event", None, b"x") is None and again.overflowed == 1
     again.close()
 
 
@@ -264,7 +267,7 @@ def test_bad_config_key_exits_2_with_key_path(
 def test_metrics_endpoint_reports_stages_queues_and_bad_inputs(tmp_path: Path) -> None:
     import urllib.request
 
-    from flowedge.edge.config import MetricsConfig
+    from flowedge.edge.metrics import MetricsConfig
 
     write_images(tmp_path / "images", 3)
     (tmp_path / "images" / "img_0002.png").write_bytes(b"")
@@ -332,7 +335,7 @@ def test_a_dying_stage_ends_the_run_instead_of_hanging(tmp_path: Path) -> None:
 def test_calibration_gives_threshold_normalised_score_and_drift_events(tmp_path: Path) -> None:
     from flowedge.calibration.calibfile import save_calibration
     from flowedge.calibration.calibrate import CalibrationOptions, build_calibration
-    from flowedge.edge.policy import load_policy
+    from flowedge.edge.loop.policy import load_policy
 
     normal = np.random.default_rng(0).normal(2.0, 0.3, 300)
     path = tmp_path / "calibration.json"
@@ -354,7 +357,7 @@ def test_calibration_gives_threshold_normalised_score_and_drift_events(tmp_path:
     pipeline = Pipeline(cfg, FakeBackend(), policy, spool, Metrics())
     pipeline.start()
     assert pipeline.wait(15)
-    rows = [(r.topic, json.loads(r.payload)) for r in spool.after(0, 1000)]
+    rows = [(r.kind, json.loads(r.body)) for r in spool.after(0, 1000)]
     docs = decisions(rows)
     assert all(
         d["threshold"] == calibration.threshold and d["normalised_score"] is not None for d in docs
@@ -367,7 +370,7 @@ def test_calibration_gives_threshold_normalised_score_and_drift_events(tmp_path:
 
 def test_no_threshold_and_no_calibration_is_a_config_error(tmp_path: Path) -> None:
     from flowedge.core.errors import ConfigError
-    from flowedge.edge.policy import load_policy
+    from flowedge.edge.loop.policy import load_policy
 
     cfg = station_config(tmp_path, model={"path": "x"})
     with pytest.raises(ConfigError, match="neither 'calibration' nor 'threshold'"):
@@ -409,7 +412,7 @@ def test_a_score_at_the_threshold_is_ok_in_message_metrics_and_heatmaps(tmp_path
     pipeline = Pipeline(cfg, AtThreshold(), Policy(3.0), spool, metrics)
     pipeline.start()
     assert pipeline.wait(15)
-    docs = [json.loads(r.payload) for r in spool.after(0, 100)]
+    docs = [json.loads(r.body) for r in spool.after(0, 100)]
     spool.close()
     assert [(d["score"], d["decision"], d["heatmap"]) for d in docs] == [(3.0, "OK", None)] * 3
     assert metrics.decisions.labels("cam1", "OK")._value.get() == 3
@@ -469,7 +472,7 @@ class BrokenSource:
 
     modality = "image"
 
-    def __init__(self, cfg, events, memory=None, on_state=None) -> None:  # noqa: ANN001
+    def __init__(self, cfg, context) -> None:  # noqa: ANN001
         self.name = cfg.name
 
     def frames(self, stop: threading.Event):  # noqa: ANN201
@@ -502,9 +505,9 @@ def test_a_source_that_ended_normally_is_no_failure(tmp_path: Path) -> None:
         ],
     )
 
-    def factory(source_cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def factory(source_cfg, context):  # noqa: ANN001, ANN202
         make = BrokenSource if source_cfg.kind == "camera" else make_source
-        return make(source_cfg, *args, **kwargs)
+        return make(source_cfg, context)
 
     pipeline, _ = run_pipeline(cfg, source_factory=factory)
     assert pipeline.states.snapshot() == {"cam1": "ended", "cam2": "failed"}
@@ -535,7 +538,7 @@ def test_without_mqtt_decisions_stay_in_the_spool(
     assert station.publisher is None
     assert "MQTT disabled" in caplog.text and str(cfg.spool.path) in caplog.text
     spool = Spool(cfg.spool.path, 100)
-    assert [json.loads(r.payload)["seq"] for r in spool.after(0, 100)] == [1, 2, 3, 4, 5, 6]
+    assert [json.loads(r.body)["seq"] for r in spool.after(0, 100)] == [1, 2, 3, 4, 5, 6]
     spool.close()
 
 
@@ -556,7 +559,7 @@ def test_threshold_embedded_in_the_onnx_model_is_used(tmp_path: Path) -> None:
     stop_station(station)
     assert station.policy.threshold == 0.25
     spool = Spool(cfg.spool.path, 100)
-    docs = [json.loads(r.payload) for r in spool.after(0, 100)]
+    docs = [json.loads(r.body) for r in spool.after(0, 100)]
     spool.close()
     assert [(d["threshold"], d["model"]["calibration_sha256"]) for d in docs] == [
         (0.25, "c" * 64)

@@ -60,9 +60,7 @@ def spool_state(path: Path) -> tuple[int, int]:
         return 0, 0
     db = sqlite3.connect(path, timeout=5)
     try:
-        waiting = db.execute(
-            "SELECT COUNT(*) FROM outbox WHERE topic LIKE '%/decision'"
-        ).fetchone()[0]
+        waiting = db.execute("SELECT COUNT(*) FROM records WHERE kind = 'decision'").fetchone()[0]
         last = db.execute("SELECT last FROM sequence WHERE sensor = 'cam1'").fetchone()
     except sqlite3.OperationalError:  # tables not created yet
         return 0, 0

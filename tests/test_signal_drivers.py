@@ -85,7 +85,10 @@ def test_station_names_the_faulty_axis_signals_of_an_anomalous_cycle(
     done = run_station_without_torch(tmp_path, mtsflow_graph, tail, threshold, "--max-samples", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     with sqlite3.connect(tmp_path / "spool.sqlite") as db:
-        payloads = [json.loads(bytes(p)) for (p,) in db.execute("select payload from outbox")]
+        payloads = [
+            json.loads(bytes(p))
+            for (p,) in db.execute("select body from records where kind = 'decision'")
+        ]
     decisions = {p["cycle"]["id"]: p for p in payloads if "cycle" in p}
     for payload in decisions.values():
         validator("decision").validate(payload)

@@ -13,8 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from runtime_fakes import station_config, write_images  # noqa: E402
 
-from flowedge.edge.intake import journaled  # noqa: E402
-from flowedge.edge.sources import FolderSource, Frame, WatchSource  # noqa: E402
+from flowedge.edge.loop.capture import journaled  # noqa: E402
+from flowedge.edge.sources import Frame  # noqa: E402
+from flowedge.edge.sources.folder import FolderSource  # noqa: E402
+from flowedge.edge.sources.watch import WatchSource  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
 
 OLD_NS = 978_307_200 * 10**9  # 2001-01-01: what `cp -p` or `rsync -t` of an old file keeps
@@ -33,7 +35,7 @@ class Capture:
 
     def _run(self) -> None:
         for frame, intake_id in journaled(self.spool, self.source, self.stop):
-            self.spool.put_numbered(self.source.name, lambda seq: ("t", b""), intake_id)
+            self.spool.put_numbered(self.source.name, lambda seq: b"", intake_id)
             with self.changed:
                 self.frames.append(frame)
                 self.changed.notify_all()

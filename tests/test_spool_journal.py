@@ -17,11 +17,10 @@ from runtime_fakes import (  # noqa: E402
     write_images,
 )
 
-from flowedge.edge.intake import PAYLOAD_GONE, replayed  # noqa: E402
+from flowedge.edge.loop.pipeline import Pipeline  # noqa: E402
+from flowedge.edge.loop.policy import Policy  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
-from flowedge.edge.pipeline import Pipeline  # noqa: E402
-from flowedge.edge.policy import Policy  # noqa: E402
-from flowedge.edge.sources import file_version  # noqa: E402
+from flowedge.edge.sources.base import PAYLOAD_GONE, file_version, replayed  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
 
 
@@ -45,10 +44,10 @@ def test_round_trip_and_decision_closes_the_row_in_its_transaction(tmp_path: Pat
     assert (row.id, row.part_id, row.locator, row.error) == (first, image.name, str(image), None)
     assert spool.recall("cam1") == {"last": str(image)}
 
-    spool.put_numbered("cam1", lambda seq: ("t", str(seq).encode()), first)
+    spool.put_numbered("cam1", lambda seq: str(seq).encode(), first)
     assert [r.id for r in spool.pending_intake("cam1")] == [second]
 
-    def disk_full(seq: int) -> tuple[str, bytes]:
+    def disk_full(seq: int) -> bytes:
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
@@ -86,7 +85,7 @@ def run(cfg, backend=None) -> tuple[Pipeline, list[dict]]:  # noqa: ANN001
     pipeline = Pipeline(cfg, backend or FakeBackend(), Policy(3.0), spool, Metrics())
     pipeline.start()
     assert pipeline.wait(30), "pipeline did not finish"
-    docs = [json.loads(r.payload) for r in spool.after(0, 1000) if r.topic.endswith("/decision")]
+    docs = [json.loads(r.body) for r in spool.after(0, 1000) if r.kind == "decision"]
     assert spool.pending_intake("cam1") == []  # everything captured was answered or dropped
     spool.close()
     return pipeline, docs

@@ -74,7 +74,7 @@ def run_station_without_torch(
     tmp_path: Path, model: Path, sources: str, threshold: float = 1.0e9, *args: str
 ) -> subprocess.CompletedProcess:
     """``flowedge run`` on ``model`` (ONNX Runtime) in a process where torch cannot be
-    imported; MQTT off, so every decision stays in ``tmp_path/spool.sqlite``'s outbox.
+    imported; MQTT off, so every decision stays in ``tmp_path/spool.sqlite``'s records.
     ``sources`` is the YAML list of the config's ``sources`` (one line, flow style)."""
     config = tmp_path / "config.yaml"
     config.write_text(

@@ -7,7 +7,10 @@ names the key path.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from collections.abc import Collection
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class Strict(BaseModel):
@@ -25,12 +28,22 @@ def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``key.path[0].name: message (got value)``."""
+def format_validation_error(
+    exc: ValidationError, source: str, union_tags: Collection[str] = ()
+) -> str:
+    """One line per problem: ``key.path[0].name: message (got value)``.
+
+    ``union_tags``: the ``kind`` values of discriminated unions, which pydantic puts in
+    the path after a list index (``sources[0].folder.path``) and a reader does not need.
+    """
     lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s)):"]
     for error in exc.errors():
-        path = ""
+        path, after_index = "", False
         for part in error["loc"]:
+            if after_index and part in union_tags:
+                after_index = False
+                continue
+            after_index = isinstance(part, int)
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
@@ -40,3 +53,14 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         got = "" if quiet else f" (got {_shorten(repr(value))})"  # a whole section is noise
         lines.append(f"  {path or '<top level>'}: {message}{got}")
     return "\n".join(lines)
+
+
+# site, station, source and sink names are MQTT topic levels and file names:
+# these characters are always safe
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
+
+
+def ordered_backoff(low: float, high: float) -> None:
+    """A retry backoff whose minimum is not above its maximum (ValueError otherwise)."""
+    if low > high:
+        raise ValueError(f"reconnect_min_s ({low:g}) must not exceed reconnect_max_s ({high:g})")

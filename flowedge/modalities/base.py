@@ -8,6 +8,7 @@ implementing them plus one line in :data:`flowedge.modalities.MODALITIES`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,29 @@ class Modality(ABC):
         """The ``limits`` that read test files as the card's model was trained (series: its
         log format and segmenter); None: the modality's defaults."""
         return None
+
+    def explain(
+        self,
+        tensor: np.ndarray,
+        amap: np.ndarray | None,
+        score: float,
+        spec: InputSpec,
+        score_batch: Callable[[np.ndarray], np.ndarray],
+        max_batch: int,
+    ) -> Any:
+        """What drove an ANOMALY that its map cannot say, from further forward passes
+        (``score_batch``: a batch of tensors -> scores); None: the map says enough."""
+        return None
+
+    def decision_fields(
+        self,
+        context: dict[str, Any] | None,
+        amap: np.ndarray | None,
+        explanation: Any,
+        spec: InputSpec,
+    ) -> dict[str, Any]:
+        """Fields this modality adds to a decision (what the source said, and why it scored)."""
+        return dict(context or {})
 
     @abstractmethod
     def display(self, path: str | Path, spec: InputSpec, limits: Any = None) -> np.ndarray:

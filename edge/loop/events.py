@@ -1,7 +1,8 @@
 """Events: what an operator should know (bad input, drops, sources, drift, failures).
 
-Each event is logged at its severity, counted in the metrics and spooled for MQTT
-like a decision. ``EventBus.emit`` is the sink every part of the station reports to.
+Each event is logged at its severity, counted in the metrics and stored in the spool
+as a record, like a decision, for every sink. ``EventBus.emit`` is where every part of
+the station reports to.
 """
 
 from __future__ import annotations
@@ -9,16 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from flowedge.edge.config import FlowedgeConfig
-from flowedge.edge.counts import Counts
-from flowedge.edge.messages import encode, event_doc
+from flowedge.edge.loop.counts import Counts
+from flowedge.edge.loop.messages import encode, event_doc
+from flowedge.edge.loop.sample import Sample
 from flowedge.edge.metrics import Metrics
-from flowedge.edge.sample import Sample
 from flowedge.edge.spool import Spool
-from flowedge.edge.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +38,8 @@ DROP_EVENT_EVERY_S = 5.0
 
 
 class EventBus:
-    def __init__(
-        self,
-        cfg: FlowedgeConfig,
-        spool: Spool,
-        metrics: Metrics,
-        on_published: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, cfg: FlowedgeConfig, spool: Spool, metrics: Metrics) -> None:
         self.cfg, self.spool, self.metrics = cfg, spool, metrics
-        self.topics = Topics(cfg)
-        self.on_published = on_published  # a new row in the spool: wake the publisher
 
     def emit(self, sensor: str | None, kind: str, message: str, **details: Any) -> None:
         """Log, count and spool one event (``sensor`` None: a station-wide event)."""
@@ -56,8 +47,7 @@ class EventBus:
         log.log(LOG_LEVEL[severity], "%s: %s", sensor or "station", message)
         self.metrics.events.labels(kind).inc()
         doc = event_doc(self.cfg, sensor, kind, message, severity, **details)
-        self.spool.put(self.topics.event(sensor), encode(doc))
-        self.on_published()
+        self.spool.put("event", sensor, encode(doc))
 
 
 class DropReporter:

@@ -1,11 +1,11 @@
-"""MQTT publishing from the spool: in order, QoS 1, deleted only on PUBACK.
+"""The MQTT sink: each record as JSON on ``<prefix>/<site>/<station>/[<sensor>/]{decision,event}``.
 
-The sender thread walks the spool by row id and keeps up to ``window`` messages
-in flight. paho keeps unacknowledged messages across reconnects and re-sends them
-in order, so while the broker is away rows simply accumulate in the spool and
-go out, in order, when it returns; after a process restart everything still in
-the spool is sent again (at-least-once: a PLC de-duplicates by ``seq``).
-The retained status topic doubles as the Last Will, set before connecting.
+The sender thread walks the spool from this sink's cursor and keeps up to ``window``
+messages in flight at QoS 1. paho keeps unacknowledged messages across reconnects and
+re-sends them in order, so while the broker is away records simply accumulate in the
+spool and go out, in order, when it returns; after a process restart everything past
+the cursor is sent again (at-least-once: a PLC de-duplicates by ``seq``). The retained
+status topic doubles as the Last Will, set before connecting.
 """
 
 from __future__ import annotations
@@ -15,61 +15,117 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import AfterValidator, Field
 
-from flowedge.edge.config import FlowedgeConfig
-from flowedge.edge.metrics import Metrics
-from flowedge.edge.mqtt_client import new_client
-from flowedge.edge.sample import utc_now
-from flowedge.edge.spool import Spool
-from flowedge.edge.topics import Topics
+from flowedge.edge.broker import (
+    AUTH_FAILURES,
+    MQTT_MAX_STRING_BYTES,
+    UNSUPPORTED_PROTOCOL,
+    MQTTConfig,
+    mqtt_string,
+    new_client,
+    protocol_number,
+)
+from flowedge.edge.checks import CheckResult, failed, passed
+from flowedge.edge.sinks.base import Delivery, SinkBaseConfig, SinkContext, SinkKind
+from flowedge.edge.spool import Record
+from flowedge.edge.timestamps import utc_now
 
 log = logging.getLogger(__name__)
 
 STATUS_SCHEMA = "flowedge.status/1"
 CONTENT_TYPE = "application/json"
-# MQTT 5 "Unsupported protocol version"; a 3.1.1-only broker answers 1 ("unacceptable version")
-UNSUPPORTED_PROTOCOL = {1, 132}
-AUTH_FAILURES = {4, 5, 134, 135}  # 3.1.1 and 5 codes for bad credentials / not authorised
+MQTT_MAX_EXPIRY_S = 2**32 - 1  # MQTT 5 Message Expiry Interval: four-byte integer
+LONGEST_TOPIC_SUFFIX = "/decision"  # the longest per-sensor topic the sink publishes
 
 
-def _protocol(name: str) -> int:
-    return mqtt.MQTTv311 if name == "3.1.1" else mqtt.MQTTv5
+def _topic_prefix(value: str) -> str:
+    """Topic levels the station publishes under: no wildcards, no '$', no empty level."""
+    mqtt_string(value)
+    if not value:
+        raise ValueError("must not be empty (the default is 'flowedge')")
+    if "+" in value or "#" in value:
+        raise ValueError("must not contain the MQTT wildcards '+' or '#'")
+    if value.startswith("$"):
+        raise ValueError("must not start with '$' (reserved for broker topics such as $SYS)")
+    if "" in value.split("/"):
+        raise ValueError("must not start or end with '/' or contain '//' (an empty topic level)")
+    return value
 
 
-class Publisher:
+class MqttSinkConfig(SinkBaseConfig, MQTTConfig):
+    """The ``mqtt`` section (the default sink), or a further broker under ``sinks``."""
+
+    kind: Literal["mqtt"] = "mqtt"
+    name: str = Field("mqtt", pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)
+    topic_prefix: Annotated[str, AfterValidator(_topic_prefix)] = "flowedge"
+    message_expiry_s: int = Field(
+        0, ge=0, le=MQTT_MAX_EXPIRY_S, description="MQTT 5 expiry for decisions; 0: none"
+    )
+
+    def client_id_for(self, site: str, station: str) -> str:
+        """The configured client id, else flowedge-<site>-<station> (plus the sink's name
+        when it is not the default sink, so two brokers' sessions stay apart)."""
+        if self.client_id:
+            return self.client_id
+        suffix = "" if self.name == "mqtt" else f"-{self.name}"
+        return f"flowedge-{site}-{station}{suffix}"
+
+    def station_problems(self, site: str, station: str, sources: list[str]) -> list[str]:
+        longest = max(sources, key=len, default="")
+        topic = f"{Topics(self.topic_prefix, site, station).base}/{longest}{LONGEST_TOPIC_SUFFIX}"
+        size = len(topic.encode("utf-8"))
+        if size > MQTT_MAX_STRING_BYTES:
+            return [
+                f"{self.name}.topic_prefix is too long: topics would be {size} bytes in UTF-8, "
+                f"MQTT allows {MQTT_MAX_STRING_BYTES}"
+            ]
+        return []
+
+
+class Topics:
+    """The topic layout: ``<prefix>/<site>/<station>/[<sensor>/]{decision,event,status}``."""
+
+    def __init__(self, prefix: str, site: str, station: str) -> None:
+        self.base = f"{prefix}/{site}/{station}"
+
+    def record(self, record: Record) -> str:
+        """A decision's or an event's topic (a station-wide event has no sensor level)."""
+        sensor = f"{record.source}/" if record.source else ""
+        return f"{self.base}/{sensor}{record.kind}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+
+class MqttSink:
     """Owns the paho client and the sender thread; safe to call ``wake`` from any thread."""
 
-    def __init__(
-        self,
-        cfg: FlowedgeConfig,
-        spool: Spool,
-        metrics: Metrics,
-        status_fields: Callable[[], dict[str, Any]],
-        on_event: Callable[..., None],
-        window: int = 64,
-    ) -> None:
-        self.cfg, self.mqtt_cfg, self.spool, self.metrics = cfg, cfg.mqtt, spool, metrics
-        self.topics = Topics(cfg)
-        self.status_fields, self.on_event, self.window = status_fields, on_event, window
-        self.client_id = cfg.mqtt.client_id or f"flowedge-{cfg.site}-{cfg.station}"
+    def __init__(self, cfg: MqttSinkConfig, context: SinkContext, window: int = 64) -> None:
+        self.name, self.mqtt_cfg, self.context = cfg.name, cfg, context
+        self.metrics = context.metrics
+        self.topics = Topics(cfg.topic_prefix, context.site, context.station)
+        self.window = window
+        self.client_id = cfg.client_id_for(context.site, context.station)
+        self.delivery = Delivery(context.spool, cfg.name, cfg.max_backlog)
         self.connected = False
         self.last_error = ""
-        self._protocol = _protocol(cfg.mqtt.protocol)
-        self._kick = threading.Event()  # new rows, acks, connection changes
+        self._protocol = protocol_number(cfg.protocol)
+        self._kick = threading.Event()  # new records, acks, connection changes
         self._acks: deque[int] = deque()  # mids acknowledged by the broker (appended by paho)
-        self._inflight: dict[int, int] = {}  # paho mid -> spool row id
-        self._cursor = 0  # highest spool row id handed to paho in this process
+        self._inflight: dict[int, int] = {}  # paho mid -> record id
         self._stop = threading.Event()
         self._stopping_reason = ""  # set by stop(): a reconnect then announces offline
         self._rebuild = False
-        self._thread = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{cfg.name}-sender", daemon=True)
         self.client = self._make_client()
+        context.spool.subscribe(self.wake)
 
     # --- client ---------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -99,12 +155,12 @@ class Publisher:
     def _status_payload(self, state: str, reason: str) -> bytes:
         doc = {
             "schema": STATUS_SCHEMA,
-            "site": self.cfg.site,
-            "station": self.cfg.station,
+            "site": self.context.site,
+            "station": self.context.station,
             "state": state,
             "reason": reason,
             "utc": utc_now(),
-            **self.status_fields(),
+            **self.context.status_fields(),
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -120,6 +176,15 @@ class Publisher:
         self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
         self.client.loop_start()
         self._thread.start()
+
+    def health(self) -> str:
+        if self.connected:
+            return "broker connected"
+        return f"broker DOWN ({self.last_error or 'connecting'})"
+
+    def status_changed(self, reason: str) -> None:
+        if self.connected:
+            self.publish_status("online", reason)
 
     # --- callbacks (paho network thread: never block here) -----------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
@@ -146,7 +211,7 @@ class Publisher:
             log.error(
                 "MQTT: %s; retrying with backoff up to %.0f s", self.last_error, c.reconnect_max_s
             )
-            self.on_event(None, "broker_refused", self.last_error, reason_code=code)
+            self.context.emit(None, "broker_refused", self.last_error, reason_code=code)
             return
         self.connected = True
         self.last_error = ""
@@ -176,7 +241,7 @@ class Publisher:
             log.warning(
                 "MQTT: connection lost (%s); %d message(s) wait in the spool, reconnecting",
                 reason_code,
-                self.spool.count(),
+                self.delivery.backlog(),
             )
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
@@ -198,32 +263,32 @@ class Publisher:
         )
 
     def _run(self) -> None:
-        """Only this thread touches ``_inflight`` and ``_cursor``."""
+        """Only this thread touches ``_inflight`` and the delivery cursor."""
         while not self._stop.is_set():
             self._kick.clear()  # cleared before looking: a later wake is never missed
+            acked = []
             while self._acks:
-                row_id = self._inflight.pop(self._acks.popleft(), None)
-                if row_id is not None:
-                    self.spool.delete(row_id)
+                record_id = self._inflight.pop(self._acks.popleft(), None)
+                if record_id is not None:
+                    acked.append(record_id)
+            if acked:
+                self.delivery.acknowledged(acked)
             if self._rebuild:
                 self._switch_to_311()
                 continue
             room = self.window - len(self._inflight)
             if self.connected and room > 0:
-                rows = self.spool.after(self._cursor, room)
-                for row in rows:
-                    expiry = row.topic.endswith("/decision")
+                records = self.delivery.next(room)
+                for record in records:
                     info = self.client.publish(
-                        row.topic,
-                        row.payload,
+                        self.topics.record(record),
+                        record.body,
                         qos=1,
-                        retain=row.retain,
-                        properties=self._props(expiry),
+                        properties=self._props(expiry=record.kind == "decision"),
                     )
-                    self._inflight[info.mid] = row.id
-                    self._cursor = row.id
-                self.metrics.spool_messages.set(self.spool.count())
-                if rows:
+                    self._inflight[info.mid] = record.id
+                self.metrics.spool_messages.set(self.context.spool.count())
+                if records:
                     continue
             self._kick.wait(0.5)
 
@@ -232,7 +297,7 @@ class Publisher:
         self.client.loop_stop()
         self._protocol = mqtt.MQTTv311
         self._inflight.clear()
-        self._cursor = 0
+        self.delivery.rewind()
         self.client = self._make_client()
         c = self.mqtt_cfg
         self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
@@ -256,11 +321,11 @@ class Publisher:
         """Wait until the spool is empty (all acknowledged); False on timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.spool.count() == 0:
+            if self.delivery.backlog() == 0:
                 return True
             self.wake()
             time.sleep(0.02)
-        return self.spool.count() == 0
+        return self.delivery.backlog() == 0
 
     def stop(self, reason: str, flush_timeout_s: float = 5.0) -> None:
         """Send what the broker takes within the timeout, make the retained status ``offline``,
@@ -294,3 +359,62 @@ class Publisher:
         self.client.disconnect()
         self.client.loop_stop()
         self.metrics.broker_connected.set(0)
+
+
+def check(c: MqttSinkConfig, site: str, station: str, timeout_s: float) -> CheckResult:
+    """Connect and disconnect with the station's credentials and TLS; show the CONNACK."""
+    name = f"broker {c.host}:{c.port}"
+    protocols = {"5": [mqtt.MQTTv5], "3.1.1": [mqtt.MQTTv311]}.get(
+        c.protocol, [mqtt.MQTTv5, mqtt.MQTTv311]
+    )
+    # under a '-check' client id, so a running station is not disconnected
+    client_id = f"{c.client_id_for(site, station)}-check"
+    for protocol in protocols:  # auto: MQTT 5, then 3.1.1 if the broker does not speak 5
+        result, reason = _connect_once(c, client_id, name, protocol, timeout_s)
+        if reason is None or reason.value not in UNSUPPORTED_PROTOCOL:
+            break
+    return result
+
+
+def _connect_once(
+    c: MqttSinkConfig, client_id: str, name: str, protocol: int, timeout_s: float
+) -> tuple[CheckResult, Any]:
+    """One CONNECT: the result and the CONNACK reason code (None without a CONNACK)."""
+    version = "MQTT 5" if protocol == mqtt.MQTTv5 else "MQTT 3.1.1"
+    connack: list[Any] = []
+    answered = threading.Event()
+
+    def on_connect(_client, _userdata, _flags, reason_code, _properties) -> None:  # noqa: ANN001
+        connack.append(reason_code)
+        answered.set()
+
+    try:
+        client = new_client(c, client_id, protocol)
+        client.on_connect = on_connect
+        client.connect(c.host, c.port, keepalive=c.keepalive_s)
+    except (OSError, ValueError) as exc:  # refused, unreachable, DNS, TLS handshake/certificates
+        return failed(
+            name,
+            f"cannot connect ({exc}): check mqtt.host, mqtt.port, the firewall and mqtt.tls",
+        ), None
+    client.loop_start()
+    try:
+        if not answered.wait(timeout_s):
+            return failed(
+                name, f"no CONNACK within {timeout_s:g} s ({version}): is it an MQTT broker?"
+            ), None
+        reason = connack[0]
+        if reason.is_failure:
+            hint = (
+                f"check mqtt.username / ${c.username_env} and ${c.password_env} and the ACL"
+                if reason.value in AUTH_FAILURES
+                else "check the broker configuration"
+            )
+            return failed(name, f"refused ({version}, CONNACK {reason}): {hint}"), reason
+        return passed(name, f"connected ({version}, CONNACK {reason}) as {client_id}"), reason
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+KIND = SinkKind(MqttSinkConfig, MqttSink, check)

@@ -20,8 +20,8 @@ import cv2
 from flowedge.core.card import InputSpec
 from flowedge.core.decision import Decision
 from flowedge.edge.config import PipelineConfig
-from flowedge.edge.filenames import safe_file_stem
-from flowedge.edge.sample import Sample
+from flowedge.edge.loop.filenames import safe_file_stem
+from flowedge.edge.loop.sample import Sample
 from flowedge.modalities import get_modality
 
 log = logging.getLogger(__name__)

@@ -12,15 +12,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
+from pydantic import Field
 
-from flowedge.edge.config import MQTTConfig, TriggerConfig
-from flowedge.edge.mqtt_client import new_client
+from flowedge.core.validation import Strict
+from flowedge.edge.broker import MQTTConfig, MqttString, new_client
 from flowedge.modalities.audio_trigger import parse_trigger
 
 log = logging.getLogger(__name__)
+
+
+class TriggerConfig(Strict):
+    """Motions cut where the PLC says (an MQTT topic on the station's broker), not by energy.
+
+    Payloads: ``start``/``stop`` (also ``1``/``0``, ``on``/``off``, ``true``/``false``: a
+    digital input), or JSON ``{"state": "start"|"stop", "motion": "fold"}``; see docs/audio.md.
+    """
+
+    topic: MqttString = Field(min_length=1)
+    qos: Literal[0, 1] = 1
 
 
 class MqttTrigger:

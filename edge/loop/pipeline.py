@@ -1,11 +1,11 @@
 """The station loop, wired: capture (one thread per source) -> preprocess -> infer -> publish.
 
-Stages are threads joined by bounded queues (:mod:`edge.stages`); capture applies each
-source's backpressure (:mod:`edge.fanin`); the publish stage decides
-(:mod:`edge.decider`) and numbers each decision per sensor in the spool (one
-transaction) before the MQTT sender, if any, publishes it. Stopping (end of finite
-sources, ``--max-samples`` or SIGTERM) stops capture and then drains every queue, so
-every sample already captured gets its decision.
+Stages are threads joined by bounded queues; capture journals each frame and applies
+its source's backpressure (:mod:`.fanin`); infer scores and decides each sample once;
+publish numbers each decision per sensor and stores it in the spool (one
+transaction), from where every sink delivers it. Stopping (end of finite sources,
+``--max-samples`` or SIGTERM) stops capture and then drains every queue, so every
+sample already captured gets its decision.
 """
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ from collections.abc import Callable
 
 from flowedge.backends.base import Backend
 from flowedge.edge.config import FlowedgeConfig
-from flowedge.edge.counts import Counts
-from flowedge.edge.decider import Decider
-from flowedge.edge.events import DropReporter, EventBus
-from flowedge.edge.fanin import FanIn
-from flowedge.edge.heatmaps import HeatmapWriter
+from flowedge.edge.loop.capture import Capture
+from flowedge.edge.loop.counts import Counts
+from flowedge.edge.loop.events import DropReporter, EventBus
+from flowedge.edge.loop.fanin import FanIn
+from flowedge.edge.loop.heatmaps import HeatmapWriter
+from flowedge.edge.loop.infer import Infer
+from flowedge.edge.loop.policy import Policy
+from flowedge.edge.loop.preprocess import Preprocess
+from flowedge.edge.loop.publish import Publish
+from flowedge.edge.loop.sample import Sample
+from flowedge.edge.loop.source_states import SourceStates
 from flowedge.edge.metrics import Metrics
-from flowedge.edge.policy import Policy
-from flowedge.edge.sample import Sample
-from flowedge.edge.source_states import SourceStates
-from flowedge.edge.sources import Source, make_source
+from flowedge.edge.sources import Source, SourceContext, make_source
 from flowedge.edge.spool import Spool
-from flowedge.edge.stages import Capture, Infer, Preprocess, Publish
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,14 @@ class Pipeline:
         policy: Policy,
         spool: Spool,
         metrics: Metrics,
-        on_published: Callable[[], None] = lambda: None,
         on_status: Callable[[str], None] = lambda reason: None,
         max_samples: int | None = None,
         source_factory: Callable[..., Source] = make_source,
     ) -> None:
         self.spool = spool
+        self._policy = policy
         self.counts = Counts()
-        self.events = EventBus(cfg, spool, metrics, on_published)
+        self.events = EventBus(cfg, spool, metrics)
         self.states = SourceStates([s.name for s in cfg.sources], metrics, on_status)
         self.stop_capture = threading.Event()
         self.finished = threading.Event()  # every stage has drained and ended
@@ -58,18 +60,8 @@ class Pipeline:
         to_infer: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         to_publish: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         heatmaps = HeatmapWriter(cfg.pipeline, backend.card.input, self.events.emit)
-        self.decider = Decider(cfg, backend.card, backend.name, policy, heatmaps, self.events)
-        sources = [
-            source_factory(
-                s,
-                self.events.emit,
-                memory=spool,
-                on_state=self.states.connected,
-                # only a microphone's PLC trigger subscribes to the broker
-                **({"mqtt": cfg.mqtt} if s.kind == "microphone" else {}),
-            )
-            for s in cfg.sources
-        ]
+        context = SourceContext(self.events.emit, spool, self.states.connected, cfg.mqtt)
+        sources = [source_factory(s, context) for s in cfg.sources]
         captures = [
             Capture(
                 src,
@@ -103,15 +95,19 @@ class Pipeline:
                 self.events,
             ),
             Infer(
-                to_infer,
+                to_infer, to_publish, backend, max_batch, metrics, self.events, lambda: self.policy
+            ),
+            Publish(
                 to_publish,
+                cfg,
                 backend,
-                max_batch,
+                heatmaps,
+                spool,
+                self.counts,
                 metrics,
                 self.events,
-                lambda: self.decider.policy.threshold,
+                depths,
             ),
-            Publish(to_publish, self.decider, spool, self.counts, metrics, on_published, depths),
         )
         self.progress = [stage.progress for stage in stages]
         self._capture_threads = [
@@ -130,12 +126,12 @@ class Pipeline:
 
     @property
     def policy(self) -> Policy:
-        return self.decider.policy
+        return self._policy
 
     @policy.setter
     def policy(self, policy: Policy) -> None:
         """SIGHUP: the next decision uses the new policy; one in progress keeps the old one."""
-        self.decider.policy = policy
+        self._policy = policy
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:

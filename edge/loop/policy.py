@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowedge.core.card import ModelCard
+from flowedge.core.decision import Decision
 from flowedge.core.errors import ConfigError
 from flowedge.edge.config import FlowedgeConfig
 
@@ -91,3 +92,13 @@ def _embedded_policy(cfg: FlowedgeConfig, embedded: dict[str, Any]) -> Policy:
         calibration_sha256=embedded.get("sha256") or None,
         origin=f"the calibration embedded in {cfg.model.path} at export",
     )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One sample's decision with what it was made from (one policy, even during a reload)."""
+
+    decision: Decision
+    score: float | None  # None when the sample could not be scored
+    policy: Policy
+    heatmap: str | None = None  # overlay PNG path when one was written

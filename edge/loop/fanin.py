@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from flowedge.edge.config import SourceConfig
-from flowedge.edge.sample import Sample
+from flowedge.edge.loop.sample import Sample
+from flowedge.edge.sources.base import SourceBaseConfig
 
 END = object()  # travels down the stage queues after the last sample
 
@@ -21,7 +21,7 @@ END = object()  # travels down the stage queues after the last sample
 class FanIn:
     """Per-source bounded queues feeding one consumer, taken round robin."""
 
-    def __init__(self, sources: list[SourceConfig], on_drop: Callable[[Sample], None]) -> None:
+    def __init__(self, sources: list[SourceBaseConfig], on_drop: Callable[[Sample], None]) -> None:
         self._queues: dict[str, deque[Sample]] = {s.name: deque() for s in sources}
         self._limits = {s.name: (s.queue_size, s.backpressure) for s in sources}
         self._order = list(self._queues)

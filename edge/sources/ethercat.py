@@ -17,18 +17,53 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import numpy as np
+from pydantic import Field
 
-from flowedge.core.errors import BadInputError, ConfigError
-from flowedge.edge.config import EtherCATConfig, PDOSignal, SourceConfig
-from flowedge.edge.log_tail import cycle_frame, resume_row
-from flowedge.edge.sources import EventSink, Frame
+from flowedge.core.errors import EXIT_USAGE, BadInputError, ConfigError
+from flowedge.core.validation import Strict
+from flowedge.edge.checks import CheckResult, failed, passed
+from flowedge.edge.sources.base import EventSink, Frame, SourceBaseConfig, SourceKind
+from flowedge.edge.sources.tail import cycle_frame, resume_row
 from flowedge.modalities.series_cycles import SegmentConfig, cycle_spans
 from flowedge.modalities.series_io import SignalTable
 
 log = logging.getLogger(__name__)
+
+
+PDOType = Literal["int8", "int16", "int32", "uint8", "uint16", "uint32", "float32"]
+
+
+class PDOSignal(Strict):
+    """One signal in a slave's input process data (little-endian, as EtherCAT sends it)."""
+
+    name: str
+    slave: int = Field(ge=0, description="0-based position of the slave on the bus")
+    offset: int = Field(ge=0, description="byte offset in the slave's input PDO")
+    type: PDOType
+    scale: float = 1.0  # engineering value = raw * scale
+    unit: str = ""
+
+
+class EtherCATConfig(Strict):
+    """A live EtherCAT bus (``kind: ethercat``): the NIC, what to decode and how often."""
+
+    interface: str = Field(description="network interface of the bus, e.g. eth1")
+    cycle_s: float = Field(0.004, gt=0, description="process data cycle period")
+    signals: list[PDOSignal] = Field(min_length=1)
+    block_rows: int = Field(250, ge=1, description="samples gathered before cycles are cut")
+    receive_timeout_us: int = Field(2000, ge=1)
+
+
+class EtherCATSourceConfig(SourceBaseConfig):
+    kind: Literal["ethercat"] = "ethercat"
+    modality: Literal["series"] = "series"  # cycles of named signals
+    ethercat: EtherCATConfig
+    segment: SegmentConfig | None = None  # how cycles are cut; None: fixed windows
+
 
 # EtherCAT process data is little-endian
 _FORMATS = {
@@ -159,9 +194,8 @@ class EtherCATSource:
     modality = "series"
 
     def __init__(
-        self, cfg: SourceConfig, events: EventSink, open_bus: BusOpener | None = None
+        self, cfg: EtherCATSourceConfig, events: EventSink, open_bus: BusOpener | None = None
     ) -> None:
-        assert cfg.ethercat is not None  # SourceConfig requires it for kind ethercat
         self.name, self.cfg, self.settings, self.events = cfg.name, cfg, cfg.ethercat, events
         self.segment = cfg.segment or SegmentConfig(mode="window")
         if open_bus is None:
@@ -210,3 +244,20 @@ class EtherCATSource:
             "(check the NIC name, the cable and that the station may open raw sockets)",
             retry_in_s=delay,
         )
+
+
+def check(cfg: EtherCATSourceConfig, timeout_s: float) -> CheckResult:
+    """pysoem is installed and the configured network interface exists on this machine
+    (a cycle only comes when the robot runs)."""
+    name = f"source {cfg.name}"
+    try:
+        require_pysoem()
+    except ConfigError as exc:
+        return failed(name, str(exc), EXIT_USAGE)
+    interface = cfg.ethercat.interface
+    if not (Path("/sys/class/net") / interface).exists():
+        return failed(name, f"network interface {interface!r} not found; check ethercat.interface")
+    return passed(name, f"EtherCAT on {interface} (pysoem installed)")
+
+
+KIND = SourceKind(EtherCATSourceConfig, lambda cfg, ctx: EtherCATSource(cfg, ctx.events), check)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-
-def utc_now() -> str:
-    """ISO 8601 UTC with milliseconds and a ``Z``, the timestamp format of every message."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+from flowedge.edge.loop.policy import Verdict
+from flowedge.edge.timestamps import utc_now
 
 
 @dataclass
@@ -35,8 +32,10 @@ class Sample:
     score: float | None = None
     amap: np.ndarray | None = None  # the anomaly map, kept until the heatmap is written
     error: str | None = None  # set when a stage refused the sample; it still gets a decision
-    # score drop per signal when it is occluded (an ANOMALY cycle whose map cannot name signals)
-    signal_drops: np.ndarray | None = None
+    verdict: Verdict | None = None  # the one decision, made by the infer stage
+    # what the modality found drove an anomaly beyond its map (series: score drop per
+    # occluded signal); None when not asked or not needed
+    explanation: Any = None
     # fields the source adds to the decision message: {"event": ...} for an audio motion,
     # {"cycle": ...} for a robot cycle (see Frame.context)
     context: dict[str, Any] | None = None

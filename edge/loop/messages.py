@@ -10,27 +10,16 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from flowedge.core.card import ModelCard
-from flowedge.core.decision import Decision
 from flowedge.edge.config import FlowedgeConfig
-from flowedge.edge.policy import Policy
-from flowedge.edge.sample import Sample, utc_now
+from flowedge.edge.loop.policy import Verdict
+from flowedge.edge.loop.sample import Sample
+from flowedge.edge.timestamps import utc_now
 
 DECISION_SCHEMA = "flowedge.decision/1"
 EVENT_SCHEMA = "flowedge.event/1"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One sample's decision with what it was made from (one policy, even during a reload)."""
-
-    decision: Decision
-    score: float | None  # None when the sample could not be scored
-    policy: Policy
-    heatmap: str | None = None  # overlay PNG path when one was written
 
 
 def _number(value: float) -> float | None:
@@ -38,12 +27,18 @@ def _number(value: float) -> float | None:
 
 
 def decision_doc(
-    cfg: FlowedgeConfig, card: ModelCard, backend: str, sample: Sample, verdict: Verdict
+    cfg: FlowedgeConfig,
+    card: ModelCard,
+    backend: str,
+    sample: Sample,
+    verdict: Verdict,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The decision message, plus what the source said about the sample (``Sample.context``:
-    an audio motion's ``event``, a robot cycle's ``cycle``); it never replaces a field."""
+    """The decision document, plus the modality's fields (``extra``: what the source said
+    about the sample, such as an audio motion's ``event`` or a robot cycle's ``cycle`` with
+    its drivers); they never replace a field."""
     doc = _decision_fields(cfg, card, backend, sample, verdict)
-    for key, value in (sample.context or {}).items():
+    for key, value in (extra or {}).items():
         doc.setdefault(key, value)
     return doc
 

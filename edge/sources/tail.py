@@ -18,21 +18,40 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from flowedge.core.errors import BadInputError, ConfigError
-from flowedge.edge.config import SourceConfig
-from flowedge.edge.intake import gone, replayed
-from flowedge.edge.sources import EventSink, Frame, SourceMemory
+from pydantic import Field
+
+from flowedge.core.errors import EXIT_DATA, BadInputError, ConfigError
+from flowedge.edge.checks import CheckResult, failed, passed
+from flowedge.edge.sources.base import (
+    EventSink,
+    Frame,
+    SourceBaseConfig,
+    SourceKind,
+    SourceMemory,
+    gone,
+    replayed,
+)
 from flowedge.edge.spool import IntakeRow
 from flowedge.modalities.series_cycles import CycleSpan, SegmentConfig, cycle_spans
 from flowedge.modalities.series_io import LogFormat, SignalTable, arrow_table, decode_log
 
 log = logging.getLogger(__name__)
+
+
+class TailConfig(SourceBaseConfig):
+    kind: Literal["tail"] = "tail"
+    modality: Literal["series"] = "series"  # cycles of named signals
+    path: Path = Field(description="the log file the logger appends to (CSV lines or parquet)")
+    log: LogFormat | None = None  # how to read it; None: the defaults
+    segment: SegmentConfig | None = None  # how to cut it into cycles; None: fixed windows
+
 
 _BLANK = b" \t\r\n;,|"
 
@@ -97,7 +116,7 @@ class LogTailSource:
     POSITION = "position"  # memory key: "<byte offset>:<row number>" after the last cycle taken
 
     def __init__(
-        self, cfg: SourceConfig, events: EventSink, memory: SourceMemory | None = None
+        self, cfg: TailConfig, events: EventSink, memory: SourceMemory | None = None
     ) -> None:
         self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
         self.fmt = cfg.log or LogFormat()
@@ -111,7 +130,7 @@ class LogTailSource:
         return int(offset), int(row)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        path = Path(self.cfg.path or "")
+        path = Path(self.cfg.path)
         offset, row = self._position()
         outage = LogOutage(self.name, self.events)
         while not stop.is_set():
@@ -230,7 +249,7 @@ class ParquetTailSource(LogTailSource):
     """
 
     def __init__(
-        self, cfg: SourceConfig, events: EventSink, memory: SourceMemory | None = None
+        self, cfg: TailConfig, events: EventSink, memory: SourceMemory | None = None
     ) -> None:
         super().__init__(cfg, events, memory)
         try:
@@ -243,7 +262,7 @@ class ParquetTailSource(LogTailSource):
         self._parquet = pq
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        path = Path(self.cfg.path or "")
+        path = Path(self.cfg.path)
         _, row = self._position()
         seen: tuple[int, int] | None = None
         outage = LogOutage(self.name, self.events)
@@ -338,9 +357,23 @@ class ParquetTailSource(LogTailSource):
 
 
 def tail_source(
-    cfg: SourceConfig, events: EventSink, memory: SourceMemory | None = None
+    cfg: TailConfig, events: EventSink, memory: SourceMemory | None = None
 ) -> LogTailSource:
     """The tail source for the log's format: parquet by its suffix, else CSV lines."""
-    if Path(cfg.path or "").suffix.lower() == ".parquet":
+    if Path(cfg.path).suffix.lower() == ".parquet":
         return ParquetTailSource(cfg, events, memory)
     return LogTailSource(cfg, events, memory)
+
+
+def check(cfg: TailConfig, timeout_s: float) -> CheckResult:
+    """The log is there and readable (a cycle only comes when the robot runs)."""
+    name = f"source {cfg.name}"
+    log_file = Path(cfg.path)
+    if not log_file.is_file() or not os.access(log_file, os.R_OK):
+        return failed(
+            name, f"log {log_file} is missing or unreadable; check sources[].path", EXIT_DATA
+        )
+    return passed(name, f"tailing {log_file}")
+
+
+KIND = SourceKind(TailConfig, lambda cfg, ctx: tail_source(cfg, ctx.events, ctx.memory), check)

@@ -20,17 +20,61 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from flowedge.core.errors import ConfigError
-from flowedge.edge.config import MicrophoneConfig, MQTTConfig, SourceConfig
-from flowedge.edge.sources import EventSink, Frame
-from flowedge.modalities.audio_events import AudioEvent, Segmenter
+from flowedge.core.errors import EXIT_USAGE, ConfigError
+from flowedge.core.validation import Strict
+from flowedge.edge.broker import MQTTConfig
+from flowedge.edge.checks import CheckResult, failed, passed
+from flowedge.edge.sources.base import EventSink, Frame, SourceBaseConfig, SourceKind
+from flowedge.edge.sources.trigger import TriggerConfig
+from flowedge.modalities.audio_events import AudioEvent, EventRules, Segmenter
 from flowedge.modalities.audio_trigger import TriggeredSegmenter
 
 log = logging.getLogger(__name__)
+
+
+class MicrophoneConfig(Strict):
+    """A PortAudio input (``kind: microphone``): what to open and how to cut it into motions."""
+
+    device: str | int | None = (
+        None  # name (substring, as PortAudio lists it) or index; None: default
+    )
+    sample_rate: Literal[44100, 48000] = 44100
+    channels: int = Field(1, ge=1, le=32)
+    block_size: int = Field(1024, ge=64, le=65536, description="samples per callback block")
+    ring_s: float = Field(
+        10.0, gt=0, description="audio buffered while the detector is busy; beyond it blocks drop"
+    )
+    events: EventRules = Field(default_factory=EventRules)
+    trigger: TriggerConfig | None = None  # None: energy segmentation with ``events``
+    labels: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="score only these motions; another station scores the others with its "
+        "own model (docs/audio.md); None: every motion",
+    )
+
+    @model_validator(mode="after")
+    def _known_labels(self) -> MicrophoneConfig:
+        """Energy segmentation only names motions from ``events.labels``: any other never comes."""
+        unknown = set(self.labels or ()) - set(self.events.labels)
+        if self.trigger is None and unknown:
+            raise ValueError(
+                f"microphone.labels {sorted(unknown)} are not in events.labels "
+                f"{self.events.labels}; no such motion would ever be scored"
+            )
+        return self
+
+
+class MicrophoneSourceConfig(SourceBaseConfig):
+    kind: Literal["microphone"] = "microphone"
+    modality: Literal["audio"] = "audio"  # one sample per motion
+    microphone: MicrophoneConfig = Field(default_factory=MicrophoneConfig)
+
 
 # (settings, callback(indata, frames, time, status)) -> a context manager that runs the stream
 StreamOpener = Callable[[MicrophoneConfig, Callable[..., None]], Any]
@@ -132,13 +176,12 @@ class MicrophoneSource:
 
     def __init__(
         self,
-        cfg: SourceConfig,
+        cfg: MicrophoneSourceConfig,
         events: EventSink,
         mqtt: MQTTConfig | None = None,
         open_stream: StreamOpener | None = None,
         on_state: Callable[[str, bool], None] | None = None,
     ) -> None:
-        assert cfg.microphone is not None  # SourceConfig fills it for kind microphone
         self.name, self.cfg, self.settings, self.events = cfg.name, cfg, cfg.microphone, events
         if open_stream is None:
             require_sounddevice()  # at start: a missing PortAudio is a setup error, exit 2
@@ -160,7 +203,7 @@ class MicrophoneSource:
         rate = self.settings.sample_rate
         if self.settings.trigger is None:
             return Segmenter(self.settings.events, rate), None
-        from flowedge.edge.audio_trigger import MqttTrigger
+        from flowedge.edge.sources.trigger import MqttTrigger
 
         assert self.mqtt is not None  # checked at start
         segmenter = TriggeredSegmenter(self.settings.events, rate)
@@ -268,3 +311,24 @@ class MicrophoneSource:
             else None,
             context={"event": context},
         )
+
+
+def check(cfg: MicrophoneSourceConfig, timeout_s: float) -> CheckResult:
+    """PortAudio is there and the configured device opens at the configured rate
+    (a motion only comes when the part moves)."""
+    name = f"source {cfg.name}"
+    try:
+        stream = open_sounddevice(cfg.microphone, lambda *_: None)
+        stream.close()
+    except ConfigError as exc:
+        return failed(name, str(exc), EXIT_USAGE)
+    except Exception as exc:  # PortAudio's own error: no such device, rate not supported
+        return failed(name, f"microphone {cfg.microphone.device!r} does not open ({exc})")
+    return passed(name, f"microphone {cfg.microphone.device!r} opens")
+
+
+KIND = SourceKind(
+    MicrophoneSourceConfig,
+    lambda cfg, ctx: MicrophoneSource(cfg, ctx.events, ctx.broker, on_state=ctx.on_state),
+    check,
+)

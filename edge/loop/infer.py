@@ -1,0 +1,127 @@
+"""Infer: batches of tensors to scores and maps, and the one decision of each sample."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from flowedge.backends.base import Backend
+from flowedge.core.decision import decide
+from flowedge.edge.health import POLL_S, StageProgress
+from flowedge.edge.loop.capture import refuse
+from flowedge.edge.loop.events import EventBus
+from flowedge.edge.loop.fanin import END
+from flowedge.edge.loop.policy import Policy, Verdict
+from flowedge.edge.loop.sample import Sample
+from flowedge.edge.metrics import Metrics
+from flowedge.modalities import get_modality
+
+log = logging.getLogger(__name__)
+
+
+class Infer:
+    """Score whatever has queued up, in batches of at most ``max_batch``; decide each sample
+    once (the policy of that moment); let the modality explain each anomaly with further
+    forward passes where its map cannot (on this thread: the backend's)."""
+
+    def __init__(
+        self,
+        inbox: queue.Queue,
+        out: queue.Queue,
+        backend: Backend,
+        max_batch: int,
+        metrics: Metrics,
+        events: EventBus,
+        policy: Callable[[], Policy],
+    ) -> None:
+        self.inbox, self.out, self.backend, self.max_batch = inbox, out, backend, max_batch
+        self.metrics, self.events, self.policy = metrics, events, policy
+        self.spec = backend.card.input
+        self.modality = get_modality(self.spec.kind)
+        self.progress = StageProgress("infer", inbox.empty)
+
+    def run(self) -> None:
+        while True:
+            try:
+                first = self.inbox.get(timeout=POLL_S)
+            except queue.Empty:
+                self.progress.tick()
+                continue
+            batch = [first]
+            while first is not END and len(batch) < self.max_batch:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+                if batch[-1] is END:
+                    break
+            ended = batch[-1] is END
+            samples = [s for s in batch if s is not END]
+            self._score(samples)
+            self._decide(samples)
+            self.progress.tick()
+            for sample in samples:
+                self.out.put(sample)
+            if ended:
+                self.out.put(END)
+                return
+
+    def _score(self, samples: list[Sample]) -> None:
+        valid = [s for s in samples if s.error is None]
+        if not valid:
+            return
+        t0 = time.perf_counter()
+        try:
+            scores, maps = self.backend.infer(np.stack([s.tensor for s in valid]))
+        except Exception as exc:  # a backend failure answers the batch with ERROR decisions
+            log.exception("inference failed")
+            for s in valid:
+                s.error = f"inference failed: {exc}"
+            self.events.emit(
+                None,
+                "inference_failed",
+                f"inference failed on a batch of {len(valid)}: {exc}; check the model and device",
+                batch=len(valid),
+            )
+            return
+        self.metrics.batch_size.observe(len(valid))
+        for s, score, amap in zip(valid, scores, maps, strict=True):
+            s.mark("infer", t0)  # the batch's time: what this sample waited for its score
+            self.metrics.stage_seconds.labels("infer").observe(s.timings_ms["infer"] / 1e3)
+            s.score, s.amap = float(score), amap
+            if not np.isfinite(score):
+                refuse(
+                    s,
+                    f"{s.source}/{s.part_id}: the model returned a non-finite score; "
+                    "check the input and the model export",
+                    self.metrics,
+                    self.events,
+                )
+
+    def _decide(self, samples: list[Sample]) -> None:
+        """The one decision per sample, then the modality's explanation of each anomaly."""
+        policy = self.policy()
+        for s in samples:
+            score = s.score if s.error is None else None
+            s.verdict = Verdict(decide(score, policy.threshold), score, policy)
+            if s.verdict.decision == "ANOMALY":
+                self._explain(s)
+
+    def _explain(self, s: Sample) -> None:
+        """Extra forward passes (series: occlusion of each signal); a failure costs only the
+        explanation, the decision still goes out."""
+        t0 = time.perf_counter()
+        try:
+            s.explanation = self.modality.explain(
+                s.tensor, s.amap, float(s.score), self.spec, self._scores, self.backend.max_batch
+            )
+        except Exception:  # a broken backend shows in the next scoring
+            log.exception("explaining %s/%s failed", s.source, s.part_id)
+        s.mark("explain", t0)
+
+    def _scores(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.backend.infer(batch)[0], dtype=np.float64)

@@ -1,0 +1,81 @@
+"""Preprocess: decode and turn each payload into the model's tensor, off the capture threads."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from typing import Any
+
+from flowedge.core.card import InputSpec
+from flowedge.core.errors import BadInputError
+from flowedge.edge.health import POLL_S, StageProgress
+from flowedge.edge.loop.capture import refuse
+from flowedge.edge.loop.events import EventBus
+from flowedge.edge.loop.fanin import END, FanIn
+from flowedge.edge.loop.sample import Sample
+from flowedge.edge.metrics import Metrics
+from flowedge.modalities import get_modality
+
+log = logging.getLogger(__name__)
+
+
+class Preprocess:
+    """Decode and preprocess with the model card's spec (off the capture threads)."""
+
+    def __init__(
+        self,
+        fan_in: FanIn,
+        out: queue.Queue,
+        spec: InputSpec,
+        limits: Any,
+        metrics: Metrics,
+        events: EventBus,
+    ) -> None:
+        self.fan_in, self.out, self.spec, self.limits = fan_in, out, spec, limits
+        self.metrics, self.events = metrics, events
+        self.modality = get_modality(spec.kind)
+        self.progress = StageProgress("preprocess", lambda: fan_in.depth() == 0)
+
+    def run(self) -> None:
+        while True:
+            sample = self.fan_in.get(timeout=POLL_S)
+            self.progress.tick()
+            if sample is None:
+                continue
+            if sample is END:
+                self.out.put(END)
+                return
+            self._preprocess(sample)
+            self.out.put(sample)
+
+    def _preprocess(self, sample: Sample) -> None:
+        t0 = time.perf_counter()
+        sample.timings_ms["queue"] = round((t0 - sample.t_captured) * 1000.0, 3)
+        spec, name = self.spec, f"{sample.source}/{sample.part_id}"
+        try:
+            if sample.error is not None:  # refused at capture: nothing to decode
+                pass
+            elif sample.modality != spec.kind:
+                raise BadInputError(
+                    f"{sample.source}: {sample.modality} sample for a "
+                    f"{spec.kind} model; check the source configuration"
+                )
+            else:
+                sample.tensor = self.modality.preprocess(sample.payload, spec, name, self.limits)
+        except BadInputError as exc:
+            refuse(sample, str(exc), self.metrics, self.events)
+        except Exception as exc:  # MemoryError, a decoder bug: this sample's ERROR, not the loop's
+            log.debug("preprocessing %s failed", name, exc_info=True)
+            refuse(
+                sample,
+                f"{name}: cannot preprocess ({type(exc).__name__}: {exc}); check the file "
+                "and the source (the station goes on)",
+                self.metrics,
+                self.events,
+            )
+        sample.payload = None
+        sample.mark("preprocess", t0)
+        self.metrics.stage_seconds.labels("preprocess").observe(
+            sample.timings_ms["preprocess"] / 1e3
+        )

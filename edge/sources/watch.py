@@ -1,0 +1,185 @@
+"""``kind: watch``: sample files dropped into a folder by a vision system, each taken once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from flowedge.edge.checks import CheckResult, passed
+from flowedge.edge.sources.base import (
+    EventSink,
+    Frame,
+    SourceKind,
+    SourceMemory,
+    file_version,
+)
+from flowedge.edge.sources.files import FileSourceConfig, matching
+from flowedge.edge.sources.folder import readable_folder
+
+
+class WatchConfig(FileSourceConfig):
+    kind: Literal["watch"] = "watch"
+    settle_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a file still changing (or without its end marker) this long after it "
+        "appeared is answered ERROR; a later complete version is answered again",
+    )
+
+
+def looks_complete(path: Path, size: int) -> bool:
+    """Whether a file has its format's end: PNG IEND, JPEG EOI, BMP and WAV header sizes.
+
+    A writer that pauses mid-file leaves size and mtime unchanged for a while; the
+    format's own end marker tells a finished file from a paused one.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            handle.seek(max(0, size - 16))
+            tail = handle.read()
+    except OSError:
+        return False
+    if head.startswith(b"\x89PNG"):
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if head.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" in tail
+    if head.startswith(b"BM") and len(head) >= 6:
+        return int.from_bytes(head[2:6], "little") <= size
+    if head.startswith(b"RIFF") and len(head) >= 8:  # WAV: the RIFF size counts what follows
+        return int.from_bytes(head[4:8], "little") + 8 <= size
+    return True  # other formats: size and mtime stability only
+
+
+class WatchSource:
+    """Sample files (images, or WAV/FLAC) dropped into a folder (written in place, moved or copied in), each taken once.
+
+    A file version is (path, size, mtime, inode): a file moved in with an old mtime
+    (``mv``, ``cp -p``, ``rsync``) or overwritten under the same name is a new
+    version and is answered. Taken versions are remembered in the spool (pruned to
+    the files still present, then capped at ``history_cap``), so a restart picks up
+    what arrived while the station was down and redoes nothing. On the very first
+    start the files already there are not ours and are left alone.
+
+    Complete: size and mtime unchanged across two polls and the format's end marker
+    present (vision systems write in place, sometimes with pauses). A version that
+    does not settle within ``settle_timeout_s`` is answered ERROR once; a later,
+    complete version of the file is answered again.
+    """
+
+    poll_s = 0.1
+    history_cap = 100_000
+    STARTED = ""  # memory key present once the source has run (paths are never empty)
+
+    def __init__(
+        self, cfg: WatchConfig, events: EventSink, memory: SourceMemory | None = None
+    ) -> None:
+        self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
+        self.modality = cfg.modality
+        self.taken_since_prune = 0
+
+    def _scan(self, folder: Path, patterns: list[str]) -> dict[str, str]:
+        """Path -> version of every matching file now."""
+        versions: dict[str, str] = {}
+        for path in matching(folder, patterns) if folder.is_dir() else []:
+            try:
+                versions[str(path)] = file_version(path.stat())
+            except OSError:
+                continue  # renamed or deleted between listing and stat
+        return versions
+
+    def _known(self, present: dict[str, str]) -> dict[str, str]:
+        """Versions already taken (or there at the very first start), pruned to ``present``."""
+        if self.memory is None:
+            return dict(present)
+        known = self.memory.recall(self.name)
+        if self.STARTED not in known:  # first start: what is there already is not ours
+            self.memory.remember(self.name, {self.STARTED: "1", **present})
+            return dict(present)
+        self._prune(set(present))
+        return {key: value for key, value in known.items() if key in present}
+
+    def _prune(self, present: set[str]) -> None:
+        if self.memory is not None:
+            self.memory.prune_memory(self.name, present | {self.STARTED}, self.history_cap)
+        self.taken_since_prune = 0
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        folder = Path(self.cfg.path)
+        patterns = self.cfg.patterns()
+        known = self._known(self._scan(folder, patterns))
+        settling = Settling(self.cfg.settle_timeout_s)
+        missing_reported = False
+        while not stop.wait(self.poll_s):
+            if not folder.is_dir():
+                if not missing_reported:
+                    self.events(self.name, "source_lost", f"watched folder {folder} does not exist")
+                    missing_reported = True
+                continue
+            missing_reported = False
+            present = self._scan(folder, patterns)
+            for key in known.keys() - present.keys():
+                del known[key]  # gone: the same name coming back is a new arrival
+            settling.forget_all_but(present)
+            if self.taken_since_prune >= self.history_cap:
+                self._prune(set(present))
+            for key, version in present.items():
+                if known.get(key) == version:
+                    continue
+                verdict = settling.check(key, version)
+                if verdict is None:
+                    continue  # still being written: look again next poll
+                known[key] = version
+                self.taken_since_prune += 1
+                path = Path(key)
+                yield Frame(
+                    path.name,
+                    None if verdict else path,
+                    key,
+                    remember=(key, version),
+                    error=verdict or None,
+                )
+
+
+class Settling:
+    """Tells a finished file from one still being written, per path, with a time limit."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.last: dict[str, tuple[str, float]] = {}  # path -> (version, first seen)
+
+    def forget_all_but(self, present: dict[str, str]) -> None:
+        for key in self.last.keys() - present.keys():
+            del self.last[key]
+
+    def check(self, key: str, version: str) -> str | None:
+        """None: wait; "": complete, take it; otherwise why it is answered ERROR now."""
+        previous, first_seen = self.last.get(key, ("", time.monotonic()))
+        self.last[key] = (version, first_seen)
+        size = int(version.split(":")[0])
+        if previous == version and size > 0 and looks_complete(Path(key), size):
+            del self.last[key]
+            return ""
+        if time.monotonic() - first_seen < self.timeout_s:
+            return None
+        del self.last[key]
+        return (
+            f"{Path(key).name}: not a complete image after settle_timeout_s={self.timeout_s:g} s "
+            "(empty, still growing, or missing its PNG/JPEG end marker); answered ERROR for "
+            "this version of the file, a later complete version is answered again"
+        )
+
+
+def check(cfg: WatchConfig, timeout_s: float) -> CheckResult:
+    """The folder is readable (a file only comes when the vision system writes one)."""
+    name = f"source {cfg.name}"
+    problem = readable_folder(name, "watch", Path(cfg.path))
+    return problem or passed(name, f"watching {cfg.path} for {cfg.describe_patterns()}")
+
+
+KIND = SourceKind(WatchConfig, lambda cfg, ctx: WatchSource(cfg, ctx.events, ctx.memory), check)
