@@ -20,6 +20,7 @@ from flowedge.calibration.calibfile import check_binding, read_calibration, save
 from flowedge.calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
 from flowedge.calibration.scoring import open_model, sample_files, score_folders, training_overlap
 from flowedge.calibration.thresholds import STRATEGIES
+from flowedge.core.backend_table import BACKENDS, directory_backend, model_files_hint
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import ConfigError, DataError
 from flowedge.core.outpaths import check_output_file
@@ -30,7 +31,9 @@ DEFAULTS = CalibrationOptions()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="checkpoint directory (or .onnx / .engine)")
+    parser.add_argument(
+        "checkpoint", type=Path, help=f"the model (with --backend to match): {model_files_hint()}"
+    )
     parser.add_argument(
         "--normal",
         type=Path,
@@ -79,8 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime", "tensorrt"),
-        default="torch",
+        choices=tuple(BACKENDS),
+        default=directory_backend(),  # the checkpoint's own runtime
         help="runtime that scores the images: calibrate with the one the station will run",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from flowedge.calibration.config import DriftConfig
+from flowedge.core.backend_table import check_backend_choice
 from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Name, Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
@@ -43,7 +44,7 @@ UNION_TAGS = frozenset(SOURCE_KINDS) | frozenset(SINK_KINDS)  # left out of erro
 class ModelConfig(Strict):
     # A checkpoint directory (weights.safetensors + card.json), an .onnx file or a TensorRT .engine
     path: Path = Path("runs/demo/model")
-    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"  # auto: by path
+    backend: Annotated[str, AfterValidator(check_backend_choice)] = "auto"  # auto: by path
     device: str = "cpu"  # torch: cpu | cuda[:N]; onnxruntime: cpu | cuda
     calibration: Path | None = None  # calibration.json bound to the model; overrides threshold
     threshold: float | None = None  # used when no calibration file is given (finite)

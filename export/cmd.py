@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flowedge.core.backend_table import exported_by
 from flowedge.core.card import ModelCard
 from flowedge.core.metadata import MIN_OPSET
 from flowedge.core.outpaths import check_output_file
 from flowedge.export.calibration_ref import check_bound_to, load_calibration
+
+# what each target writes: the first model-file suffix of the backend that runs it
+GRAPH_SUFFIX = exported_by("onnx").suffixes[0]
+ENGINE_SUFFIX = exported_by("trt").suffixes[0]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint -> ONNX graph with embedded card; fails (exit 5) unless it matches PyTorch",
     )
     onnx_p.add_argument("checkpoint", type=Path, help="directory written by 'flowedge train'")
-    onnx_p.add_argument("--out", type=Path, default=Path("model.onnx"), help="graph to write")
+    onnx_p.add_argument(
+        "--out", type=Path, default=Path(f"model{GRAPH_SUFFIX}"), help="graph to write"
+    )
     onnx_p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
     onnx_p.add_argument(
         "--fp16",
@@ -48,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     trt_p.add_argument("model", type=Path, help="graph written by 'flowedge export onnx'")
     trt_p.add_argument(
-        "--out", type=Path, default=None, help="engine to write (default: MODEL.engine)"
+        "--out",
+        type=Path,
+        default=None,
+        help=f"engine to write (default: MODEL{ENGINE_SUFFIX})",
     )
     precision = trt_p.add_mutually_exclusive_group()
     precision.add_argument(
@@ -122,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from flowedge.core.engine_meta import BatchProfile
     from flowedge.export.tensorrt_build import BuildRequest, build_engine
 
-    out = args.out or args.model.with_suffix(".engine")
+    out = args.out or args.model.with_suffix(ENGINE_SUFFIX)
     check_output_file(out)
     build_engine(
         BuildRequest(

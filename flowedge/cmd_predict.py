@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from flowedge.api import ERROR, Model, Result, files_of, load
+from flowedge.core.backend_table import AUTO, auto_rule, backend_choices, model_files_hint
 from flowedge.core.errors import DataError
 from flowedge.core.progress import Progress
 
@@ -24,9 +25,7 @@ CHUNK = 64  # files scored (and rows written) at a time: memory stays bounded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "model", type=Path, help="checkpoint directory, .onnx graph or TensorRT engine"
-    )
+    parser.add_argument("model", type=Path, help=f"the model: {model_files_hint()}")
     parser.add_argument(
         "inputs",
         type=Path,
@@ -48,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("auto", "torch", "onnxruntime", "tensorrt"),
-        default="auto",
-        help="auto: by the model file (directory: torch, .onnx: onnxruntime, .engine: tensorrt)",
+        choices=backend_choices(),
+        default=AUTO,
+        help=f"{AUTO}: by the model file ({auto_rule()})",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(

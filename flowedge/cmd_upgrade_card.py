@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from flowedge.core.backend_table import export_commands, model_file_suffixes
 from flowedge.core.card import (
     CARD_FORMAT,
     UPGRADABLE_FORMAT,
@@ -36,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _card_path(path: Path) -> Path:
-    if path.suffix.lower() in (".onnx", ".engine", ".plan"):
+    if path.suffix.lower() in model_file_suffixes():
         raise ConfigError(
             f"{path}: graphs and engines carry their card inside; upgrade the checkpoint they "
-            "came from, then export them again ('flowedge export onnx', 'flowedge export trt')"
+            f"came from, then export them again ({', '.join(export_commands())})"
         )
     return path if path.name == CARD_FILE else path / CARD_FILE
 

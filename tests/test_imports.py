@@ -108,3 +108,17 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     bad.write_text("def f():\n    from flowedge.edge.config import load_config\n")
     assert imported_modules(bad) == [(2, "flowedge.edge.config")]
     assert len(module_files()) > 50
+
+
+def test_backends_that_run_without_torch_import_no_training_stack() -> None:
+    """The table says which backends a station without torch can run; their modules agree."""
+    from flowedge.core.backend_table import BACKENDS
+
+    for spec in BACKENDS.values():
+        path = REPO / Path(*spec.module.split(".")).with_suffix(".py")
+        training = [
+            name
+            for _, name in imported_modules(path)
+            if name.split(".")[0] == "torch" or layer_of_module(name) == "flows"
+        ]
+        assert (training == []) == spec.runs_without_torch, f"{spec.name}: {training}"

