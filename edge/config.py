@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from flowedge.calibration.config import DriftConfig
 from flowedge.core.backend_table import check_backend_choice

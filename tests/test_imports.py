@@ -122,3 +122,26 @@ def test_backends_that_run_without_torch_import_no_training_stack() -> None:
             if name.split(".")[0] == "torch" or layer_of_module(name) == "flows"
         ]
         assert (training == []) == spec.runs_without_torch, f"{spec.name}: {training}"
+
+
+def station_references(path: Path) -> list[str]:
+    """Imports of the station (``flowedge.edge``) in a file, also as a module-name string."""
+    found = [name for _, name in imported_modules(path) if name.startswith("flowedge.edge")]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value.startswith("flowedge.edge."):
+                found.append(node.value)
+    return found
+
+
+def test_only_the_cli_reaches_the_station() -> None:
+    """The station is a leaf: training, export, the API and the other commands never load it,
+    so a workstation install (or a notebook) never starts threads, sockets or a spool."""
+    outside = [
+        f"{path.relative_to(REPO)}: {name}"
+        for layer, path in module_files()
+        if layer != "edge" and path != REPO / "flowedge" / "cli.py"
+        for name in station_references(path)
+    ]
+    assert outside == []
+    assert station_references(REPO / "flowedge" / "cli.py")  # the checker reads strings too
