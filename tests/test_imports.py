@@ -128,9 +128,9 @@ def station_references(path: Path) -> list[str]:
     """Imports of the station (``flowedge.edge``) in a file, also as a module-name string."""
     found = [name for _, name in imported_modules(path) if name.startswith("flowedge.edge")]
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if node.value.startswith("flowedge.edge."):
-                found.append(node.value)
+        text = node.value if isinstance(node, ast.Constant) else None
+        if isinstance(text, str) and text.startswith("flowedge.edge."):
+            found.append(text)
     return found
 
 
