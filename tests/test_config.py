@@ -31,6 +31,34 @@ def test_example_config_is_valid() -> None:
     assert config.sources and config.detector.backbone.name
 
 
+def uncommented(text: str, start: str, end: str, indent: str) -> str:
+    """The lines between ``start`` and ``end`` with their ``<indent># `` commenting removed."""
+    lines = text[text.index(start) : text.index(end)].splitlines()
+    return "\n".join(
+        indent + line[len(indent) + 2 :] if line.startswith(indent + "# ") else line
+        for line in lines
+    )
+
+
+def test_every_commented_example_in_config_yaml_is_valid() -> None:
+    """A robot-cell, microphone or second-broker engineer starts from the commented
+    examples: each source kind and the further sink must load as written."""
+    import yaml
+
+    text = (REPO / "config.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    data["sources"] = yaml.safe_load(uncommented(text, "sources:", "pipeline:", "  "))["sources"]
+    data["sinks"] = yaml.safe_load(uncommented(text, "# sinks:", "# Store and", ""))["sinks"]
+    config = parse_config(data)
+    kinds = {source.kind for source in config.sources}
+    assert kinds == {"folder", "camera", "watch", "tail", "ethercat", "microphone"}
+    assert [source.modality for source in config.sources if source.kind == "folder"] == [
+        "image",
+        "audio",
+    ]
+    assert [sink.name for sink in config.active_sinks()] == ["mqtt", "uns"]
+
+
 def test_a_key_of_another_detector_is_named() -> None:
     message = _error({"detector": {"kind": "gaussian", "n_blocks": 4}})
     assert "detector.n_blocks: unknown key" in message and "1 problem(s)" in message
