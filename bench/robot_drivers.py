@@ -5,7 +5,7 @@ simulated anomalies that act on one axis (added weight, friction, miscommutation
 and for collisions (a torque pulse on every axis) ranks the signals two ways:
 
 * torch: the input gradient ``|d NLL / d x|`` summed over time (thesis eq. 8.6 per signal);
-* station: :func:`flowedge.edge.signal_drivers.occlusion_drops` on the ONNX graph.
+* station: :func:`flowedge.modalities.series_explain.occlusion_drops` on the ONNX graph.
 
 It prints, per anomaly, how many of each method's top signals are among the signals
 the anomaly changed most (against the same simulated cycle without it), the top-3 overlap and the Spearman correlation of the two rankings, whether
@@ -30,14 +30,13 @@ import torch
 from scipy.stats import spearmanr
 
 from flowedge.backends.onnxrt import OnnxRuntimeBackend
-from flowedge.edge.cycle_report import TOP_SIGNALS, top_time_ranges
-from flowedge.edge.signal_drivers import occlusion_drops
 from flowedge.export.checked import ExportRequest, run_export
 from flowedge.flows.checkpoint import load_checkpoint
 from flowedge.flows.config import MTSFLOW_TRAINING, MTSFlowConfig, TrainingConfig
 from flowedge.flows.data.series import standardise_set, train_series
 from flowedge.flows.detectors.mtsflow import input_gradient_map
 from flowedge.modalities import series_synthetic as sim
+from flowedge.modalities.series_explain import TOP_SIGNALS, occlusion_drops, top_time_ranges
 
 # (kind, level); one-axis anomalies cycle through the axes
 CASES = [
@@ -128,7 +127,9 @@ def main() -> None:
         drawn, tensors, twins, scores, grads, profiles, maps, strict=True
     ):
         start = time.perf_counter()
-        drops = occlusion_drops(backend, x, float(score))
+        drops = occlusion_drops(
+            lambda batch: backend.infer(batch)[0], x, float(score), backend.max_batch
+        )
         seconds += time.perf_counter() - start
         top_grad = set(np.argsort(-grad)[:TOP_SIGNALS].tolist())
         top_occ = set(np.argsort(-drops)[:TOP_SIGNALS].tolist())

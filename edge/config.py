@@ -33,8 +33,8 @@ from flowedge.edge.sinks import SINK_KINDS, SinkBaseConfig, SinkConfig
 from flowedge.edge.sinks.mqtt import MqttSinkConfig
 from flowedge.edge.sources import SOURCE_KINDS, SourceConfig
 from flowedge.flows.config import TrainingSections
-from flowedge.modalities import MODALITIES
-from flowedge.modalities.image_decode import DEFAULT_LIMITS, DecodeLimits
+from flowedge.modalities import get_modality
+from flowedge.modalities.image_decode import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,10 @@ class LimitsConfig(Strict):
     max_megapixels: float = Field(DEFAULT_LIMITS.max_pixels / 1e6, gt=0)
 
     def decode_limits(self, kind: str = "image") -> Any:
-        """The limits type of modality ``kind`` (image: DecodeLimits; audio: AudioLimits)."""
-        max_bytes = int(self.max_file_mib * 2**20)
-        if kind == "audio":
-            from flowedge.modalities.audio import AudioLimits  # scipy: audio stations only
-
-            return AudioLimits(max_bytes=max_bytes)
-        return DecodeLimits(max_bytes, int(self.max_megapixels * 1e6))
+        """The limits of modality ``kind`` (image: DecodeLimits; audio: AudioLimits)."""
+        return get_modality(kind).limits(
+            int(self.max_file_mib * 2**20), int(self.max_megapixels * 1e6)
+        )
 
 
 class PipelineConfig(Strict):
@@ -155,13 +152,6 @@ def station_problems(cfg: FlowedgeConfig) -> list[str]:
     if not cfg.sources:
         kinds = ", ".join(SOURCE_KINDS)
         problems.append(f"sources: a station needs at least one source ({kinds})")
-    for source in cfg.sources:
-        modality = getattr(source, "modality", None)
-        if modality is not None and modality not in MODALITIES:
-            problems.append(
-                f"sources.{source.name}.modality: {modality!r} is not a modality of this "
-                f"flowedge ({', '.join(sorted(MODALITIES))})"
-            )
     for sink in cfg.active_sinks():
         key = "mqtt" if sink is cfg.mqtt else f"sinks.{sink.name}"
         if isinstance(sink, MQTTConfig):

@@ -26,11 +26,6 @@ from flowedge.flows.config import (
 
 log = logging.getLogger(__name__)
 
-# the module whose ``train(det_cfg, train_cfg, data_dir, out, device, show_progress)`` trains
-# detectors of a modality (imported when used: torch); image and audio share the default
-TRAINERS: dict[str, str] = {"series": "flowedge.flows.data.series"}
-DEFAULT_TRAINER = "flowedge.flows.train"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -181,7 +176,7 @@ def train_checkpoint(
         raise DataError(f"training data folder {data_dir} not found")
     check_output_dir(out)
     log_plan(det_cfg, train_cfg, data_dir, device)
-    trainer = importlib.import_module(TRAINERS.get(det_cfg.modality, DEFAULT_TRAINER))
+    trainer = importlib.import_module(det_cfg.trainer)
     return trainer.train(
         det_cfg, train_cfg, data_dir, out, device=device, show_progress=show_progress
     )

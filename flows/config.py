@@ -8,13 +8,24 @@ key that belongs to another detector is an error naming the key. The detector cl
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, Union
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Self, Union
 
 from pydantic import Field, ValidationError, WrapValidator, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from flowedge.core.card import INTENSITIES, INTERPOLATIONS, AudioInput
+from flowedge.core.card import (
+    INTENSITIES,
+    INTERPOLATIONS,
+    AudioInput,
+    InputSpec,
+    input_spec_from_dict,
+)
+from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Strict
+from flowedge.modalities import MODALITIES, get_modality
 from flowedge.modalities.audio_events import EventRules
 from flowedge.modalities.series_cycles import SegmentConfig
 from flowedge.modalities.series_io import LogFormat
@@ -35,10 +46,23 @@ class DetectorConfigBase(Strict):
     """What every detector config has: its registry name and the modality of its samples."""
 
     kind: str  # each detector's model narrows it to its registry name
-    modality: ClassVar[str] = "image"  # the modality whose files it trains on (a card input kind)
+    input_kind: ClassVar[str] = "image"  # the modality of this family's samples
+    # the module whose ``train(det_cfg, train_cfg, data_dir, out, device, show_progress)``
+    # trains it (imported when used: torch)
+    trainer: ClassVar[str] = "flowedge.flows.train"
     # the training keys this detector was measured with (docs), under the file's 'training'
     # section: what the file says wins, the rest of TrainingConfig's defaults apply
     training_defaults: ClassVar[dict[str, Any]] = {}
+
+    @property
+    def modality(self) -> str:
+        """The modality whose files it trains on (a card's input kind)."""
+        return self.input_kind
+
+    def for_training_files(self, files: Sequence[Path]) -> Self:
+        """This config completed from the training files, before the detector is built (what
+        the data decides goes into the card); as it is by default."""
+        return self
 
     def input_summary(self) -> str:
         """The input settings, for the log line before training."""
@@ -258,7 +282,7 @@ class AudioFlowConfig(DetectorConfigBase):
     """Hierarchical cross-scale flow on mel spectrograms (seed 000, flows.detectors.audioflow)."""
 
     kind: Literal["audioflow"] = "audioflow"
-    modality: ClassVar[str] = "audio"
+    input_kind: ClassVar[str] = "audio"
     backbone: PyramidBackboneConfig = Field(default_factory=PyramidBackboneConfig)
     front_end: MelFrontEnd = Field(default_factory=MelFrontEnd)
     # the spectrogram is resized to this image inside the model, as in seed 000
@@ -341,7 +365,9 @@ class SeriesDetectorConfig(DetectorConfigBase):
     travel in the model card so the station standardises exactly as training did.
     """
 
-    modality: ClassVar[str] = "series"
+    input_kind: ClassVar[str] = "series"
+    # statistics and length come from the training cycles, computed before the detector is built
+    trainer: ClassVar[str] = "flowedge.flows.data.series"
     signals: list[str] = Field(min_length=1, description="model inputs, in tensor order")
     units: list[str] = Field(default_factory=list, description="one per signal, or empty")
     rate_hz: float = Field(100.0, gt=0, description="cycles are resampled to this rate")
@@ -409,6 +435,67 @@ class NearestNeighborConfig(SeriesDetectorConfig):
     kind: Literal["nearest_neighbor"] = "nearest_neighbor"
 
 
+class AnyModalityConfig(DetectorConfigBase):
+    """What a detector of the preprocessed tensor itself (no backbone) has, for any modality.
+
+    ``input`` is the card's input spec: its ``kind`` names the modality (any registered
+    one), the settings it leaves out come from the training files
+    (:meth:`flowedge.modalities.base.Modality.training_spec`), and training writes the
+    complete spec back, so the card alone rebuilds the detector.
+    """
+
+    input: dict[str, Any] = Field(description="{kind: a modality, its input settings}")
+
+    @field_validator("input")
+    @classmethod
+    def _registered_modality(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("kind") not in MODALITIES:
+            raise ValueError(
+                f"kind {value.get('kind')!r} is not a modality of this flowedge "
+                f"(available: {', '.join(sorted(MODALITIES))})"
+            )
+        return value
+
+    @property
+    def modality(self) -> str:
+        return str(self.input["kind"])
+
+    @property
+    def input_settings(self) -> dict[str, Any]:
+        """``input`` without its ``kind``."""
+        return {key: value for key, value in self.input.items() if key != "kind"}
+
+    def for_training_files(self, files: Sequence[Path]) -> Self:
+        try:
+            spec = get_modality(self.modality).training_spec(files, self.input_settings)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"detector.input: {exc}; give the {self.modality} input settings the "
+                "training files do not decide"
+            ) from None
+        return self.model_copy(update={"input": asdict(spec)})
+
+    def input_spec(self) -> InputSpec:
+        """The card's input spec (once :meth:`for_training_files` completed it)."""
+        try:
+            return input_spec_from_dict(self.input)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"detector {self.kind}: input {self.input} is not a complete {self.modality} "
+                f"spec ({exc}); it is completed from the training files by 'flowedge train'"
+            ) from None
+
+    def input_summary(self) -> str:
+        return f"{self.modality} input {self.input_settings or 'from the training files'}"
+
+
+class TensorPCAConfig(AnyModalityConfig):
+    """PCA reconstruction error of any modality's tensor (the cycles' ``pca``, for any input)."""
+
+    kind: Literal["tensor_pca"] = "tensor_pca"
+    n_components: int = Field(90, ge=1, description="capped at the number of training samples - 1")
+
+
 DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
     CSFlowConfig,
     GaussianConfig,
@@ -420,6 +507,7 @@ DETECTOR_CONFIGS: tuple[type[DetectorConfigBase], ...] = (
     MTSFlowConfig,
     PCAConfig,
     NearestNeighborConfig,
+    TensorPCAConfig,
 )
 # the one list of detector names: the flows.detectors registry is checked against it
 DETECTOR_KINDS: tuple[str, ...] = tuple(

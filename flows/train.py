@@ -188,9 +188,9 @@ def train(
     that use augmentation (their features are then computed afresh each epoch).
     """
     data_dir = Path(data_dir)
-    samples = training_samples(
-        data_dir, det_cfg.modality
-    )  # before building anything: a wrong folder fails fast
+    # before building anything: a wrong folder fails fast
+    samples = training_samples(data_dir, det_cfg.modality)
+    det_cfg = det_cfg.for_training_files([sample.path for sample in samples])
     from flowedge.flows.detectors import build_detector  # heavy (timm, FrEIA)
 
     target = torch_device(device)

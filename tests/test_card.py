@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from flowedge.core import metadata
 from flowedge.core.card import (
+    INPUT_KINDS,
     AudioInput,
     CardError,
     ImageInput,
+    InputSpec,
     ModelCard,
     ScoreSpec,
     SeriesInput,
+    register_input_kind,
 )
 from flowedge.core.engine_meta import read_meta
 from flowedge.core.errors import EXIT_MODEL
@@ -45,6 +49,38 @@ def test_shapes_follow_the_modality() -> None:
     assert image.tensor_shape == (1, 32, 48) and image.map_shape == (32, 48)
     assert audio.tensor_shape == (1, 128, 1 + 32000 // 512) and audio.map_shape == (128, 63)
     assert series.tensor_shape == (2, 64) == series.map_shape
+
+
+@dataclass(frozen=True)
+class PressureInput(InputSpec):
+    """A kind this flowedge does not know until it is registered."""
+
+    kind: str = field(default="pressure", init=False)
+    steps: int = 8
+
+    @property
+    def tensor_shape(self) -> tuple[int, ...]:
+        return (self.steps,)
+
+    @property
+    def map_shape(self) -> tuple[int, ...]:
+        return (self.steps,)
+
+
+def test_a_registered_input_kind_round_trips_and_is_refused_before(tmp_path: Path) -> None:
+    card_with(PressureInput(steps=5)).save(tmp_path / "card.json")
+    try:
+        with pytest.raises(CardError, match="input.kind 'pressure' is not one of image"):
+            ModelCard.load(tmp_path / "card.json")
+        register_input_kind("pressure", PressureInput)
+        register_input_kind("pressure", PressureInput)  # the same again: a no-op
+        assert ModelCard.load(tmp_path / "card.json").input == PressureInput(steps=5)
+        with pytest.raises(ValueError, match="'pressure' is registered twice"):
+            register_input_kind("pressure", type("Other", (PressureInput,), {}))
+        with pytest.raises(ValueError, match=r"PressureInput.kind is 'pressure'"):
+            register_input_kind("vibration", PressureInput)
+    finally:
+        INPUT_KINDS.pop("pressure", None)
 
 
 @pytest.mark.parametrize(

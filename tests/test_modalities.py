@@ -8,11 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from flowedge.core.card import ImageInput
+from flowedge.core.card import INPUT_KINDS, AudioInput, ImageInput
 from flowedge.core.errors import BadInputError, ConfigError
-from flowedge.modalities import MODALITIES, get_modality
+from flowedge.modalities import MODALITIES, get_modality, register_modality
+from flowedge.modalities.audio import AudioLimits
 from flowedge.modalities.batches import load_batches
 from flowedge.modalities.image import MODALITY as IMAGE
+from flowedge.modalities.image import ImageModality
+from flowedge.modalities.image_decode import DecodeLimits
 
 SPEC = ImageInput(height=32, width=40)
 
@@ -21,9 +24,41 @@ def test_registry_gives_the_image_modality_and_names_the_known_ones() -> None:
     assert "image" in MODALITIES and get_modality("image") is IMAGE
     with pytest.raises(
         ConfigError,
-        match=r"no modality 'video' in this flowedge \(available: audio, image, series\)",
+        match=r"no modality 'video' in this flowedge \(available: audio, image, series",
     ):
         get_modality("video")
+
+
+def test_a_spec_of_another_kind_is_refused_and_nothing_is_registered() -> None:
+    with pytest.raises(ValueError, match="ImageInput.kind is 'image'"):
+        register_modality("thermal", ImageModality(), ImageInput)
+    assert "thermal" not in MODALITIES and "thermal" not in INPUT_KINDS
+
+
+def test_register_modality_is_one_call_for_the_modality_and_the_card() -> None:
+    register_modality("image", "flowedge.modalities.image", ImageInput)  # the same: a no-op
+    with pytest.raises(ValueError, match="modality 'image' is registered twice"):
+        register_modality("image", ImageModality(), ImageInput)
+    other_spec = type("OtherAudioInput", (AudioInput,), {})
+    with pytest.raises(ValueError, match="input kind 'audio' is registered twice"):
+        register_modality("audio", "flowedge.modalities.audio", other_spec)
+    assert INPUT_KINDS["audio"] is AudioInput and MODALITIES["audio"] == "flowedge.modalities.audio"
+
+
+def test_the_station_hooks_default_to_nothing_extra() -> None:
+    """Image decisions carry the source's context as it is, and no explanation."""
+    context = {"event": {"label": "lift"}}
+    fields = IMAGE.decision_fields(context, np.ones((2, 2)), None, SPEC)
+    assert fields == context and fields is not context
+    assert IMAGE.decision_fields(None, None, None, SPEC) == {}
+    tensor = np.zeros(SPEC.tensor_shape, np.float32)
+    assert IMAGE.explain(tensor, np.ones((32, 40)), 9.0, SPEC, lambda b: b.sum(), 4) is None
+
+
+def test_limits_come_from_the_stations_per_file_settings() -> None:
+    assert IMAGE.limits(1000, 2000) == DecodeLimits(1000, 2000)
+    assert get_modality("audio").limits(1000, 2000) == AudioLimits(max_bytes=1000)
+    assert get_modality("series").limits(1000, 2000) is None  # its sources deliver cut cycles
 
 
 def test_list_files_finds_only_this_modalitys_files(tmp_path: Path) -> None:

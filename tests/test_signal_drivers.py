@@ -1,8 +1,9 @@
 """Signals that drove an anomalous cycle, named by the station for an ONNX MTS-Flow graph.
 
-The graph's map is flat over signals, so the station occludes each signal of a cycle
-decided ANOMALY (edge.signal_drivers); a simulated friction fault on axis 2 must be
-traced to axis 2's torque and motor current, at a station without torch.
+The graph's map is flat over signals, so the series modality's ``explain`` occludes each
+signal of a cycle decided ANOMALY (modalities.series_explain) and its ``decision_fields``
+names them in the decision's ``cycle``; a simulated friction fault on axis 2 must be traced
+to axis 2's torque and motor current, at a station without torch.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowedge.edge.cycle_report import top_signals
+from flowedge.core.card import SeriesInput
+from flowedge.modalities import get_modality
 from flowedge.modalities import series_synthetic as sim
+from flowedge.modalities.series_explain import top_signals
 from flowedge.modalities.series_io import SignalTable
 
 RATE = 10.0
@@ -30,6 +33,38 @@ def test_occlusion_drivers_name_only_signals_that_lower_the_score() -> None:
         {"signal": "a", "score_drop": 2.0},
     ]
     assert top_signals(flat, None, ("a", "b", "c")) == []  # flat map, nothing measured
+
+
+SPEC = SeriesInput(signals=("a", "b", "c"), units=("",) * 3, mean=(0,) * 3, std=(1,) * 3, length=4)
+CYCLE = np.array([[1.0] * 4, [0.0] * 4, [2.0] * 4], dtype=np.float32)
+
+
+def _energy(batch: np.ndarray) -> np.ndarray:
+    """A stand-in model: the score is the cycle's energy, so each signal carries its own."""
+    assert len(batch) <= 2  # never more than max_batch at once
+    return (batch**2).sum(axis=(1, 2))
+
+
+def test_series_explain_occludes_each_signal_only_when_the_map_cannot_name_them() -> None:
+    series = get_modality("series")
+    score = float(_energy(CYCLE[None])[0])
+    drops = series.explain(CYCLE, np.ones((3, 4)), score, SPEC, _energy, max_batch=2)
+    assert drops.tolist() == [4.0, 0.0, 16.0]  # 4 steps of 1**2 and of 2**2
+    telling = np.array([[1.0] * 4, [0.0] * 4, [3.0] * 4])
+    assert series.explain(CYCLE, telling, score, SPEC, _energy, max_batch=2) is None
+
+
+def test_series_decision_fields_complete_the_cycle_with_its_drivers() -> None:
+    series = get_modality("series")
+    context = {"cycle": {"id": "7", "start_s": 10.0}, "other": 1}
+    fields = series.decision_fields(context, np.ones((3, 4)), np.array([4.0, 0.0, 16.0]), SPEC)
+    cycle = fields["cycle"]
+    assert cycle["id"] == "7" and fields["other"] == 1
+    assert [s["signal"] for s in cycle["top_signals"]] == ["c", "a"]
+    assert cycle["top_time_ranges"] and cycle["top_time_ranges"][0]["start_s"] >= 10.0
+    assert "top_signals" not in context["cycle"]  # the source's context is not changed
+    no_cycle = {"event": {"label": "x"}}
+    assert series.decision_fields(no_cycle, None, None, SPEC) == no_cycle
 
 
 @pytest.fixture(scope="module")

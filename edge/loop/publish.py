@@ -42,7 +42,6 @@ class Publish:
         queue_depths: Callable[[], dict[str, int]],
     ) -> None:
         self.inbox, self.cfg, self.card, self.backend_name = inbox, cfg, backend.card, backend.name
-        self.modality = get_modality(backend.card.input.kind)
         self.heatmaps, self.spool, self.counts = heatmaps, spool, counts
         self.metrics, self.events, self.queue_depths = metrics, events, queue_depths
         self.progress = StageProgress("publish", inbox.empty)
@@ -69,8 +68,9 @@ class Publish:
                 sample, verdict.score, verdict.decision, verdict.policy.threshold
             )
             verdict = replace(verdict, heatmap=heatmap)
-        # the map is dropped now: the modality keeps what drove the score
-        extra = self.modality.decision_fields(
+        # the map is dropped now: the modality of the sample's source keeps what drove the
+        # score (also for a sample refused before scoring, so its fields stay complete)
+        extra = get_modality(sample.modality).decision_fields(
             sample.context, sample.amap, sample.explanation, self.card.input
         )
         sample.tensor = sample.amap = sample.explanation = None

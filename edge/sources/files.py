@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from flowedge.edge.sources.base import SourceBaseConfig
-from flowedge.modalities import get_modality
+from flowedge.modalities import MODALITIES, get_modality
 
 
 def split_patterns(value: str) -> list[str]:
@@ -29,12 +29,21 @@ def _confined_patterns(value: str) -> str:
     return value
 
 
+def _registered_modality(value: str) -> str:
+    if value not in MODALITIES:
+        raise ValueError(f"{value!r} is not a modality of this flowedge ({', '.join(MODALITIES)})")
+    if value == "series":  # a log holds many cycles, cut with the log format and segmenter
+        raise ValueError("machine-data logs are read by a 'tail' source (kind: tail), not a folder")
+    return value
+
+
 class FileSourceConfig(SourceBaseConfig):
     """A directory of sample files of one modality."""
 
     path: Path = Field(description="the directory of sample files")
-    # what the files are (a registered modality: image, audio, ...); the model's must match
-    modality: str = Field("image", min_length=1)
+    # what the files are (a registered modality: image, audio, series, ...); the model's
+    # input kind must match
+    modality: Annotated[str, AfterValidator(_registered_modality)] = "image"
     # comma-separated globs inside ``path`` (no absolute patterns, no '..');
     # None: every file suffix of the modality (images: *.png,*.jpg,...; audio: *.wav,*.flac)
     pattern: Annotated[str, AfterValidator(_confined_patterns)] | None = None

@@ -7,10 +7,12 @@ raw sample becomes it (so training and station can never drift apart), what the
 score means (and so which parts must stay fp32 in an fp16 engine), and which
 weights it belongs to.
 
-The input spec is one of :class:`ImageInput`, :class:`AudioInput` and
-:class:`SeriesInput`, told apart by ``kind`` (the modality); everything
-downstream reads only ``tensor_shape`` and ``map_shape`` and hands the spec to
-the modality of that name (:mod:`flowedge.modalities`).
+The input spec is an :class:`InputSpec` told apart by ``kind`` (the modality):
+:class:`ImageInput`, :class:`AudioInput`, :class:`SeriesInput`, or the spec a
+modality registered with :func:`register_input_kind` (which
+:func:`flowedge.modalities.register_modality` calls). Everything downstream
+reads only ``tensor_shape`` and ``map_shape`` and hands the spec to the modality
+of that name (:mod:`flowedge.modalities`).
 """
 
 from __future__ import annotations
@@ -49,8 +51,12 @@ def _floats(values: Any) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class _InputSpec(ABC):
-    """What every input spec has: the two shapes the backends and detectors read, a digest."""
+class InputSpec(ABC):
+    """What every input spec has: its modality, the two shapes the backends and detectors
+    read, a digest. A subclass sets ``kind`` to its modality's name, like
+    ``kind: str = field(default="image", init=False)``."""
+
+    kind: str = field(default="", init=False)
 
     @property
     @abstractmethod
@@ -71,7 +77,7 @@ class _InputSpec(ABC):
 
 
 @dataclass(frozen=True)
-class ImageInput(_InputSpec):
+class ImageInput(InputSpec):
     """A camera frame becomes a (C, H, W) float32 tensor (:mod:`flowedge.modalities.image`)."""
 
     kind: str = field(default="image", init=False)
@@ -119,7 +125,7 @@ MEL_SCALES = ("htk",)  # torchaudio's default; filters not area-normalised (norm
 
 
 @dataclass(frozen=True)
-class AudioInput(_InputSpec):
+class AudioInput(InputSpec):
     """A sound clip becomes a (1, n_mels, frames) log-mel spectrogram in dB, standardised.
 
     Every step of :mod:`flowedge.modalities.audio_mel` is named here, so the numpy front end of
@@ -193,7 +199,7 @@ class AudioInput(_InputSpec):
 
 
 @dataclass(frozen=True)
-class SeriesInput(_InputSpec):
+class SeriesInput(InputSpec):
     """A window of robot or machine signals becomes a (signals, steps) tensor (later issue)."""
 
     kind: str = field(default="series", init=False)
@@ -232,12 +238,23 @@ class SeriesInput(_InputSpec):
         return (len(self.signals), self.length)
 
 
-InputSpec = ImageInput | AudioInput | SeriesInput
-INPUT_KINDS: dict[str, type[_InputSpec]] = {
-    "image": ImageInput,
-    "audio": AudioInput,
-    "series": SeriesInput,
+# input kind -> its spec class: the card format's own three, then what modalities register
+INPUT_KINDS: dict[str, type[InputSpec]] = {
+    spec.kind: spec for spec in (ImageInput, AudioInput, SeriesInput)
 }
+
+
+def register_input_kind(kind: str, spec: type[InputSpec]) -> None:
+    """Let cards name ``kind`` as their ``input.kind``, read as ``spec`` (a frozen dataclass
+    whose ``kind`` field defaults to ``kind``). Registering the same pair again is a no-op."""
+    if getattr(spec, "kind", None) != kind:
+        raise ValueError(
+            f"input kind {kind!r}: {spec.__name__}.kind is {getattr(spec, 'kind', None)!r}; "
+            f"declare kind: str = field(default={kind!r}, init=False)"
+        )
+    if INPUT_KINDS.get(kind, spec) is not spec:
+        raise ValueError(f"input kind {kind!r} is registered twice ({INPUT_KINDS[kind]}, {spec})")
+    INPUT_KINDS[kind] = spec
 
 
 def input_spec_from_dict(data: Any) -> InputSpec:
@@ -247,7 +264,7 @@ def input_spec_from_dict(data: Any) -> InputSpec:
     kind = data.get("kind")
     if kind not in INPUT_KINDS:
         raise ValueError(f"input.kind {kind!r} is not one of {', '.join(INPUT_KINDS)}")
-    return INPUT_KINDS[kind](**{k: v for k, v in data.items() if k != "kind"})  # type: ignore[return-value]
+    return INPUT_KINDS[kind](**{k: v for k, v in data.items() if k != "kind"})
 
 
 @dataclass(frozen=True)

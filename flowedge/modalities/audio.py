@@ -206,11 +206,15 @@ def spectrogram_view(tensor: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2BGR)
 
 
-class AudioModality(Modality):
+class AudioModality(Modality[Clip, AudioInput, AudioLimits]):
     """Microphone events and WAV/FLAC files."""
 
     name = "audio"
     extensions = frozenset({".wav", ".flac"})
+
+    def limits(self, max_bytes: int, max_pixels: int) -> AudioLimits:
+        """Only the size: a clip's length and levels keep their defaults."""
+        return AudioLimits(max_bytes=max_bytes)
 
     def read(self, path: str | Path, limits: AudioLimits | None = None) -> Clip:
         return read_audio(path, limits or DEFAULT_LIMITS)
@@ -221,12 +225,12 @@ class AudioModality(Modality):
     def validate(self, raw: Any, name: str) -> None:
         validate_clip(raw, name)
 
-    def preprocess(  # type: ignore[override]
+    def preprocess(
         self, raw: Any, spec: AudioInput, name: str, limits: AudioLimits | None = None
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name, limits or DEFAULT_LIMITS)
 
-    def load_all(  # type: ignore[override]
+    def load_all(
         self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None
     ) -> list[np.ndarray]:
         if spec.cut is None:
@@ -240,7 +244,7 @@ class AudioModality(Modality):
             lambda clip, name: to_tensor(clip, spec, name),
         )
 
-    def display(  # type: ignore[override]
+    def display(
         self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None
     ) -> np.ndarray:
         """The spectrogram as RGB, row 0 the lowest band (so it lines up with the map)."""
@@ -260,7 +264,7 @@ class AudioModality(Modality):
             root, n_train, n_test_good, n_test_defect, sample_rate, duration_s, seed=seed
         )
 
-    def synthetic_batch(  # type: ignore[override]
+    def synthetic_batch(
         self, spec: AudioInput, n_normal: int, n_anomalous: int, seed: int = 0
     ) -> np.ndarray:
         clips = audio_synthetic.sample_clips(
@@ -273,7 +277,7 @@ class AudioModality(Modality):
             ]
         )
 
-    def render(  # type: ignore[override]
+    def render(
         self,
         input_tensor: np.ndarray,
         amap: np.ndarray,

@@ -1,23 +1,35 @@
-"""What every modality (image, audio, series) provides, so nothing else knows which it is.
+"""What every modality (image, audio, series, or one registered later) provides, so nothing
+else knows which it is.
 
 Training, evaluation, calibration, export checks and the station all go through
 these methods with the spec from the model card; a new modality is one module
-implementing them plus one line in :data:`flowedge.modalities.MODALITIES`.
+implementing them plus one :func:`flowedge.modalities.register_modality` line.
+
+A modality is generic over its raw sample (a decoded image, a clip, a signal table),
+its card input spec and its reading limits, so each one declares its own types
+instead of narrowing the base's signatures.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
-from flowedge.core.card import InputSpec, ModelCard
+from flowedge.core.card import INPUT_KINDS, InputSpec, ModelCard
+
+Raw = TypeVar("Raw")  # a decoded sample, before preprocessing
+Spec = TypeVar("Spec", bound=InputSpec)  # the card's input spec of this modality
+Limits = TypeVar("Limits")  # what one input may cost, or how to read it
+
+# a batch of preprocessed samples [N, *tensor_shape] -> their scores [N] (the station's backend)
+ScoreBatch = Callable[[np.ndarray], np.ndarray]
 
 
-class Modality(ABC):
+class Modality(ABC, Generic[Raw, Spec, Limits]):
     """One kind of sample: how to find, read, check, preprocess, fake and draw it."""
 
     name: str = ""
@@ -32,16 +44,21 @@ class Modality(ABC):
             if p.is_file() and p.suffix.lower() in self.extensions
         )
 
-    # ``limits``: what one input may cost (the modality's own limits type, e.g. bytes and
-    # pixels for images); None means the modality's defaults. Checked before decoding, so a
-    # hostile file is that sample's BadInputError, never the process's MemoryError.
+    # ``limits``: what one input may cost (e.g. bytes and pixels for images), or how to read
+    # it (series: the log format); None means the modality's defaults. Checked before
+    # decoding, so a hostile file is that sample's BadInputError, never the process's MemoryError.
+
+    def limits(self, max_bytes: int, max_pixels: int) -> Limits | None:
+        """The limits the station's per-file settings (``pipeline.limits``) give; None: the
+        modality's defaults (a modality whose inputs are not files of that kind)."""
+        return None
 
     @abstractmethod
-    def read(self, path: str | Path, limits: Any = None) -> Any:
+    def read(self, path: str | Path, limits: Limits | None = None) -> Raw:
         """Decode a file to the raw sample; BadInputError naming the file when it cannot."""
 
     @abstractmethod
-    def decode(self, data: bytes, name: str, limits: Any = None) -> Any:
+    def decode(self, data: bytes, name: str, limits: Limits | None = None) -> Raw:
         """Decode encoded bytes (a file's content, a network payload) to the raw sample."""
 
     @abstractmethod
@@ -49,10 +66,12 @@ class Modality(ABC):
         """BadInputError naming ``name`` when ``raw`` cannot be preprocessed."""
 
     @abstractmethod
-    def preprocess(self, raw: Any, spec: InputSpec, name: str, limits: Any = None) -> np.ndarray:
+    def preprocess(
+        self, raw: Any, spec: Spec, name: str, limits: Limits | None = None
+    ) -> np.ndarray:
         """A payload (raw sample, encoded bytes or a path) -> float32 of ``spec.tensor_shape``."""
 
-    def as_raw(self, payload: Any, name: str, limits: Any = None) -> Any:
+    def as_raw(self, payload: Any, name: str, limits: Limits | None = None) -> Raw:
         """Accept whatever a source yields: a path, encoded bytes or an already decoded sample."""
         if isinstance(payload, (bytes, bytearray)):
             return self.decode(bytes(payload), name, limits)
@@ -60,51 +79,37 @@ class Modality(ABC):
             return self.read(payload, limits)
         return payload  # preprocess validates it
 
-    def load(self, path: str | Path, spec: InputSpec, limits: Any = None) -> np.ndarray:
+    def load(self, path: str | Path, spec: Spec, limits: Limits | None = None) -> np.ndarray:
         """Read and preprocess one file."""
         return self.preprocess(self.read(path, limits), spec, str(path))
 
-    def load_all(self, path: str | Path, spec: InputSpec, limits: Any = None) -> list[np.ndarray]:
+    def load_all(
+        self, path: str | Path, spec: Spec, limits: Limits | None = None
+    ) -> list[np.ndarray]:
         """Every sample of one file: one, unless the spec cuts files (audio ``input.cut``)."""
         return [self.load(path, spec, limits)]
 
     def display_part(
-        self, path: str | Path, spec: InputSpec, limits: Any = None, part: int = 0
+        self, path: str | Path, spec: Spec, limits: Limits | None = None, part: int = 0
     ) -> np.ndarray:
         """The picture of sample ``part`` of :meth:`load_all`; by default the whole file's
         :meth:`display` (series shows the cycle itself)."""
         return self.display(path, spec, limits)
 
-    def reading(self, card: ModelCard) -> Any:
+    def reading(self, card: ModelCard) -> Limits | None:
         """The ``limits`` that read test files as the card's model was trained (series: its
         log format and segmenter); None: the modality's defaults."""
         return None
 
-    def explain(
-        self,
-        tensor: np.ndarray,
-        amap: np.ndarray | None,
-        score: float,
-        spec: InputSpec,
-        score_batch: Callable[[np.ndarray], np.ndarray],
-        max_batch: int,
-    ) -> Any:
-        """What drove an ANOMALY that its map cannot say, from further forward passes
-        (``score_batch``: a batch of tensors -> scores); None: the map says enough."""
-        return None
-
-    def decision_fields(
-        self,
-        context: dict[str, Any] | None,
-        amap: np.ndarray | None,
-        explanation: Any,
-        spec: InputSpec,
-    ) -> dict[str, Any]:
-        """Fields this modality adds to a decision (what the source said, and why it scored)."""
-        return dict(context or {})
+    def training_spec(self, files: Sequence[Path], settings: Mapping[str, Any]) -> Spec:
+        """The input spec of a model trained on ``files`` (normal samples of this modality):
+        ``settings`` (a detector config's ``input``, without ``kind``) plus whatever the files
+        decide. By default the settings alone; a modality whose spec depends on the data (its
+        length, its statistics) overrides this. ValueError/TypeError for unusable settings."""
+        return cast(Spec, INPUT_KINDS[self.name](**settings))
 
     @abstractmethod
-    def display(self, path: str | Path, spec: InputSpec, limits: Any = None) -> np.ndarray:
+    def display(self, path: str | Path, spec: Spec, limits: Limits | None = None) -> np.ndarray:
         """An RGB uint8 picture of the file aligned with its anomaly map (reports' overlays)."""
 
     @abstractmethod
@@ -115,7 +120,7 @@ class Modality(ABC):
 
     @abstractmethod
     def synthetic_batch(
-        self, spec: InputSpec, n_normal: int, n_anomalous: int, seed: int = 0
+        self, spec: Spec, n_normal: int, n_anomalous: int, seed: int = 0
     ) -> np.ndarray:
         """Preprocessed [N, *tensor_shape] samples, normal first, for export parity checks."""
 
@@ -124,10 +129,35 @@ class Modality(ABC):
         self,
         input_tensor: np.ndarray,
         amap: np.ndarray,
-        spec: InputSpec,
+        spec: Spec,
         score: float | None,
         decision: str,
         threshold: float,
     ) -> np.ndarray:
         """A BGR uint8 picture of the sample with its anomaly map, score, decision and a colour
         bar: what an operator looks at to see why a part was rejected."""
+
+    # The station's decision content: what a decision says beyond score and verdict.
+
+    def explain(
+        self,
+        tensor: np.ndarray,
+        amap: np.ndarray,
+        score: float,
+        spec: Spec,
+        score_batch: ScoreBatch,
+        max_batch: int,
+    ) -> Any:
+        """What drove the score of a sample decided ANOMALY, beyond its map (the station calls
+        it on the inference thread, only for those samples; ``score_batch`` scores batches of
+        at most ``max_batch`` tensors with the station's model). None: nothing to add."""
+        return None
+
+    def decision_fields(
+        self, context: dict[str, Any] | None, amap: np.ndarray | None, explanation: Any, spec: Spec
+    ) -> dict[str, Any]:
+        """The fields a decision message adds to score and verdict: the source's ``context``
+        (e.g. an audio motion's ``event``), completed from the map and :meth:`explain`'s
+        result, which are dropped after this. Asked of the modality of the sample's source,
+        also for a sample refused before scoring (``amap`` None; ``spec`` is the model's)."""
+        return dict(context or {})

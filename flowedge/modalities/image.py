@@ -119,11 +119,14 @@ def input_view(tensor: np.ndarray, spec: ImageInput) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
-class ImageModality(Modality):
+class ImageModality(Modality[np.ndarray, ImageInput, DecodeLimits]):
     """Camera frames and image files (PNG, JPEG, BMP, TIFF)."""
 
     name = "image"
     extensions = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+    def limits(self, max_bytes: int, max_pixels: int) -> DecodeLimits:
+        return DecodeLimits(max_bytes, max_pixels)
 
     def read(self, path: str | Path, limits: DecodeLimits | None = None) -> np.ndarray:
         return read_image(path, limits or DEFAULT_LIMITS)
@@ -134,12 +137,12 @@ class ImageModality(Modality):
     def validate(self, raw: Any, name: str) -> None:
         validate_image(raw, name)
 
-    def preprocess(  # type: ignore[override]
+    def preprocess(
         self, raw: Any, spec: ImageInput, name: str, limits: DecodeLimits | None = None
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name)
 
-    def display(  # type: ignore[override]
+    def display(
         self, path: str | Path, spec: ImageInput, limits: DecodeLimits | None = None
     ) -> np.ndarray:
         """The image as RGB uint8 at the model's input size."""
@@ -167,7 +170,7 @@ class ImageModality(Modality):
             root, n_train, n_test_good, n_test_defect, size=size, seed=seed
         )
 
-    def synthetic_batch(  # type: ignore[override]
+    def synthetic_batch(
         self, spec: ImageInput, n_normal: int, n_anomalous: int, seed: int = 0
     ) -> np.ndarray:
         images = image_synthetic.render_samples(
@@ -175,7 +178,7 @@ class ImageModality(Modality):
         )
         return np.stack([to_tensor(img, spec, f"synthetic-{i}") for i, img in enumerate(images)])
 
-    def render(  # type: ignore[override]
+    def render(
         self,
         input_tensor: np.ndarray,
         amap: np.ndarray,

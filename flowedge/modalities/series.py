@@ -18,9 +18,10 @@ import numpy as np
 from flowedge.core.card import ModelCard, SeriesInput
 from flowedge.core.errors import BadInputError
 from flowedge.modalities import series_synthetic
-from flowedge.modalities.base import Modality
+from flowedge.modalities.base import Modality, ScoreBatch
 from flowedge.modalities.overlay import colour_bar, map_range, with_banner
 from flowedge.modalities.series_cycles import CycleReading, segment
+from flowedge.modalities.series_explain import cycle_report, explain_cycle
 from flowedge.modalities.series_io import LogFormat, SignalTable, decode_log, read_log
 from flowedge.modalities.series_prep import to_tensor
 
@@ -94,13 +95,15 @@ def _trace(values: np.ndarray, heat: np.ndarray, label: str) -> np.ndarray:
     return np.hstack([name, row])
 
 
-class SeriesModality(Modality):
-    """Machine-data cycles: CSV or parquet files of one cycle each, or cycles cut from a log."""
+class SeriesModality(Modality[SignalTable, SeriesInput, LogFormat | CycleReading]):
+    """Machine-data cycles: CSV or parquet files of one cycle each, or cycles cut from a log.
+
+    ``limits``: a LogFormat (how to read a log), or a CycleReading (also how to cut it); the
+    station's per-file limits do not apply (its series sources deliver cut cycles).
+    """
 
     name = "series"
     extensions = frozenset({".csv", ".parquet"})
-
-    # ``limits``: a LogFormat (how to read a log), or a CycleReading (also how to cut it)
 
     def read(self, path: str | Path, limits: LogFormat | CycleReading | None = None) -> SignalTable:
         return read_log(path, _log_format(limits))
@@ -113,7 +116,7 @@ class SeriesModality(Modality):
     def reading(self, card: ModelCard) -> CycleReading:
         return CycleReading.from_params(card.detector_params)
 
-    def load_all(  # type: ignore[override]
+    def load_all(
         self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
     ) -> list[np.ndarray]:
         """One tensor per cycle of the file (cut by a CycleReading's segment, else one); a
@@ -143,21 +146,25 @@ class SeriesModality(Modality):
                 f"got {type(raw).__name__}"
             )
 
-    def preprocess(  # type: ignore[override]
-        self, raw: Any, spec: SeriesInput, name: str, limits: LogFormat | None = None
+    def preprocess(
+        self,
+        raw: Any,
+        spec: SeriesInput,
+        name: str,
+        limits: LogFormat | CycleReading | None = None,
     ) -> np.ndarray:
         table = self.as_raw(raw, name, limits)
         self.validate(table, name)
         return to_tensor(table, spec)
 
-    def display(  # type: ignore[override]
+    def display(
         self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
     ) -> np.ndarray:
         """The standardised signals as an RGB picture, one row per signal and one column per
         step, like the map (|z| up to 3 from blue through white to red)."""
         return _picture(self.load(path, spec, limits))
 
-    def display_part(  # type: ignore[override]
+    def display_part(
         self,
         path: str | Path,
         spec: SeriesInput,
@@ -171,13 +178,13 @@ class SeriesModality(Modality):
     ) -> Path:
         return series_synthetic.write_mvtec(root, n_train, n_test_good, n_test_defect, seed)
 
-    def synthetic_batch(  # type: ignore[override]
+    def synthetic_batch(
         self, spec: SeriesInput, n_normal: int, n_anomalous: int, seed: int = 0
     ) -> np.ndarray:
         tables = synthetic_tables(spec, n_normal, n_anomalous, seed)
         return np.stack([to_tensor(t, spec) for t in tables])
 
-    def render(  # type: ignore[override]
+    def render(
         self,
         input_tensor: np.ndarray,
         amap: np.ndarray,
@@ -201,6 +208,34 @@ class SeriesModality(Modality):
         return with_banner(
             np.hstack([body, colour_bar(body.shape[0], low, high)]), score, decision, threshold
         )
+
+    def explain(
+        self,
+        tensor: np.ndarray,
+        amap: np.ndarray,
+        score: float,
+        spec: SeriesInput,
+        score_batch: ScoreBatch,
+        max_batch: int,
+    ) -> np.ndarray | None:
+        """The score drop per signal when it is occluded, for a map that cannot name the
+        signals itself (an MTS-Flow graph's); None otherwise."""
+        return explain_cycle(tensor, amap, score, score_batch, max_batch)
+
+    def decision_fields(
+        self,
+        context: dict[str, Any] | None,
+        amap: np.ndarray | None,
+        explanation: Any,
+        spec: SeriesInput,
+    ) -> dict[str, Any]:
+        """The context, its ``cycle`` completed with the signals and time ranges that drove
+        the score (:func:`flowedge.modalities.series_explain.cycle_report`)."""
+        fields = dict(context or {})
+        cycle = fields.get("cycle")
+        if cycle is not None:
+            fields["cycle"] = cycle_report(cycle, amap, explanation, spec)
+        return fields
 
 
 MODALITY = SeriesModality()

@@ -84,7 +84,7 @@ class Detector(nn.Module, ABC):
 
     def input_spec(self) -> InputSpec:
         """What the card records as the input: images as configured (grayscale is replicated to
-        3 channels by the preprocessing); audio and series detectors override this."""
+        3 channels by the preprocessing); detectors of other modalities override this."""
         if not isinstance(self.config, ImageDetectorConfig):
             raise NotImplementedError(f"{type(self).__name__} must define its input_spec()")
         height, width = self.config.input_hw

@@ -27,7 +27,7 @@ graph says *when*, not *which*. The thesis's temporal analysis, the input gradie
 aggregated per time step (eq. 8.6), needs backpropagation, which an exported graph
 (ONNX, TensorRT) cannot do; it is :func:`input_gradient_map`, a torch-side analysis
 that also says which signals drove the score. The station names the signals of an
-anomalous cycle by occlusion instead (``flowedge.edge.signal_drivers``, docs/robot.md).
+anomalous cycle by occlusion instead (``flowedge.modalities.series_explain``, docs/robot.md).
 """
 
 from __future__ import annotations

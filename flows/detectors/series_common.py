@@ -7,14 +7,10 @@ carries the signals and the training statistics, so the card's
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-import torch
-
 from flowedge.core.card import SeriesInput
 from flowedge.core.errors import ConfigError
 from flowedge.flows.config import SeriesDetectorConfig
-from flowedge.flows.detectors.base import Features
+from flowedge.flows.detectors.tensor_input import TensorInputMixin
 
 
 def series_input(config: SeriesDetectorConfig) -> SeriesInput:
@@ -35,14 +31,9 @@ def series_input(config: SeriesDetectorConfig) -> SeriesInput:
     )
 
 
-class SeriesDetectorMixin:
-    """Input spec from the config; the features are the standardised cycle itself."""
-
-    needs_backbone: ClassVar[bool] = False
-    config: Any
+class SeriesDetectorMixin(TensorInputMixin):
+    """Input spec from the config's signals and statistics; the features are the
+    standardised cycle itself."""
 
     def input_spec(self) -> SeriesInput:
         return series_input(self.config)
-
-    def features(self, x: torch.Tensor) -> Features:
-        return [x]

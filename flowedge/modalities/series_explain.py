@@ -4,9 +4,16 @@ From the anomaly map [signals, steps] the station already has: the time ranges
 with the most map mass (per-step sum over signals; for MTS-Flow graphs the exact
 per-step share of the NLL) and the signals with the most mass. An MTS-Flow graph's
 map is spread evenly over signals (see flows.detectors.mtsflow), so for its
-anomalous cycles the signals come from occlusion (edge.signal_drivers: the score
+anomalous cycles the signals come from occlusion (:func:`occlusion_drops`: the score
 drop when a signal is set to its training mean); its normal cycles name none rather
 than a made-up ranking.
+
+Occlusion uses forward passes only, since an exported graph cannot backpropagate: the
+station's model scores a batch holding the cycle S times, copy i with signal i replaced
+by its training mean (0 after the per-signal standardisation, which is also the padding
+value); the score drop of copy i is how much of the anomaly signal i carries. It costs S
+extra cycles of inference per anomalous cycle (docs/robot.md measures it), nothing for
+normal cycles.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from flowedge.core.card import SeriesInput
+from flowedge.modalities.base import ScoreBatch
 
 TOP_RANGES = 3
 TOP_SIGNALS = 3
@@ -44,6 +52,38 @@ def names_signals(amap: np.ndarray) -> bool:
     """Whether the map tells signals apart (an MTS-Flow graph's does not)."""
     mass = np.nansum(np.asarray(amap, dtype=np.float64), axis=1)
     return not np.allclose(mass, mass.mean(), rtol=1e-4)
+
+
+def occlusion_drops(
+    score_batch: ScoreBatch, cycle: np.ndarray, score: float, max_batch: int
+) -> np.ndarray:
+    """Score drop per signal [S] when that signal is set to its training mean (0).
+
+    ``cycle`` is the preprocessed tensor [S, T] that scored ``score``; ``score_batch`` scores
+    batches of at most ``max_batch`` cycles. A positive drop means the signal drove it.
+    """
+    signals = cycle.shape[0]
+    drops = np.empty(signals, dtype=np.float64)
+    for lo in range(0, signals, max_batch):
+        chosen = np.arange(lo, min(signals, lo + max_batch))
+        batch = np.repeat(cycle[None], len(chosen), axis=0)
+        batch[np.arange(len(chosen)), chosen] = 0.0
+        drops[chosen] = score - np.asarray(score_batch(batch), dtype=np.float64)
+    return drops
+
+
+def explain_cycle(
+    cycle: np.ndarray,
+    amap: np.ndarray,
+    score: float,
+    score_batch: ScoreBatch,
+    max_batch: int,
+) -> np.ndarray | None:
+    """The occlusion drops of an anomalous cycle whose map cannot name signals; None when
+    the map names them itself (nothing to measure)."""
+    if names_signals(amap):
+        return None
+    return occlusion_drops(score_batch, cycle, score, max_batch)
 
 
 def top_signals(
