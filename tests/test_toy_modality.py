@@ -4,7 +4,7 @@ The toy modality below lives in this file only: a sensor whose files are small `
 vectors. Registered with one line, it is trained (``tensor_pca``: the closed-form PCA
 baseline on the modality's own tensor, its spec derived from the training files),
 exported to ONNX through the parity gate, calibrated and evaluated, all through the
-in-process CLI, and scored through the ONNX Runtime the station uses.
+in-process CLI, and run through the station (``flowedge run`` over a folder source).
 """
 
 from __future__ import annotations
@@ -227,9 +227,6 @@ def test_tensor_pca_names_an_unknown_modality_or_an_incomplete_spec() -> None:
         incomplete.for_training_files([])
 
 
-@pytest.mark.xfail(
-    reason="station accepts registered modalities after the edge refactor", strict=False
-)
 def test_the_station_scores_a_folder_of_toy_samples(
     toy_data: Path, toy_model: Path, tmp_path: Path
 ) -> None:
@@ -254,6 +251,6 @@ def test_the_station_scores_a_folder_of_toy_samples(
     )
     assert main(["run", "--config", str(config), "--exit-when-done"]) == 0
     with sqlite3.connect(tmp_path / "spool.sqlite") as db:
-        payloads = [json.loads(bytes(p)) for (p,) in db.execute("select payload from outbox")]
-    decisions = {p["part_id"]: p["decision"] for p in payloads if "decision" in p}
+        rows = db.execute("select body from records where kind = 'decision'").fetchall()
+    decisions = {doc["part_id"]: doc["decision"] for doc in (json.loads(b) for (b,) in rows)}
     assert decisions == {"good.npy": "OK", f"{DEFECT}.npy": "ANOMALY"}
