@@ -7,6 +7,7 @@ import json
 import shutil
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,88 @@ def test_a_sink_whose_port_is_refused_still_lets_the_station_run(tmp_path: Path)
     stop_station(station)
     spool = Spool(cfg.spool.path, 100)
     assert [r.doc()["seq"] for r in spool.after(0, 100) if r.kind == "decision"] == [1, 2, 3]
+
+
+def first_seen(docs: list[dict]) -> list[int]:
+    """Sequence numbers in order of first arrival (at-least-once: repeats are allowed)."""
+    seen: list[int] = []
+    for doc in docs:
+        if doc["seq"] not in seen:
+            seen.append(doc["seq"])
+    return seen
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(180)
+def test_two_sinks_lose_nothing_across_broker_and_station_sigkills(tmp_path: Path) -> None:
+    """The station process is SIGKILLed while one broker was SIGKILLed and restarted and the
+    other was never up; after the restart each broker has every decision, in order."""
+    import os
+    import signal
+    import subprocess
+
+    import yaml
+    from runtime_fakes import write_onnx_model
+
+    require_mosquitto()
+    (tmp_path / "b1").mkdir()
+    (tmp_path / "b2").mkdir()
+    main_broker = Broker(tmp_path / "b1").start()
+    backup = Broker(tmp_path / "b2")  # down until the station has been killed
+    write_images(tmp_path / "images", 6)
+    model = write_onnx_model(tmp_path / "model.onnx", {"threshold": 1e9, "sha256": "e" * 64})
+    fast = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5}
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "site": "plant",
+                "station": "line1",
+                "model": {"path": str(model)},
+                "sources": [
+                    {
+                        "name": "cam1",
+                        "kind": "folder",
+                        "path": str(tmp_path / "images"),
+                        "loop": True,
+                        "rate_hz": 20,
+                    }
+                ],
+                "mqtt": {"port": main_broker.port, **fast},
+                "sinks": [{"kind": "mqtt", "name": "backup", "port": backup.port, **fast}],
+                "metrics": {"enabled": False},
+                "spool": {"path": str(tmp_path / "spool.sqlite")},
+            }
+        )
+    )
+    command = [sys.executable, "-m", "flowedge.cli", "run", "--config", str(config)]
+    first = Subscriber(main_broker.port, topic="flowedge/plant/line1/+/decision")
+    second = None
+    try:
+        station = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        assert len(first.wait_for("/decision", 5, timeout=60)) >= 5
+        main_broker.stop()  # SIGKILL: the station keeps deciding into the spool
+        time.sleep(0.5)
+        main_broker.start()
+        assert len(first.wait_for("/decision", 15, timeout=60)) >= 15
+        os.kill(station.pid, signal.SIGKILL)
+        station.wait(10)
+        decided = Spool(tmp_path / "spool.sqlite", 10_000)
+        last = max(r.doc()["seq"] for r in decided.after(0, 10_000) if r.kind == "decision")
+        decided.close()
+        backup.start()
+        second = Subscriber(backup.port, topic="flowedge/plant/line1/+/decision")
+        rerun = subprocess.run(
+            [*command, "--max-samples", "2", "--exit-when-done"], capture_output=True, timeout=90
+        )
+        assert rerun.returncode == 0, rerun.stdout[-3000:]
+        total = last + 2
+        assert first_seen(first.wait_for("/decision", total)) == list(range(1, total + 1))
+        assert first_seen(second.wait_for("/decision", total)) == list(range(1, total + 1))
+        assert Spool(tmp_path / "spool.sqlite", 10_000).count() == 0
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+        main_broker.stop()
+        backup.stop()
