@@ -8,20 +8,16 @@ from its own cursor in the spool (:class:`Delivery`), so it is loss-free on its 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Any
 
-from pydantic import Field
-
+from flowedge.core.validation import tagged_union
 from flowedge.edge.sinks import mqtt
 from flowedge.edge.sinks.base import Delivery, Sink, SinkBaseConfig, SinkContext, SinkKind
 
 SINK_KINDS: dict[str, SinkKind] = {kind.name: kind for kind in (mqtt.KIND,)}
 
 # one config model per kind, told apart by ``kind``
-SinkConfig = Annotated[
-    Union[tuple(kind.config for kind in SINK_KINDS.values())],  # noqa: UP007
-    Field(discriminator="kind"),
-]
+SinkConfig = tagged_union(kind.config for kind in SINK_KINDS.values())
 
 
 def make_sink(cfg: Any, context: SinkContext) -> Sink:

@@ -8,10 +8,11 @@ station, ``flowedge check`` and the config schema all read this table.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Any
 
-from pydantic import Field, TypeAdapter
+from pydantic import TypeAdapter
 
+from flowedge.core.validation import tagged_union
 from flowedge.edge.sources import camera, ethercat, folder, microphone, tail, watch
 from flowedge.edge.sources.base import (
     Frame,
@@ -35,10 +36,7 @@ SOURCE_KINDS: dict[str, SourceKind] = {
 }
 
 # one config model per kind, told apart by ``kind`` (errors name only that kind's keys)
-SourceConfig = Annotated[
-    Union[tuple(kind.config for kind in SOURCE_KINDS.values())],  # noqa: UP007
-    Field(discriminator="kind"),
-]
+SourceConfig = tagged_union(kind.config for kind in SOURCE_KINDS.values())
 
 
 def make_source(cfg: Any, context: SourceContext) -> Source:

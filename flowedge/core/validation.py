@@ -7,8 +7,8 @@ names the key path.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Annotated
+from collections.abc import Collection, Iterable
+from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,3 +64,9 @@ def ordered_backoff(low: float, high: float) -> None:
     """A retry backoff whose minimum is not above its maximum (ValueError otherwise)."""
     if low > high:
         raise ValueError(f"reconnect_min_s ({low:g}) must not exceed reconnect_max_s ({high:g})")
+
+
+def tagged_union(models: Iterable[type[BaseModel]]) -> Any:
+    """One config type for several models told apart by their ``kind`` literal: a key of
+    another kind is an error naming the key, and adding a kind is adding a model."""
+    return Annotated[Union[tuple(models)], Field(discriminator="kind")]  # noqa: UP007
