@@ -20,6 +20,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from flowedge.backends import open_backend
 from flowedge.backends.base import Backend
 from flowedge.core.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
 from flowedge.edge import logs
+from flowedge.edge.commands import StationCommands, threshold_argument
 from flowedge.edge.config import FlowedgeConfig, load_config
 from flowedge.edge.health import Notifier, Watchdog, watchdog_interval_s
 from flowedge.edge.loop.pipeline import Pipeline
@@ -107,6 +109,8 @@ class Station:
             on_status=self._status_changed,
             max_samples=max_samples,
         )
+        self.commands = StationCommands(cfg.commands, self.pipeline.events.emit)
+        self.commands.handle("set_threshold", self._set_threshold)
         context = SinkContext(
             cfg.site,
             cfg.station,
@@ -114,6 +118,7 @@ class Station:
             self.metrics,
             self.pipeline.events.emit,
             self.status_fields,
+            self.commands,
         )
         self.sinks: list[Sink] = [make_sink(sink, context) for sink in cfg.active_sinks()]
         self.watchdog: Watchdog | None = None
@@ -180,6 +185,15 @@ class Station:
             self.policy.threshold,
             self.policy.origin,
         )
+
+    def _set_threshold(self, args: dict[str, Any], origin: str) -> str:
+        """A sink's ``set_threshold``: the next decision uses it; a reload or restart goes
+        back to the configured threshold."""
+        value = threshold_argument(args)
+        old = self.pipeline.policy
+        self.pipeline.policy = replace(old, threshold=value, origin=f"command from {origin}")
+        self._status_changed("threshold set by command")
+        return f"threshold {old.threshold:g} -> {value:g} (until the next reload or restart)"
 
     def reload(self) -> None:
         """SIGHUP: new threshold/calibration/drift/heatmaps; the broker connection stays up."""

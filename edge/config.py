@@ -28,6 +28,7 @@ from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Name, Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
 from flowedge.edge.broker import MQTT_PORTABLE_CLIENT_ID, MQTTConfig
+from flowedge.edge.commands import CommandsConfig
 from flowedge.edge.metrics import MetricsConfig
 from flowedge.edge.sinks import SINK_KINDS, SinkBaseConfig, SinkConfig
 from flowedge.edge.sinks.mqtt import MqttSinkConfig
@@ -99,6 +100,7 @@ class FlowedgeConfig(TrainingSections):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     mqtt: MqttSinkConfig = Field(default_factory=MqttSinkConfig)  # the default sink
     sinks: list[SinkConfig] = Field(default_factory=list)  # further outputs, each its own cursor
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)  # what sinks may change
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

@@ -251,3 +251,29 @@ def test_two_sinks_lose_nothing_across_broker_and_station_sigkills(tmp_path: Pat
             second.close()
         main_broker.stop()
         backup.stop()
+
+
+def test_a_command_runs_only_when_allowed_and_each_is_an_event(tmp_path: Path) -> None:
+    """set_threshold from a sink: refused by default, applied when commands.allowed names
+    it, refused with a bad value; each answer is an event naming who sent it."""
+    for allowed in ([], ["set_threshold"]):
+        cfg = station_config(tmp_path / str(len(allowed)), commands={"allowed": allowed})
+        write_images(tmp_path / str(len(allowed)) / "images", 1)
+        station = open_station(cfg)
+        station.start()
+        assert station.pipeline.wait(15)
+        answer = station.commands.run("set_threshold", {"value": 7.5}, "scada-1")
+        assert answer.accepted == bool(allowed)
+        assert station.pipeline.policy.threshold == (7.5 if allowed else 3.0)
+        assert not station.commands.run("set_threshold", {"value": "nan"}, "scada-1").accepted
+        assert not station.commands.run("format_disk", {}, "scada-1").accepted
+        stop_station(station)
+        spool = Spool(cfg.spool.path, 100)
+        docs = [r.doc() for r in spool.after(0, 100) if r.kind == "event"][-3:]
+        assert [d["kind"] for d in docs] == (
+            ["command", "command_refused", "command_refused"]
+            if allowed
+            else ["command_refused"] * 3
+        )
+        assert all(d["details"]["origin"] == "scada-1" for d in docs)
+        assert "commands.allowed" in docs[0]["message"] or allowed

@@ -32,6 +32,8 @@ SEVERITY = {
     "audio_overrun": "warning",
     "source_empty": "warning",
     "heatmap_failed": "warning",
+    "command": "warning",
+    "command_refused": "error",
 }
 LOG_LEVEL = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
 DROP_EVENT_EVERY_S = 5.0

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from flowedge.core.validation import Name, Strict
 from flowedge.edge.checks import CheckResult
+from flowedge.edge.commands import StationCommands
 from flowedge.edge.metrics import Metrics
 from flowedge.edge.spool import Record, Spool
 
@@ -74,6 +75,7 @@ class SinkContext:
     metrics: Metrics
     emit: Callable[..., None]  # (sensor, kind, message, **details): an event
     status_fields: Callable[[], dict[str, Any]]  # the station's live state
+    commands: StationCommands  # what a sink may ask of the station (allow-listed, logged)
 
 
 @dataclass(frozen=True)
