@@ -6,13 +6,13 @@ model would be embedded in the graph and published by every station running it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from flowedge.core.card import ModelCard, sha256_file
 from flowedge.core.errors import ConfigError, ModelMismatchError
+from flowedge.core.jsonfile import parse_json
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,10 @@ def load_calibration(path: str | Path) -> CalibrationRef:
     """The calibration file must be JSON with a finite numeric top-level ``threshold``."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"calibration file {path}: cannot read ({exc})") from exc
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
         raise ConfigError(f"calibration file {path}: not valid JSON ({exc})") from exc
     threshold = data.get("threshold") if isinstance(data, dict) else None
     if (

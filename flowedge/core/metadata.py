@@ -6,10 +6,10 @@ Pure standard library: the station reads the card through ONNX Runtime's
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flowedge.core.card import CardError, ModelCard
+from flowedge.core.jsonfile import parse_json
 
 CARD_KEY = "flowedge.card"  # the model card JSON (calibration_sha256 set when bound)
 CALIBRATION_KEY = "flowedge.calibration"  # {"threshold": float, "sha256": str} when bound
@@ -37,8 +37,8 @@ def json_entry(meta: dict[str, str], key: str, source: str, default: Any = None)
     if key not in meta:
         return default
     try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError as exc:
+        return parse_json(meta[key])
+    except ValueError as exc:
         raise CardError(
             f"{source}: metadata entry '{key}' is not valid JSON ({exc}); the file is damaged: "
             "export it again with 'flowedge export onnx'"
