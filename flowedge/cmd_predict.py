@@ -106,12 +106,18 @@ def _row(result: Result) -> list[str]:
         return "" if value is None else f"{value:.6g}"
 
     return [
-        result.name,
+        escaped(result.name),
         number(result.score),
         result.decision or "",
         number(result.normalised_score),
-        result.error,
+        escaped(result.error),
     ]
+
+
+def escaped(text: str) -> str:
+    """``text`` writable as UTF-8: bytes of a file name that are not UTF-8 (which Python holds
+    as surrogates) become ``\\xNN``, so the row names the file and the CSV stays valid."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def summary(counts: Counter[str], n_files: int, threshold: float | None, out: Path) -> str:
