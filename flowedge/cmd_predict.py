@@ -1,8 +1,11 @@
 """``flowedge predict MODEL INPUTS... --out scores.csv``: score files and folders offline.
 
 A thin shell over the Python API (:func:`flowedge.api.load`), so its scores and
-decisions are the ones a notebook or the station gets. A bad file is a row with
-decision ERROR and the reason, never the end of the run.
+decisions are the ones a notebook or the station gets. Files are read and cut as
+evaluation reads them (:meth:`flowedge.api.Model.score_files`): a robot log with
+the model's log format and segmenter, one row per cycle or window named
+``<file>#<part>``. A bad file is a row with decision ERROR and the reason, never
+the end of the run.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_scores(model: Model, files: list[Path], out: Path, show_progress: bool) -> Counter[str]:
-    """Score ``files`` chunk by chunk into the CSV at ``out``; returns the count per decision."""
+    """Score ``files`` chunk by chunk into the CSV at ``out``, a row per sample (a file, or each
+    part of a file the model cuts); returns the count per decision."""
     counts: Counter[str] = Counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -94,7 +98,7 @@ def write_scores(model: Model, files: list[Path], out: Path, show_progress: bool
         writer.writerow(COLUMNS)
         for start in range(0, len(files), CHUNK):
             chunk = files[start : start + CHUNK]
-            for result in model.score_batch(chunk):
+            for result in model.score_files(chunk):
                 writer.writerow(_row(result))
                 counts[result.decision or "scored"] += 1
             progress.update(len(chunk))
@@ -125,4 +129,6 @@ def summary(counts: Counter[str], n_files: int, threshold: float | None, out: Pa
     parts = ", ".join(f"{counts[d]} {d}" for d in sorted(counts))
     at = "no threshold" if threshold is None else f"threshold {threshold:.6g}"
     errors = " (errors: see the error column)" if counts[ERROR] else ""
-    return f"{n_files} file(s) scored ({at}): {parts}{errors}; written to {out}"
+    rows = counts.total()
+    scored = f"{n_files} file(s)" if rows == n_files else f"{rows} sample(s) of {n_files} file(s)"
+    return f"{scored} scored ({at}): {parts}{errors}; written to {out}"

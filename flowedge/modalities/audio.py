@@ -226,6 +226,9 @@ class AudioModality(Modality):
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name, limits or DEFAULT_LIMITS)
 
+    def cuts(self, spec: AudioInput, limits: AudioLimits | None = None) -> bool:  # type: ignore[override]
+        return spec.cut is not None
+
     def load_all(  # type: ignore[override]
         self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None
     ) -> list[np.ndarray]:

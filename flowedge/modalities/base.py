@@ -67,6 +67,11 @@ class Modality(ABC):
         """Every sample of one file: one, unless the spec cuts files (audio ``input.cut``)."""
         return [self.load(path, spec, limits)]
 
+    def cuts(self, spec: InputSpec, limits: Any = None) -> bool:
+        """Whether :meth:`load_all` cuts a file into parts (cycles, windows) with this spec and
+        these limits; then each sample is named ``<file>#<part>``."""
+        return False
+
     def display_part(
         self, path: str | Path, spec: InputSpec, limits: Any = None, part: int = 0
     ) -> np.ndarray:

@@ -113,6 +113,11 @@ class SeriesModality(Modality):
     def reading(self, card: ModelCard) -> CycleReading:
         return CycleReading.from_params(card.detector_params)
 
+    def cuts(  # type: ignore[override]
+        self, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
+    ) -> bool:
+        return isinstance(limits, CycleReading) and limits.segment is not None
+
     def load_all(  # type: ignore[override]
         self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
     ) -> list[np.ndarray]:
