@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     onnx_p.add_argument(
         "--samples",
         type=Path,
-        help="folder of samples for the parity check (default: synthetic normal + anomalous)",
+        help="folder of samples for the parity check (default: 6 of the training samples, or "
+        "synthetic ones when the card's training folder is not here, and 6 synthetic anomalies)",
     )
     onnx_p.add_argument(
         "--rtol",

@@ -52,14 +52,13 @@ def controller_log(cycles: list, path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def series_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(checkpoint, ONNX graph) of a PCA trained on controller logs cut by their cycle counter."""
+def series_model_at(root: Path, export: bool = True) -> tuple[Path, Path]:
+    """(checkpoint, ONNX graph) of a PCA trained on a controller log of 12 cycles in
+    ``root/logs``, cut by its cycle counter."""
     import yaml
 
     from flowedge.export.checked import ExportRequest, run_export
 
-    root = tmp_path_factory.mktemp("controller")
     (root / "logs").mkdir()
     controller_log(sim.simulate_set(12, 0, seed=3, rate_hz=RATE), root / "logs" / "shift.csv")
     detector = {
@@ -75,8 +74,14 @@ def series_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     checkpoint = root / "model"
     argv = ["train", str(root / "logs"), "--config", str(config), "--out", str(checkpoint)]
     assert main(argv) == 0
-    run_export(ExportRequest(checkpoint, root / "model.onnx"))
+    if export:
+        run_export(ExportRequest(checkpoint, root / "model.onnx"))
     return checkpoint, root / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def series_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return series_model_at(tmp_path_factory.mktemp("controller"))
 
 
 @pytest.mark.parametrize("model_file", ["checkpoint", "onnx"])
