@@ -91,8 +91,10 @@ def score_folders(
 
     # a series model's logs are read and cut into cycles as its card says (as eval does)
     load = partial(modality.load_all, spec=spec, limits=modality.reading(card))
-    with Progress(len(paths), desc, "sample", bar=show_progress) as progress:
-        for names, batch in load_batches(paths, load, batch_size, skip):
+    with Progress(len(paths), desc, "file", bar=show_progress) as progress:
+        for names, batch in load_batches(
+            paths, load, batch_size, skip, on_read=progress.files_read
+        ):
             values = np.asarray(infer(batch), dtype=np.float64).reshape(-1)
             bad = [str(p) for p, v in zip(names, values, strict=True) if not np.isfinite(v)]
             if bad:
@@ -102,7 +104,6 @@ def score_folders(
                 )
             out.files.extend(str(p) for p in names)
             scores.append(values)
-            progress.advance_to(len(out.files) + len(out.skipped))
     if out.skipped:
         log.warning(
             "%d of %d files skipped as unreadable (listed in the file)",

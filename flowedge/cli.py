@@ -20,7 +20,8 @@ from flowedge.core.extras import needs_extras
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": (
         "flowedge.flows.cmd_train",
-        "train a detector on normal images (writes a checkpoint + model card)",
+        "train a detector on normal samples: images, sounds or robot logs "
+        "(writes a checkpoint + model card)",
     ),
     "eval": (
         "flowedge.flows.cmd_eval",

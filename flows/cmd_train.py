@@ -187,11 +187,12 @@ def train_checkpoint(
     )
 
 
-def _trained_on(data: Mapping[str, Any]) -> str:
-    """'40 images' or '12 cycles', from the card's training data summary."""
+def _trained_on(card: ModelCard) -> str:
+    """'40 images', '120 samples' (windows of recordings) or '12 cycles', from the card."""
+    data = card.training["data"]
     if "n_cycles" in data:
         return f"{data['n_cycles']} cycles"
-    return f"{data['n_images']} images"
+    return f"{data['n_images']} {'images' if card.input.kind == 'image' else 'samples'}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -202,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     data = card.training["data"]
     loss = card.training["final_loss"]
     print(
-        f"model {card.model_id}: {card.detector} trained on {_trained_on(data)}, "
+        f"model {card.model_id}: {card.detector} trained on {_trained_on(card)}, "
         f"{card.training['epochs']} epochs, final loss {'n/a' if loss is None else f'{loss:.4g}'}"
     )
     if data["n_skipped"]:

@@ -9,7 +9,7 @@ a :class:`LoadSummary` that ends up in the model card or the evaluation report.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,10 +138,12 @@ def iter_batches(
     summary: LoadSummary,
     num_workers: int = 0,
     limits: Any = None,
+    on_read: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, list[Sample]]]:
     """Yield ([B, *spec.tensor_shape] float32 batch, its samples), skipping unusable files
     into ``summary``. ``limits`` is the modality's reading limits or format (series: the
-    card's log format), None for its defaults.
+    card's log format), None for its defaults. ``on_read(files, samples)``: progress, see
+    :func:`flowedge.modalities.batches.load_batches`.
 
     Raises :class:`DataError` naming ``summary.root`` when no sample at all was usable.
     ``num_workers`` > 0 decodes in threads.
@@ -153,6 +155,7 @@ def iter_batches(
         batch_size,
         summary.skip,
         num_workers,
+        on_read,
     ):
         summary.n_ok += len(kept)
         yield batch, kept

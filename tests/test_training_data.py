@@ -1,0 +1,70 @@
+"""What ``flowedge train`` and ``eval`` say about the data they read, for every modality:
+help texts that do not assume images, progress in samples, and a labelled folder refused."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowedge.cli import COMMANDS, command_parser, main
+from flowedge.modalities import get_modality
+
+IMAGE_ONLY = {"image_size", "intensity", "backbone_weights"}  # options only image models have
+
+
+@pytest.mark.parametrize("name", ["train", "eval", "calibrate"])
+def test_help_speaks_of_samples_not_images(name: str) -> None:
+    parser, _ = command_parser(name)
+    texts = {"description": COMMANDS[name][1]}
+    texts |= {a.dest: a.help or "" for a in parser._actions if a.dest not in IMAGE_ONLY}
+    said = {key: text for key, text in texts.items() if _assumes_images(text)}
+    assert not said, f"flowedge {name} --help assumes images: {said}"
+
+
+def _assumes_images(text: str) -> bool:
+    """Speaks of images without naming the other modalities beside them."""
+    others = re.search(r"sound|audio", text) and re.search(r"\blogs?\b|series", text)
+    return bool(re.search(r"\bimages?\b", text)) and not others
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 4 s recording in a folder: a long recording the model cuts into 0.5 s windows."""
+    root = tmp_path_factory.mktemp("recording")
+    get_modality("audio").synthesize(root / "motor", 1, 0, 0, sample_rate=16000, duration_s=4.0)
+    return root / "motor" / "train" / "good"
+
+
+def test_training_progress_counts_files_and_the_samples_they_give(
+    recording: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys
+) -> None:
+    pytest.importorskip("soundfile")
+    pytest.importorskip("torch")
+    front_end = dict(
+        sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=32,
+        duration_s=0.5, cut={"window_s": 0.5},
+    )  # fmt: skip
+    detector = {
+        "kind": "audioflow",
+        "image_size": [128, 128],
+        "n_blocks": 1,
+        "kernel_sizes": [3],
+        "hidden_channels": 8,
+        "front_end": front_end,
+        "backbone": {"weights": "none"},
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"detector": detector, "training": {"epochs": 1}}))
+    argv = ["train", str(recording), "--config", str(config), "--out", str(tmp_path / "m")]
+    with caplog.at_level(logging.INFO, "flowedge.progress"):
+        assert main([*argv, "--no-progress"]) == 0
+    features = [r.getMessage() for r in caplog.records if r.getMessage().startswith("features:")]
+    assert features and "1/1 file (100 %)" in features[-1] and "samples 8" in features[-1]
+    assert "trained on 8 samples" in capsys.readouterr().out
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["training"]["data"]["n_images"] == 8  # the card's key, for every modality
