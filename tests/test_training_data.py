@@ -68,3 +68,37 @@ def test_training_progress_counts_files_and_the_samples_they_give(
     assert "trained on 8 samples" in capsys.readouterr().out
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert card["training"]["data"]["n_images"] == 8  # the card's key, for every modality
+
+
+@pytest.mark.parametrize("modality", ["image", "audio", "series"])
+def test_a_labelled_test_folder_is_not_training_data(modality: str, tmp_path: Path) -> None:
+    from flowedge.core.errors import DataError
+    from flowedge.flows.data.datasets import training_samples
+
+    root = get_modality(modality).synthesize(tmp_path / "data", 1, 2, 1, seed=0)
+    good = root / "test" / "good"
+    with pytest.raises(
+        DataError, match=rf"{good} holds normal samples, and .* beside it hold defects"
+    ):
+        training_samples(root / "test", modality)
+
+
+def test_train_on_a_labelled_test_folder_exits_3_naming_the_good_folder(
+    tmp_path: Path, capsys
+) -> None:
+    root = get_modality("image").synthesize(tmp_path / "data", 1, 2, 1, seed=0)
+    argv = ["train", str(root / "test"), "--out", str(tmp_path / "m"), "--detector", "gaussian"]
+    assert main([*argv, "--image-size", "32", "--backbone-weights", "none"]) == 3
+    err = capsys.readouterr().err
+    assert f"{root / 'test' / 'good'} holds normal samples" in err
+    assert "point flowedge train at" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_folder_of_normal_samples_in_a_good_subfolder_is_used(tmp_path: Path) -> None:
+    from flowedge.flows.data.datasets import training_samples
+
+    root = get_modality("image").synthesize(tmp_path / "data", 2, 2, 1, seed=0)
+    (tmp_path / "normal").mkdir()
+    (root / "test" / "good").rename(tmp_path / "normal" / "good")
+    assert len(training_samples(tmp_path / "normal", "image")) == 2

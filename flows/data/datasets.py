@@ -64,9 +64,26 @@ def _require_dir(path: Path, what: str) -> None:
         raise DataError(f"{what} {path} is not a directory; check the path")
 
 
+def _labelled_layout(folder: Path, paths: list[Path]) -> tuple[Path, list[str]] | None:
+    """(the ``good`` folder, the folders beside it) when ``paths`` lie in a labelled layout
+    (``good/`` next to ``crack/``, ``scratch/``...), else None."""
+    beside: dict[tuple[str, ...], set[str]] = {}
+    for path in paths:
+        parts = path.relative_to(folder).parts[:-1]
+        for depth, name in enumerate(parts):
+            beside.setdefault(parts[:depth], set()).add(name)
+    for parent, names in sorted(beside.items()):
+        if GOOD in names and len(names) > 1:
+            return folder.joinpath(*parent, GOOD), sorted(names - {GOOD})
+    return None
+
+
 def training_samples(root: str | Path, kind: str = "image") -> list[Sample]:
     """Normal samples of modality ``kind`` for training: ``root/train/good`` of an MVTec
-    category, else every such file under ``root`` (recursive)."""
+    category, else every such file under ``root`` (recursive).
+
+    A labelled folder (a ``good`` folder beside defect folders, like MVTec's ``test``) is
+    refused rather than trained on whole, defects included, as normal."""
     root = Path(root)
     _require_dir(root, "training data folder")
     mvtec_train = root / "train" / GOOD
@@ -82,6 +99,15 @@ def training_samples(root: str | Path, kind: str = "image") -> list[Sample]:
         raise DataError(
             f"no {kind} files ({', '.join(sorted(modality.extensions))}) found in {folder}; "
             "give an MVTec category root (with train/good) or a folder of normal samples"
+        )
+    labelled = _labelled_layout(folder, paths)
+    if labelled is not None:
+        good, others = labelled
+        raise DataError(
+            f"{folder} is a labelled set: {good} holds normal samples, and "
+            f"{', '.join(others)} beside it hold defects, which training would learn as normal; "
+            f"point flowedge train at {good}, at an MVTec category root (with train/good) or "
+            "at a folder of normal samples only"
         )
     return [Sample(path) for path in paths]
 
