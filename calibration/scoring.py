@@ -134,7 +134,11 @@ def training_overlap(files: list[str], card: ModelCard) -> list[str]:
         return []
     from flowedge.flows.data.datasets import training_samples
 
-    train = [s.path for s in training_samples(root, card.input.kind)]
+    try:
+        train = [s.path for s in training_samples(root, card.input.kind)]
+    except DataError as exc:  # emptied since, or a labelled folder an older flowedge took
+        log.warning("cannot check the calibration data against the training data: %s", exc)
+        return []
     train_paths = {p.resolve() for p in train}
     by_size: dict[int, list[Path]] = {}
     for p in train:
