@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from flowedge.core.card import ModelCard
-from flowedge.core.errors import BadInputError, DataError
+from flowedge.core.errors import BadInputError, ConfigError, DataError
 from flowedge.core.progress import Progress
 from flowedge.modalities import get_modality
 from flowedge.modalities.batches import load_batches
@@ -45,7 +45,7 @@ def sample_files(folder: Path, kind: str) -> list[Path]:
     """Every file of modality ``kind`` under ``folder`` (recursive), refusing mask folders and
     empty folders."""
     if not folder.is_dir():
-        raise DataError(f"sample folder {folder} is not a directory; check the path")
+        raise ConfigError(f"sample folder {folder} is not a directory; check the path")
     modality = get_modality(kind)
     paths = modality.list_files(folder, recursive=True)
     if any("ground_truth" in p.relative_to(folder).parts for p in paths):

@@ -5,8 +5,8 @@ validates the file, opens the model and its threshold, takes a first sample from
 each source, connects to the broker with the station's credentials and TLS
 (under a ``-check`` client id, so a running station is not disconnected) and
 checks the spool can be written. One ``OK``/``FAIL`` line per check with what
-to do; exit 0 only when all pass, else the most basic failure's code (2 config,
-3 missing data or model file, 4 model mismatch, 5 a check failed).
+to do; exit 0 only when all pass, else the most basic failure's code (2 config or a
+path that does not exist, 3 unreadable data, 4 model mismatch, 5 a check failed).
 """
 
 from __future__ import annotations
@@ -105,17 +105,20 @@ def check_source(source: SourceConfig, timeout_s: float) -> CheckResult:
             return failed(
                 name,
                 f"{source.kind} path {folder} is not a directory; create it or fix the path",
-                EXIT_DATA,
+                EXIT_USAGE,
             )
         if not os.access(folder, os.R_OK | os.X_OK):
-            return failed(name, f"{folder} is not readable by this user; fix its permissions")
+            return failed(
+                name, f"{folder} is not readable by this user; fix its permissions", EXIT_DATA
+            )
         if source.kind == "watch":
             return passed(name, f"watching {folder} for {source.pattern}")
     if source.kind == "tail":  # a cycle only comes when the robot runs: the log must be there
         log_file = Path(source.path)
         if not log_file.is_file() or not os.access(log_file, os.R_OK):
+            code = EXIT_DATA if log_file.is_file() else EXIT_USAGE
             return failed(
-                name, f"log {log_file} is missing or unreadable; check sources[].path", EXIT_DATA
+                name, f"log {log_file} is missing or unreadable; check sources[].path", code
             )
         return passed(name, f"tailing {log_file}")
     if source.kind == "microphone":  # a motion only comes when the part moves: open the device

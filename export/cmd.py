@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from flowedge.core.card import ModelCard
-from flowedge.core.metadata import MIN_OPSET
+from flowedge.core.metadata import MIN_OPSET, check_opset
 from flowedge.core.outpaths import check_output_file
 from flowedge.export.calibration_ref import check_bound_to, load_calibration
 
@@ -103,6 +103,7 @@ def _refuse_foreign_calibration(path: Path, checkpoint: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.target == "onnx":
+        check_opset(args.opset)
         check_output_file(args.out)
         if args.calibration is not None:
             _refuse_foreign_calibration(args.calibration, args.checkpoint)

@@ -54,9 +54,9 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EPILOG = """commands:
 {commands}
 
-exit codes: 0 ok, 1 internal error, 2 bad usage or config, 3 bad data,
-            4 model mismatch, 5 a check failed (parity, calibration, target),
-            130 interrupted (Ctrl-C)
+exit codes: 0 ok, 1 internal error, 2 bad usage or config (also a path that
+            does not exist), 3 unusable data, 4 unusable or mismatched model file,
+            5 a check failed (parity, calibration, target), 130 interrupted (Ctrl-C)
 see 'flowedge COMMAND --help' for each command"""
 
 
@@ -121,11 +121,18 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, ModuleType]:
         prog=f"flowedge {name}", description=help_text, formatter_class=HelpFormatter
     )
     module.add_arguments(parser)
-    for action in parser._actions:  # subcommands of a command (export onnx|trt) show them too
+    _settle(parser)
+    return parser, module
+
+
+def _settle(parser: argparse.ArgumentParser) -> None:
+    """What every command's parser gets, subcommands (export onnx|trt) included: defaults in
+    --help."""
+    for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 sub.formatter_class = HelpFormatter
-    return parser, module
+                _settle(sub)
 
 
 def _run_command(name: str, argv: list[str]) -> int:

@@ -17,8 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 from flowedge.api import ERROR, Model, Result, files_of, load
-from flowedge.core.errors import DataError
+from flowedge.core.errors import ConfigError, DataError
 from flowedge.core.progress import Progress
+from flowedge.modalities import get_modality
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not any(path.exists() for path in args.inputs):
+        raise ConfigError(
+            f"{', '.join(map(str, args.inputs))}: no such file or folder; give sample files or "
+            "folders that contain them"
+        )
     with load(
         args.model,
         threshold=args.threshold,
@@ -75,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
     ) as model:
         files = files_of(args.inputs, model.card)
         if not files:
+            kind = model.card.input.kind
             raise DataError(
-                f"no input files found in {', '.join(map(str, args.inputs))}; give image files "
-                "or folders that contain them"
+                f"no input files found in {', '.join(map(str, args.inputs))}; give {kind} files "
+                f"({', '.join(sorted(get_modality(kind).extensions))}) or folders that contain them"
             )
         log.info("scoring %d file(s) with %s", len(files), model.card.model_id)
         counts = write_scores(model, files, args.out, show_progress=not args.no_progress)

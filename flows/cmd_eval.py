@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flowedge.core.card import CardError, ModelCard
-from flowedge.core.errors import CheckFailedError, DataError
+from flowedge.core.errors import CheckFailedError, ConfigError
 from flowedge.core.outpaths import check_output_dir
 from flowedge.flows.data.datasets import labelled_samples
 
@@ -102,7 +102,10 @@ def log_plan(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.test_root.is_dir():
-        raise DataError(f"test data folder {args.test_root} not found")
+        raise ConfigError(
+            f"test data folder {args.test_root} not found; give an MVTec category root (with "
+            "test/good and test/<defect>) or its test folder"
+        )
     check_output_dir(args.out)
     log_plan(args)
     from flowedge.flows.evaluate import evaluate  # heavy: torch, timm, matplotlib

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flowedge.core.card import INTENSITIES, ModelCard
-from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.errors import ConfigError
 from flowedge.core.outpaths import check_output_dir
 from flowedge.core.validation import format_validation_error
 from flowedge.core.yamlfile import read_yaml
@@ -178,7 +178,10 @@ def train_checkpoint(
 ) -> ModelCard:
     """What ``flowedge train`` and :func:`flowedge.train` run: check, describe, train, save."""
     if not data_dir.is_dir():
-        raise DataError(f"training data folder {data_dir} not found")
+        raise ConfigError(
+            f"training data folder {data_dir} not found; give an MVTec category root (with "
+            "train/good) or a folder of normal samples"
+        )
     check_output_dir(out)
     log_plan(det_cfg, train_cfg, data_dir, device)
     trainer = importlib.import_module(TRAINERS.get(det_cfg.modality, DEFAULT_TRAINER))

@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from flowedge.backends.base import Backend
-from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.errors import ConfigError
 
 # backend name -> (module, class); each class has ``open(path, device, threads)``
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -39,7 +39,7 @@ _MODEL_FILES = (
 def backend_for(path: Path, backend: str = "auto") -> str:
     """The backend that runs ``path``: ``backend`` itself, or for "auto" the one its kind needs."""
     if not path.exists():
-        raise DataError(f"{path} not found; {_MODEL_FILES}")
+        raise ConfigError(f"{path} not found; {_MODEL_FILES}")
     if backend != "auto":
         if backend not in BACKENDS:
             raise ConfigError(

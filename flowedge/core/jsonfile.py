@@ -24,10 +24,20 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("nested too deeply for the JSON parser") from None
 
 
-def read_json(path: Path, what: str, error: type[FlowedgeError], missing: str, invalid: str) -> Any:
-    """Parsed content of ``path``; ``missing``/``invalid`` say what to do in each failure."""
+def read_json(
+    path: Path,
+    what: str,
+    error: type[FlowedgeError],
+    missing: str,
+    invalid: str,
+    missing_error: type[FlowedgeError] | None = None,
+) -> Any:
+    """Parsed content of ``path``; ``missing``/``invalid`` say what to do in each failure.
+
+    ``error`` is raised for a file that cannot be read or parsed, ``missing_error`` (default:
+    ``error``) for no file at all: a path the user gave wrong is not a damaged file."""
     if not path.is_file():
-        raise error(f"{what} {path} not found; {missing}")
+        raise (missing_error or error)(f"{what} {path} not found; {missing}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

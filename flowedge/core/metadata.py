@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowedge.core.card import CardError, ModelCard
+from flowedge.core.errors import ConfigError
 from flowedge.core.jsonfile import parse_json
 
 CARD_KEY = "flowedge.card"  # the model card JSON (calibration_sha256 set when bound)
@@ -20,6 +21,12 @@ PARITY_KEY = "flowedge.parity"  # JSON report of the export's parity check
 MIN_OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("score", "map")
+
+
+def check_opset(opset: int) -> None:
+    """An opset older than the graphs need is a bad option value (exit 2), refused before work."""
+    if opset < MIN_OPSET:
+        raise ConfigError(f"ONNX opset {opset} is too old; use --opset {MIN_OPSET} or newer")
 
 
 def card_from_metadata(meta: dict[str, str], source: str) -> ModelCard:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from flowedge.core.card import InputSpec
-from flowedge.core.errors import BadInputError, DataError
+from flowedge.core.errors import BadInputError, ConfigError, DataError
 from flowedge.modalities import get_modality
 from flowedge.modalities.batches import load_batches
 from flowedge.modalities.image import read_image
@@ -61,7 +61,7 @@ class LoadSummary:
 
 def _require_dir(path: Path, what: str) -> None:
     if not path.is_dir():
-        raise DataError(f"{what} {path} is not a directory; check the path")
+        raise ConfigError(f"{what} {path} is not a directory; check the path")
 
 
 def _labelled_layout(folder: Path, paths: list[Path]) -> tuple[Path, list[str]] | None:
