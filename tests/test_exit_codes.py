@@ -225,3 +225,99 @@ def test_each_command_follows_the_rule(
     said = out.out + out.err
     assert (code, message in said) == (expected, True), said[-2000:]
     assert "Traceback" not in said
+
+
+LONG = "/tmp/" + "x" * 4096  # a 4 KB path, its last name far over 255 bytes
+DEEP = "/tmp/" + "/".join(["d" * 200] * 25)  # names that fit, 5 KB together
+
+# (tmp, checkpoint, dataset, path) -> argv with ``path`` in one path argument or config key
+LongArgv = Callable[[Path, Path, Path, str], list[str]]
+
+
+def long_config(tmp: Path, key: str, path: str) -> Path:
+    """The station config with ``key`` (``section.name`` or ``sources.path``) set to ``path``."""
+    config = yaml.safe_load(station_config(tmp).read_text(encoding="utf-8"))
+    section, name = key.split(".")
+    if section == "sources":
+        config["sources"][0][name] = path
+    elif section == "detector":
+        config["detector"] = {"kind": "gaussian", "backbone": {"weights": path}}
+    else:
+        config[section][name] = path
+    return text(tmp / "long.yaml", yaml.safe_dump(config))
+
+
+LONG_PATHS: dict[str, LongArgv] = {
+    "predict MODEL": lambda t, m, d, p: ["predict", p, str(d), "--out", str(t / "s.csv")],
+    "predict INPUT": lambda t, m, d, p: ["predict", str(m), p, "--out", str(t / "s.csv")],
+    "predict --out": lambda t, m, d, p: ["predict", str(m), str(d), "--out", p],
+    "predict --calibration": lambda t, m, d, p: (
+        ["predict", str(m), str(d), "--out", "s.csv"] + ["--calibration", p]
+    ),
+    "eval CHECKPOINT": lambda t, m, d, p: ["eval", p, str(d), "--out", str(t / "e")],
+    "eval TEST_ROOT": lambda t, m, d, p: ["eval", str(m), p, "--out", str(t / "e")],
+    "eval --out": lambda t, m, d, p: ["eval", str(m), str(d), "--out", p],
+    "calibrate CHECKPOINT": lambda t, m, d, p: ["calibrate", p, "--normal", str(d)],
+    "calibrate --normal": lambda t, m, d, p: ["calibrate", str(m), "--normal", p],
+    "calibrate --out": lambda t, m, d, p: ["calibrate", str(m), "--normal", str(d), "--out", p],
+    "calibrate --update": lambda t, m, d, p: (
+        ["calibrate", str(m), "--normal", str(d)] + ["--update", p]
+    ),
+    "export onnx CHECKPOINT": lambda t, m, d, p: ["export", "onnx", p],
+    "export onnx --out": lambda t, m, d, p: ["export", "onnx", str(m), "--out", p],
+    "export onnx --calibration": lambda t, m, d, p: ["export", "onnx", str(m), "--calibration", p],
+    "export onnx --samples": lambda t, m, d, p: ["export", "onnx", str(m), "--samples", p],
+    "export trt MODEL": lambda t, m, d, p: ["export", "trt", p],
+    "export trt --int8-images": lambda t, m, d, p: ["export", "trt", "m.onnx", "--int8-images", p],
+    "train DATA_DIR": lambda t, m, d, p: ["train", p, "--out", str(t / "m")],
+    "train --out": lambda t, m, d, p: ["train", str(d), "--out", p],
+    "train --config": lambda t, m, d, p: ["train", str(d), "--out", str(t / "m"), "--config", p],
+    "train --backbone-weights": lambda t, m, d, p: (
+        ["train", str(d), "--out", str(t / "m")] + ["--backbone-weights", p]
+    ),
+    "train detector.backbone.weights": lambda t, m, d, p: (
+        ["train", str(d), "--out", str(t / "m")]
+        + ["--config", str(long_config(t, "detector.weights", p))]
+    ),
+    "upgrade-card CHECKPOINT": lambda t, m, d, p: ["upgrade-card", p],
+    "demo --out": lambda t, m, d, p: ["demo", "--out", p],
+    "run --config": lambda t, m, d, p: ["run", "--config", p],
+    "check --config": lambda t, m, d, p: ["check", "--config", p],
+    **{
+        f"{command} {key}": (
+            lambda t, m, d, p, command=command, key=key: [
+                command,
+                "--config",
+                str(long_config(t, key, p)),
+            ]
+        )
+        for command in ("run", "check")
+        for key in (
+            "model.path",
+            "model.calibration",
+            "sources.path",
+            "spool.path",
+            "pipeline.heatmap_dir",
+        )
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(LONG_PATHS))
+def test_a_path_no_file_system_takes_is_a_usage_error(
+    case: str, tiny_checkpoint: Path, synthetic_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    argv = LONG_PATHS[case](tmp_path, tiny_checkpoint, synthetic_dataset, LONG)
+    assert exit_code(argv) == EXIT_USAGE
+    out = capsys.readouterr()
+    said = out.out + out.err
+    assert "too long" in said and "give a shorter path" in said, said[-2000:]
+    where = case.split(" ")[-1]  # the argument (argparse names it) or the config key
+    named = where.lower().replace("-", "_").lstrip("_").split(".")[-1]
+    assert named in said.lower().replace("-", "_").replace(".", "_"), said[-2000:]
+    assert "Traceback" not in said
+
+
+def test_a_path_of_short_names_too_long_together_is_refused(tmp_path: Path, capsys) -> None:
+    assert exit_code(["predict", "model.onnx", "in", "--out", DEEP]) == EXIT_USAGE
+    assert "is too long: 5029 bytes" in capsys.readouterr().err
