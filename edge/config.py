@@ -173,9 +173,10 @@ class MicrophoneConfig(Strict):
 class SourceConfig(Strict):
     name: Name
     kind: Literal["camera", "folder", "watch", "tail", "microphone", "ethercat"]
-    # what the files are: image, or audio (WAV/FLAC, one motion per file); the model's
-    # input kind must match. The default pattern follows it.
-    modality: Literal["image", "audio"] = "image"
+    # what the files are: image, or audio (WAV/FLAC, one motion per file), or series (robot
+    # cycles: what a tail source yields); the model's input kind must match. The default
+    # pattern follows it.
+    modality: Literal["image", "audio", "series"] = "image"
     # camera: index ("0"), device path, RTSP/HTTP URL, GStreamer pipeline or video file
     uri: str | None = None
     # folder (replay) and watch (new files dropped by a vision system)
