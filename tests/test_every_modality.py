@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import tiny_audio_detector
 
 from flowedge.modalities import get_modality
 from flowedge.modalities.series_io import SignalTable, read_log, write_csv
@@ -46,25 +47,7 @@ PLANS = {
     "image": Plan(
         {"kind": "gaussian", "image_size": 64, "backbone": {"weights": "none"}}, {"size": 64}
     ),
-    "audio": Plan(
-        {
-            "kind": "audioflow",
-            "image_size": [128, 128],
-            "n_blocks": 1,
-            "kernel_sizes": [3],
-            "hidden_channels": 8,
-            "backbone": {"weights": "none"},
-            "front_end": {
-                "sample_rate": 16000,
-                "n_fft": 512,
-                "win_length": 512,
-                "hop_length": 160,
-                "n_mels": 32,
-                "duration_s": 0.5,
-            },
-        },
-        {"sample_rate": 16000, "duration_s": 0.5},
-    ),
+    "audio": Plan(tiny_audio_detector(duration_s=0.5), {"sample_rate": 16000, "duration_s": 0.5}),
     "series": Plan(
         {"kind": "pca", "signals": SERIES_SIGNALS, "rate_hz": 10.0, "n_components": 4},
         n_test_defect=2,

@@ -51,19 +51,10 @@ def short_clip_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = get_modality("audio").synthesize(
         root / "motor", 4, 0, 0, sample_rate=16000, duration_s=SHORT
     )
-    front_end = dict(
-        sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=32, duration_s=SHORT
-    )
+    from conftest import tiny_audio_detector
+
     config = root / "config.yaml"
-    detector = {
-        "kind": "audioflow",
-        "image_size": [128, 128],
-        "n_blocks": 1,
-        "kernel_sizes": [3],
-        "hidden_channels": 8,
-        "front_end": front_end,
-        "backbone": {"weights": "none"},
-    }
+    detector = tiny_audio_detector(duration_s=SHORT)
     training = {"epochs": 1, "batch_size": 4}
     config.write_text(yaml.safe_dump({"detector": detector, "training": training}))
     argv = ["train", str(data), "--config", str(config), "--out", str(root / "model")]

@@ -43,21 +43,11 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_training_progress_counts_files_and_the_samples_they_give(
     recording: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys
 ) -> None:
+    from conftest import tiny_audio_detector
+
     pytest.importorskip("soundfile")
     pytest.importorskip("torch")
-    front_end = dict(
-        sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=32,
-        duration_s=0.5, cut={"window_s": 0.5},
-    )  # fmt: skip
-    detector = {
-        "kind": "audioflow",
-        "image_size": [128, 128],
-        "n_blocks": 1,
-        "kernel_sizes": [3],
-        "hidden_channels": 8,
-        "front_end": front_end,
-        "backbone": {"weights": "none"},
-    }
+    detector = tiny_audio_detector(duration_s=0.5, cut={"window_s": 0.5})
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"detector": detector, "training": {"epochs": 1}}))
     argv = ["train", str(recording), "--config", str(config), "--out", str(tmp_path / "m")]
