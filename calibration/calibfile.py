@@ -24,7 +24,7 @@ from typing import Any
 
 from flowedge.calibration.distribution import ScoreDistribution
 from flowedge.core.card import ModelCard, sha256_file
-from flowedge.core.errors import DataError, ModelMismatchError
+from flowedge.core.errors import ConfigError, ModelMismatchError
 from flowedge.core.jsonfile import read_json
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,15 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "calibration") -> Calibration:
-        """Validate a parsed file; every problem is a :class:`DataError` naming ``source``."""
+        """Validate a parsed file; every problem is a :class:`ModelMismatchError` naming
+        ``source`` (a calibration file is part of the model it is bound to)."""
         if not isinstance(data, dict):
-            raise DataError(f"{source}: expected a JSON object, got {type(data).__name__}")
+            raise ModelMismatchError(
+                f"{source}: expected a JSON object, got {type(data).__name__}; recalibrate"
+            )
         fmt = str(data.get("calibration_format", ""))
         if fmt.split(".")[0] != CALIBRATION_FORMAT.split(".")[0]:
-            raise DataError(
+            raise ModelMismatchError(
                 f"{source}: calibration format {fmt or '?'} is not readable by this flowedge "
                 f"(format {CALIBRATION_FORMAT}); recalibrate with 'flowedge calibrate'"
             )
@@ -79,12 +82,12 @@ class Calibration:
                 path=source,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(
+            raise ModelMismatchError(
                 f"{source}: malformed calibration file ({type(exc).__name__}: {exc}); "
                 "it is damaged or hand-edited: recalibrate with 'flowedge calibrate'"
             ) from exc
         if not math.isfinite(threshold):
-            raise DataError(f"{source}: threshold {threshold} is not finite; recalibrate")
+            raise ModelMismatchError(f"{source}: threshold {threshold} is not finite; recalibrate")
         return calibration
 
 
@@ -115,26 +118,32 @@ def check_binding(calibration: Calibration, card: ModelCard) -> None:
         )
 
 
-def read_calibration(path: str | Path) -> Calibration:
-    """Read and validate a calibration file without checking which model it is bound to."""
-    path = Path(path)
-    data = read_json(
+def read_calibration_json(path: Path) -> Any:
+    """The parsed calibration file, unchecked: no file is a wrong path (exit 2), a file that
+    cannot be read or parsed a damaged one (exit 4)."""
+    return read_json(
         path,
         "calibration file",
-        DataError,
+        ModelMismatchError,
         missing="create it with 'flowedge calibrate CHECKPOINT --normal DIR --out calibration.json' "
         "or set model.calibration to the right path",
         invalid="recalibrate with 'flowedge calibrate'",
+        missing_error=ConfigError,
     )
-    calibration = Calibration.from_dict(data, source=str(path))
+
+
+def read_calibration(path: str | Path) -> Calibration:
+    """Read and validate a calibration file without checking which model it is bound to."""
+    path = Path(path)
+    calibration = Calibration.from_dict(read_calibration_json(path), source=str(path))
     return _with_hash(calibration, path)
 
 
 def load_calibration(path: str | Path, card: ModelCard) -> Calibration:
     """Read a calibration file and check it belongs to ``card``'s weights.
 
-    Raises :class:`DataError` (exit 3) when missing or malformed and
-    :class:`ModelMismatchError` (exit 4) when bound to another model.
+    Raises :class:`ConfigError` (exit 2) when missing and :class:`ModelMismatchError`
+    (exit 4) when malformed or bound to another model.
     """
     calibration = read_calibration(path)
     check_binding(calibration, card)

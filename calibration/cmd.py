@@ -40,14 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="DIR",
-        help="held-out normal images (recursive; repeatable); never the training images",
+        help="held-out normal samples (recursive; repeatable); never the training samples",
     )
     parser.add_argument(
         "--anomalous",
         type=Path,
         action="append",
         metavar="DIR",
-        help="labelled defect images (repeatable): needed by f1/youden/cost, reported otherwise",
+        help="labelled defect samples (repeatable): needed by f1/youden/cost, reported otherwise",
     )
     parser.add_argument(
         "--strategy",
@@ -84,10 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=tuple(BACKENDS),
         default=directory_backend(),  # the checkpoint's own runtime
-        help="runtime that scores the images: calibrate with the one the station will run",
+        help="runtime that scores the samples: calibrate with the one the station will run",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per inference (>= 1)")
+    parser.add_argument("--batch-size", type=int, default=16, help="samples per inference (>= 1)")
     parser.add_argument(
         "--bootstrap", type=int, default=DEFAULTS.bootstrap, help="resamples for tail intervals"
     )

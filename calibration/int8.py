@@ -24,6 +24,7 @@ import numpy as np
 from flowedge.calibration.scoring import sample_files
 from flowedge.core.card import InputSpec
 from flowedge.core.errors import BadInputError, ConfigError, DataError
+from flowedge.core.jsonfile import parse_json
 from flowedge.modalities import get_modality
 from flowedge.modalities.batches import load_batches
 
@@ -99,8 +100,8 @@ class CalibrationCache:
         if not self.path.is_file():
             return None
         try:
-            recorded = json.loads(self.meta.read_text(encoding="utf-8")).get("fingerprint")
-        except (OSError, json.JSONDecodeError):
+            recorded = parse_json(self.meta.read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, ValueError):
             recorded = None
         if recorded != self.fingerprint:
             log.info("INT8 cache %s is for other images or preprocessing; recalibrating", self.path)

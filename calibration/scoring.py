@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from flowedge.core.card import ModelCard
-from flowedge.core.errors import BadInputError, DataError
+from flowedge.core.errors import BadInputError, ConfigError, DataError
 from flowedge.core.progress import Progress
 from flowedge.modalities import get_modality
 from flowedge.modalities.batches import load_batches
@@ -45,7 +45,7 @@ def sample_files(folder: Path, kind: str) -> list[Path]:
     """Every file of modality ``kind`` under ``folder`` (recursive), refusing mask folders and
     empty folders."""
     if not folder.is_dir():
-        raise DataError(f"sample folder {folder} is not a directory; check the path")
+        raise ConfigError(f"sample folder {folder} is not a directory; check the path")
     modality = get_modality(kind)
     paths = modality.list_files(folder, recursive=True)
     if any("ground_truth" in p.relative_to(folder).parts for p in paths):
@@ -91,8 +91,10 @@ def score_folders(
 
     # a series model's logs are read and cut into cycles as its card says (as eval does)
     load = partial(modality.load_all, spec=spec, limits=modality.reading(card))
-    with Progress(len(paths), desc, "sample", bar=show_progress) as progress:
-        for names, batch in load_batches(paths, load, batch_size, skip):
+    with Progress(len(paths), desc, "file", bar=show_progress) as progress:
+        for names, batch in load_batches(
+            paths, load, batch_size, skip, on_read=progress.files_read
+        ):
             values = np.asarray(infer(batch), dtype=np.float64).reshape(-1)
             bad = [str(p) for p, v in zip(names, values, strict=True) if not np.isfinite(v)]
             if bad:
@@ -102,7 +104,6 @@ def score_folders(
                 )
             out.files.extend(str(p) for p in names)
             scores.append(values)
-            progress.advance_to(len(out.files) + len(out.skipped))
     if out.skipped:
         log.warning(
             "%d of %d files skipped as unreadable (listed in the file)",
@@ -133,7 +134,11 @@ def training_overlap(files: list[str], card: ModelCard) -> list[str]:
         return []
     from flowedge.flows.data.datasets import training_samples
 
-    train = [s.path for s in training_samples(root, card.input.kind)]
+    try:
+        train = [s.path for s in training_samples(root, card.input.kind)]
+    except DataError as exc:  # emptied since, or a labelled folder an older flowedge took
+        log.warning("cannot check the calibration data against the training data: %s", exc)
+        return []
     train_paths = {p.resolve() for p in train}
     by_size: dict[int, list[Path]] = {}
     for p in train:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import paho.mqtt.client as mqtt
 from pydantic import AfterValidator, Field, model_validator
 
+from flowedge.core.paths import BoundedPath
 from flowedge.core.validation import Strict, ordered_backoff
 
 MQTT_MAX_STRING_BYTES = 65535  # MQTT UTF-8 strings: topic, client id, user name, password
@@ -39,9 +40,9 @@ MqttString = Annotated[str, AfterValidator(mqtt_string)]
 
 
 class TLSConfig(Strict):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: BoundedPath | None = None
+    cert_file: BoundedPath | None = None
+    key_file: BoundedPath | None = None
     insecure: bool = False  # skip hostname check (lab brokers only)
 
     @model_validator(mode="after")

@@ -6,8 +6,8 @@ check (a first sample where one can be had without the line running), each enabl
 sink kind's own check (the MQTT broker with the station's credentials and TLS, under
 a ``-check`` client id so a running station is not disconnected) and checks the
 spool can be written. One ``OK``/``FAIL`` line per check with what
-to do; exit 0 only when all pass, else the most basic failure's code (2 config,
-3 missing data or model file, 4 model mismatch, 5 a check failed).
+to do; exit 0 only when all pass, else the most basic failure's code (2 config or a
+path that does not exist, 3 unreadable data, 4 model mismatch, 5 a check failed).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 from flowedge.calibration.config import DriftConfig
 from flowedge.core.backend_table import check_backend_choice
 from flowedge.core.errors import ConfigError
+from flowedge.core.paths import BoundedPath
 from flowedge.core.validation import Name, Strict, format_validation_error
 from flowedge.core.yamlfile import read_yaml
 from flowedge.edge.broker import MQTT_PORTABLE_CLIENT_ID, MQTTConfig
@@ -44,10 +45,11 @@ UNION_TAGS = frozenset(SOURCE_KINDS) | frozenset(SINK_KINDS)  # left out of erro
 
 class ModelConfig(Strict):
     # A checkpoint directory (weights.safetensors + card.json), an .onnx file or a TensorRT .engine
-    path: Path = Path("runs/demo/model")
+    path: BoundedPath = Path("runs/demo/model")
     backend: Annotated[str, AfterValidator(check_backend_choice)] = "auto"  # auto: by path
     device: str = "cpu"  # torch: cpu | cuda[:N]; onnxruntime: cpu | cuda
-    calibration: Path | None = None  # calibration.json bound to the model; overrides threshold
+    # calibration.json bound to the model; overrides threshold
+    calibration: BoundedPath | None = None
     threshold: float | None = None  # used when no calibration file is given (finite)
     intra_op_threads: int = Field(0, ge=0, description="0: the backend's default")
 
@@ -70,7 +72,7 @@ class PipelineConfig(Strict):
     max_batch: int = Field(8, ge=1, description="infer batches frames that queue up, up to this")
     queue_size: int = Field(32, ge=1)
     heatmaps: Literal["none", "anomalies", "all"] = "anomalies"
-    heatmap_dir: Path = Path("runs/heatmaps")
+    heatmap_dir: BoundedPath = Path("runs/heatmaps")
     # retention per sensor, oldest deleted first: whichever limit is reached first
     heatmap_keep: int = Field(1000, ge=1, description="overlay PNGs kept per sensor")
     heatmap_keep_mb: float = Field(500.0, gt=0, description="megabytes of overlays per sensor")
@@ -78,7 +80,7 @@ class PipelineConfig(Strict):
 
 
 class SpoolConfig(Strict):
-    path: Path = Path("runs/spool.sqlite")
+    path: BoundedPath = Path("runs/spool.sqlite")
     max_messages: int = Field(100_000, ge=10)
     # drop_oldest: keep the newest decisions; reject_new: keep the oldest (both are counted and reported)
     overflow: Literal["drop_oldest", "reject_new"] = "drop_oldest"

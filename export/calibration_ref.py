@@ -6,13 +6,13 @@ model would be embedded in the graph and published by every station running it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowedge.calibration.calibfile import read_calibration_json
 from flowedge.core.card import ModelCard, sha256_file
-from flowedge.core.errors import ConfigError, ModelMismatchError
+from flowedge.core.errors import ModelMismatchError
 
 
 @dataclass(frozen=True)
@@ -26,19 +26,14 @@ class CalibrationRef:
 def load_calibration(path: str | Path) -> CalibrationRef:
     """The calibration file must be JSON with a finite numeric top-level ``threshold``."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"calibration file {path}: cannot read ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"calibration file {path}: not valid JSON ({exc})") from exc
+    data = read_calibration_json(path)
     threshold = data.get("threshold") if isinstance(data, dict) else None
     if (
         isinstance(threshold, bool)
         or not isinstance(threshold, int | float)
         or not math.isfinite(threshold)
     ):
-        raise ConfigError(
+        raise ModelMismatchError(
             f"calibration file {path}: no finite numeric 'threshold' (got {threshold!r}); "
             "write it with 'flowedge calibrate'"
         )

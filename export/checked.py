@@ -27,10 +27,9 @@ from flowedge.export.oplint import supported_ops, unsupported_ops
 from flowedge.export.parity import (
     ParityReport,
     compare,
-    folder_samples,
     fp16_faithful_infer,
+    parity_samples,
     run_in_batches,
-    synthetic_samples,
 )
 from flowedge.flows.checkpoint import load_checkpoint
 from flowedge.flows.detectors.base import Detector
@@ -130,8 +129,7 @@ def parity_checks(
 def run_export(request: ExportRequest) -> dict[str, ParityReport]:
     calibration = load_calibration(request.calibration) if request.calibration else None
     detector, card = load_checkpoint(request.checkpoint, device="cpu")
-    spec = card.input
-    batch = folder_samples(request.samples, spec) if request.samples else synthetic_samples(spec)
+    batch = parity_samples(card, request.samples)
     reference = torch_outputs(detector, batch)
     out = request.out
     with tempfile.TemporaryDirectory(prefix="flowedge-export-") as tmp:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flowedge.core.backend_table import exported_by
 from flowedge.core.card import ModelCard
-from flowedge.core.metadata import MIN_OPSET
+from flowedge.core.metadata import MIN_OPSET, check_opset
 from flowedge.core.outpaths import check_output_file
 from flowedge.export.calibration_ref import check_bound_to, load_calibration
 
@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     onnx_p.add_argument(
         "--samples",
         type=Path,
-        help="folder of samples for the parity check (default: synthetic normal + anomalous)",
+        help="folder of samples for the parity check (default: 6 of the training samples, or "
+        "synthetic ones when the card's training folder is not here, and 6 synthetic anomalies)",
     )
     onnx_p.add_argument(
         "--rtol",
@@ -112,6 +113,7 @@ def _refuse_foreign_calibration(path: Path, checkpoint: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.target == "onnx":
+        check_opset(args.opset)
         check_output_file(args.out)
         if args.calibration is not None:
             _refuse_foreign_calibration(args.calibration, args.checkpoint)

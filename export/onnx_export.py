@@ -32,8 +32,7 @@ from torch import nn
 
 from flowedge.core import metadata
 from flowedge.core.card import ModelCard
-from flowedge.core.errors import CheckFailedError
-from flowedge.core.metadata import MIN_OPSET
+from flowedge.core.metadata import MIN_OPSET, check_opset
 from flowedge.export.calibration_ref import CalibrationRef
 from flowedge.export.onnx_graph import name_nodes, set_metadata
 from flowedge.flows.detectors.base import Detector
@@ -114,8 +113,7 @@ def export_onnx(
 ) -> ExportedGraph:
     """Trace ``detector`` to ``out`` (fp32): input [B, *card.input.tensor_shape], outputs
     ``score`` [B] and ``map`` [B, *card.input.map_shape]."""
-    if opset < MIN_OPSET:
-        raise CheckFailedError(f"opset {opset} is too old; use --opset {MIN_OPSET} or newer")
+    check_opset(opset)
     module = copy.deepcopy(detector).to("cpu").eval()
     rewritten = explicit_same_padding(module)
     if rewritten:

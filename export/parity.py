@@ -13,9 +13,12 @@ ONNX Runtime's CPU provider runs most fp16 nodes through fp32 kernels and drops
 the casts between them, so it cannot show fp16 rounding or overflow; fp16
 graphs are therefore also run on a few samples with ONNX's reference evaluator
 (numpy, true fp16 arithmetic), as a GPU would. Samples go through the real
-preprocessing of the card's modality: its synthetic normal samples and synthetic
-anomalies (for images: the demo dataset's parts and defects), or user files; the
-graph runs at batch sizes 1 and 3 to prove the dynamic batch.
+preprocessing of the card's modality, read as evaluation reads them (a log with the
+card's format, cut into cycles): user files when given; else normal samples from the
+card's training data when that folder is still on this machine (the real sensor's
+range), else the modality's synthetic normal samples; then as many synthetic
+anomalies (for images: the demo dataset's defects), so the high scores are checked
+too. The graph runs at batch sizes 1 and 3 to prove the dynamic batch.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flowedge.core.card import InputSpec
-from flowedge.core.errors import BadInputError, DataError
+from flowedge.core.card import InputSpec, ModelCard
+from flowedge.core.errors import BadInputError, ConfigError, DataError
 from flowedge.modalities import get_modality
 from flowedge.modalities.batches import load_batches
 
@@ -87,19 +90,61 @@ def _skip(path: Path, error: BadInputError) -> None:
     log.warning("parity samples: skipping %s", error)
 
 
-def folder_samples(folder: Path, spec: InputSpec, limit: int = 16) -> np.ndarray:
+def spread_samples(files: Sequence[Path], card: ModelCard, limit: int) -> np.ndarray | None:
+    """Up to ``limit`` samples of ``files``, picked across the list (good and defect subfolders
+    alike) and read as evaluation reads them; None when none is usable."""
+    modality = get_modality(card.input.kind)
+    step = max(1, len(files) // limit)
+    load = partial(modality.load_all, spec=card.input, limits=modality.reading(card))
+    batch = next(load_batches(files[::step][:limit], load, limit, _skip), None)
+    return None if batch is None else batch[1]
+
+
+def folder_samples(folder: Path, card: ModelCard, limit: int = 16) -> np.ndarray:
     """Preprocessed batch of up to ``limit`` samples found (recursively, sorted) in ``folder``."""
-    modality = get_modality(spec.kind)
-    files = modality.list_files(Path(folder), recursive=True)
-    step = max(1, len(files) // limit)  # spread over the folder (e.g. good and defect subfolders)
-    picked = files[::step][:limit]
-    batch = next(load_batches(picked, partial(modality.load, spec=spec), limit, _skip), None)
+    if not folder.is_dir():
+        raise ConfigError(f"--samples {folder} is not a directory; give a folder of samples")
+    modality = get_modality(card.input.kind)
+    batch = spread_samples(modality.list_files(folder, recursive=True), card, limit)
     if batch is None:
         raise DataError(
-            f"sample folder {folder}: no usable {spec.kind} files "
+            f"sample folder {folder}: no usable {card.input.kind} files "
             f"({', '.join(sorted(modality.extensions))}); give a folder of samples"
         )
-    return batch[1]
+    return batch
+
+
+def training_normals(card: ModelCard, limit: int) -> np.ndarray | None:
+    """Up to ``limit`` of the card's training samples, when its training folder is still on
+    this machine and holds usable ones; else None."""
+    from flowedge.flows.data.datasets import training_samples  # the training folder's layout
+
+    root = card.training.get("data", {}).get("root")
+    if not root or not Path(root).is_dir():
+        return None
+    try:
+        files = [sample.path for sample in training_samples(root, card.input.kind)]
+    except DataError:
+        return None
+    batch = spread_samples(files, card, limit)
+    if batch is not None:
+        log.info("parity samples: %d normal from the training data in %s", len(batch), root)
+    return batch
+
+
+def parity_samples(card: ModelCard, folder: Path | None = None, n_normal: int = 6) -> np.ndarray:
+    """The samples export checks the graph on (see the module docstring): ``folder``'s; else
+    normal ones (training data, else synthetic) followed by as many synthetic anomalies."""
+    if folder is not None:
+        return folder_samples(folder, card)
+    normal = training_normals(card, n_normal)
+    if normal is None:
+        log.info(
+            "parity samples: synthetic (the training data of %s is not on this machine)",
+            card.model_id,
+        )
+        return synthetic_samples(card.input, n_normal, n_normal)
+    return np.concatenate([normal, synthetic_samples(card.input, 0, len(normal))])
 
 
 def run_in_batches(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -84,25 +84,60 @@ class Model:
         names = list(names) if names is not None else [_name(s, i) for i, s in enumerate(samples)]
         if len(names) != len(samples):
             raise ConfigError(f"{len(samples)} samples but {len(names)} names; give one per sample")
-        step = self.backend.max_batch  # preprocess one batch at a time: memory stays bounded
-        results: list[Result] = []
-        for start in range(0, len(samples), step):
-            results += self._score_chunk(samples[start : start + step], names[start : start + step])
-        return results
+        prepared = (self._prepared(s, n) for s, n in zip(samples, names, strict=True))
+        return list(self._scored(prepared))
 
-    def _score_chunk(self, samples: Sequence[Sample], names: Sequence[str]) -> list[Result]:
-        results: list[Result | None] = [None] * len(samples)
-        usable: list[tuple[int, np.ndarray]] = []
-        for index, (sample, name) in enumerate(zip(samples, names, strict=True)):
+    def score_files(self, paths: Iterable[str | Path]) -> list[Result]:
+        """Every sample of each file, read and cut as training, evaluation and calibration read
+        them (a series model's log format and segmenter, an audio model's ``input.cut``): one
+        result per cycle or window, named ``<file>#<part>`` when the model cuts files, else
+        ``<file>``. A file that cannot be read is one ERROR result."""
+        return list(self._scored(self._file_parts(paths)))
+
+    def _prepared(self, sample: Sample, name: str) -> tuple[str, np.ndarray | str]:
+        """(name, tensor), or (name, why it is unusable)."""
+        try:
+            return name, self._preprocess(sample, name)
+        except BadInputError as exc:
+            return name, str(exc)
+
+    def _file_parts(self, paths: Iterable[str | Path]) -> Iterator[tuple[str, np.ndarray | str]]:
+        spec = self.card.input
+        modality = get_modality(spec.kind)
+        reading = modality.reading(self.card)
+        cuts = modality.cuts(spec, reading)
+        for path in paths:
+            name = str(path)
             try:
-                usable.append((index, self._preprocess(sample, name)))
+                tensors = modality.load_all(path, spec, reading)
             except BadInputError as exc:
-                results[index] = Result(name, None, ERROR, self.threshold, error=str(exc))
-        if usable:
-            scores, maps = self.backend.infer(np.stack([tensor for _, tensor in usable]))
-            for (index, _), score, amap in zip(usable, scores, maps, strict=True):
-                results[index] = self._result(names[index], float(score), amap)
-        return [r for r in results if r is not None]
+                yield name, str(exc)
+                continue
+            for part, tensor in enumerate(tensors):
+                yield (f"{name}#{part}" if cuts else name), tensor
+
+    def _scored(self, prepared: Iterable[tuple[str, np.ndarray | str]]) -> Iterator[Result]:
+        """Results in input order; tensors go to the backend a full batch at a time, so only
+        one batch is held in memory."""
+        pending: list[tuple[str, np.ndarray | str]] = []
+        n_tensors = 0
+        for name, item in prepared:
+            pending.append((name, item))
+            n_tensors += isinstance(item, np.ndarray)
+            if n_tensors == self.backend.max_batch:
+                yield from self._inferred(pending)
+                pending, n_tensors = [], 0
+        yield from self._inferred(pending)
+
+    def _inferred(self, pending: list[tuple[str, np.ndarray | str]]) -> Iterator[Result]:
+        tensors = [item for _, item in pending if isinstance(item, np.ndarray)]
+        outputs = iter(zip(*self.backend.infer(np.stack(tensors)), strict=True) if tensors else ())
+        for name, item in pending:
+            if isinstance(item, str):
+                yield Result(name, None, ERROR, self.threshold, error=item)
+            else:
+                score, amap = next(outputs)
+                yield self._result(name, float(score), amap)
 
     def _preprocess(self, sample: Sample, name: str) -> np.ndarray:
         spec = self.card.input

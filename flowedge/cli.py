@@ -11,16 +11,19 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 from types import ModuleType
 
 from flowedge.core.errors import EXIT_INTERNAL, FlowedgeError
 from flowedge.core.extras import needs_extras
+from flowedge.core.paths import bounded_path
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": (
         "flowedge.flows.cmd_train",
-        "train a detector on normal images (writes a checkpoint + model card)",
+        "train a detector on normal samples: images, sounds or robot logs "
+        "(writes a checkpoint + model card)",
     ),
     "eval": (
         "flowedge.flows.cmd_eval",
@@ -53,9 +56,9 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EPILOG = """commands:
 {commands}
 
-exit codes: 0 ok, 1 internal error, 2 bad usage or config, 3 bad data,
-            4 model mismatch, 5 a check failed (parity, calibration, target),
-            130 interrupted (Ctrl-C)
+exit codes: 0 ok, 1 internal error, 2 bad usage or config (also a path that
+            does not exist), 3 unusable data, 4 unusable or mismatched model file,
+            5 a check failed (parity, calibration, target), 130 interrupted (Ctrl-C)
 see 'flowedge COMMAND --help' for each command"""
 
 
@@ -120,11 +123,21 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, ModuleType]:
         prog=f"flowedge {name}", description=help_text, formatter_class=HelpFormatter
     )
     module.add_arguments(parser)
-    for action in parser._actions:  # subcommands of a command (export onnx|trt) show them too
+    _settle(parser)
+    return parser, module
+
+
+def _settle(parser: argparse.ArgumentParser) -> None:
+    """What every command's parser gets, subcommands (export onnx|trt) included: defaults in
+    --help, and path arguments that refuse a path no file system takes (exit 2, not a
+    traceback from the first ``stat``)."""
+    for action in parser._actions:
+        if action.type is Path:
+            action.type = bounded_path
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 sub.formatter_class = HelpFormatter
-    return parser, module
+                _settle(sub)
 
 
 def _run_command(name: str, argv: list[str]) -> int:

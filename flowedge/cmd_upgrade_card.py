@@ -78,6 +78,10 @@ def upgrade_2x(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     path = _card_path(args.checkpoint)
+    if not args.checkpoint.exists():
+        raise ConfigError(
+            f"checkpoint {args.checkpoint} not found; give the directory 'flowedge train' wrote"
+        )
     data = read_card_json(path)
     fmt = str(data.get("card_format", "?")) if isinstance(data, dict) else "?"
     if fmt.split(".")[0] == CARD_FORMAT.split(".")[0]:

@@ -94,7 +94,7 @@ def offline_lite_file(name: str) -> Path | None:
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a .pth or .safetensors file; DataError naming the file otherwise."""
     if not path.is_file():
-        raise DataError(
+        raise ConfigError(
             f"backbone weights file {path} not found; give an existing .pth/.safetensors path "
             "in detector.backbone.weights, or 'auto' / 'none'"
         )

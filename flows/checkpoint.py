@@ -122,12 +122,13 @@ def build_detector_from_card(card: ModelCard, source: str = "card") -> Detector:
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Detector, ModelCard]:
     """Rebuild the detector described by the card and load its verified weights.
 
-    Raises :class:`CardError` for a missing file, a card of another format, a
-    preprocessing spec changed since training, or weights that do not match the card.
+    Raises :class:`ConfigError` when there is no such directory, :class:`CardError` for a
+    missing file, a card of another format, a preprocessing spec changed since training, or
+    weights that do not match the card.
     """
     folder = checkpoint_dir(path)
     if not folder.is_dir():
-        raise CardError(
+        raise ConfigError(
             f"checkpoint {folder} not found; give the directory written by 'flowedge train'"
         )
     missing = [name for name in (CARD_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flowedge.core.card import CardError, ModelCard
-from flowedge.core.errors import CheckFailedError, DataError
+from flowedge.core.errors import CheckFailedError, ConfigError
 from flowedge.core.outpaths import check_output_dir
 from flowedge.flows.data.datasets import labelled_samples
 
@@ -33,14 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, required=True, help="directory for report.json and the PNG figures"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per inference (>= 1)")
+    parser.add_argument("--batch-size", type=int, default=16, help="samples per inference (>= 1)")
     parser.add_argument(
         "--worst", type=int, default=3, help="heatmap overlays per kind of worst case (>= 0)"
     )
     parser.add_argument(
         "--min-auroc",
         type=float,
-        help="exit 5 when the overall image AUROC is below this (0..1)",
+        help="exit 5 when the overall detection AUROC (one score per sample: image_auroc in "
+        "the report) is below this (0..1)",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (periodic log lines only)"
@@ -85,7 +86,7 @@ def log_plan(args: argparse.Namespace) -> None:
     samples = labelled_samples(args.test_root, checkpoint_input_kind(args.checkpoint))
     per_class = Counter(sample.defect for sample in samples)
     log.info(
-        "test images in %s: %s",
+        "test files in %s: %s",
         args.test_root,
         ", ".join(f"{name} {count}" for name, count in sorted(per_class.items())),
     )
@@ -101,7 +102,10 @@ def log_plan(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.test_root.is_dir():
-        raise DataError(f"test data folder {args.test_root} not found")
+        raise ConfigError(
+            f"test data folder {args.test_root} not found; give an MVTec category root (with "
+            "test/good and test/<defect>) or its test folder"
+        )
     check_output_dir(args.out)
     log_plan(args)
     from flowedge.flows.evaluate import evaluate  # heavy: torch, timm, matplotlib
@@ -116,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
     )
     data = report["data"]
-    print(f"model {report['model_id']} on {data['n_ok']} test images ({data['n_skipped']} skipped)")
+    print(
+        f"model {report['model_id']} on {data['n_ok']} test samples "
+        f"({data['n_skipped']} file(s) skipped)"
+    )
     print(summary_table(report["metrics"]))
     files = report["files"]
     print(

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flowedge.core.card import INTENSITIES, ModelCard
-from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.errors import ConfigError
 from flowedge.core.outpaths import check_output_dir
 from flowedge.core.validation import format_validation_error
 from flowedge.core.yamlfile import read_yaml
@@ -173,7 +173,10 @@ def train_checkpoint(
 ) -> ModelCard:
     """What ``flowedge train`` and :func:`flowedge.train` run: check, describe, train, save."""
     if not data_dir.is_dir():
-        raise DataError(f"training data folder {data_dir} not found")
+        raise ConfigError(
+            f"training data folder {data_dir} not found; give an MVTec category root (with "
+            "train/good) or a folder of normal samples"
+        )
     check_output_dir(out)
     log_plan(det_cfg, train_cfg, data_dir, device)
     trainer = importlib.import_module(det_cfg.trainer)
@@ -182,11 +185,12 @@ def train_checkpoint(
     )
 
 
-def _trained_on(data: Mapping[str, Any]) -> str:
-    """'40 images' or '12 cycles', from the card's training data summary."""
+def _trained_on(card: ModelCard) -> str:
+    """'40 images', '120 samples' (windows of recordings) or '12 cycles', from the card."""
+    data = card.training["data"]
     if "n_cycles" in data:
         return f"{data['n_cycles']} cycles"
-    return f"{data['n_images']} images"
+    return f"{data['n_images']} {'images' if card.input.kind == 'image' else 'samples'}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     data = card.training["data"]
     loss = card.training["final_loss"]
     print(
-        f"model {card.model_id}: {card.detector} trained on {_trained_on(data)}, "
+        f"model {card.model_id}: {card.detector} trained on {_trained_on(card)}, "
         f"{card.training['epochs']} epochs, final loss {'n/a' if loss is None else f'{loss:.4g}'}"
     )
     if data["n_skipped"]:

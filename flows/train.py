@@ -131,9 +131,16 @@ def build_card(
 
 
 def _loaded(
-    samples: list[Sample], spec: InputSpec, summary: LoadSummary, train_cfg: TrainingConfig
+    samples: list[Sample],
+    spec: InputSpec,
+    summary: LoadSummary,
+    train_cfg: TrainingConfig,
+    progress: Progress | None = None,
 ) -> Iterator[tuple[np.ndarray, list[Sample]]]:
-    return iter_batches(samples, spec, train_cfg.batch_size, summary, train_cfg.num_workers)
+    on_read = None if progress is None else progress.files_read
+    return iter_batches(
+        samples, spec, train_cfg.batch_size, summary, train_cfg.num_workers, on_read=on_read
+    )
 
 
 @torch.no_grad()
@@ -148,12 +155,11 @@ def cache_features(
     """Backbone features of all usable samples, on the CPU, extracted batch by batch."""
     chunks: list[Features] = []
     kept_all: list[Sample] = []
-    with Progress(len(samples), "features", "img", bar=show_progress) as progress:
-        for batch, kept in _loaded(samples, detector.input_spec(), summary, train_cfg):
+    with Progress(len(samples), "features", "file", bar=show_progress) as progress:
+        for batch, kept in _loaded(samples, detector.input_spec(), summary, train_cfg, progress):
             feats = detector.features(torch.from_numpy(batch).to(device))
             chunks.append([f.detach().to("cpu") for f in feats])
             kept_all += kept
-            progress.advance_to(summary.n_ok + summary.n_skipped)  # skipped files count as done
     labels = batch_labels(detector, kept_all)
     return FeatureCache(chunks, labels, train_cfg.batch_size, train_cfg.seed, device)
 
@@ -211,9 +217,9 @@ def train(
     feature_s = time.perf_counter() - start
     if summary.n_skipped:
         log.warning(
-            "%d of %d training images skipped (listed in the model card)",
+            "%d of %d training files skipped (listed in the model card)",
             summary.n_skipped,
-            summary.n_ok + summary.n_skipped,
+            len(samples),
         )
 
     last: dict[str, float] = {}
@@ -252,7 +258,7 @@ def train(
     }
     card = build_card(detector, det_cfg, training)
     log.info(
-        "trained %s on %d images in %.1f s (features %.1f s); final loss %s",
+        "trained %s on %d samples in %.1f s (features %.1f s); final loss %s",
         det_cfg.kind,
         summary.n_ok,
         feature_s + fit_s,

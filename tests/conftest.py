@@ -31,6 +31,21 @@ def tiny_detector_config(**overrides: object) -> CSFlowConfig:
     return CSFlowConfig(**(values | overrides))
 
 
+def tiny_audio_detector(**front_end: object) -> dict[str, object]:
+    """The config file's detector section of an audio flow that trains in seconds (random
+    backbone, one small block), on a 16 kHz, 32-mel front end with ``front_end`` on top."""
+    base = dict(sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=32)
+    return {
+        "kind": "audioflow",
+        "image_size": [128, 128],
+        "n_blocks": 1,
+        "kernel_sizes": [3],
+        "hidden_channels": 8,
+        "backbone": {"weights": "none"},
+        "front_end": base | front_end,
+    }
+
+
 def tiny_training_config() -> TrainingConfig:
     return TrainingConfig(epochs=2, batch_size=8, seed=0)
 

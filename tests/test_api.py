@@ -12,7 +12,7 @@ import yaml
 
 import flowedge
 from flowedge.api import ERROR
-from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.errors import ConfigError
 from flowedge.export.calibration_ref import CalibrationRef
 from flowedge.modalities.image import read_image
 
@@ -83,7 +83,7 @@ def test_checkpoint_without_threshold_scores_without_decision(
 
 
 def test_missing_or_unknown_model_files(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         flowedge.load(tmp_path / "nope.onnx")
     odd = tmp_path / "model.bin"
     odd.write_bytes(b"\0")

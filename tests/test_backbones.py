@@ -32,7 +32,7 @@ def test_backbone_is_frozen_and_stays_in_eval_mode():
 
 def test_missing_weights_file_names_the_file(tmp_path):
     missing = tmp_path / "nowhere" / "lite0.pth"
-    with pytest.raises(DataError, match=str(missing)):
+    with pytest.raises(ConfigError, match=str(missing)):
         build_backbone(BackboneConfig(weights=str(missing)))
 
 

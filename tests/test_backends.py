@@ -21,7 +21,7 @@ from flowedge.backends import BACKENDS, Backend, BackendSpec, backend_for, open_
 from flowedge.backends.onnxrt import OnnxRuntimeBackend
 from flowedge.cli import command_parser, main
 from flowedge.core.card import ModelCard, ScoreSpec, SeriesInput
-from flowedge.core.errors import EXIT_DATA, ConfigError, DataError
+from flowedge.core.errors import EXIT_USAGE, ConfigError, DataError
 from flowedge.core.extras import missing_extra_error
 from flowedge.core.validation import Strict
 from flowedge.edge.config import parse_config
@@ -52,12 +52,12 @@ def test_auto_picks_the_backend_from_the_model_file(
     assert backend_for(path, "onnxruntime") == "onnxruntime"  # an explicit choice wins
 
 
-def test_a_missing_model_is_a_data_error(tmp_path: Path) -> None:
+def test_a_missing_model_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(
-        DataError, match=r"gone\.onnx not found; give a checkpoint directory"
+        ConfigError, match=r"gone\.onnx not found; give a checkpoint directory"
     ) as info:
         open_backend(tmp_path / "gone.onnx")
-    assert info.value.exit_code == EXIT_DATA
+    assert info.value.exit_code == EXIT_USAGE
 
 
 def test_unknown_file_kind_or_backend_is_a_config_error(tmp_path: Path) -> None:

@@ -119,15 +119,15 @@ def test_calibration_file_round_trip_and_binding(tmp_path) -> None:
     other = make_card("cd" * 32)
     with pytest.raises(ModelMismatchError, match="belongs to model csflow-abababababab"):
         load_calibration(path, other)
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         load_calibration(tmp_path / "missing.json", make_card())
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(DataError, match="not valid JSON"):
+    with pytest.raises(ModelMismatchError, match="not valid JSON"):
         read_calibration(tmp_path / "bad.json")
     data = json.loads(path.read_text())
     del data["normal"]
     (tmp_path / "partial.json").write_text(json.dumps(data))
-    with pytest.raises(DataError, match="malformed"):
+    with pytest.raises(ModelMismatchError, match="malformed"):
         read_calibration(tmp_path / "partial.json")
 
 

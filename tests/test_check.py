@@ -12,7 +12,7 @@ import pytest
 from mqtt_broker import Broker, free_port, require_mosquitto
 
 from flowedge.cli import main
-from flowedge.core.errors import EXIT_CHECK, EXIT_DATA, EXIT_OK, EXIT_USAGE
+from flowedge.core.errors import EXIT_CHECK, EXIT_OK, EXIT_USAGE
 
 
 @pytest.fixture
@@ -86,11 +86,11 @@ def test_wrong_password_and_closed_port_fail_with_exit_5(
     assert code == EXIT_CHECK and "cannot connect" in lines["broker"]
 
 
-def test_missing_model_and_folder_exit_3(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_missing_model_and_folder_exit_2(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("CHECK_PW", "x")
     path = write_config(tmp_path, tmp_path / "absent.onnx", tmp_path / "no-images", free_port())
     code, lines = check(path, capsys)
-    assert code == EXIT_DATA
+    assert code == EXIT_USAGE  # paths in the config that do not exist
     assert lines["model"].startswith("FAIL") and "absent.onnx" in lines["model"]
     assert "source cam1" in lines and "is not a directory" in lines["source cam1"]
     assert "threshold" not in lines  # needs the model
@@ -125,7 +125,7 @@ def test_tail_and_microphone_sources_are_checked_without_waiting_for_a_sample(
     log = tmp_path / "robot.csv"
     tail = parse_source({"name": "arm", "kind": "tail", "path": str(log)})
     missing = check_source(tail, 1.0)
-    assert not missing.ok and missing.exit_code == EXIT_DATA and "robot.csv" in missing.detail
+    assert not missing.ok and missing.exit_code == EXIT_USAGE and "robot.csv" in missing.detail
     log.write_text("time;current\n")
     assert check_source(tail, 1.0).ok
     mic = parse_source(

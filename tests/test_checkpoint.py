@@ -14,7 +14,7 @@ import torch
 
 from flowedge.cli import main
 from flowedge.core.card import CardError, ModelCard
-from flowedge.core.errors import EXIT_MODEL
+from flowedge.core.errors import EXIT_MODEL, EXIT_USAGE, ConfigError
 from flowedge.flows.checkpoint import (
     CARD_FILE,
     WEIGHTS_FILE,
@@ -132,8 +132,9 @@ def test_refuses_missing_files_by_name(checkpoint_copy: Path, name: str) -> None
 
 
 def test_refuses_absent_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(CardError, match="not found"):
+    with pytest.raises(ConfigError, match="not found") as info:
         load_checkpoint(tmp_path / "nothing")
+    assert info.value.exit_code == EXIT_USAGE  # a path that does not exist
 
 
 def test_detector_is_built_from_the_card_alone(tiny_checkpoint: Path) -> None:

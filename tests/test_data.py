@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from flowedge.core.card import ImageInput
-from flowedge.core.errors import DataError
+from flowedge.core.errors import ConfigError, DataError
 from flowedge.flows.data.datasets import (
     LoadSummary,
     Sample,
@@ -149,7 +149,7 @@ def test_folder_without_usable_images_names_it(tmp_path: Path) -> None:
     _write_broken_files(broken)
     with pytest.raises(DataError, match=rf"{broken}.*none of the 3"):
         _load_all(training_samples(broken), broken)
-    with pytest.raises(DataError, match="not a directory"):
+    with pytest.raises(ConfigError, match="not a directory"):  # a wrong path: exit 2
         training_samples(tmp_path / "missing")
 
 

@@ -56,7 +56,7 @@ def test_too_tight_tolerance_fails_with_exit_5(
     assert "parity check failed" in capsys.readouterr().err
 
 
-def test_bad_calibration_file_is_a_usage_error(
+def test_bad_calibration_file_is_a_model_error(
     tiny_checkpoint: Path, tmp_path: Path, capsys
 ) -> None:
     calibration = tmp_path / "calibration.json"
@@ -72,7 +72,7 @@ def test_bad_calibration_file_is_a_usage_error(
             str(calibration),
         ]
     )
-    assert code == 2 and "threshold" in capsys.readouterr().err
+    assert code == 4 and "threshold" in capsys.readouterr().err
 
 
 def test_calibration_of_another_model_is_refused_before_export(

@@ -54,5 +54,5 @@ def test_training_logs_its_progress(
             show_progress=False,
         )
     lines = [r.getMessage() for r in caplog.records]
-    assert any(line.startswith("features: 16/16 img (100 %)") for line in lines), lines
+    assert any(line.startswith("features: 16/16 file (100 %)") for line in lines), lines
     assert any(line.startswith("fit: ") for line in lines), lines

@@ -343,8 +343,10 @@ def test_gaussian_on_one_image_is_a_data_error(
     assert not (tmp_path / "m").exists()
 
 
-def test_train_cli_data_errors_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", str(tmp_path / "absent"), "--out", str(tmp_path / "m")]) == EXIT_DATA
+def test_train_cli_missing_folder_exits_2_and_empty_folder_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(tmp_path / "absent"), "--out", str(tmp_path / "m")]) == EXIT_USAGE
     (tmp_path / "empty").mkdir()
     assert (
         main(

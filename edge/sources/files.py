@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from flowedge.core.paths import BoundedPath
 from flowedge.edge.sources.base import SourceBaseConfig
 from flowedge.modalities import MODALITIES, get_modality
 
@@ -40,7 +41,7 @@ def _registered_modality(value: str) -> str:
 class FileSourceConfig(SourceBaseConfig):
     """A directory of sample files of one modality."""
 
-    path: Path = Field(description="the directory of sample files")
+    path: BoundedPath = Field(description="the directory of sample files")
     # what the files are (a registered modality: image, audio, series, ...); the model's
     # input kind must match
     modality: Annotated[str, AfterValidator(_registered_modality)] = "image"

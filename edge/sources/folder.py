@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from flowedge.core.errors import EXIT_DATA, DataError
+from flowedge.core.errors import EXIT_DATA, EXIT_USAGE, DataError
 from flowedge.edge.checks import CheckResult, failed, first_sample, passed
 from flowedge.edge.sources.base import (
     EventSink,
@@ -91,12 +91,14 @@ class FolderSource:
 
 def readable_folder(name: str, kind: str, folder: Path) -> CheckResult | None:
     """The failed check of a file source's folder, None when it can be listed."""
-    if not folder.is_dir():
+    if not folder.is_dir():  # a path that does not exist: the config is wrong
         return failed(
-            name, f"{kind} path {folder} is not a directory; create it or fix the path", EXIT_DATA
+            name, f"{kind} path {folder} is not a directory; create it or fix the path", EXIT_USAGE
         )
-    if not os.access(folder, os.R_OK | os.X_OK):
-        return failed(name, f"{folder} is not readable by this user; fix its permissions")
+    if not os.access(folder, os.R_OK | os.X_OK):  # there, but unusable: the data
+        return failed(
+            name, f"{folder} is not readable by this user; fix its permissions", EXIT_DATA
+        )
     return None
 
 

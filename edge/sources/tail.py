@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from flowedge.core.errors import EXIT_DATA, BadInputError, ConfigError
+from flowedge.core.errors import EXIT_DATA, EXIT_USAGE, BadInputError, ConfigError
+from flowedge.core.paths import BoundedPath
 from flowedge.edge.checks import CheckResult, failed, passed
 from flowedge.edge.sources.base import (
     EventSink,
@@ -48,7 +49,9 @@ log = logging.getLogger(__name__)
 class TailConfig(SourceBaseConfig):
     kind: Literal["tail"] = "tail"
     modality: Literal["series"] = "series"  # cycles of named signals
-    path: Path = Field(description="the log file the logger appends to (CSV lines or parquet)")
+    path: BoundedPath = Field(
+        description="the log file the logger appends to (CSV lines or parquet)"
+    )
     log: LogFormat | None = None  # how to read it; None: the defaults
     segment: SegmentConfig | None = None  # how to cut it into cycles; None: fixed windows
 
@@ -370,9 +373,8 @@ def check(cfg: TailConfig, timeout_s: float) -> CheckResult:
     name = f"source {cfg.name}"
     log_file = Path(cfg.path)
     if not log_file.is_file() or not os.access(log_file, os.R_OK):
-        return failed(
-            name, f"log {log_file} is missing or unreadable; check sources[].path", EXIT_DATA
-        )
+        code = EXIT_DATA if log_file.is_file() else EXIT_USAGE  # unreadable, or not there
+        return failed(name, f"log {log_file} is missing or unreadable; check sources[].path", code)
     return passed(name, f"tailing {log_file}")
 
 

@@ -21,13 +21,13 @@ from flowedge.core.backend_table import (
     directory_backend,
     model_files_hint,
 )
-from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.errors import ConfigError
 
 
 def backend_for(path: Path, backend: str = AUTO) -> str:
     """The backend that runs ``path``: ``backend`` itself, or for "auto" the one its kind needs."""
     if not path.exists():
-        raise DataError(f"{path} not found; give {model_files_hint()}")
+        raise ConfigError(f"{path} not found; give {model_files_hint()}")
     if backend != AUTO:
         if backend not in BACKENDS:
             raise ConfigError(

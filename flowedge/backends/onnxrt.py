@@ -17,7 +17,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, Inva
 from flowedge.backends.base import Backend, as_model_batch
 from flowedge.core import metadata
 from flowedge.core.card import CardError
-from flowedge.core.errors import ConfigError, DataError
+from flowedge.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class OnnxRuntimeBackend(Backend):
     def open(cls, path: Path, device: str = "cpu", threads: int = 0) -> OnnxRuntimeBackend:
         path = Path(path)
         if not path.is_file():
-            raise DataError(
+            raise ConfigError(
                 f"ONNX model {path} not found; give the file written by 'flowedge export onnx'"
             )
         try:

@@ -19,7 +19,7 @@ import numpy as np
 
 from flowedge.backends.base import Backend, as_model_batch
 from flowedge.core.engine_meta import EngineMeta, check_compatible, read_meta
-from flowedge.core.errors import ConfigError, DataError, ModelMismatchError
+from flowedge.core.errors import ConfigError, ModelMismatchError
 from flowedge.core.metadata import INPUT_NAME, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class TensorRTBackend(Backend):
     def open(cls, path: Path, device: str = "cuda", threads: int = 0) -> TensorRTBackend:
         path = Path(path)
         if not path.is_file():
-            raise DataError(
+            raise ConfigError(
                 f"TensorRT engine {path} not found; build it with 'flowedge export trt'"
             )
         meta = read_meta(path)

@@ -1,13 +1,17 @@
 """Errors every command turns into a clear message and a meaningful exit code.
 
-Exit codes of the ``flowedge`` command:
+Exit codes of the ``flowedge`` command, one rule for all (README.md has the table):
 
 ====  ==========================================================
 0     success
 1     unexpected internal error (a bug: the traceback is logged)
-2     bad usage or configuration (key path and expectation named)
-3     bad or insufficient data (names the files or folders)
-4     model mismatch (card version, preprocessing, calibration or engine)
+2     the command line or a config file is wrong (argument or key path and expectation
+      named), including a path that does not exist or cannot be one: a missing model,
+      data folder, calibration or config file; an output that cannot be written
+3     the data is unusable: sample files or folders that exist but cannot be read or
+      used (names the files or folders)
+4     a model file that exists is unusable or mismatched: damaged checkpoint, graph or
+      engine, card version, preprocessing, calibration malformed or of other weights
 5     a check failed (export parity, calibration sanity, evaluation target)
 ====  ==========================================================
 """

@@ -6,10 +6,11 @@ Pure standard library: the station reads the card through ONNX Runtime's
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flowedge.core.card import CardError, ModelCard
+from flowedge.core.errors import ConfigError
+from flowedge.core.jsonfile import parse_json
 
 CARD_KEY = "flowedge.card"  # the model card JSON (calibration_sha256 set when bound)
 CALIBRATION_KEY = "flowedge.calibration"  # {"threshold": float, "sha256": str} when bound
@@ -20,6 +21,12 @@ PARITY_KEY = "flowedge.parity"  # JSON report of the export's parity check
 MIN_OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("score", "map")
+
+
+def check_opset(opset: int) -> None:
+    """An opset older than the graphs need is a bad option value (exit 2), refused before work."""
+    if opset < MIN_OPSET:
+        raise ConfigError(f"ONNX opset {opset} is too old; use --opset {MIN_OPSET} or newer")
 
 
 def card_from_metadata(meta: dict[str, str], source: str) -> ModelCard:
@@ -37,8 +44,8 @@ def json_entry(meta: dict[str, str], key: str, source: str, default: Any = None)
     if key not in meta:
         return default
     try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError as exc:
+        return parse_json(meta[key])
+    except ValueError as exc:
         raise CardError(
             f"{source}: metadata entry '{key}' is not valid JSON ({exc}); the file is damaged: "
             "export it again with 'flowedge export onnx'"

@@ -72,6 +72,12 @@ class Progress:
         """Set the count to ``done`` (for loops that know their position, not their step)."""
         self.update(done - self.n, **status)
 
+    def files_read(self, files: int, samples: int) -> None:
+        """For a loop over files that may each give several samples (a recording cut into
+        windows, a log into cycles): the count is in files, whose total is known; the status
+        says how many samples they gave."""
+        self.advance_to(files, samples=samples)
+
     def close(self, finished: bool = True) -> None:
         """A loop that finished early (a closed-form fit in one pass) is complete at its count."""
         if self._bar is not None:

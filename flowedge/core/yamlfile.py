@@ -3,8 +3,9 @@
 PyYAML's safe loader still accepts two things that hurt a station: a repeated key
 (the last one silently wins, so an edit "does nothing") and aliases, whose
 expansion (the "billion laughs" file) exhausts memory when the values are
-validated. Both are refused here with the file and line; so is a file too large
-to be a configuration.
+validated. Both are refused here with the file and line; so are a file too large
+to be a configuration and one nested deeper than any configuration is (whose
+recursive composition would end in a RecursionError).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from yaml.nodes import MappingNode
 from flowedge.core.errors import ConfigError
 
 MAX_YAML_BYTES = 1 << 20  # a station config is a few kB; anything near 1 MiB is not one
+MAX_DEPTH = 64  # a configuration nests a handful of levels; composing is recursive in PyYAML
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """Safe loader without aliases and without duplicate mapping keys."""
+    """Safe loader without aliases, without duplicate mapping keys, at most MAX_DEPTH deep."""
+
+    depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(AliasEvent):
@@ -36,7 +40,19 @@ class _StrictLoader(yaml.SafeLoader):
                 "(write the values out instead of anchors and aliases)",
                 event.start_mark,
             )
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise ComposerError(
+                None,
+                None,
+                f"nested deeper than {MAX_DEPTH} levels, which no configuration needs "
+                "(is it the right file?)",
+                self.peek_event().start_mark,
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}

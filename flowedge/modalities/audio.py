@@ -230,6 +230,9 @@ class AudioModality(Modality[Clip, AudioInput, AudioLimits]):
     ) -> np.ndarray:
         return to_tensor(self.as_raw(raw, name, limits), spec, name, limits or DEFAULT_LIMITS)
 
+    def cuts(self, spec: AudioInput, limits: AudioLimits | None = None) -> bool:
+        return spec.cut is not None
+
     def load_all(
         self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None
     ) -> list[np.ndarray]:

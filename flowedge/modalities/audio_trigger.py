@@ -11,12 +11,12 @@ so the station treats both alike.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from flowedge.core.jsonfile import parse_json
 from flowedge.modalities.audio_events import AudioEvent, EventRules
 
 STATES = {"start": "start", "on": "start", "1": "start", "true": "start"}
@@ -135,11 +135,9 @@ def parse_trigger(payload: bytes) -> tuple[str, str | None]:
     state, label = text, None
     if text.startswith("{"):
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"trigger payload {text[:80]!r} is not valid JSON ({exc.msg})"
-            ) from None
+            doc = parse_json(text)
+        except ValueError as exc:
+            raise ValueError(f"trigger payload {text[:80]!r} is not valid JSON ({exc})") from None
         state, label = str(doc.get("state", "")), doc.get("motion")
         if label is not None and not isinstance(label, str):
             raise ValueError(f"trigger payload {text[:80]!r}: 'motion' must be a string")

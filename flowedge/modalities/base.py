@@ -89,6 +89,11 @@ class Modality(ABC, Generic[Raw, Spec, Limits]):
         """Every sample of one file: one, unless the spec cuts files (audio ``input.cut``)."""
         return [self.load(path, spec, limits)]
 
+    def cuts(self, spec: InputSpec, limits: Any = None) -> bool:
+        """Whether :meth:`load_all` cuts a file into parts (cycles, windows) with this spec and
+        these limits; then each sample is named ``<file>#<part>``."""
+        return False
+
     def display_part(
         self, path: str | Path, spec: Spec, limits: Limits | None = None, part: int = 0
     ) -> np.ndarray:

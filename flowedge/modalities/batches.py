@@ -24,13 +24,15 @@ def load_batches(
     batch_size: int,
     on_skip: Callable[[Item, BadInputError], None],
     num_workers: int = 0,
+    on_read: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[list[Item], np.ndarray]]:
     """Yield (items, stacked tensors) of ``batch_size`` usable items (the last may be short).
 
     An item whose ``load`` raises :class:`BadInputError` goes to ``on_skip`` and is left
     out. ``load`` may return a list: several samples of one item (a recording cut into
     windows), each kept with its item. ``num_workers`` > 0 loads in threads (OpenCV and
-    file reads release the GIL).
+    file reads release the GIL). ``on_read(items, samples)`` hears, after each item, how
+    many items were read (skipped ones too) and how many samples they gave (for progress).
     """
     pool = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
 
@@ -42,6 +44,7 @@ def load_batches(
 
     kept: list[Item] = []
     tensors: list[np.ndarray] = []
+    n_read = n_samples = 0
     try:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
@@ -49,8 +52,13 @@ def load_batches(
             for item, result in zip(chunk, results, strict=True):
                 if isinstance(result, BadInputError):
                     on_skip(item, result)
-                    continue
-                for tensor in result if isinstance(result, list) else [result]:
+                    samples = []
+                else:
+                    samples = result if isinstance(result, list) else [result]
+                n_read, n_samples = n_read + 1, n_samples + len(samples)
+                if on_read is not None:
+                    on_read(n_read, n_samples)
+                for tensor in samples:
                     kept.append(item)
                     tensors.append(tensor)
                     if len(kept) == batch_size:

@@ -116,6 +116,9 @@ class SeriesModality(Modality[SignalTable, SeriesInput, LogFormat | CycleReading
     def reading(self, card: ModelCard) -> CycleReading:
         return CycleReading.from_params(card.detector_params)
 
+    def cuts(self, spec: SeriesInput, limits: LogFormat | CycleReading | None = None) -> bool:
+        return isinstance(limits, CycleReading) and limits.segment is not None
+
     def load_all(
         self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
     ) -> list[np.ndarray]:

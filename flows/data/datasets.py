@@ -9,7 +9,7 @@ a :class:`LoadSummary` that ends up in the model card or the evaluation report.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from flowedge.core.card import InputSpec
-from flowedge.core.errors import BadInputError, DataError
+from flowedge.core.errors import BadInputError, ConfigError, DataError
 from flowedge.modalities import get_modality
 from flowedge.modalities.batches import load_batches
 from flowedge.modalities.image import read_image
@@ -61,12 +61,29 @@ class LoadSummary:
 
 def _require_dir(path: Path, what: str) -> None:
     if not path.is_dir():
-        raise DataError(f"{what} {path} is not a directory; check the path")
+        raise ConfigError(f"{what} {path} is not a directory; check the path")
+
+
+def _labelled_layout(folder: Path, paths: list[Path]) -> tuple[Path, list[str]] | None:
+    """(the ``good`` folder, the folders beside it) when ``paths`` lie in a labelled layout
+    (``good/`` next to ``crack/``, ``scratch/``...), else None."""
+    beside: dict[tuple[str, ...], set[str]] = {}
+    for path in paths:
+        parts = path.relative_to(folder).parts[:-1]
+        for depth, name in enumerate(parts):
+            beside.setdefault(parts[:depth], set()).add(name)
+    for parent, names in sorted(beside.items()):
+        if GOOD in names and len(names) > 1:
+            return folder.joinpath(*parent, GOOD), sorted(names - {GOOD})
+    return None
 
 
 def training_samples(root: str | Path, kind: str = "image") -> list[Sample]:
     """Normal samples of modality ``kind`` for training: ``root/train/good`` of an MVTec
-    category, else every such file under ``root`` (recursive)."""
+    category, else every such file under ``root`` (recursive).
+
+    A labelled folder (a ``good`` folder beside defect folders, like MVTec's ``test``) is
+    refused rather than trained on whole, defects included, as normal."""
     root = Path(root)
     _require_dir(root, "training data folder")
     mvtec_train = root / "train" / GOOD
@@ -82,6 +99,15 @@ def training_samples(root: str | Path, kind: str = "image") -> list[Sample]:
         raise DataError(
             f"no {kind} files ({', '.join(sorted(modality.extensions))}) found in {folder}; "
             "give an MVTec category root (with train/good) or a folder of normal samples"
+        )
+    labelled = _labelled_layout(folder, paths)
+    if labelled is not None:
+        good, others = labelled
+        raise DataError(
+            f"{folder} is a labelled set: {good} holds normal samples, and "
+            f"{', '.join(others)} beside it hold defects, which training would learn as normal; "
+            f"point flowedge train at {good}, at an MVTec category root (with train/good) or "
+            "at a folder of normal samples only"
         )
     return [Sample(path) for path in paths]
 
@@ -138,10 +164,12 @@ def iter_batches(
     summary: LoadSummary,
     num_workers: int = 0,
     limits: Any = None,
+    on_read: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, list[Sample]]]:
     """Yield ([B, *spec.tensor_shape] float32 batch, its samples), skipping unusable files
     into ``summary``. ``limits`` is the modality's reading limits or format (series: the
-    card's log format), None for its defaults.
+    card's log format), None for its defaults. ``on_read(files, samples)``: progress, see
+    :func:`flowedge.modalities.batches.load_batches`.
 
     Raises :class:`DataError` naming ``summary.root`` when no sample at all was usable.
     ``num_workers`` > 0 decodes in threads.
@@ -153,6 +181,7 @@ def iter_batches(
         batch_size,
         summary.skip,
         num_workers,
+        on_read,
     ):
         summary.n_ok += len(kept)
         yield batch, kept

@@ -136,7 +136,9 @@ def train(
 ) -> ModelCard:
     """``flowedge train`` for series detectors: the same call as :func:`flowedge.flows.train.train`."""
     del show_progress  # one tensor set, fitted in seconds: no bars
-    return train_series(read_cycles(data_dir, det_cfg), det_cfg, train_cfg, out_dir, device)
+    cycles = read_cycles(data_dir, det_cfg)
+    root = str(Path(data_dir).resolve())
+    return train_series(cycles, det_cfg, train_cfg, out_dir, device, data_root=root)
 
 
 def train_series(
@@ -145,8 +147,12 @@ def train_series(
     train_cfg: TrainingConfig,
     out_dir: str | Path,
     device: str = "cpu",
+    data_root: str | None = None,
 ) -> ModelCard:
-    """Train a series detector on normal cycles and write a checkpoint (card included)."""
+    """Train a series detector on normal cycles and write a checkpoint (card included).
+
+    ``data_root``: the folder the cycles were read from, recorded in the card (calibration
+    refuses its files, export checks parity on them); None for cycles from elsewhere."""
     from flowedge.flows.detectors import build_detector
 
     target = torch_device(device)
@@ -156,6 +162,7 @@ def train_series(
     summary = fit_series(detector, train_set, train_cfg)
     training = {
         "data": {
+            **({} if data_root is None else {"root": data_root}),
             "n_cycles": len(train_set.names),
             "n_skipped": len(train_set.skipped),
             "skipped": train_set.skipped,
