@@ -21,7 +21,7 @@ from flowedge.backends import BACKENDS, Backend, BackendSpec, backend_for, open_
 from flowedge.backends.onnxrt import OnnxRuntimeBackend
 from flowedge.cli import command_parser, main
 from flowedge.core.card import ModelCard, ScoreSpec, SeriesInput
-from flowedge.core.errors import EXIT_USAGE, ConfigError, DataError
+from flowedge.core.errors import EXIT_USAGE, ConfigError
 from flowedge.core.extras import missing_extra_error
 from flowedge.core.validation import Strict
 from flowedge.edge.config import parse_config
@@ -174,7 +174,7 @@ def test_a_new_backend_is_one_module_plus_one_table_row(
     assert ".xml: openvino" in predict_help
     assert parse_config({"model": {"backend": "openvino"}}).model.backend == "openvino"
     with pytest.raises(
-        DataError, match=r"an OpenVINO model \(\.xml, from 'flowedge export openvino'\)"
+        ConfigError, match=r"an OpenVINO model \(\.xml, from 'flowedge export openvino'\)"
     ):
         backend_for(tmp_path / "gone.xml")
     missing = ModuleNotFoundError("No module named 'openvino'", name="openvino")

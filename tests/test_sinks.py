@@ -265,7 +265,9 @@ def test_a_command_runs_only_when_allowed_and_each_is_an_event(tmp_path: Path) -
         answer = station.commands.run("set_threshold", {"value": 7.5}, "scada-1")
         assert answer.accepted == bool(allowed)
         assert station.pipeline.policy.threshold == (7.5 if allowed else 3.0)
-        assert not station.commands.run("set_threshold", {"value": "nan"}, "scada-1").accepted
+        assert not station.commands.run(
+            "set_threshold", {"value": float("nan")}, "scada-1"
+        ).accepted
         assert not station.commands.run("format_disk", {}, "scada-1").accepted
         stop_station(station)
         spool = Spool(cfg.spool.path, 100)

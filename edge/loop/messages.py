@@ -91,15 +91,21 @@ def event_doc(
 
 
 def encode(doc: dict[str, Any]) -> bytes:
-    """UTF-8 JSON; a file name that was not UTF-8 keeps its undecodable bytes as ``\\udcNN``."""
+    """UTF-8 JSON; a file name that was not UTF-8 keeps its undecodable bytes as ``\\udcNN``,
+    and a number that JSON cannot hold (NaN, infinity: say, in a command's arguments) is null."""
     try:
         return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
-    except UnicodeEncodeError:  # lone surrogates (os.fsdecode of invalid UTF-8) are not Unicode
-        return encode(_printable(doc))
+    except (UnicodeEncodeError, ValueError):  # lone surrogates; NaN or infinity
+        return json.dumps(
+            _printable(doc), separators=(",", ":"), allow_nan=False, ensure_ascii=False
+        ).encode()
 
 
 def _printable(value: Any) -> Any:
-    """``value`` with every string's surrogates spelled out, as valid Unicode."""
+    """``value`` with every string's surrogates spelled out, as valid Unicode, and every
+    non-finite number as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
