@@ -2,7 +2,8 @@
 
 Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
-``robot`` (parquet logs), ``station`` (ONNX Runtime, no torch), ``tensorrt`` and ``dev``.
+``robot`` (parquet logs), ``station`` (ONNX Runtime, no torch), ``tensorrt``, ``sparkplug``
+(protobuf, for the Sparkplug B sink) and ``dev``.
 """
 
 import re
@@ -58,6 +59,8 @@ EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxru
 STATION = ["onnxruntime>=1.17"]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
 ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCAT; CSV: numpy
+# the Sparkplug B sink: protobuf runs the generated edge/sinks/sparkplug_b_pb2.py (4.25 gencode)
+SPARKPLUG = ["protobuf>=4.25"]
 DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
 
 setup(
@@ -70,7 +73,10 @@ setup(
     python_requires=">=3.10",
     package_dir=PACKAGE_DIR,
     packages=PACKAGES,
-    package_data={"flowedge.edge": ["schema/*.json"], "flowedge.export": ["data/*.json"]},
+    package_data={
+        "flowedge.edge": ["schema/*.json", "sinks/*.proto"],
+        "flowedge.export": ["data/*.json"],
+    },
     install_requires=CORE,
     extras_require={
         "train": TRAIN,
@@ -80,8 +86,9 @@ setup(
         "audio": AUDIO,
         "tensorrt": TENSORRT,
         "robot": ROBOT,
+        "sparkplug": SPARKPLUG,
         "dev": DEV,
-        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + DEV,
+        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + SPARKPLUG + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )
