@@ -102,3 +102,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def broker(tmp_path: Path):  # noqa: ANN201
+    """A private mosquitto on a free port for one test (SIGKILLed at its end); skips with the
+    reason when the binary is absent."""
+    from mqtt_broker import Broker, require_mosquitto
+
+    require_mosquitto()
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()

@@ -29,15 +29,6 @@ from runtime_fakes import (  # noqa: E402
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def broker(tmp_path: Path):  # noqa: ANN201
-    require_mosquitto()
-    (tmp_path / "broker").mkdir()
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
-
-
 def mqtt_section(broker: Broker, **extra) -> dict:  # noqa: ANN003
     return {
         "enabled": True,

@@ -28,7 +28,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mqtt_broker import Broker, free_port, require_mosquitto  # noqa: E402
+from mqtt_broker import Broker, free_port  # noqa: E402
 from runtime_fakes import (  # noqa: E402
     open_station,
     station_config,
@@ -191,15 +191,6 @@ def assert_each_once_or_historical(seen: list[Seen], count: int) -> None:
 
 def sparkplug_sink(broker: Broker, **extra: Any) -> dict[str, Any]:
     return {"kind": "sparkplug", "name": "scada", "port": broker.port, **FAST, **extra}
-
-
-@pytest.fixture
-def broker(tmp_path: Path):  # noqa: ANN201
-    require_mosquitto()
-    (tmp_path / "broker").mkdir()
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 # --- the schema, the config, bdSeq ---------------------------------------------------------
