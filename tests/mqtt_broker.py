@@ -19,6 +19,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -111,8 +113,15 @@ class Subscriber:
     """Collects every message under a topic filter, in arrival order (JSON decoded)."""
 
     def __init__(
-        self, port: int, topic: str = "#", username: str | None = None, password: str | None = None
+        self,
+        port: int,
+        topic: str = "#",
+        username: str | None = None,
+        password: str | None = None,
+        persistent: bool = False,
     ) -> None:
+        """``persistent``: a session the broker keeps (with its queued messages) while this
+        subscriber is away, e.g. across a broker restart, so no message slips past it."""
         self.messages: list[tuple[str, Any, bool]] = []
         self.content_types: set[str | None] = set()  # MQTT 5 content type of what arrived
         self.arrived: list[float] = []  # perf_counter() at each message (latency benches)
@@ -125,7 +134,12 @@ class Subscriber:
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect("127.0.0.1", port)
+        if persistent:
+            session = Properties(PacketTypes.CONNECT)
+            session.SessionExpiryInterval = 3600
+            self.client.connect("127.0.0.1", port, clean_start=False, properties=session)
+        else:
+            self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
     def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001

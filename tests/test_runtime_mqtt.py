@@ -84,7 +84,12 @@ def test_every_decision_arrives_in_order_with_schema(
 
 
 @pytest.mark.broker
-def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Broker) -> None:
+def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path) -> None:
+    """A broker SIGKILL and restart: every decision reaches the subscriber, in order. The
+    broker keeps the subscriber's session on disk, so a decision published before the
+    subscriber is back is queued for it rather than lost between the two reconnects."""
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker", persistent=True).start()
     write_images(tmp_path / "images", 40)
     cfg = station_config(
         tmp_path,
@@ -93,7 +98,7 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Broker)
             {"name": "cam1", "kind": "folder", "path": str(tmp_path / "images"), "rate_hz": 10}
         ],
     )
-    sub = Subscriber(broker.port, topic="plant/+/+/decision".replace("plant", "flowedge/plant"))
+    sub = Subscriber(broker.port, topic="flowedge/plant/+/+/decision", persistent=True)
     station = open_station(cfg)
     station.start()
     try:
@@ -109,6 +114,7 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Broker)
     finally:
         stop_station(station)
         sub.close()
+        broker.stop()
 
 
 @pytest.mark.broker
