@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from flowedge.core.errors import EXIT_DATA, EXIT_USAGE, DataError
+from flowedge.core.validation import RateHz
 from flowedge.edge.checks import CheckResult, failed, first_sample, passed
 from flowedge.edge.sources.base import (
     EventSink,
@@ -24,7 +25,7 @@ from flowedge.edge.sources.files import FileSourceConfig, matching
 
 class FolderConfig(FileSourceConfig):
     kind: Literal["folder"] = "folder"
-    rate_hz: float | None = Field(None, gt=0, description="replay rate; None: as fast as possible")
+    rate_hz: RateHz | None = Field(None, description="replay rate; None: as fast as possible")
     loop: bool = False  # start again at the end
 
 

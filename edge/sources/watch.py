@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from flowedge.core.validation import DAY_S
 from flowedge.edge.checks import CheckResult, passed
 from flowedge.edge.sources.base import (
     EventSink,
@@ -27,6 +28,7 @@ class WatchConfig(FileSourceConfig):
     settle_timeout_s: float = Field(
         10.0,
         gt=0,
+        le=DAY_S,
         description="a file still changing (or without its end marker) this long after it "
         "appeared is answered ERROR; a later complete version is answered again",
     )
