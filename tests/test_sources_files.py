@@ -9,12 +9,18 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
 
-from runtime_fakes import station_config, write_images  # noqa: E402
+from runtime_fakes import station_config, validator, write_images  # noqa: E402
 
 from flowedge.edge.loop.capture import journaled  # noqa: E402
+from flowedge.edge.loop.events import SEVERITY  # noqa: E402
+from flowedge.edge.loop.messages import event_doc  # noqa: E402
 from flowedge.edge.sources import Frame  # noqa: E402
+from flowedge.edge.sources.base import EventSink  # noqa: E402
+from flowedge.edge.sources.files import FilePatterns  # noqa: E402
 from flowedge.edge.sources.folder import FolderSource  # noqa: E402
 from flowedge.edge.sources.watch import WatchSource  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
@@ -54,13 +60,15 @@ class Capture:
         return self.names()
 
 
-def watch(tmp_path: Path, **options: object) -> tuple[WatchSource, Path]:
+def watch(
+    tmp_path: Path, events: EventSink | None = None, **options: object
+) -> tuple[WatchSource, Path]:
     folder = tmp_path / "drop"
     folder.mkdir(exist_ok=True)
     cfg = station_config(
         tmp_path, sources=[{"name": "line", "kind": "watch", "path": str(folder), **options}]
     )
-    return WatchSource(cfg.sources[0], lambda *a, **k: None), folder
+    return WatchSource(cfg.sources[0], events or (lambda *a, **k: None)), folder
 
 
 def started(spool: Spool, source: WatchSource) -> Capture:
@@ -154,3 +162,72 @@ def test_folder_replay_resumes_after_a_crash_and_starts_over_once_complete(
     fresh.thread.join()
     assert fresh.names() == images  # the previous replay finished: a new one
     spool.close()
+
+
+# --- issue 20: upper-case suffixes are samples too; a file matching no pattern is reported ------
+
+
+class Events:
+    """The events a source reports: (kind, message, details) in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, dict]] = []
+
+    def __call__(self, source: str, kind: str, message: str, **details: object) -> None:
+        self.seen.append((kind, message, details))
+
+    def of(self, kind: str) -> list[tuple[str, str, dict]]:
+        return [event for event in self.seen if event[0] == kind]
+
+
+def test_folder_replay_matches_suffixes_without_regard_to_case_and_reports_the_rest(
+    tmp_path: Path,
+) -> None:
+    [a, b, c] = write_images(tmp_path / "images", 3)
+    a.rename(a.with_name("PART.PNG"))
+    b.rename(b.with_name("part_b.Png"))
+    (tmp_path / "images" / "notes.txt").write_text("shift notes")
+    events = Events()
+    for pattern in (None, "*.png"):  # the modality's suffixes, and a user's pattern
+        source = {"name": "cam1", "kind": "folder", "path": str(tmp_path / "images")}
+        cfg = station_config(tmp_path, sources=[{**source, "pattern": pattern}])
+        frames = list(FolderSource(cfg.sources[0], events).frames(threading.Event()))
+        assert [f.part_id for f in frames] == ["PART.PNG", c.name, "part_b.Png"]
+    [(_, message, details)] = events.of("file_unmatched")[:1]
+    assert len(events.of("file_unmatched")) == 2  # once per source run (a new source each time)
+    assert "notes.txt" in message and "pattern" in message and details["file"] == "notes.txt"
+    doc = event_doc(cfg, "cam1", "file_unmatched", message, SEVERITY["file_unmatched"], **details)
+    validator("event").validate(doc)
+
+
+def test_watch_takes_upper_case_suffixes_and_reports_an_unmatched_file_once(
+    tmp_path: Path,
+) -> None:
+    events = Events()
+    source, folder = watch(tmp_path, events, pattern="*.png")
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    capture = started(spool, source)
+    [made] = write_images(tmp_path / "outside", 1, start=1)
+    made.rename(folder / "PART_0001.PNG")  # a finished file moved in
+    (folder / "report.csv").write_text("not an image")
+    capture.wait_for(1)
+    time.sleep(0.5)  # several polls: the unmatched file is reported once, not per poll
+    assert capture.close() == ["PART_0001.PNG"]
+    unmatched = events.of("file_unmatched")
+    assert [details["file"] for _, _, details in unmatched] == ["report.csv"]
+    spool.close()
+
+
+@pytest.mark.parametrize(
+    "pattern, name, matches",
+    [
+        ("*.png", "PART.PNG", True),
+        ("*.[pj]ng", "x.JNG", True),
+        ("[!a]*.png", "A1.png", False),
+        ("[!a]*.png", "b1.PNG", True),
+        ("[x.png", "[X.PNG", True),  # an unclosed bracket is a literal one
+        ("*.png", "x.pngx", False),
+    ],
+)
+def test_patterns_match_without_regard_to_case(pattern: str, name: str, matches: bool) -> None:
+    assert FilePatterns([pattern]).matches(name) is matches

@@ -19,7 +19,7 @@ from flowedge.edge.sources.base import (
     SourceMemory,
     file_version,
 )
-from flowedge.edge.sources.files import FileSourceConfig, matching
+from flowedge.edge.sources.files import FilePatterns, FileSourceConfig, UnmatchedFiles
 from flowedge.edge.sources.folder import readable_folder
 
 
@@ -84,11 +84,17 @@ class WatchSource:
         self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
         self.modality = cfg.modality
         self.taken_since_prune = 0
+        self.unmatched = UnmatchedFiles(cfg.name, Path(cfg.path), cfg.describe_patterns(), events)
 
-    def _scan(self, folder: Path, patterns: list[str]) -> dict[str, str]:
-        """Path -> version of every matching file now."""
+    def _scan(self, folder: Path, patterns: FilePatterns) -> dict[str, str]:
+        """Path -> version of every matching file now (files matching none are reported)."""
         versions: dict[str, str] = {}
-        for path in matching(folder, patterns) if folder.is_dir() else []:
+        try:
+            files, others = patterns.listing(folder)
+        except OSError:  # gone or unreadable: looked at again next poll
+            return versions
+        self.unmatched.present(others)
+        for path in files:
             try:
                 versions[str(path)] = file_version(path.stat())
             except OSError:
@@ -113,7 +119,7 @@ class WatchSource:
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         folder = Path(self.cfg.path)
-        patterns = self.cfg.patterns()
+        patterns = self.cfg.file_patterns()
         known = self._known(self._scan(folder, patterns))
         settling = Settling(self.cfg.settle_timeout_s)
         missing_reported = False
