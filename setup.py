@@ -2,7 +2,8 @@
 
 Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
-``robot`` (parquet logs), ``station`` (ONNX Runtime, no torch), ``tensorrt`` and ``dev``.
+``robot`` (parquet logs), ``station`` (ONNX Runtime and inotify, no torch), ``tensorrt`` and
+``dev``.
 """
 
 import re
@@ -55,7 +56,9 @@ AUDIO = ["soundfile>=0.12", "sounddevice>=0.4"]  # WAV/FLAC files; microphones t
 EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxruntime>=1.17"]
 # A backend's extra lists the requirements of its row in flowedge/core/backend_table.py
 # (setup.py runs before flowedge is installed, so tests/test_backends.py checks they agree).
-STATION = ["onnxruntime>=1.17"]
+# inotify for watched folders (edge/sources/changes.py; without it the station polls)
+NOTIFY = ["inotify_simple>=1.3; sys_platform == 'linux'"]
+STATION = ["onnxruntime>=1.17", *NOTIFY]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
 ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCAT; CSV: numpy
 DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
@@ -81,7 +84,7 @@ setup(
         "tensorrt": TENSORRT,
         "robot": ROBOT,
         "dev": DEV,
-        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + DEV,
+        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + NOTIFY + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

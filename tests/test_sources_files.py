@@ -20,6 +20,7 @@ from flowedge.edge.loop.events import SEVERITY  # noqa: E402
 from flowedge.edge.loop.messages import event_doc  # noqa: E402
 from flowedge.edge.sources import Frame  # noqa: E402
 from flowedge.edge.sources.base import EventSink  # noqa: E402
+from flowedge.edge.sources.changes import file_system_type, unnotified  # noqa: E402
 from flowedge.edge.sources.files import FilePatterns  # noqa: E402
 from flowedge.edge.sources.folder import FolderSource  # noqa: E402
 from flowedge.edge.sources.watch import WatchSource  # noqa: E402
@@ -60,6 +61,12 @@ class Capture:
         return self.names()
 
 
+@pytest.fixture(params=["auto", "poll"])
+def notify(request: pytest.FixtureRequest) -> str:
+    """Each watch test with change notification (inotify where there is one) and polling."""
+    return request.param
+
+
 def watch(
     tmp_path: Path, events: EventSink | None = None, **options: object
 ) -> tuple[WatchSource, Path]:
@@ -90,9 +97,9 @@ def move_in(tmp_path: Path, folder: Path, index: int, old: bool = True) -> Path:
 
 
 def test_moved_in_old_files_and_files_dropped_while_stopped_are_taken_once(
-    tmp_path: Path,
+    tmp_path: Path, notify: str
 ) -> None:
-    source, folder = watch(tmp_path)
+    source, folder = watch(tmp_path, notify=notify)
     write_images(folder, 1)  # there before the very first start: not ours
     spool = Spool(tmp_path / "spool.sqlite", 100)
     capture = started(spool, source)
@@ -102,15 +109,17 @@ def test_moved_in_old_files_and_files_dropped_while_stopped_are_taken_once(
 
     move_in(tmp_path, folder, 2)  # while the station is down, older than anything taken
     move_in(tmp_path, folder, 3, old=False)
-    again = started(spool, watch(tmp_path)[0])
+    again = started(spool, watch(tmp_path, notify=notify)[0])
     again.wait_for(2)
     time.sleep(0.3)  # a few more polls: nothing is taken twice
     assert sorted(again.close()) == ["img_0002.png", "img_0003.png"]
     spool.close()
 
 
-def test_a_file_overwritten_under_the_same_name_is_answered_again(tmp_path: Path) -> None:
-    source, folder = watch(tmp_path)
+def test_a_file_overwritten_under_the_same_name_is_answered_again(
+    tmp_path: Path, notify: str
+) -> None:
+    source, folder = watch(tmp_path, notify=notify)
     spool = Spool(tmp_path / "spool.sqlite", 100)
     capture = started(spool, source)
     target = move_in(tmp_path, folder, 1)
@@ -123,8 +132,10 @@ def test_a_file_overwritten_under_the_same_name_is_answered_again(tmp_path: Path
     spool.close()
 
 
-def test_slow_writer_gets_one_error_per_version_then_its_finished_file(tmp_path: Path) -> None:
-    source, folder = watch(tmp_path, settle_timeout_s=0.5)
+def test_slow_writer_gets_one_error_per_version_then_its_finished_file(
+    tmp_path: Path, notify: str
+) -> None:
+    source, folder = watch(tmp_path, settle_timeout_s=0.5, notify=notify)
     spool = Spool(tmp_path / "spool.sqlite", 100)
     capture = started(spool, source)
     data = write_images(tmp_path / "outside", 1)[0].read_bytes()
@@ -201,10 +212,10 @@ def test_folder_replay_matches_suffixes_without_regard_to_case_and_reports_the_r
 
 
 def test_watch_takes_upper_case_suffixes_and_reports_an_unmatched_file_once(
-    tmp_path: Path,
+    tmp_path: Path, notify: str
 ) -> None:
     events = Events()
-    source, folder = watch(tmp_path, events, pattern="*.png")
+    source, folder = watch(tmp_path, events, pattern="*.png", notify=notify)
     spool = Spool(tmp_path / "spool.sqlite", 100)
     capture = started(spool, source)
     [made] = write_images(tmp_path / "outside", 1, start=1)
@@ -231,3 +242,68 @@ def test_watch_takes_upper_case_suffixes_and_reports_an_unmatched_file_once(
 )
 def test_patterns_match_without_regard_to_case(pattern: str, name: str, matches: bool) -> None:
     assert FilePatterns([pattern]).matches(name) is matches
+
+
+# --- issue 20: an idle watched folder costs nothing; polling only where changes go unreported ---
+
+
+def test_an_idle_watched_folder_is_not_listed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("inotify_simple", reason="change notification needs inotify_simple")
+    listings = []
+    listing = FilePatterns.listing
+    monkeypatch.setattr(
+        FilePatterns, "listing", lambda self, folder: listings.append(1) or listing(self, folder)
+    )
+    source, folder = watch(tmp_path)
+    write_images(folder, 50)
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    capture = started(spool, source)
+    time.sleep(0.3)
+    idle = len(listings)
+    time.sleep(0.5)  # five polls' worth of nothing happening
+    assert len(listings) == idle
+    move_in(tmp_path, folder, 60)  # and it still sees what arrives
+    capture.wait_for(1)
+    assert capture.close() == ["img_0060.png"]
+    spool.close()
+
+
+def test_a_watched_folder_removed_and_made_again_is_watched_again(
+    tmp_path: Path, notify: str
+) -> None:
+    source, folder = watch(tmp_path, notify=notify)
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    capture = started(spool, source)
+    move_in(tmp_path, folder, 1)
+    capture.wait_for(1)
+    folder.rename(tmp_path / "old_drop")  # the vision system's share replaced
+    folder.mkdir()
+    time.sleep(0.3)
+    move_in(tmp_path, folder, 2)
+    capture.wait_for(2)
+    assert capture.close() == ["img_0001.png", "img_0002.png"]
+    spool.close()
+
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export/vision /srv/vision nfs4 rw,relatime 0 0
+//nas/line\\0403 /mnt/line\\0403 cifs rw 0 0
+/dev/sdb1 /srv/vision/local xfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    "folder, kind, polls",
+    [
+        ("/srv/vision/out", "nfs4", True),
+        ("/srv/vision/local/out", "xfs", False),
+        ("/mnt/line 3/drop", "cifs", True),
+        ("/var/drop", "ext4", False),
+    ],
+)
+def test_network_file_systems_are_polled(folder: str, kind: str, polls: bool) -> None:
+    assert file_system_type(Path(folder), MOUNTS) == kind
+    assert unnotified(kind) is polls
