@@ -1,10 +1,14 @@
 """Hostile input: every broken, lying or oddly named file is that sample's ERROR, never the
 process's. The decoder is fuzzed with generated files (truncations, bit flips, header lies,
 a decompression bomb, huge and empty files, odd names); the station runs as a real
-``flowedge run`` process over a folder mixing good and poison files."""
+``flowedge run`` process over a folder mixing good and poison files. Audio (truncated WAV
+and FLAC, lying headers) and machine-data logs (NaN/inf rows, columns changing mid-file, a
+2 GiB log) go through the station's sources and ``flowedge predict`` the same way."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import struct
@@ -23,13 +27,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from mqtt_broker import Broker, Subscriber, require_mosquitto  # noqa: E402
-from runtime_fakes import station_config, validator, write_images  # noqa: E402
+from runtime_fakes import (  # noqa: E402
+    FakeBackend,
+    fake_card,
+    station_config,
+    validator,
+    write_images,
+    write_onnx_model,
+)
 from test_runtime_pipeline import decisions, events, run_pipeline  # noqa: E402
 
+from flowedge.core.card import AudioInput, ModelCard  # noqa: E402
 from flowedge.core.errors import BadInputError  # noqa: E402
 from flowedge.edge.loop.filenames import safe_file_stem  # noqa: E402
 from flowedge.edge.loop.messages import encode  # noqa: E402
 from flowedge.edge.sources import Frame  # noqa: E402
+from flowedge.modalities.audio import decode_audio  # noqa: E402
 from flowedge.modalities.image_decode import (  # noqa: E402
     DEFAULT_LIMITS,
     DecodeLimits,
@@ -425,3 +438,122 @@ def test_station_process_survives_a_folder_of_poison(tmp_path: Path) -> None:
     )
     max_rss = int(done.stdout.split("MAXRSS_KB")[1]) * 1024
     assert max_rss < MAX_RSS_BYTES, f"peak memory {max_rss / 2**20:.0f} MiB"
+
+
+# --- audio: truncated WAV and FLAC, headers that lie about their size --------------------------
+AUDIO_RATE = 16000
+AUDIO_SPEC = AudioInput(
+    sample_rate=AUDIO_RATE, n_fft=512, win_length=512, hop_length=160, n_mels=16, duration_s=0.5
+)
+NOISE = (0.2 * np.random.default_rng(RNG_SEED).standard_normal(AUDIO_RATE // 2)).astype(np.float32)
+
+
+def sound(fmt: str) -> bytes:
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, NOISE, AUDIO_RATE, format=fmt)
+    return buffer.getvalue()
+
+
+def wav_patched(offset: int, value: int) -> bytes:
+    """A good WAV with the 32-bit header field at ``offset`` replaced by ``value``."""
+    data = bytearray(sound("WAV"))
+    struct.pack_into("<I", data, offset, value)
+    return bytes(data)
+
+
+def wav_lies() -> dict[str, bytes]:
+    """Header fields of a canonical 44-byte WAV header that lie about the file."""
+    return {
+        "data_size_huge": wav_patched(40, 0x7FFFFFF0),  # more samples than the file holds
+        "data_size_small": wav_patched(40, 100),  # and the rest no WAV chunk
+        "riff_size_huge": wav_patched(4, 0x7FFFFFF0),
+        "riff_size_small": wav_patched(4, 100),  # the samples reach past the RIFF
+        "rate_1e9": wav_patched(24, 10**9),
+    }
+
+
+def audio_refused(data: bytes, match: str | None = None) -> str:
+    with pytest.raises(BadInputError, match=match) as caught:
+        decode_audio(data, "clip.wav")
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
+def test_every_audio_truncation_is_refused(fmt: str) -> None:
+    data = sound(fmt)
+    assert decode_audio(data, "clip").samples.shape == (len(NOISE), 1)
+    for cut in cut_points(data):
+        audio_refused(data[:cut])
+
+
+@pytest.mark.parametrize("lie", sorted(wav_lies()))
+def test_wav_headers_that_lie_about_the_size_are_refused(lie: str) -> None:
+    message = audio_refused(wav_lies()[lie])
+    assert "clip.wav" in message and ("header" in message or "truncated" in message)
+
+
+def test_wav_chunks_after_the_samples_are_fine() -> None:
+    data = bytearray(sound("WAV"))
+    info = b"LIST" + struct.pack("<I", 4) + b"INFO"
+    struct.pack_into("<I", data, 4, len(data) + len(info) - 8)
+    assert decode_audio(bytes(data) + info, "clip").samples.shape == (len(NOISE), 1)
+
+
+def poison_audio(folder: Path) -> tuple[list[str], list[str]]:
+    """Good and poison audio files side by side: (good names, poison names)."""
+    folder.mkdir()
+    wav, flac = sound("WAV"), sound("FLAC")
+    good = {"good_1.wav": wav, "good_2.flac": flac, "GOOD_3.WAV": wav}
+    poison = {
+        "cut.wav": wav[: len(wav) // 2],
+        "cut.flac": flac[: len(flac) // 2],
+        "empty.wav": b"",
+        "text.flac": b"not audio at all\n",
+        **{f"lie_{name}.wav": data for name, data in wav_lies().items()},
+        "huge.wav": b"",
+    }
+    for name, data in {**good, **poison}.items():
+        (folder / name).write_bytes(data)
+    with open(folder / "huge.wav", "wb") as handle:
+        handle.truncate(2 * 2**30)  # sparse: over the 64 MiB file limit, never read
+    return sorted(good), sorted(poison)
+
+
+def test_station_answers_every_poison_audio_file_and_goes_on(tmp_path: Path) -> None:
+    good, poison = poison_audio(tmp_path / "clips")
+    source = {"name": "mic", "kind": "folder", "path": str(tmp_path / "clips"), "modality": "audio"}
+    cfg = station_config(tmp_path, sources=[source])
+    backend = FakeBackend(card=fake_card(AUDIO_SPEC))
+    pipeline, rows = run_pipeline(cfg, backend)
+    assert pipeline.failure is None
+    docs = {doc["part_id"]: doc for doc in decisions(rows)}
+    assert sorted(docs) == sorted(good + poison)
+    for name in poison:
+        assert docs[name]["decision"] == "ERROR" and name in docs[name]["error"], docs[name]
+    assert all(docs[name]["decision"] != "ERROR" for name in good)
+    bad = sorted(e["details"]["part_id"] for e in events(rows) if e["kind"] == "bad_input")
+    assert bad == sorted(poison)
+
+
+def test_predict_answers_every_poison_audio_file_with_an_error_row(tmp_path: Path) -> None:
+    good, poison = poison_audio(tmp_path / "clips")
+    rows = predicted(fake_card(AUDIO_SPEC), tmp_path / "clips", tmp_path)
+    assert sorted(rows) == sorted(good + poison)
+    for name in poison:
+        assert rows[name]["decision"] == "ERROR" and name in rows[name]["error"], rows[name]
+    assert all(rows[name]["decision"] == "OK" and rows[name]["score"] for name in good)
+
+
+def predicted(card: ModelCard, inputs: Path, tmp_path: Path) -> dict[str, dict[str, str]]:
+    """``flowedge predict`` of a stand-in ONNX model with ``card`` over ``inputs``: rows by
+    file name (exit 0, no traceback)."""
+    from flowedge.cli import main
+
+    model = write_onnx_model(tmp_path / "model.onnx", card=card)
+    out = tmp_path / "scores.csv"
+    argv = ["predict", str(model), str(inputs), "--out", str(out), "--threshold", "1e9"]
+    assert main([*argv, "--no-progress"]) == 0
+    with out.open(encoding="utf-8") as handle:
+        return {Path(row["file"]).name: row for row in csv.DictReader(handle)}
