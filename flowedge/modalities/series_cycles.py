@@ -54,7 +54,7 @@ class CycleSpan:
     stop: int
 
 
-def _id_text(value: float) -> str:
+def id_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
@@ -94,7 +94,7 @@ def cycle_spans(
         runs = [(a, b) for a, b in _runs(values) if not np.isnan(values[a])]
         if complete_only and runs and runs[-1][1] == n:
             runs = runs[:-1]
-        spans = [CycleSpan(_id_text(values[a]), a, b) for a, b in runs]
+        spans = [CycleSpan(id_text(values[a]), a, b) for a, b in runs]
     else:
         active = np.nan_to_num(values, nan=-np.inf) > cfg.threshold
         runs = [(a, b) for a, b in _runs(active.astype(np.float64)) if active[a]]
