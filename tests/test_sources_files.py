@@ -88,6 +88,15 @@ def started(spool: Spool, source: WatchSource) -> Capture:
     return capture
 
 
+def watching(
+    tmp_path: Path, events: EventSink | None = None, **options: object
+) -> tuple[Capture, Path, Spool]:
+    """A watch source started on a new spool: its capture, its folder, the spool."""
+    source, folder = watch(tmp_path, events, **options)
+    spool = Spool(tmp_path / "spool.sqlite", 100)
+    return started(spool, source), folder, spool
+
+
 def move_in(tmp_path: Path, folder: Path, index: int, old: bool = True) -> Path:
     """A finished file moved into the folder, keeping an old mtime like mv / cp -p / rsync."""
     [made] = write_images(tmp_path / "outside", 1, start=index)
@@ -119,9 +128,7 @@ def test_moved_in_old_files_and_files_dropped_while_stopped_are_taken_once(
 def test_a_file_overwritten_under_the_same_name_is_answered_again(
     tmp_path: Path, notify: str
 ) -> None:
-    source, folder = watch(tmp_path, notify=notify)
-    spool = Spool(tmp_path / "spool.sqlite", 100)
-    capture = started(spool, source)
+    capture, folder, spool = watching(tmp_path, notify=notify)
     target = move_in(tmp_path, folder, 1)
     capture.wait_for(1)
     target.write_bytes(write_images(tmp_path / "other", 1, start=5)[0].read_bytes())  # in place
@@ -135,9 +142,7 @@ def test_a_file_overwritten_under_the_same_name_is_answered_again(
 def test_slow_writer_gets_one_error_per_version_then_its_finished_file(
     tmp_path: Path, notify: str
 ) -> None:
-    source, folder = watch(tmp_path, settle_timeout_s=0.5, notify=notify)
-    spool = Spool(tmp_path / "spool.sqlite", 100)
-    capture = started(spool, source)
+    capture, folder, spool = watching(tmp_path, settle_timeout_s=0.5, notify=notify)
     data = write_images(tmp_path / "outside", 1)[0].read_bytes()
     with open(folder / "slow.png", "wb") as handle:
         handle.write(data[:40])  # stalls: no PNG end marker for longer than the limit
@@ -215,9 +220,7 @@ def test_watch_takes_upper_case_suffixes_and_reports_an_unmatched_file_once(
     tmp_path: Path, notify: str
 ) -> None:
     events = Events()
-    source, folder = watch(tmp_path, events, pattern="*.png", notify=notify)
-    spool = Spool(tmp_path / "spool.sqlite", 100)
-    capture = started(spool, source)
+    capture, folder, spool = watching(tmp_path, events, pattern="*.png", notify=notify)
     [made] = write_images(tmp_path / "outside", 1, start=1)
     made.rename(folder / "PART_0001.PNG")  # a finished file moved in
     (folder / "report.csv").write_text("not an image")
@@ -273,9 +276,7 @@ def test_an_idle_watched_folder_is_not_listed_again(
 def test_a_watched_folder_removed_and_made_again_is_watched_again(
     tmp_path: Path, notify: str
 ) -> None:
-    source, folder = watch(tmp_path, notify=notify)
-    spool = Spool(tmp_path / "spool.sqlite", 100)
-    capture = started(spool, source)
+    capture, folder, spool = watching(tmp_path, notify=notify)
     move_in(tmp_path, folder, 1)
     capture.wait_for(1)
     folder.rename(tmp_path / "old_drop")  # the vision system's share replaced
