@@ -2,8 +2,8 @@
 
 Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
-``robot`` (parquet logs), ``station`` (ONNX Runtime, no torch), ``tensorrt``, ``sparkplug``
-(protobuf, for the Sparkplug B sink) and ``dev``.
+``robot`` (parquet logs), ``station`` (ONNX Runtime and inotify, no torch), ``tensorrt``,
+``sparkplug`` (protobuf, for the Sparkplug B sink) and ``dev``.
 """
 
 import re
@@ -56,7 +56,9 @@ AUDIO = ["soundfile>=0.12", "sounddevice>=0.4"]  # WAV/FLAC files; microphones t
 EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxruntime>=1.17"]
 # A backend's extra lists the requirements of its row in flowedge/core/backend_table.py
 # (setup.py runs before flowedge is installed, so tests/test_backends.py checks they agree).
-STATION = ["onnxruntime>=1.17"]
+# inotify for watched folders (edge/sources/changes.py; without it the station polls)
+NOTIFY = ["inotify_simple>=1.3; sys_platform == 'linux'"]
+STATION = ["onnxruntime>=1.17", *NOTIFY]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
 ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCAT; CSV: numpy
 # the Sparkplug B sink: protobuf runs the generated edge/sinks/sparkplug_b_pb2.py (4.25 gencode)
@@ -88,7 +90,7 @@ setup(
         "robot": ROBOT,
         "sparkplug": SPARKPLUG,
         "dev": DEV,
-        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + SPARKPLUG + DEV,
+        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + NOTIFY + SPARKPLUG + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

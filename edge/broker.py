@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 from pydantic import AfterValidator, Field, model_validator
 
 from flowedge.core.paths import BoundedPath
-from flowedge.core.validation import Strict, ordered_backoff
+from flowedge.core.validation import DAY_S, Strict, ordered_backoff
 
 MQTT_MAX_STRING_BYTES = 65535  # MQTT UTF-8 strings: topic, client id, user name, password
 MQTT_MAX_KEEPALIVE_S = 65535  # two-byte field in CONNECT
@@ -71,8 +71,8 @@ class MQTTConfig(Strict):
     password_env: str = Field("FLOWEDGE_MQTT_PASSWORD", min_length=1)
     tls: TLSConfig | None = None
     keepalive_s: int = Field(30, ge=5, le=MQTT_MAX_KEEPALIVE_S)
-    reconnect_min_s: float = Field(1.0, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
+    reconnect_min_s: float = Field(1.0, gt=0, le=DAY_S)
+    reconnect_max_s: float = Field(30.0, gt=0, le=DAY_S)
 
     @model_validator(mode="after")
     def _backoff(self) -> MQTTConfig:

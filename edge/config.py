@@ -17,6 +17,7 @@ variable is empty, a TLS file that cannot be read.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,14 @@ from flowedge.calibration.config import DriftConfig
 from flowedge.core.backend_table import check_backend_choice
 from flowedge.core.errors import ConfigError
 from flowedge.core.paths import BoundedPath
-from flowedge.core.validation import Name, Strict, format_validation_error
+from flowedge.core.validation import (
+    MAX_QUEUE,
+    MAX_RECORDS,
+    MAX_THREADS,
+    Name,
+    Strict,
+    format_validation_error,
+)
 from flowedge.core.yamlfile import read_yaml
 from flowedge.edge.broker import MQTT_PORTABLE_CLIENT_ID, MQTTConfig
 from flowedge.edge.commands import CommandsConfig
@@ -51,15 +59,16 @@ class ModelConfig(Strict):
     # calibration.json bound to the model; overrides threshold
     calibration: BoundedPath | None = None
     threshold: float | None = None  # used when no calibration file is given (finite)
-    intra_op_threads: int = Field(0, ge=0, description="0: the backend's default")
+    intra_op_threads: int = Field(0, ge=0, le=MAX_THREADS, description="0: the backend's default")
 
 
 class LimitsConfig(Strict):
     """What one input file may cost: larger files or images are that sample's ERROR, checked
     before reading or decoding, so a hostile file cannot exhaust the station's memory."""
 
-    max_file_mib: float = Field(DEFAULT_LIMITS.max_bytes / 2**20, gt=0)
-    max_megapixels: float = Field(DEFAULT_LIMITS.max_pixels / 1e6, gt=0)
+    max_file_mib: float = Field(DEFAULT_LIMITS.max_bytes / 2**20, gt=0, le=16 * 1024)
+    # OpenCV itself refuses images over 2**30 pixels (CV_IO_MAX_IMAGE_PIXELS)
+    max_megapixels: float = Field(DEFAULT_LIMITS.max_pixels / 1e6, gt=0, le=1000)
 
     def decode_limits(self, kind: str = "image") -> Any:
         """The limits of modality ``kind`` (image: DecodeLimits; audio: AudioLimits)."""
@@ -69,19 +78,23 @@ class LimitsConfig(Strict):
 
 
 class PipelineConfig(Strict):
-    max_batch: int = Field(8, ge=1, description="infer batches frames that queue up, up to this")
-    queue_size: int = Field(32, ge=1)
+    max_batch: int = Field(
+        8, ge=1, le=MAX_QUEUE, description="infer batches frames that queue up, up to this"
+    )
+    queue_size: int = Field(32, ge=1, le=MAX_QUEUE)
     heatmaps: Literal["none", "anomalies", "all"] = "anomalies"
     heatmap_dir: BoundedPath = Path("runs/heatmaps")
     # retention per sensor, oldest deleted first: whichever limit is reached first
-    heatmap_keep: int = Field(1000, ge=1, description="overlay PNGs kept per sensor")
-    heatmap_keep_mb: float = Field(500.0, gt=0, description="megabytes of overlays per sensor")
+    heatmap_keep: int = Field(1000, ge=1, le=10**7, description="overlay PNGs kept per sensor")
+    heatmap_keep_mb: float = Field(
+        500.0, gt=0, le=10**7, description="megabytes of overlays per sensor"
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
 class SpoolConfig(Strict):
     path: BoundedPath = Path("runs/spool.sqlite")
-    max_messages: int = Field(100_000, ge=10)
+    max_messages: int = Field(100_000, ge=10, le=MAX_RECORDS)
     # drop_oldest: keep the newest decisions; reject_new: keep the oldest (both are counted and reported)
     overflow: Literal["drop_oldest", "reject_new"] = "drop_oldest"
 
@@ -177,6 +190,15 @@ def load_config(path: str | Path) -> FlowedgeConfig:
         raise ConfigError(
             f"{path}: cannot run a station with this configuration "
             f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
+        )
+    cores = os.cpu_count() or 1
+    if cfg.model.intra_op_threads > cores:
+        log.warning(
+            "model.intra_op_threads %d is more than this machine's %d cores: inference "
+            "threads will wait for each other; give at most %d",
+            cfg.model.intra_op_threads,
+            cores,
+            cores,
         )
     for sink in cfg.active_sinks():
         client_id = getattr(sink, "client_id", None)

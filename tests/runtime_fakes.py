@@ -14,7 +14,7 @@ import numpy as np
 
 from flowedge.backends.base import Backend
 from flowedge.core import metadata
-from flowedge.core.card import ImageInput, ModelCard, ScoreSpec
+from flowedge.core.card import ImageInput, InputSpec, ModelCard, ScoreSpec
 from flowedge.edge.cmd_run import Station
 from flowedge.edge.config import FlowedgeConfig, parse_config
 
@@ -22,24 +22,27 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "edge" / "schema"
 SIZE = 32
 
 
-def fake_card() -> ModelCard:
+def fake_card(spec: InputSpec | None = None, **params: Any) -> ModelCard:
+    """The card of the stand-in models: a 32 px image input unless ``spec`` says otherwise;
+    ``params``: its detector parameters (a series model's ``log`` and ``segment``)."""
     return ModelCard(
         detector="fake",
-        detector_params={},
+        detector_params=params,
         backbone={},
-        input=ImageInput(height=SIZE, width=SIZE),
+        input=spec or ImageInput(height=SIZE, width=SIZE),
         score=ScoreSpec(kind="mean"),
         weights_sha256="f" * 64,
     )
 
 
 class FakeBackend(Backend):
-    """Score = mean input value + 3, so brighter images score higher; optional delay per batch."""
+    """Score = mean input value + 3, so brighter images score higher; optional delay per batch.
+    ``card``: another input (audio, series) than the 32 px image."""
 
     name = "torch"
 
-    def __init__(self, delay_s: float = 0.0) -> None:
-        super().__init__(fake_card())
+    def __init__(self, delay_s: float = 0.0, card: ModelCard | None = None) -> None:
+        super().__init__(card or fake_card())
         self.delay_s = delay_s
         self.batches: list[int] = []
         self.lock = threading.Lock()
@@ -49,7 +52,14 @@ class FakeBackend(Backend):
             self.batches.append(len(batch))
         if self.delay_s:
             time.sleep(self.delay_s)
-        return batch.mean(axis=(1, 2, 3)) + 3.0, batch.mean(axis=1)
+        return batch.reshape(len(batch), -1).mean(axis=1) + 3.0, stand_in_map(batch, self.card)
+
+
+def stand_in_map(batch: np.ndarray, card: ModelCard) -> np.ndarray:
+    """The input itself when it has the map's shape (audio, series), else its channel mean."""
+    shape = card.input.map_shape
+    same = int(np.prod(shape)) == int(np.prod(batch.shape[1:]))
+    return batch.reshape(len(batch), *shape) if same else batch.mean(axis=1)
 
 
 def write_images(folder: Path, count: int, size: int = SIZE, start: int = 0) -> list[Path]:
@@ -126,23 +136,35 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         ticker.wait(0.02)
 
 
-def write_onnx_model(path: Path, calibration: dict[str, Any] | None = None) -> Path:
-    """A real ONNX graph shaped like an export (score = mean pixel, map = channel mean) with
-    the fake card and, optionally, an embedded calibration; built without torch."""
+def write_onnx_model(
+    path: Path, calibration: dict[str, Any] | None = None, card: ModelCard | None = None
+) -> Path:
+    """A real ONNX graph shaped like an export (score = mean input, map as :func:`stand_in_map`)
+    with the fake card (or ``card``) and, optionally, an embedded calibration; without torch."""
     import onnx
     from onnx import TensorProto, helper
 
-    batch = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])
+    card = card or fake_card()
+    tensor, map_shape = card.input.tensor_shape, card.input.map_shape
+    batch = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *tensor])
     score = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])
-    amap = helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", SIZE, SIZE])
-    nodes = [
-        helper.make_node("ReduceMean", ["input"], ["score"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("ReduceMean", ["input"], ["map"], axes=[1], keepdims=0),
-    ]
-    graph = helper.make_graph(nodes, "fake", [batch], [score, amap])
+    amap = helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", *map_shape])
+    axes = list(range(1, len(tensor) + 1))
+    if int(np.prod(tensor)) == int(np.prod(map_shape)):
+        shape = helper.make_tensor(
+            "shape", TensorProto.INT64, [len(map_shape) + 1], [-1, *map_shape]
+        )
+        to_map = [helper.make_node("Reshape", ["input", "shape"], ["map"])]
+    else:
+        shape, to_map = (
+            None,
+            [helper.make_node("ReduceMean", ["input"], ["map"], axes=[1], keepdims=0)],
+        )
+    nodes = [helper.make_node("ReduceMean", ["input"], ["score"], axes=axes, keepdims=0), *to_map]
+    graph = helper.make_graph(nodes, "fake", [batch], [score, amap], [shape] if shape else [])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    entries = {metadata.CARD_KEY: json.dumps(fake_card().to_dict())}
+    entries = {metadata.CARD_KEY: json.dumps(card.to_dict())}
     if calibration is not None:
         entries[metadata.CALIBRATION_KEY] = json.dumps(calibration)
     for key, value in entries.items():

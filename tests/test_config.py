@@ -364,3 +364,107 @@ def test_train_reads_its_sections_with_the_same_reader(
     code = main(["train", str(tmp_path), "--out", str(tmp_path / "out"), "--config", str(path)])
     err = capsys.readouterr().err
     assert code == EXIT_USAGE and "duplicate key 'epochs'" in err and "Traceback" not in err
+
+
+# --- issue 20: absurd but well-typed values are bounded at load, naming the key ----------------
+
+WATCH = {"name": "cam", "kind": "watch", "path": "x"}
+CAMERA = {"name": "cam", "kind": "camera", "uri": "0"}
+TAIL = {"name": "robot", "kind": "tail", "path": "x.csv"}
+MICROPHONE = {"name": "mic", "kind": "microphone"}
+ETHERCAT = {
+    "name": "bus",
+    "kind": "ethercat",
+    "ethercat": {
+        "interface": "eth1",
+        "signals": [{"name": "t", "slave": 0, "offset": 0, "type": "int16"}],
+    },
+}
+
+
+def _with(source: dict, section: str, values: dict) -> dict:
+    return {"sources": [{**source, section: {**source.get(section, {}), **values}}]}
+
+
+ABSURD = [
+    ({"model": {"intra_op_threads": 10**12}}, "model.intra_op_threads"),  # was a TypeError
+    ({"model": {"intra_op_threads": 2000}}, "model.intra_op_threads"),  # the station hung
+    ({"sources": [{**FOLDER, "rate_hz": 1e-300}]}, "sources[0].rate_hz"),  # OverflowError
+    ({"sources": [{**CAMERA, "rate_hz": 1e-300}]}, "sources[0].rate_hz"),
+    ({"sources": [{**FOLDER, "reconnect_max_s": 1e300}]}, "sources[0].reconnect_max_s"),
+    ({"sources": [{**FOLDER, "queue_size": 10**12}]}, "sources[0].queue_size"),
+    ({"sources": [{**WATCH, "settle_timeout_s": 1e300}]}, "sources[0].settle_timeout_s"),
+    ({"sources": [{**TAIL, "log": {"rate_hz": 1e-300}}]}, "sources[0].log.rate_hz"),
+    ({"sources": [{**TAIL, "segment": {"mode": "window", "window_rows": 10**12}}]}, "window_rows"),
+    (_with(MICROPHONE, "microphone", {"ring_s": 1e300}), "sources[0].microphone.ring_s"),
+    (
+        _with(MICROPHONE, "microphone", {"events": {"floor_window_s": 1e300}}),
+        "sources[0].microphone.events.floor_window_s",
+    ),
+    (
+        _with(MICROPHONE, "microphone", {"events": {"max_duration_s": 1e300}}),
+        "sources[0].microphone.events.max_duration_s",
+    ),
+    (
+        _with(MICROPHONE, "microphone", {"events": {"pre_roll_s": 1e300}}),
+        "sources[0].microphone.events.pre_roll_s",
+    ),
+    (_with(ETHERCAT, "ethercat", {"cycle_s": 1e300}), "sources[0].ethercat.cycle_s"),
+    (_with(ETHERCAT, "ethercat", {"block_rows": 10**12}), "sources[0].ethercat.block_rows"),
+    (
+        _with(ETHERCAT, "ethercat", {"receive_timeout_us": 10**12}),
+        "sources[0].ethercat.receive_timeout_us",
+    ),
+    ({"pipeline": {"queue_size": 10**12}}, "pipeline.queue_size"),
+    ({"pipeline": {"max_batch": 10**12}}, "pipeline.max_batch"),
+    ({"pipeline": {"heatmap_keep": 10**30}}, "pipeline.heatmap_keep"),
+    ({"pipeline": {"heatmap_keep_mb": 1e300}}, "pipeline.heatmap_keep_mb"),
+    ({"pipeline": {"limits": {"max_file_mib": 1e300}}}, "pipeline.limits.max_file_mib"),
+    ({"pipeline": {"limits": {"max_megapixels": 1e300}}}, "pipeline.limits.max_megapixels"),
+    ({"spool": {"max_messages": 10**30}}, "spool.max_messages"),  # SQLite: OverflowError
+    ({"mqtt": {"max_backlog": 10**30}}, "mqtt.max_backlog"),
+    ({"mqtt": {"reconnect_max_s": 1e300}}, "mqtt.reconnect_max_s"),
+    ({"drift": {"window": 10**12}}, "drift.window"),
+    ({"drift": {"check_every": 10**30}}, "drift.check_every"),
+]
+
+
+@pytest.mark.parametrize("data, key", ABSURD, ids=[key for _, key in ABSURD])
+def test_absurd_values_are_refused_at_load_naming_the_key(data: dict, key: str) -> None:
+    message = _error(data)
+    assert f"  {key}: " in message or f".{key}: " in message, message
+
+
+def test_the_largest_sensible_values_are_accepted() -> None:
+    cfg = parse_config(
+        {
+            "model": {"intra_op_threads": 256},
+            "sources": [{**FOLDER, "rate_hz": 1 / 86_400, "reconnect_max_s": 86_400}],
+            "pipeline": {"limits": {"max_megapixels": 1000}},
+        }
+    )
+    assert cfg.model.intra_op_threads == 256 and cfg.sources[0].rate_hz == 1 / 86_400
+
+
+def test_absurd_thread_count_ends_the_station_with_exit_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _station_file(tmp_path, "model:\n  intra_op_threads: 1000000000000\n")
+    code = main(["check", "--config", str(path)])
+    out = capsys.readouterr().out
+    assert code == EXIT_USAGE and "model.intra_op_threads: " in out and "Traceback" not in out
+
+
+def test_predict_refuses_an_absurd_thread_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from runtime_fakes import write_onnx_model
+
+    model = write_onnx_model(tmp_path / "model.onnx")
+    argv = ["predict", str(model), str(tmp_path), "--out", str(tmp_path / "s.csv")]
+    code = main([*argv, "--threads", str(10**12)])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and "--threads" in err and "Traceback" not in err

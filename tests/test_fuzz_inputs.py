@@ -1,16 +1,21 @@
 """Hostile input: every broken, lying or oddly named file is that sample's ERROR, never the
 process's. The decoder is fuzzed with generated files (truncations, bit flips, header lies,
 a decompression bomb, huge and empty files, odd names); the station runs as a real
-``flowedge run`` process over a folder mixing good and poison files."""
+``flowedge run`` process over a folder mixing good and poison files. Audio (truncated WAV
+and FLAC, lying headers) and machine-data logs (NaN/inf rows, columns changing mid-file, a
+2 GiB log) go through the station's sources and ``flowedge predict`` the same way."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,19 +28,31 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from mqtt_broker import Broker, Subscriber, require_mosquitto  # noqa: E402
-from runtime_fakes import station_config, validator, write_images  # noqa: E402
+from runtime_fakes import (  # noqa: E402
+    FakeBackend,
+    fake_card,
+    station_config,
+    validator,
+    write_images,
+    write_onnx_model,
+)
 from test_runtime_pipeline import decisions, events, run_pipeline  # noqa: E402
 
+from flowedge.core.card import AudioInput, ModelCard, SeriesInput  # noqa: E402
 from flowedge.core.errors import BadInputError  # noqa: E402
 from flowedge.edge.loop.filenames import safe_file_stem  # noqa: E402
 from flowedge.edge.loop.messages import encode  # noqa: E402
 from flowedge.edge.sources import Frame  # noqa: E402
+from flowedge.edge.sources.tail import LogTailSource, TailConfig  # noqa: E402
+from flowedge.modalities.audio import decode_audio  # noqa: E402
 from flowedge.modalities.image_decode import (  # noqa: E402
     DEFAULT_LIMITS,
     DecodeLimits,
     decode_image_bytes,
     read_image_file,
 )
+from flowedge.modalities.series_cycles import SegmentConfig  # noqa: E402
+from flowedge.modalities.series_io import LogFormat  # noqa: E402
 
 RNG_SEED = 7
 IMAGE = cv2.GaussianBlur(
@@ -425,3 +442,269 @@ def test_station_process_survives_a_folder_of_poison(tmp_path: Path) -> None:
     )
     max_rss = int(done.stdout.split("MAXRSS_KB")[1]) * 1024
     assert max_rss < MAX_RSS_BYTES, f"peak memory {max_rss / 2**20:.0f} MiB"
+
+
+# --- audio: truncated WAV and FLAC, headers that lie about their size --------------------------
+AUDIO_RATE = 16000
+AUDIO_SPEC = AudioInput(
+    sample_rate=AUDIO_RATE, n_fft=512, win_length=512, hop_length=160, n_mels=16, duration_s=0.5
+)
+NOISE = (0.2 * np.random.default_rng(RNG_SEED).standard_normal(AUDIO_RATE // 2)).astype(np.float32)
+
+
+def sound(fmt: str) -> bytes:
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, NOISE, AUDIO_RATE, format=fmt)
+    return buffer.getvalue()
+
+
+def wav_patched(offset: int, value: int) -> bytes:
+    """A good WAV with the 32-bit header field at ``offset`` replaced by ``value``."""
+    data = bytearray(sound("WAV"))
+    struct.pack_into("<I", data, offset, value)
+    return bytes(data)
+
+
+def wav_lies() -> dict[str, bytes]:
+    """Header fields of a canonical 44-byte WAV header that lie about the file."""
+    return {
+        "data_size_huge": wav_patched(40, 0x7FFFFFF0),  # more samples than the file holds
+        "data_size_small": wav_patched(40, 100),  # and the rest no WAV chunk
+        "riff_size_huge": wav_patched(4, 0x7FFFFFF0),
+        "riff_size_small": wav_patched(4, 100),  # the samples reach past the RIFF
+        "rate_1e9": wav_patched(24, 10**9),
+    }
+
+
+def audio_refused(data: bytes, match: str | None = None) -> str:
+    with pytest.raises(BadInputError, match=match) as caught:
+        decode_audio(data, "clip.wav")
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
+def test_every_audio_truncation_is_refused(fmt: str) -> None:
+    data = sound(fmt)
+    assert decode_audio(data, "clip").samples.shape == (len(NOISE), 1)
+    for cut in cut_points(data):
+        audio_refused(data[:cut])
+
+
+@pytest.mark.parametrize("lie", sorted(wav_lies()))
+def test_wav_headers_that_lie_about_the_size_are_refused(lie: str) -> None:
+    message = audio_refused(wav_lies()[lie])
+    assert "clip.wav" in message and ("header" in message or "truncated" in message)
+
+
+def test_wav_chunks_after_the_samples_are_fine() -> None:
+    data = bytearray(sound("WAV"))
+    info = b"LIST" + struct.pack("<I", 4) + b"INFO"
+    struct.pack_into("<I", data, 4, len(data) + len(info) - 8)
+    assert decode_audio(bytes(data) + info, "clip").samples.shape == (len(NOISE), 1)
+
+
+def poison_audio(folder: Path) -> tuple[list[str], list[str]]:
+    """Good and poison audio files side by side: (good names, poison names)."""
+    folder.mkdir()
+    wav, flac = sound("WAV"), sound("FLAC")
+    good = {"good_1.wav": wav, "good_2.flac": flac, "GOOD_3.WAV": wav}
+    poison = {
+        "cut.wav": wav[: len(wav) // 2],
+        "cut.flac": flac[: len(flac) // 2],
+        "empty.wav": b"",
+        "text.flac": b"not audio at all\n",
+        **{f"lie_{name}.wav": data for name, data in wav_lies().items()},
+        "huge.wav": b"",
+    }
+    for name, data in {**good, **poison}.items():
+        (folder / name).write_bytes(data)
+    with open(folder / "huge.wav", "wb") as handle:
+        handle.truncate(2 * 2**30)  # sparse: over the 64 MiB file limit, never read
+    return sorted(good), sorted(poison)
+
+
+def test_station_answers_every_poison_audio_file_and_goes_on(tmp_path: Path) -> None:
+    good, poison = poison_audio(tmp_path / "clips")
+    source = {"name": "mic", "kind": "folder", "path": str(tmp_path / "clips"), "modality": "audio"}
+    cfg = station_config(tmp_path, sources=[source])
+    backend = FakeBackend(card=fake_card(AUDIO_SPEC))
+    pipeline, rows = run_pipeline(cfg, backend)
+    assert pipeline.failure is None
+    docs = {doc["part_id"]: doc for doc in decisions(rows)}
+    assert sorted(docs) == sorted(good + poison)
+    for name in poison:
+        assert docs[name]["decision"] == "ERROR" and name in docs[name]["error"], docs[name]
+    assert all(docs[name]["decision"] != "ERROR" for name in good)
+    bad = sorted(e["details"]["part_id"] for e in events(rows) if e["kind"] == "bad_input")
+    assert bad == sorted(poison)
+
+
+def test_predict_answers_every_poison_audio_file_with_an_error_row(tmp_path: Path) -> None:
+    good, poison = poison_audio(tmp_path / "clips")
+    rows = predicted(fake_card(AUDIO_SPEC), tmp_path / "clips", tmp_path)
+    assert sorted(rows) == sorted(good + poison)
+    for name in poison:
+        assert rows[name]["decision"] == "ERROR" and name in rows[name]["error"], rows[name]
+    assert all(rows[name]["decision"] == "OK" and rows[name]["score"] for name in good)
+
+
+def predicted(card: ModelCard, inputs: Path, tmp_path: Path) -> dict[str, dict[str, str]]:
+    """``flowedge predict`` of a stand-in ONNX model with ``card`` over ``inputs``: rows by
+    file name (exit 0, no traceback)."""
+    from flowedge.cli import main
+
+    model = write_onnx_model(tmp_path / "model.onnx", card=card)
+    out = tmp_path / "scores.csv"
+    argv = ["predict", str(model), str(inputs), "--out", str(out), "--threshold", "1e9"]
+    assert main([*argv, "--no-progress"]) == 0
+    with out.open(encoding="utf-8") as handle:
+        return {Path(row["file"]).name: row for row in csv.DictReader(handle)}
+
+
+# --- machine-data logs: NaN/inf rows, columns that change mid-file, a 2 GiB log -----------------
+SERIES_SPEC = SeriesInput(
+    signals=("current", "speed"),
+    units=("A", "rpm"),
+    rate_hz=10.0,
+    length=4,
+    mean=(0, 0),
+    std=(1, 1),
+)
+LOG = {"separator": ";", "decimal": ",", "cycle_column": "cycle"}
+SEGMENT = {"mode": "cycle_id", "column": "cycle"}
+LOG_HEADER = "time;cycle;current;speed;;\n"
+
+
+def log_rows(cycle: int, n: int = 4, current: str = "{i},5", speed: str = "-{i},25") -> str:
+    """``n`` rows of cycle ``cycle`` at 10 Hz (time goes on from cycle to cycle)."""
+    return "".join(
+        f"{0.4 * cycle + 0.1 * i:.1f};{cycle};{current.format(i=i)};{speed.format(i=i)};;\n"
+        for i in range(n)
+    )
+
+
+def hostile_log(path: Path) -> dict[str, str]:
+    """A log with every kind of bad row and a header change; returns part id -> what it is."""
+    text = (
+        LOG_HEADER
+        + log_rows(1)
+        + log_rows(2, current="nan")  # NaN longer than the repairable two rows
+        + log_rows(3, speed="inf")  # a sensor overflow
+        + log_rows(4)
+        + "2.0;5;1,0;1,0;;;extra\n"  # a row with more fields than the header (row 17)
+        + "2.1;5;1,0\n"  # and one with fewer (row 18)
+        + log_rows(5)
+        + log_rows(6, n=1)  # cycle 6 has begun when the logger restarts
+        + "time;cycle;speed;current;;\n"  # a new header: its columns in another order
+        + "".join(f"{2.8 + 0.1 * i:.1f};7;{i}0,0;{i},0;;\n" for i in range(4))
+        + log_rows(8, n=1)
+    )
+    path.write_text(text, encoding="utf-8")
+    return {
+        "1": "OK",
+        "2": "ERROR",
+        "3": "ERROR",
+        "4": "OK",
+        "row-17": "ERROR",
+        "row-18": "ERROR",
+        "5": "OK",
+        "6": "ERROR",
+        "7": "OK",
+    }
+
+
+def test_station_answers_every_bad_row_of_a_tailed_log_and_goes_on(tmp_path: Path) -> None:
+    expected = hostile_log(tmp_path / "robot.csv")
+    source = {"name": "robot1", "kind": "tail", "path": str(tmp_path / "robot.csv")}
+    cfg = station_config(tmp_path, sources=[{**source, "log": LOG, "segment": SEGMENT}])
+    backend = FakeBackend(card=fake_card(SERIES_SPEC))
+    pipeline, rows = run_pipeline(cfg, backend, max_samples=len(expected))
+    assert pipeline.failure is None
+    docs = decisions(rows)
+    decided = {d["part_id"]: "ERROR" if d["decision"] == "ERROR" else "OK" for d in docs}
+    assert decided == expected, {d["part_id"]: d.get("error") for d in docs}
+    assert [d["part_id"] for d in docs] == list(expected)  # in the log's order
+    errors = {d["part_id"]: d["error"] for d in docs if d["decision"] == "ERROR"}
+    assert "NaN" in errors["2"] and "NaN" in errors["3"]
+    assert "7 fields" in errors["row-17"] and "3 fields" in errors["row-18"]
+    assert "header" in errors["6"]
+    bad = sorted(e["details"]["part_id"] for e in events(rows) if e["kind"] == "bad_input")
+    assert bad == sorted(errors)
+    assert any("header" in e["message"] for e in events(rows) if e["kind"] == "source_reconnected")
+
+
+def test_a_header_line_mid_file_names_the_columns_of_the_rows_after_it(tmp_path: Path) -> None:
+    hostile_log(tmp_path / "robot.csv")
+    source = LogTailSource(tail_log_config(tmp_path / "robot.csv"), lambda *a, **k: None)
+    frames = {f.part_id: f for f in first_frames(source, 9)}
+    assert frames["7"].payload.columns["current"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert frames["7"].payload.columns["speed"].tolist() == [0.0, 10.0, 20.0, 30.0]
+
+
+def tail_log_config(path: Path) -> TailConfig:
+    return TailConfig(
+        name="robot1",
+        path=path,
+        log=LogFormat.model_validate(LOG),
+        segment=SegmentConfig.model_validate(SEGMENT),
+    )
+
+
+def first_frames(source: LogTailSource, count: int, wait_s: float = 20.0) -> list[Frame]:
+    """The first ``count`` frames of ``source`` (fewer when it stalls for ``wait_s``)."""
+    stop, taken = threading.Event(), []
+    guard = threading.Timer(wait_s, stop.set)  # a stalled source fails the test, never hangs it
+    guard.start()
+    for frame in source.frames(stop):
+        taken.append(frame)
+        if len(taken) == count:
+            break
+    guard.cancel()
+    return taken
+
+
+def sparse_log(path: Path, size: int = 2 * 2**30) -> None:
+    """Two cycles, a hole of NUL bytes up to ``size`` (a crash; sparse, no disk used), then the
+    logger going on with cycles 3 and 4."""
+    path.write_text(LOG_HEADER + log_rows(1) + log_rows(2), encoding="utf-8")
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+        handle.seek(size)
+        handle.write(("\n" + log_rows(3) + log_rows(4)).encode())
+
+
+def test_a_2_gib_log_is_read_a_slice_at_a_time(tmp_path: Path) -> None:
+    import tracemalloc
+
+    sparse_log(tmp_path / "robot.csv")
+    source = LogTailSource(tail_log_config(tmp_path / "robot.csv"), lambda *a, **k: None)
+    tracemalloc.start()
+    try:
+        frames = first_frames(source, 4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(f.part_id, f.error is None) for f in frames] == [
+        ("1", True),
+        ("2", False),  # cut short by the crash
+        ("row-9", False),  # the hole: one line of 2 GiB, answered ERROR
+        ("3", True),
+    ]
+    assert "row 9" in frames[1].error and "NUL" in frames[2].error
+    assert peak < 200 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_predict_answers_every_bad_log_with_an_error_row(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    hostile_log(logs / "hostile.csv")
+    sparse_log(logs / "huge.csv")
+    (logs / "more_fields.csv").write_text(LOG_HEADER + log_rows(1) + "0.4;2;1;1;;;x\n")
+    (logs / "empty.csv").write_text("")
+    card = fake_card(SERIES_SPEC, log=LOG, segment=SEGMENT)
+    rows = predicted(card, logs, tmp_path)
+    for name in ("hostile.csv", "huge.csv", "more_fields.csv", "empty.csv"):
+        assert rows[name]["decision"] == "ERROR" and name in rows[name]["error"], rows[name]
+    assert "MiB" in rows["huge.csv"]["error"]

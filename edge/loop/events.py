@@ -31,6 +31,7 @@ SEVERITY = {
     "dropped": "warning",
     "audio_overrun": "warning",
     "source_empty": "warning",
+    "file_unmatched": "warning",
     "heatmap_failed": "warning",
     "command": "warning",
     "command_refused": "error",

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import Field
 
-from flowedge.core.validation import Name, Strict
+from flowedge.core.validation import MAX_RECORDS, Name, Strict
 from flowedge.edge.checks import CheckResult
 from flowedge.edge.commands import StationCommands
 from flowedge.edge.metrics import Metrics
@@ -34,6 +34,7 @@ class SinkBaseConfig(Strict):
     max_backlog: int | None = Field(
         None,
         ge=1,
+        le=MAX_RECORDS,
         description="records this sink may fall behind before its oldest are passed over "
         "(counted and reported); None: only spool.max_messages bounds it",
     )

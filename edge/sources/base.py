@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from flowedge.core.validation import Name, Strict, ordered_backoff
+from flowedge.core.validation import DAY_S, MAX_QUEUE, Name, Strict, ordered_backoff
 from flowedge.edge.broker import MQTTConfig
 from flowedge.edge.checks import CheckResult
 from flowedge.edge.spool import IntakeRow
@@ -82,9 +82,9 @@ class SourceBaseConfig(Strict):
 
     name: Name
     backpressure: Literal["block", "drop_oldest"] = "block"
-    queue_size: int = Field(8, ge=1)
-    reconnect_min_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
+    queue_size: int = Field(8, ge=1, le=MAX_QUEUE)
+    reconnect_min_s: float = Field(0.5, gt=0, le=DAY_S)
+    reconnect_max_s: float = Field(30.0, gt=0, le=DAY_S)
 
     @model_validator(mode="after")
     def _backoff(self) -> SourceBaseConfig:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from flowedge.core.validation import RateHz
 from flowedge.edge.checks import CheckResult, failed, first_sample, passed
 from flowedge.edge.sources.base import (
     EventSink,
@@ -23,7 +24,7 @@ class CameraConfig(SourceBaseConfig):
     # index ("0"), device path, RTSP/HTTP URL, GStreamer pipeline or video file
     uri: str = Field(min_length=1)
     modality: Literal["image"] = "image"  # a camera delivers images
-    rate_hz: float | None = Field(None, gt=0, description="capture rate; None: as fast as possible")
+    rate_hz: RateHz | None = Field(None, description="capture rate; None: as fast as possible")
 
 
 CAPTURE_TIMEOUT_MS = 5000  # a network stream that hangs reads as lost (then reconnect)

@@ -28,7 +28,7 @@ from flowedge.core.validation import Strict
 from flowedge.edge.checks import CheckResult, failed, passed
 from flowedge.edge.sources.base import EventSink, Frame, SourceBaseConfig, SourceKind
 from flowedge.edge.sources.tail import cycle_frame, resume_row
-from flowedge.modalities.series_cycles import SegmentConfig, cycle_spans
+from flowedge.modalities.series_cycles import MAX_CYCLE_ROWS, SegmentConfig, cycle_spans
 from flowedge.modalities.series_io import SignalTable
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ class PDOSignal(Strict):
     """One signal in a slave's input process data (little-endian, as EtherCAT sends it)."""
 
     name: str
-    slave: int = Field(ge=0, description="0-based position of the slave on the bus")
-    offset: int = Field(ge=0, description="byte offset in the slave's input PDO")
+    slave: int = Field(ge=0, le=65534, description="0-based position of the slave on the bus")
+    offset: int = Field(ge=0, le=65535, description="byte offset in the slave's input PDO")
     type: PDOType
     scale: float = 1.0  # engineering value = raw * scale
     unit: str = ""
@@ -52,10 +52,12 @@ class EtherCATConfig(Strict):
     """A live EtherCAT bus (``kind: ethercat``): the NIC, what to decode and how often."""
 
     interface: str = Field(description="network interface of the bus, e.g. eth1")
-    cycle_s: float = Field(0.004, gt=0, description="process data cycle period")
+    cycle_s: float = Field(0.004, gt=0, le=1.0, description="process data cycle period")
     signals: list[PDOSignal] = Field(min_length=1)
-    block_rows: int = Field(250, ge=1, description="samples gathered before cycles are cut")
-    receive_timeout_us: int = Field(2000, ge=1)
+    block_rows: int = Field(
+        250, ge=1, le=MAX_CYCLE_ROWS, description="samples gathered before cycles are cut"
+    )
+    receive_timeout_us: int = Field(2000, ge=1, le=1_000_000)
 
 
 class EtherCATSourceConfig(SourceBaseConfig):

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from flowedge.core.errors import EXIT_DATA, EXIT_USAGE, DataError
+from flowedge.core.validation import RateHz
 from flowedge.edge.checks import CheckResult, failed, first_sample, passed
 from flowedge.edge.sources.base import (
     EventSink,
@@ -19,12 +20,12 @@ from flowedge.edge.sources.base import (
     SourceKind,
     SourceMemory,
 )
-from flowedge.edge.sources.files import FileSourceConfig, matching
+from flowedge.edge.sources.files import FileSourceConfig, UnmatchedFiles
 
 
 class FolderConfig(FileSourceConfig):
     kind: Literal["folder"] = "folder"
-    rate_hz: float | None = Field(None, gt=0, description="replay rate; None: as fast as possible")
+    rate_hz: RateHz | None = Field(None, description="replay rate; None: as fast as possible")
     loop: bool = False  # start again at the end
 
 
@@ -43,6 +44,8 @@ class FolderSource:
     ) -> None:
         self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
         self.modality = cfg.modality
+        self.patterns = cfg.file_patterns()
+        self.unmatched = UnmatchedFiles(cfg.name, Path(cfg.path), self.patterns.text, events)
         # read before this run answers anything: samples left unanswered mean "cut short"
         self.cut_short = memory is not None and bool(memory.pending_intake(self.name))
 
@@ -86,7 +89,9 @@ class FolderSource:
                 f"folder {folder} (sources[].path of {self.name}) does not exist or is "
                 "not a directory; check the path and the mount"
             )
-        return matching(folder, self.cfg.patterns())
+        files, others = self.patterns.listing(folder)
+        self.unmatched.present(others)
+        return files
 
 
 def readable_folder(name: str, kind: str, folder: Path) -> CheckResult | None:

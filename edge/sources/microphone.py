@@ -31,7 +31,7 @@ from flowedge.edge.broker import MQTTConfig
 from flowedge.edge.checks import CheckResult, failed, passed
 from flowedge.edge.sources.base import EventSink, Frame, SourceBaseConfig, SourceKind
 from flowedge.edge.sources.trigger import TriggerConfig
-from flowedge.modalities.audio_events import AudioEvent, EventRules, Segmenter
+from flowedge.modalities.audio_events import LONGEST_S, AudioEvent, EventRules, Segmenter
 from flowedge.modalities.audio_trigger import TriggeredSegmenter
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ class MicrophoneConfig(Strict):
     channels: int = Field(1, ge=1, le=32)
     block_size: int = Field(1024, ge=64, le=65536, description="samples per callback block")
     ring_s: float = Field(
-        10.0, gt=0, description="audio buffered while the detector is busy; beyond it blocks drop"
+        10.0,
+        gt=0,
+        le=LONGEST_S,
+        description="audio buffered while the detector is busy; beyond it blocks drop",
     )
     events: EventRules = Field(default_factory=EventRules)
     trigger: TriggerConfig | None = None  # None: energy segmentation with ``events``

@@ -4,14 +4,15 @@ The log is polled; complete lines after the last cycle taken are parsed with the
 source's log format and cut by its segmenter in streaming mode (a cycle counts
 once the next one has started, the trigger has fallen, or a window is full). Each
 cycle is a :class:`Frame` whose payload is the cycle itself. The byte offset and
-row number after the last cycle taken are remembered in the spool with the intake
-journal row, so after a restart the log is read on from there: no cycle is taken
-twice and none is skipped. Each cycle's locator is its byte range in the log
-(``PATH#bytes=A-B&row=R``) and its version a digest of those bytes (with the
-header), so a cycle that was taken but not answered when the station stopped is
+row number after the last cycle taken (and where the header in force starts) are
+remembered in the spool with the intake journal row, so after a restart the log is
+read on from there: no cycle is taken twice and none is skipped. Each cycle's locator
+is its byte range in the log (``PATH#bytes=A-B&row=R&header=H``) and its version a
+digest of those bytes (with the header), so a cycle that was taken but not answered when the station stopped is
 read again from the log and scored after the restart; only when the log was
 rotated or rewritten meanwhile is it answered ERROR. A file that shrinks was
-rotated: it is read from its start.
+rotated: it is read from its start. Bad rows, header lines mid-file and holes of NUL
+bytes are answered ERROR and passed over (:mod:`flowedge.edge.sources.tail_lines`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field
 
 from flowedge.core.errors import EXIT_DATA, EXIT_USAGE, BadInputError, ConfigError
@@ -39,11 +42,14 @@ from flowedge.edge.sources.base import (
     gone,
     replayed,
 )
+from flowedge.edge.sources.tail_lines import MAX_LINE, Line, hole, rows_text, split_lines
 from flowedge.edge.spool import IntakeRow
-from flowedge.modalities.series_cycles import CycleSpan, SegmentConfig, cycle_spans
+from flowedge.modalities.series_cycles import CycleSpan, SegmentConfig, cycle_spans, id_text
 from flowedge.modalities.series_io import LogFormat, SignalTable, arrow_table, decode_log
 
 log = logging.getLogger(__name__)
+
+MAX_READ = 16 * 2**20  # bytes of log read at a time: a 2 GiB log is taken a slice at a time
 
 
 class TailConfig(SourceBaseConfig):
@@ -56,20 +62,9 @@ class TailConfig(SourceBaseConfig):
     segment: SegmentConfig | None = None  # how to cut it into cycles; None: fixed windows
 
 
-_BLANK = b" \t\r\n;,|"
-
-
-def _row_bounds(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) byte offsets of each non-blank line (the rows the CSV parser keeps)."""
-    bounds, start = [], 0
-    while (end := data.find(b"\n", start)) >= 0:
-        if data[start:end].strip(_BLANK):
-            bounds.append((start, end + 1))
-        start = end + 1
-    return bounds
-
-
-_LOCATOR = re.compile(r"(?P<path>.*)#bytes=(?P<start>\d+)-(?P<stop>\d+)&row=(?P<row>\d+)")
+_LOCATOR = re.compile(
+    r"(?P<path>.*)#bytes=(?P<start>\d+)-(?P<stop>\d+)&row=(?P<row>\d+)(&header=(?P<header>\d+))?"
+)
 
 
 def _digest(header: bytes, rows: bytes) -> str:
@@ -102,21 +97,61 @@ class LogOutage:
     def __init__(self, name: str, events: EventSink) -> None:
         self.name, self.events, self.reported = name, events, False
 
-    def failed(self, path: Path, exc: OSError) -> None:
+    def failed(self, path: Path, why: object) -> None:
         if not self.reported:
-            self.events(self.name, "source_lost", f"log {path} cannot be read: {exc}")
+            self.events(self.name, "source_lost", f"log {path} cannot be read: {why}")
             self.reported = True
 
     def ended(self) -> None:
         self.reported = False
 
 
+class UnusableHeader(Exception):
+    """The log's header line cannot be one (a source outage until the log is replaced)."""
+
+
+@dataclass
+class Position:
+    """Where the log is read on from: the first byte and row not taken, the header's byte."""
+
+    offset: int = 0
+    row: int = 0
+    header_at: int = 0
+
+    def text(self) -> str:
+        return f"{self.offset}:{self.row}:{self.header_at}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Position:
+        """``offset:row[:header]`` (a position written before header changes has two parts)."""
+        parts = [int(part) for part in text.split(":")] if text else []
+        return cls(*parts)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Complete lines of the log read at ``base`` after ``header``, and what stops them: the
+    end of what the logger has written, or the start of a line too long to be a row."""
+
+    header: bytes
+    base: int
+    data: bytes
+    lines: list[Line]
+    full: bool  # all of a read, as large as a read may be, from a row on: more is waiting
+
+
 class LogTailSource:
-    """Cycles from a CSV log that grows (``kind: tail``)."""
+    """Cycles from a CSV log that grows (``kind: tail``).
+
+    The log is read at most ``MAX_READ`` bytes at a time (a 2 GiB log is never read whole),
+    its lines classified (:mod:`flowedge.edge.sources.tail_lines`): a bad row is answered
+    ERROR on its own, a header line mid-file or a hole of NUL bytes cuts the cycle running
+    into it short (answered ERROR) and a new header names the columns after it.
+    """
 
     modality = "series"
     poll_s = 0.1
-    POSITION = "position"  # memory key: "<byte offset>:<row number>" after the last cycle taken
+    POSITION = "position"  # memory key: Position.text() after the last cycle taken
 
     def __init__(
         self, cfg: TailConfig, events: EventSink, memory: SourceMemory | None = None
@@ -124,69 +159,246 @@ class LogTailSource:
         self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
         self.fmt = cfg.log or LogFormat()
         self.segment = cfg.segment or SegmentConfig(mode="window")
+        self.at = Position()
+        self.skipping = False  # inside a line too long to be a row: read on to its end
+        self.answered_to = 0  # byte offset: the bad lines before it are answered
 
-    def _position(self) -> tuple[int, int]:
+    def _position(self) -> Position:
         stored = self.memory.recall(self.name).get(self.POSITION) if self.memory else None
-        if not stored:
-            return 0, 0
-        offset, row = stored.split(":")
-        return int(offset), int(row)
+        return Position.parse(stored)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         path = Path(self.cfg.path)
-        offset, row = self._position()
+        self.at = self._position()
         outage = LogOutage(self.name, self.events)
         while not stop.is_set():
             try:
-                size = path.stat().st_size
-                with open(path, "rb") as handle:
-                    header = handle.readline()
-                    if size < offset:  # rotated or truncated: a new log
-                        self.events(self.name, "source_reconnected", f"log {path} restarted")
-                        offset, row = 0, 0
-                    offset = max(offset, handle.tell())
-                    handle.seek(offset)
-                    data = handle.read()
+                chunk, more = self._read(path)
                 outage.ended()
-            except OSError as exc:
+            except (OSError, UnusableHeader) as exc:
                 outage.failed(path, exc)
                 stop.wait(self.poll_s)
                 continue
-            data = data[: data.rfind(b"\n") + 1]  # a line still being written waits
-            bounds = _row_bounds(data)
-            if header.endswith(b"\n") and bounds:
-                for frame, position in self._cycles(header, data, bounds, offset, row):
-                    offset, row = position
-                    yield frame
-                    if stop.is_set():
-                        return
-            stop.wait(self.poll_s)
+            for frame in self._frames_of(chunk) if chunk else ():
+                yield frame
+                if stop.is_set():
+                    return
+            if not more:  # read on at once while a read comes back full
+                stop.wait(self.poll_s)
+
+    def _read(self, path: Path) -> tuple[Chunk | None, bool]:
+        """The next chunk of complete lines (None while nothing complete is there), and
+        whether more is waiting."""
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            if size < self.at.offset:  # rotated or truncated: a new log
+                self.events(self.name, "source_reconnected", f"log {path} restarted")
+                self.at, self.skipping, self.answered_to = Position(), False, 0
+            handle.seek(self.at.header_at)
+            header = handle.readline(MAX_LINE + 1)
+            if len(header) > MAX_LINE:
+                raise UnusableHeader(
+                    f"its header line (byte {self.at.header_at}) is longer than {MAX_LINE} "
+                    "bytes: no CSV header; replace the log"
+                )
+            if not header.endswith(b"\n"):
+                return None, False  # the logger is writing the header
+            self.at.offset = max(self.at.offset, self.at.header_at + len(header))
+            handle.seek(self.at.offset)
+            data = handle.read(MAX_READ)
+        more = len(data) == MAX_READ
+        if self.skipping:
+            data = self._skip(data)
+        ended = data.rfind(b"\n") + 1
+        lines = split_lines(header, data[:ended], self.at.row, self.fmt)
+        if len(data) - ended > MAX_LINE:  # a line too long to be a row, not ended yet
+            lines.append(hole(ended, len(data), self.at.row + len(lines)))
+        elif not lines:
+            return None, more
+        return Chunk(header, self.at.offset, data, lines, len(data) == MAX_READ), more
+
+    def _skip(self, data: bytes) -> bytes:
+        """Pass over the rest of a line too long to be a row."""
+        end = data.find(b"\n") + 1
+        self.skipping = not end
+        self.at.offset += end if end else len(data)
+        return data[end:] if end else b""
+
+    def _frames_of(self, chunk: Chunk) -> Iterator[Frame]:
+        """Each run of lines up to a break, then the break (a header line, a hole)."""
+        header, first, before = chunk.header, 0, self.at.offset
+        for index, line in enumerate(chunk.lines):
+            if line.breaks:
+                yield from self._cycles(chunk, header, chunk.lines[first:index], line)
+                header = chunk.data[line.start : line.end] if line.kind == "header" else header
+                first = index + 1
+        if first < len(chunk.lines):
+            yield from self._cycles(chunk, header, chunk.lines[first:], None)
+        if chunk.full and self.at.offset == before and not self.skipping:
+            yield self._too_long(chunk)
 
     def _cycles(
-        self, header: bytes, data: bytes, bounds: list[tuple[int, int]], offset: int, row: int
-    ) -> Iterator[tuple[Frame, tuple[int, int]]]:
-        try:
-            table = decode_log(header + data[: bounds[-1][1]], f"{self.cfg.path}", self.fmt)
-        except BadInputError as exc:
-            log.warning("%s: %s", self.name, exc)
-            self.events(self.name, "source_lost", f"{self.name}: {exc}")
-            return
-        table.first_row = row
-        for span in cycle_spans(table, self.segment, complete_only=True):
-            resume = resume_row(self.segment, span, len(bounds))
-            next_offset = offset + (bounds[resume][0] if resume < len(bounds) else bounds[-1][1])
-            cycle = table.rows(span.start, span.stop, f"{self.name}:{span.cycle_id}")
-            position = (next_offset, row + resume)
-            first, last = bounds[span.start][0], bounds[span.stop - 1][1]
-            frame = cycle_frame(
-                cycle,
-                span.cycle_id,
-                locator=f"{self.cfg.path}#bytes={offset + first}-{offset + last}"
-                f"&row={row + span.start}",
-                version=_digest(header, data[first:last]),
-                remember=(self.POSITION, f"{position[0]}:{position[1]}"),
+        self, chunk: Chunk, header: bytes, lines: list[Line], brk: Line | None
+    ) -> Iterator[Frame]:
+        """The complete cycles of ``lines`` and, with a break ``brk`` after them, whatever
+        is left before it; each bad line answered in its place in the log."""
+        rows = [line for line in lines if line.kind == "row"]
+        bad = [line for line in lines if line.kind == "bad"]
+        table, problem = self._table(chunk, header, lines, rows)
+        spans = [] if table is None else cycle_spans(table, self.segment, complete_only=True)
+        for span in spans:
+            resume = resume_row(self.segment, span, len(rows))
+            following = rows[resume] if resume < len(rows) else None
+            position = Position(
+                chunk.base + (following.start if following else rows[-1].end),
+                following.row if following else rows[-1].row + 1,
+                self.at.header_at,
             )
-            yield frame, position
+            end = chunk.base + rows[span.stop - 1].end
+            yield from self._bad_lines(chunk, bad, end)  # inside the cycle or before it
+            # bad lines between the cycle and the next: the position stops at the first,
+            # each then answered moves it past itself
+            waiting = [line for line in bad if end <= chunk.base + line.start < position.offset]
+            stop_at = self._at(chunk, waiting[0]) if waiting else position
+            yield self._cycle(chunk, header, table, rows, span, stop_at)
+            yield from self._bad_lines(chunk, bad, position.offset, remember=True)
+            self.at = position
+        if problem is not None:  # the rows cannot be read at all: answered ERROR, passed over
+            yield from self._last_remembers(
+                [*self._bad_lines(chunk, bad, chunk.base + lines[-1].end)],
+                self._rows_error(rows, problem),
+                self._after(chunk, lines[-1]),
+            )
+        elif brk is not None:
+            yield from self._break(chunk, table, rows, bad, brk)
+        else:  # bad lines before the rows still waiting for their cycle's end are answered
+            waiting = [row for row in rows if chunk.base + row.start >= self.at.offset]
+            before = chunk.base + (waiting[0].start if waiting else lines[-1].end)
+            yield from self._bad_lines(chunk, bad, before, remember=True)
+
+    def _break(
+        self, chunk: Chunk, table: SignalTable | None, rows: list[Line], bad: list[Line], brk: Line
+    ) -> Iterator[Frame]:
+        """A header line or a hole: the rows of the cycle running into it are cut short."""
+        after = self._after(chunk, brk)
+        frames = [*self._bad_lines(chunk, bad, chunk.base + brk.start)]
+        left = [row for row in rows if chunk.base + row.start >= self.at.offset]
+        if left:
+            cut = "a header line" if brk.kind == "header" else "a line too long to be a row"
+            cycle_id = self._cycle_id(table, rows.index(left[0]))
+            frames.append(
+                self._rows_error(left, f"cut short by {cut} at data row {brk.row + 1}", cycle_id)
+            )
+        if brk.kind == "header":
+            after.header_at = chunk.base + brk.start
+            self.events(
+                self.name,
+                "source_reconnected",
+                f"log {self.cfg.path}: a header line at data row {brk.row + 1} (the logger "
+                "restarted): the rows after it are read with its columns",
+            )
+        else:
+            frames.append(self._line_error(brk))
+            self.skipping = brk.end == len(chunk.data)  # its end is not read yet
+        yield from self._last_remembers(frames[:-1], frames[-1] if frames else None, after)
+
+    def _last_remembers(
+        self, frames: list[Frame], last: Frame | None, position: Position
+    ) -> Iterator[Frame]:
+        """``frames`` then ``last``, which remembers ``position`` (the log is read on there)."""
+        yield from frames
+        self.at = position
+        if last is not None:
+            yield replace(last, remember=(self.POSITION, position.text()))
+
+    def _table(
+        self, chunk: Chunk, header: bytes, lines: list[Line], rows: list[Line]
+    ) -> tuple[SignalTable | None, str | None]:
+        """The rows as a table, or why they cannot be read (a text in a numeric column...)."""
+        if not rows:
+            return None, None
+        try:
+            table = decode_log(rows_text(header, chunk.data, lines), f"{self.cfg.path}", self.fmt)
+        except BadInputError as exc:
+            return None, str(exc)
+        table.first_row = rows[0].row
+        return table, None
+
+    def _after(self, chunk: Chunk, line: Line) -> Position:
+        """The position just after ``line``."""
+        return Position(chunk.base + line.end, line.row + 1, self.at.header_at)
+
+    def _at(self, chunk: Chunk, line: Line) -> Position:
+        """The position of ``line`` itself (it is read again from there)."""
+        return Position(chunk.base + line.start, line.row, self.at.header_at)
+
+    def _bad_lines(
+        self, chunk: Chunk, bad: list[Line], before: int, remember: bool = False
+    ) -> Iterator[Frame]:
+        """The ERROR of each bad line before byte ``before`` not answered yet; ``remember``:
+        each moves the position past it."""
+        for line in bad:
+            if self.answered_to <= chunk.base + line.start < before:
+                self.answered_to = chunk.base + line.end
+                frame = self._line_error(line)
+                if remember:
+                    self.at = self._after(chunk, line)
+                    frame = replace(frame, remember=(self.POSITION, self.at.text()))
+                yield frame
+
+    def _line_error(self, line: Line) -> Frame:
+        return Frame(f"row-{line.row + 1}", None, error=f"log {self.cfg.path}: {line.problem}")
+
+    def _rows_error(self, rows: list[Line], why: str, cycle_id: str | None = None) -> Frame:
+        """Rows that form no cycle that can be scored: one ERROR, named by their cycle id
+        where the segmenter has one, else by the first row."""
+        first, last = rows[0].row + 1, rows[-1].row + 1
+        where = f"data row {first}" if first == last else f"data rows {first}-{last}"
+        return Frame(
+            cycle_id or f"row-{first}",
+            None,
+            error=f"log {self.cfg.path}: {where}: {why}; answered ERROR",
+        )
+
+    def _cycle_id(self, table: SignalTable | None, index: int) -> str | None:
+        """The cycle id of row ``index`` of ``table`` (segmenting by cycle id), else None."""
+        column = self.segment.column or ""
+        if table is None or self.segment.mode != "cycle_id" or column not in table.columns:
+            return None
+        value = float(table.columns[column][index])
+        return id_text(value) if np.isfinite(value) else None
+
+    def _cycle(
+        self,
+        chunk: Chunk,
+        header: bytes,
+        table: SignalTable,
+        rows: list[Line],
+        span: CycleSpan,
+        position: Position,
+    ) -> Frame:
+        first, last = rows[span.start].start, rows[span.stop - 1].end
+        cycle = table.rows(span.start, span.stop, f"{self.name}:{span.cycle_id}")
+        cycle.first_row = rows[span.start].row
+        locator = f"{self.cfg.path}#bytes={chunk.base + first}-{chunk.base + last}"
+        locator += f"&row={cycle.first_row}&header={position.header_at}"
+        return cycle_frame(
+            cycle,
+            span.cycle_id,
+            locator=locator,
+            version=_digest(header, chunk.data[first:last]),
+            remember=(self.POSITION, position.text()),
+        )
+
+    def _too_long(self, chunk: Chunk) -> Frame:
+        """A whole read of rows without one complete cycle: the segmenter never cuts them."""
+        rows = [line for line in chunk.lines if line.kind == "row"] or chunk.lines
+        why = (
+            f"more than {MAX_READ} bytes of log without one complete cycle; check sources[].segment"
+        )
+        position = self._after(chunk, chunk.lines[-1])
+        self.at, self.answered_to = position, position.offset
+        return replace(self._rows_error(rows, why), remember=(self.POSITION, position.text()))
 
     def replay(self, row: IntakeRow) -> Frame:
         """A cycle taken before a restart but not answered, read again from its byte range."""
@@ -196,15 +408,19 @@ class LogTailSource:
         start, stop = int(where["start"]), int(where["stop"])
         try:
             with open(where["path"], "rb") as handle:
-                header = handle.readline()
+                handle.seek(int(where["header"] or 0))
+                header = handle.readline(MAX_LINE + 1)
                 handle.seek(start)
                 rows = handle.read(stop - start)
         except OSError:
             return gone(row)
         if _digest(header, rows) != row.version:
             return gone(row)  # rotated or rewritten since
+        lines = split_lines(header, rows, int(where["row"]), self.fmt)
         try:
-            cycle = decode_log(header + rows, f"{self.name}:{row.part_id}", self.fmt)
+            cycle = decode_log(
+                rows_text(header, rows, lines), f"{self.name}:{row.part_id}", self.fmt
+            )
         except BadInputError as exc:
             return unreadable_again(row, exc)
         cycle.first_row = int(where["row"])
@@ -266,7 +482,7 @@ class ParquetTailSource(LogTailSource):
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         path = Path(self.cfg.path)
-        _, row = self._position()
+        row = self._position().row  # parquet: "<row group>:<row>"
         seen: tuple[int, int] | None = None
         outage = LogOutage(self.name, self.events)
         while not stop.is_set():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from flowedge.core.validation import DAY_S
 from flowedge.edge.checks import CheckResult, passed
 from flowedge.edge.sources.base import (
     EventSink,
@@ -18,8 +21,11 @@ from flowedge.edge.sources.base import (
     SourceMemory,
     file_version,
 )
-from flowedge.edge.sources.files import FileSourceConfig, matching
+from flowedge.edge.sources.changes import FolderChanges, folder_changes
+from flowedge.edge.sources.files import FilePatterns, FileSourceConfig, UnmatchedFiles
 from flowedge.edge.sources.folder import readable_folder
+
+log = logging.getLogger(__name__)
 
 
 class WatchConfig(FileSourceConfig):
@@ -27,8 +33,15 @@ class WatchConfig(FileSourceConfig):
     settle_timeout_s: float = Field(
         10.0,
         gt=0,
+        le=DAY_S,
         description="a file still changing (or without its end marker) this long after it "
         "appeared is answered ERROR; a later complete version is answered again",
+    )
+    notify: Literal["auto", "poll"] = Field(
+        "auto",
+        description="auto: inotify tells what changed where the folder's file system reports "
+        "it (else polling); poll: list the folder every 0.1 s (a share whose writer the "
+        "file system type does not reveal)",
     )
 
 
@@ -82,16 +95,40 @@ class WatchSource:
         self.name, self.cfg, self.events, self.memory = cfg.name, cfg, events, memory
         self.modality = cfg.modality
         self.taken_since_prune = 0
+        self.unmatched = UnmatchedFiles(cfg.name, Path(cfg.path), cfg.describe_patterns(), events)
 
-    def _scan(self, folder: Path, patterns: list[str]) -> dict[str, str]:
-        """Path -> version of every matching file now."""
+    def _scan(self, folder: Path, patterns: FilePatterns) -> dict[str, str]:
+        """Path -> version of every matching file now (files matching none are reported)."""
         versions: dict[str, str] = {}
-        for path in matching(folder, patterns) if folder.is_dir() else []:
+        try:
+            files, others = patterns.listing(folder)
+        except OSError:  # gone or unreadable: looked at again next poll
+            return versions
+        self.unmatched.present(others)
+        for path in files:
             try:
                 versions[str(path)] = file_version(path.stat())
             except OSError:
                 continue  # renamed or deleted between listing and stat
         return versions
+
+    def _look_again(
+        self, folder: Path, patterns: FilePatterns, present: dict[str, str], names: set[str]
+    ) -> None:
+        """Update ``present`` for the files called ``names`` (what changed, what is settling)."""
+        for name in names:
+            path = folder / name
+            try:
+                status = path.stat()
+            except OSError:
+                status = None
+            if status is None or not stat.S_ISREG(status.st_mode):
+                present.pop(str(path), None)
+                self.unmatched.gone(name)
+            elif patterns.matches(name):
+                present[str(path)] = file_version(status)
+            elif not name.startswith("."):
+                self.unmatched.seen([name])
 
     def _known(self, present: dict[str, str]) -> dict[str, str]:
         """Versions already taken (or there at the very first start), pruned to ``present``."""
@@ -111,18 +148,38 @@ class WatchSource:
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         folder = Path(self.cfg.path)
-        patterns = self.cfg.patterns()
-        known = self._known(self._scan(folder, patterns))
-        settling = Settling(self.cfg.settle_timeout_s)
-        missing_reported = False
-        while not stop.wait(self.poll_s):
+        patterns = self.cfg.file_patterns()
+        changes = folder_changes(folder, patterns.flat, self.cfg.notify)  # before the first look
+        log.info("%s: watching %s (%s)", self.name, folder, changes.how)
+        try:
+            yield from self._watch(folder, patterns, changes, stop)
+        finally:
+            changes.close()
+
+    def _watch(
+        self, folder: Path, patterns: FilePatterns, changes: FolderChanges, stop: threading.Event
+    ) -> Iterator[Frame]:
+        present = self._scan(folder, patterns)
+        known = self._known(present)
+        settling = Settling(self.cfg.settle_timeout_s, stable_s=self.poll_s / 2)
+        missing_reported, first = False, True
+        while not stop.is_set():
+            changed = changes.wait(stop, self.poll_s)
+            if stop.is_set():
+                return
             if not folder.is_dir():
                 if not missing_reported:
                     self.events(self.name, "source_lost", f"watched folder {folder} does not exist")
                     missing_reported = True
                 continue
             missing_reported = False
-            present = self._scan(folder, patterns)
+            if changed is None:
+                present = self._scan(folder, patterns)
+            elif changed or settling.last:
+                self._look_again(folder, patterns, present, changed | settling.names())
+            elif not first:
+                continue  # nothing changed and nothing is settling: nothing to look at
+            first = False
             for key in known.keys() - present.keys():
                 del known[key]  # gone: the same name coming back is a new arrival
             settling.forget_all_but(present)
@@ -147,11 +204,21 @@ class WatchSource:
 
 
 class Settling:
-    """Tells a finished file from one still being written, per path, with a time limit."""
+    """Tells a finished file from one still being written, per path, with a time limit.
 
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self.last: dict[str, tuple[str, float]] = {}  # path -> (version, first seen)
+    A version counts as stable once it has stayed the same for ``stable_s``: looks at a
+    file can come close together (another file's change wakes the source), a pause of
+    the writer must still show.
+    """
+
+    def __init__(self, timeout_s: float, stable_s: float) -> None:
+        self.timeout_s, self.stable_s = timeout_s, stable_s
+        # path -> (version, when the path was first seen, since when it has had that version)
+        self.last: dict[str, tuple[str, float, float]] = {}
+
+    def names(self) -> set[str]:
+        """The file names being waited for."""
+        return {Path(key).name for key in self.last}
 
     def forget_all_but(self, present: dict[str, str]) -> None:
         for key in self.last.keys() - present.keys():
@@ -159,13 +226,16 @@ class Settling:
 
     def check(self, key: str, version: str) -> str | None:
         """None: wait; "": complete, take it; otherwise why it is answered ERROR now."""
-        previous, first_seen = self.last.get(key, ("", time.monotonic()))
-        self.last[key] = (version, first_seen)
+        now = time.monotonic()
+        previous, first_seen, since = self.last.get(key, ("", now, now))
+        since = since if previous == version else now
+        self.last[key] = (version, first_seen, since)
         size = int(version.split(":")[0])
-        if previous == version and size > 0 and looks_complete(Path(key), size):
+        stable = previous == version and now - since >= self.stable_s
+        if stable and size > 0 and looks_complete(Path(key), size):
             del self.last[key]
             return ""
-        if time.monotonic() - first_seen < self.timeout_s:
+        if now - first_seen < self.timeout_s:
             return None
         del self.last[key]
         return (
@@ -179,7 +249,11 @@ def check(cfg: WatchConfig, timeout_s: float) -> CheckResult:
     """The folder is readable (a file only comes when the vision system writes one)."""
     name = f"source {cfg.name}"
     problem = readable_folder(name, "watch", Path(cfg.path))
-    return problem or passed(name, f"watching {cfg.path} for {cfg.describe_patterns()}")
+    if problem is not None:
+        return problem
+    changes = folder_changes(Path(cfg.path), cfg.file_patterns().flat, cfg.notify)
+    changes.close()
+    return passed(name, f"watching {cfg.path} for {cfg.describe_patterns()} ({changes.how})")
 
 
 KIND = SourceKind(WatchConfig, lambda cfg, ctx: WatchSource(cfg, ctx.events, ctx.memory), check)

@@ -22,6 +22,7 @@ from flowedge.core.backend_table import (
     model_files_hint,
 )
 from flowedge.core.errors import ConfigError
+from flowedge.core.validation import MAX_THREADS
 
 
 def backend_for(path: Path, backend: str = AUTO) -> str:
@@ -47,6 +48,11 @@ def open_backend(
     path: str | Path, backend: str = AUTO, device: str = "cpu", threads: int = 0
 ) -> Backend:
     """Load the model at ``path`` with ``backend`` ("auto": by file, see the module docstring)."""
+    if not 0 <= threads <= MAX_THREADS:  # a C int overflow, or a pool that never starts
+        raise ConfigError(
+            f"inference threads (--threads, model.intra_op_threads): {threads} is not between 0 "
+            f"(the runtime decides) and {MAX_THREADS}; give at most this machine's cores"
+        )
     path = Path(path)
     spec = BACKENDS[backend_for(path, backend)]
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 
 class Strict(BaseModel):
@@ -58,6 +58,31 @@ def format_validation_error(
 # site, station, source and sink names are MQTT topic levels and file names:
 # these characters are always safe
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
+
+
+# Upper bounds of the numbers a config may give. Each is far above any sensible setting and
+# far below where the value breaks something: a wait past ~292 years overflows Python's
+# timers, a C int overflows ONNX Runtime, a preallocated buffer exhausts memory, and an
+# ONNX Runtime pool of 2000 threads never finishes starting. A key over its bound is a
+# configuration error naming the key (exit 2), not a traceback or a hang at run time.
+DAY_S = 86_400.0  # the longest wait, period or timeout: a retry once a day is already none
+MAX_THREADS = 256  # inference threads: more than any station's cores (a fixed bound, so one
+# config file is valid on every machine; load_config warns above this machine's cores)
+MAX_QUEUE = 10_000  # samples waiting in one queue (each may be a decoded image)
+MAX_RECORDS = 10**9  # records a spool or a sink's backlog may hold (SQLite integers, disk)
+
+
+def _at_least_daily(value: float) -> float:
+    if value < 1 / DAY_S:
+        raise ValueError(
+            f"a rate below once a day (1/{DAY_S:.0f} Hz) is a typo; leave the key out "
+            "for no fixed rate"
+        )
+    return value
+
+
+# a rate in Hz whose period is at most a day (a smaller rate overflows the waits between samples)
+RateHz = Annotated[float, Field(gt=0), AfterValidator(_at_least_daily)]
 
 
 def ordered_backoff(low: float, high: float) -> None:

@@ -51,6 +51,7 @@ class AudioLimits:
 
 
 DEFAULT_LIMITS = AudioLimits()
+MAX_SAMPLE_RATE = 768_000  # the highest rate audio interfaces record at
 
 
 def _require_soundfile() -> Any:
@@ -64,10 +65,18 @@ def _require_soundfile() -> Any:
 
 
 def check_wav_complete(data: bytes, name: str) -> None:
-    """A RIFF/WAVE file whose data chunk declares more bytes than it holds was cut short
-    (libsndfile silently reads what is there, so the header is checked here)."""
+    """A RIFF/WAVE file whose header says more bytes than it holds was cut short, and one whose
+    data chunk is followed by bytes that are no WAV chunks has a header that lies about its
+    size (libsndfile silently reads what the header says, so the header is checked here)."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return
+    riff = int.from_bytes(data[4:8], "little")
+    if 0 < riff < 0xFFFFFFFF and riff + 8 > len(data):  # 0 / 0xFFFFFFFF: unknown (streamed)
+        raise BadInputError(
+            f"audio {name}: truncated: the RIFF header declares {riff + 8} bytes, the file "
+            f"holds {len(data)}; the recording or copy was interrupted: record or copy it again"
+        )
+    end = riff + 8 if 0 < riff < 0xFFFFFFFF else len(data)
     offset = 12
     while offset + 8 <= len(data):
         chunk, size = (
@@ -82,8 +91,28 @@ def check_wav_complete(data: bytes, name: str) -> None:
                     f"file holds {held}; the recording or copy was interrupted: record or copy "
                     "it again"
                 )
+            if 0 < size < 0xFFFFFFFF:
+                _chunks_after_data(data, offset + 8 + size, end, size, name)
             return
         offset += 8 + size + (size & 1)
+
+
+def _chunks_after_data(data: bytes, offset: int, end: int, size: int, name: str) -> None:
+    """The samples end within the RIFF size, and what follows them up to its end are chunks
+    (LIST, id3, ...); else the header lies about the size."""
+    lie = f"audio {name}: the header declares {size} bytes of samples, but "
+    again = "; the header lies about the size: record or copy the file again"
+    if offset > end:
+        raise BadInputError(f"{lie}they reach past the {end} bytes of the RIFF header{again}")
+    offset += size & 1 if offset < end else 0  # the pad byte after an odd-sized chunk
+    while offset + 8 <= end:
+        chunk, length = (
+            data[offset : offset + 4],
+            int.from_bytes(data[offset + 4 : offset + 8], "little"),
+        )
+        if not all(32 <= c < 127 for c in chunk) or offset + 8 + length > end:
+            raise BadInputError(f"{lie}{end - offset} bytes after them are no WAV chunk{again}")
+        offset += 8 + length + (length & 1)
 
 
 def decode_audio(data: bytes, name: str, limits: AudioLimits = DEFAULT_LIMITS) -> Clip:
@@ -97,6 +126,12 @@ def decode_audio(data: bytes, name: str, limits: AudioLimits = DEFAULT_LIMITS) -
     check_wav_complete(data, name)
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as handle:
+            if handle.samplerate > MAX_SAMPLE_RATE:
+                raise BadInputError(
+                    f"audio {name}: the header says {handle.samplerate} samples per second, more "
+                    f"than any recorder makes ({MAX_SAMPLE_RATE}): the header is damaged; "
+                    "record or copy the file again"
+                )
             if handle.frames / handle.samplerate > limits.max_seconds:
                 raise BadInputError(
                     f"audio {name}: {handle.frames / handle.samplerate:.0f} s is longer than "

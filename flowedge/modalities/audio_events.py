@@ -27,11 +27,13 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy.signal import butter, sosfilt, sosfilt_zi
 
-from flowedge.core.validation import Strict
-from flowedge.modalities.audio import Clip
+from flowedge.core.validation import DAY_S, Strict
+from flowedge.modalities.audio import DEFAULT_LIMITS, Clip
 
 FLOOR_PERCENTILE = 10.0
 WARMUP_FRAMES = 10  # frames of background heard before the first event can start
+LONGEST_S = DEFAULT_LIMITS.max_seconds  # the longest clip the audio modality scores
+MAX_HOLD_S = 60.0  # the longest a level must hold before an event starts or ends
 
 
 class EventRules(Strict):
@@ -43,14 +45,24 @@ class EventRules(Strict):
     band_hz: tuple[float, float] | None = None
     start_db: float = Field(10.0, gt=0, description="start: this far above the floor")
     stop_db: float = Field(6.0, gt=0, description="end: back below this (hysteresis)")
-    min_on_s: float = Field(0.03, ge=0, description="start only after this long above start_db")
-    hang_s: float = Field(0.15, ge=0, description="end only after this long below stop_db")
+    min_on_s: float = Field(
+        0.03, ge=0, le=MAX_HOLD_S, description="start only after this long above start_db"
+    )
+    hang_s: float = Field(
+        0.15, ge=0, le=MAX_HOLD_S, description="end only after this long below stop_db"
+    )
     min_duration_s: float = Field(0.3, ge=0)
-    max_duration_s: float = Field(6.0, gt=0)
-    pre_roll_s: float = Field(0.1, ge=0, description="sound kept from before the start")
-    floor_window_s: float = Field(5.0, gt=0, description="background floor over this much quiet")
+    max_duration_s: float = Field(6.0, gt=0, le=LONGEST_S)
+    pre_roll_s: float = Field(
+        0.1, ge=0, le=MAX_HOLD_S, description="sound kept from before the start"
+    )
+    floor_window_s: float = Field(
+        5.0, gt=0, le=3600, description="background floor over this much quiet"
+    )
     labels: list[str] = Field(default_factory=lambda: ["fold", "unfold"], min_length=1)
-    cycle_gap_s: float | None = Field(None, gt=0, description="a longer pause restarts labels")
+    cycle_gap_s: float | None = Field(
+        None, gt=0, le=DAY_S, description="a longer pause restarts labels"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> EventRules:

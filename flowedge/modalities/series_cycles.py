@@ -25,14 +25,18 @@ from flowedge.core.errors import BadInputError
 from flowedge.core.validation import Strict
 from flowedge.modalities.series_io import LogFormat, SignalTable
 
+MAX_CYCLE_ROWS = 10**6  # rows of one cycle or window: 1000 s at 1 kHz
+
 
 class SegmentConfig(Strict):
     mode: Literal["cycle_id", "trigger", "window"] = "cycle_id"
     column: str | None = Field(None, description="cycle id column (cycle_id) or trigger signal")
     threshold: float = 0.5  # trigger: a cycle runs while the signal is above it
-    window_rows: int = Field(64, ge=2)
-    step_rows: int = Field(64, ge=1)
-    min_rows: int = Field(2, ge=1, description="shorter cycles are dropped (logger glitches)")
+    window_rows: int = Field(64, ge=2, le=MAX_CYCLE_ROWS)
+    step_rows: int = Field(64, ge=1, le=MAX_CYCLE_ROWS)
+    min_rows: int = Field(
+        2, ge=1, le=MAX_CYCLE_ROWS, description="shorter cycles are dropped (logger glitches)"
+    )
 
     @model_validator(mode="after")
     def _column_when_needed(self) -> SegmentConfig:
@@ -50,7 +54,7 @@ class CycleSpan:
     stop: int
 
 
-def _id_text(value: float) -> str:
+def id_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
@@ -90,7 +94,7 @@ def cycle_spans(
         runs = [(a, b) for a, b in _runs(values) if not np.isnan(values[a])]
         if complete_only and runs and runs[-1][1] == n:
             runs = runs[:-1]
-        spans = [CycleSpan(_id_text(values[a]), a, b) for a, b in runs]
+        spans = [CycleSpan(id_text(values[a]), a, b) for a, b in runs]
     else:
         active = np.nan_to_num(values, nan=-np.inf) > cfg.threshold
         runs = [(a, b) for a, b in _runs(active.astype(np.float64)) if active[a]]

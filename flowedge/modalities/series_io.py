@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from flowedge.core.errors import BadInputError, ConfigError
-from flowedge.core.validation import Strict
+from flowedge.core.validation import RateHz, Strict
 
 PARQUET_MAGIC = b"PAR1"
 _SEPARATORS = (";", ",", "\t", "|")
@@ -37,7 +37,7 @@ class LogFormat(Strict):
     decimal: Literal["auto", ".", ","] = "auto"
     # the time stamp column: seconds (numbers) or ISO 8601 text; None: rows come at rate_hz
     time_column: str | None = "auto"
-    rate_hz: float | None = Field(None, gt=0, description="nominal rate; needed without time")
+    rate_hz: RateHz | None = Field(None, description="nominal rate; needed without time")
     cycle_column: str | None = None  # cycle / sample id, for segmenting by id
     signals: list[str] | None = None  # model inputs; None: every numeric non-meta column
     units: dict[str, str] = Field(default_factory=dict)
