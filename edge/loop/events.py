@@ -32,6 +32,9 @@ SEVERITY = {
     "audio_overrun": "warning",
     "source_empty": "warning",
     "heatmap_failed": "warning",
+    "evidence_failed": "warning",
+    "history_failed": "error",
+    "history_conflict": "warning",
     "command": "warning",
     "command_refused": "error",
 }
