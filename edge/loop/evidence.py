@@ -20,7 +20,7 @@ from pathlib import Path
 
 from flowedge.core.decision import Decision
 from flowedge.edge.config import EvidenceConfig
-from flowedge.edge.loop.filenames import safe_file_stem
+from flowedge.edge.loop.filenames import safe_file_stem, safe_suffix
 from flowedge.edge.loop.kept_files import KeptFiles, stamped_name
 from flowedge.edge.loop.sample import Sample
 
@@ -49,7 +49,9 @@ class InputKeeper:
         assert sample.input_file is not None  # wants() said so
         source = Path(sample.input_file)
         folder = Path(self.cfg.dir) / sample.source
-        name = stamped_name(sample.captured_utc, safe_file_stem(sample.part_id), source.suffix)
+        name = stamped_name(
+            sample.captured_utc, safe_file_stem(sample.part_id), safe_suffix(source.name)
+        )
         out = folder / name
         try:
             folder.mkdir(parents=True, exist_ok=True)

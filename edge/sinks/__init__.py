@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from flowedge.core.validation import tagged_union
-from flowedge.edge.sinks import mqtt
+from flowedge.edge.sinks import history, mqtt
 from flowedge.edge.sinks.base import Delivery, Sink, SinkBaseConfig, SinkContext, SinkKind
 
-SINK_KINDS: dict[str, SinkKind] = {kind.name: kind for kind in (mqtt.KIND,)}
+SINK_KINDS: dict[str, SinkKind] = {kind.name: kind for kind in (mqtt.KIND, history.KIND)}
 
 # one config model per kind, told apart by ``kind``
 SinkConfig = tagged_union(kind.config for kind in SINK_KINDS.values())
