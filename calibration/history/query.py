@@ -28,7 +28,7 @@ class Query:
     source: str | None = None
     verdict: str | None = None  # the latest review's verdict
     reviewed: bool | None = None  # True: reviewed only, False: not reviewed only
-    limit: int | None = None
+    limit: int | None = None  # only the newest this many (still oldest first)
 
     def __post_init__(self) -> None:
         if self.decision is not None and self.decision not in DECISIONS:
@@ -100,7 +100,7 @@ def utc_bound(text: str, flag: str) -> str:
 
 
 def select(db: HistoryDB, query: Query) -> list[HistoryRow]:
-    """The matching decisions, oldest capture first."""
+    """The matching decisions, oldest capture first (with ``limit``: the newest ones)."""
     where, params = [], []
     for column, value in (
         ("d.part_id = ?", query.part_id),
@@ -116,10 +116,12 @@ def select(db: HistoryDB, query: Query) -> list[HistoryRow]:
     if query.reviewed is not None:
         where.append("r.id IS NOT NULL" if query.reviewed else "r.id IS NULL")
     sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY d.captured_utc, d.source, d.seq"
-    if query.limit is not None:
-        sql += f" LIMIT {int(query.limit)}"
-    return [_row(db, row) for row in db.rows(sql, tuple(params))]
+    if query.limit is None:
+        rows = db.rows(sql + " ORDER BY d.captured_utc, d.source, d.seq", tuple(params))
+    else:
+        newest = " ORDER BY d.captured_utc DESC, d.source DESC, d.seq DESC LIMIT ?"
+        rows = db.rows(sql + newest, (*params, query.limit))[::-1]
+    return [_row(db, row) for row in rows]
 
 
 def _row(db: HistoryDB, row: tuple) -> HistoryRow:
