@@ -77,7 +77,9 @@ def reviewed_scores(
     for label, verdicts in (("normal", normal_verdicts), ("defects", DEFECT)):
         chosen = [row for row in rows if row.verdict in verdicts]
         result[label] = _scores(chosen, card, score, label, counts)
-    same_model = [r for r in rows if r.weights_sha256 == card.weights_sha256 and r.threshold]
+    same_model = [
+        r for r in rows if r.weights_sha256 == card.weights_sha256 and r.threshold is not None
+    ]
     before = max(same_model, key=lambda r: r.decided_utc).threshold if same_model else None
     counts["normal"], counts["defects"] = len(result["normal"]), len(result["defects"])
     return ReviewedScores(

@@ -26,6 +26,7 @@ class Query:
     part_id: str | None = None
     decision: str | None = None
     source: str | None = None
+    seq: int | None = None  # with source: one decision
     verdict: str | None = None  # the latest review's verdict
     reviewed: bool | None = None  # True: reviewed only, False: not reviewed only
     limit: int | None = None  # only the newest this many (still oldest first)
@@ -106,6 +107,7 @@ def select(db: HistoryDB, query: Query) -> list[HistoryRow]:
         ("d.part_id = ?", query.part_id),
         ("d.decision = ?", query.decision),
         ("d.source = ?", query.source),
+        ("d.seq = ?", query.seq),
         ("d.captured_utc >= ?", query.since),
         ("d.captured_utc < ?", query.until),
         ("r.verdict = ?", query.verdict),

@@ -115,11 +115,7 @@ def _target(db: HistoryDB, source: str | None, seq: int | None, part_id: str | N
         raise ConfigError("a sequence number needs its sensor: give --source with --seq")
     if seq is None and part_id is None:
         raise ConfigError("name the decision: --part-id ID (and --source), or --source and --seq")
-    rows = [
-        row
-        for row in select(db, Query(source=source, part_id=part_id))
-        if seq is None or row.seq == seq
-    ]
+    rows = select(db, Query(source=source, seq=seq, part_id=part_id))
     named = " ".join(
         f"{flag} {value}"
         for flag, value in (("--source", source), ("--seq", seq), ("--part-id", part_id))
