@@ -177,33 +177,32 @@ def _rows_for(db: HistoryDB, excess: int) -> int:
 
 def _drop_evidence(db: HistoryDB, where: str, params: tuple, pruned: Pruned) -> None:
     """Delete the evidence files of the matching decisions; the records stay."""
-    with db.transaction():
-        rows = db.rows(
-            f"SELECT rowid, input_path, heatmap_path, evidence_bytes FROM decisions "
-            f"WHERE {KEPT} AND {where}",
-            params,
-        )
-        db.db.executemany(
-            "UPDATE decisions SET input_path = NULL, heatmap_path = NULL, evidence_bytes = 0 "
-            "WHERE rowid = ?",
-            [(row[0],) for row in rows],
-        )
-    _unlink(db, rows, pruned)
+    _drop(db, f"{KEPT} AND {where}", params, pruned, records=False)
 
 
 def _drop_decisions(db: HistoryDB, where: str, params: tuple, pruned: Pruned) -> None:
     """Delete the matching decisions with their reviews and evidence files."""
+    _drop(db, where, params, pruned, records=True)
+
+
+def _drop(db: HistoryDB, where: str, params: tuple, pruned: Pruned, records: bool) -> None:
     with db.transaction():
         rows = db.rows(
             f"SELECT rowid, input_path, heatmap_path, evidence_bytes, source, seq "
             f"FROM decisions WHERE {where}",
             params,
         )
-        db.db.executemany(
-            "DELETE FROM reviews WHERE source = ? AND seq = ?", [(r[4], r[5]) for r in rows]
-        )
-        db.db.executemany("DELETE FROM decisions WHERE rowid = ?", [(r[0],) for r in rows])
-    pruned.decisions += len(rows)
+        if records:
+            keys = [(row[4], row[5]) for row in rows]
+            db.db.executemany("DELETE FROM reviews WHERE source = ? AND seq = ?", keys)
+            db.db.executemany("DELETE FROM decisions WHERE source = ? AND seq = ?", keys)
+            pruned.decisions += len(rows)
+        else:
+            db.db.executemany(
+                "UPDATE decisions SET input_path = NULL, heatmap_path = NULL, "
+                "evidence_bytes = 0 WHERE rowid = ?",
+                [(row[0],) for row in rows],
+            )
     _unlink(db, rows, pruned)
 
 
