@@ -18,7 +18,14 @@ import numpy as np
 
 from flowedge.calibration.calibfile import check_binding, read_calibration, save_calibration
 from flowedge.calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
-from flowedge.calibration.scoring import open_model, sample_files, score_folders, training_overlap
+from flowedge.calibration.reviewed import report_lines, reviewed_scores, scorer
+from flowedge.calibration.scoring import (
+    ScoredFolder,
+    open_model,
+    sample_files,
+    score_folders,
+    training_overlap,
+)
 from flowedge.calibration.thresholds import STRATEGIES
 from flowedge.core.backend_table import BACKENDS, directory_backend, model_files_hint
 from flowedge.core.card import ModelCard
@@ -38,9 +45,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--normal",
         type=Path,
         action="append",
-        required=True,
         metavar="DIR",
-        help="held-out normal samples (recursive; repeatable); never the training samples",
+        help="held-out normal samples (recursive; repeatable); never the training samples "
+        "(needed unless --history or --update gives normal scores)",
+    )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="a station history (its folder or history.sqlite; repeatable): reviewed false "
+        "alarms join the normal set, confirmed defects are what recall is reported on",
+    )
+    parser.add_argument(
+        "--history-confirmed-ok",
+        action="store_true",
+        help="with --history: OK decisions reviewed as confirmed_normal join the normal set too",
     )
     parser.add_argument(
         "--anomalous",
@@ -125,6 +145,13 @@ def _default_out(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.replace and args.update is None:
         raise ConfigError("--replace only applies with --update CALIBRATION.json")
+    if args.history_confirmed_ok and not args.history:
+        raise ConfigError("--history-confirmed-ok only applies with --history PATH")
+    if not args.normal and not args.history and (args.update is None or args.replace):
+        raise ConfigError(
+            "no normal samples: give --normal DIR (held-out normal samples), --history PATH "
+            "(reviewed false alarms) or --update CALIBRATION.json (its stored normal scores)"
+        )
     previous = read_calibration(args.update) if args.update else None
     opts = _options(args, previous.data if previous else None)
     out = args.out or _default_out(args)
@@ -137,35 +164,67 @@ def run(args: argparse.Namespace) -> int:
     try:
         if previous is not None:
             check_binding(previous, card)
-        _refuse_training_images(args.normal, card)
+        _refuse_training_images(args.normal or [], card)
         _log_plan(args, opts, card)
         bar = not args.no_progress
-        normal = score_folders(args.normal, infer, card, args.batch_size, "normal", bar)
+        normal = (
+            score_folders(args.normal, infer, card, args.batch_size, "normal", bar)
+            if args.normal
+            else None
+        )
         anomalous = (
             score_folders(args.anomalous, infer, card, args.batch_size, "anomalous", bar)
             if args.anomalous
             else None
         )
+        reviewed = (
+            reviewed_scores(
+                args.history,
+                card,
+                scorer(infer, card, args.batch_size, bar),
+                args.history_confirmed_ok,
+            )
+            if args.history
+            else None
+        )
     finally:
         close()
-    sources = {"normal": normal.summary(), "anomalous": anomalous.summary() if anomalous else None}
-    abnormal = anomalous.scores if anomalous is not None else None
+    sources = {
+        "normal": normal.summary() if normal else None,
+        "anomalous": anomalous.summary() if anomalous else None,
+        "history": reviewed.summary() if reviewed else None,
+    }
+    normal_scores = _joined(normal, reviewed.normal if reviewed else None)
+    if normal_scores is None:  # --update alone: its stored sample
+        normal_scores = np.zeros(0)
+    abnormal = _joined(anomalous, reviewed.defects if reviewed else None)
     if previous is None:
-        data = build_calibration(normal.scores, card, opts, abnormal, sources)
+        data = build_calibration(normal_scores, card, opts, abnormal, sources)
     else:
         mode = "replace" if args.replace else "merge"
-        data = update_calibration(previous.data, normal.scores, card, opts, mode, abnormal, sources)
+        data = update_calibration(previous.data, normal_scores, card, opts, mode, abnormal, sources)
     calibration = save_calibration(data, out)
     if args.scores_out:
-        _write_scores(args.scores_out, normal.scores, abnormal)
+        _write_scores(args.scores_out, normal_scores, abnormal)
     _print_summary(data, out)
+    if reviewed is not None:
+        before = previous.threshold if previous is not None else reviewed.threshold_before
+        print("\n".join(report_lines(reviewed, before, data["threshold"])))
     log.info("calibration %s written for %s", calibration.sha256[:12], card.model_id)
     return 0
 
 
+def _joined(scored: ScoredFolder | None, reviewed: np.ndarray | None) -> np.ndarray | None:
+    """Folder scores and reviewed-sample scores together; None when there are neither."""
+    parts = [scored.scores] if scored is not None else []
+    if reviewed is not None and reviewed.size:
+        parts.append(reviewed)
+    return np.concatenate(parts) if parts else None
+
+
 def _log_plan(args: argparse.Namespace, opts: CalibrationOptions, card: ModelCard) -> None:
     """Say what was found and which settings apply, before the long scoring starts."""
-    for kind, folders in (("normal", args.normal), ("anomalous", args.anomalous or [])):
+    for kind, folders in (("normal", args.normal or []), ("anomalous", args.anomalous or [])):
         for folder in folders:
             count = len(sample_files(folder, card.input.kind))
             log.info("%s samples: %d in %s", kind, count, folder)

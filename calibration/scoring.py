@@ -79,10 +79,25 @@ def score_folders(
     show_progress: bool = True,
 ) -> ScoredFolder:
     """Score every sample; unreadable files are skipped and listed, NaN scores refused."""
-    out = ScoredFolder([str(f) for f in folders])
+    paths = [p for folder in folders for p in sample_files(folder, card.input.kind)]
+    return score_paths(
+        paths, infer, card, batch_size, desc, show_progress, [str(f) for f in folders]
+    )
+
+
+def score_paths(
+    paths: list[Path],
+    infer: InferFn,
+    card: ModelCard,
+    batch_size: int = 16,
+    desc: str = "score",
+    show_progress: bool = True,
+    folders: list[str] | None = None,
+) -> ScoredFolder:
+    """Score these sample files (see :func:`score_folders`; ``folders``: where they came from)."""
+    out = ScoredFolder(folders or [])
     spec = card.input
     modality = get_modality(spec.kind)
-    paths = [p for folder in folders for p in sample_files(folder, spec.kind)]
     scores: list[np.ndarray] = []
 
     def skip(path: Path, error: BadInputError) -> None:

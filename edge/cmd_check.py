@@ -98,15 +98,24 @@ def run_checks(cfg: FlowedgeConfig, timeout_s: float) -> list[CheckResult]:
             "spool", lambda: check_output_file(spool, "spool.path"), f"{spool} can be written"
         )
     )
-    if cfg.pipeline.heatmaps != "none":
-        folder = cfg.pipeline.heatmap_dir
-        results.append(
-            check_writable(
-                "heatmaps",
-                lambda: check_output_dir(folder, "pipeline.heatmap_dir"),
-                f"{folder} can be written",
+    folders = (
+        ("heatmaps", cfg.pipeline.heatmaps, cfg.pipeline.heatmap_dir, "pipeline.heatmap_dir"),
+        (
+            "evidence",
+            cfg.pipeline.evidence.inputs,
+            cfg.pipeline.evidence.dir,
+            "pipeline.evidence.dir",
+        ),
+    )
+    for name, mode, folder, key in folders:
+        if mode != "none":
+            results.append(
+                check_writable(
+                    name,
+                    lambda folder=folder, key=key: check_output_dir(folder, key),
+                    f"{folder} can be written",
+                )
             )
-        )
     return results
 
 

@@ -77,6 +77,18 @@ class LimitsConfig(Strict):
         )
 
 
+class EvidenceConfig(Strict):
+    """Copies of the input files, made before the decision is stored: the source (or the
+    vision system) may delete or overwrite a file once it is answered, and the history
+    sink keeps these copies as the sample's evidence (docs/history.md)."""
+
+    inputs: Literal["none", "anomalies", "all"] = "none"  # which decisions' inputs are copied
+    dir: BoundedPath = Path("runs/evidence")
+    # retention per sensor, oldest deleted first: the history keeps its own links to them
+    keep: int = Field(1000, ge=1, description="input copies kept per sensor")
+    keep_mb: float = Field(500.0, gt=0, description="megabytes of input copies per sensor")
+
+
 class PipelineConfig(Strict):
     max_batch: int = Field(
         8, ge=1, le=MAX_QUEUE, description="infer batches frames that queue up, up to this"
@@ -89,6 +101,7 @@ class PipelineConfig(Strict):
     heatmap_keep_mb: float = Field(
         500.0, gt=0, le=10**7, description="megabytes of overlays per sensor"
     )
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 

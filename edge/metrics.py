@@ -60,6 +60,13 @@ class Metrics:
         self.spool_overflow = Counter(
             "flowedge_spool_overflow_total", "Messages lost to the spool size limit", registry=r
         )
+        self.sink_failures = Counter(
+            "flowedge_sink_failures_total",
+            "Attempts in which a sink could not deliver or store its records (they wait in the "
+            "spool)",
+            ["sink"],
+            registry=r,
+        )
         self.broker_connected = Gauge(
             "flowedge_broker_connected", "1 while the MQTT broker connection is up", registry=r
         )

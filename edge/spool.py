@@ -432,7 +432,8 @@ class Spool:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite already rolled back on disk full / I/O error
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 

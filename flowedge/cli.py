@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "score sample files and folders (any modality the model takes) into a CSV",
     ),
     "check": ("flowedge.edge.cmd_check", "try model, sources, broker and spool before enabling"),
+    "history": (
+        "flowedge.cmd_history",
+        "query, export and review the station's history (decisions, evidence, verdicts)",
+    ),
     "upgrade-card": ("flowedge.cmd_upgrade_card", "rewrite a 2.x checkpoint card as format 3.0"),
 }
 

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from flowedge.core.errors import FlowedgeError
 from flowedge.edge.loop.counts import Counts
@@ -78,6 +79,7 @@ class Capture:
                 part_id=frame.part_id,
                 payload=frame.payload,
                 modality=source.modality,
+                input_file=str(frame.payload) if isinstance(frame.payload, Path) else None,
                 captured_utc=frame.captured_utc,
                 intake_id=intake_id,
                 context=frame.context,

@@ -33,6 +33,9 @@ SEVERITY = {
     "source_empty": "warning",
     "file_unmatched": "warning",
     "heatmap_failed": "warning",
+    "evidence_failed": "warning",
+    "history_failed": "error",
+    "history_conflict": "warning",
     "command": "warning",
     "command_refused": "error",
 }

@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 
 MAX_READABLE = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
 
 
 def safe_file_stem(part_id: str) -> str:
@@ -26,3 +27,10 @@ def safe_file_stem(part_id: str) -> str:
     stem = PurePosixPath(part_id.replace("\\", "/")).stem
     readable = _UNSAFE.sub("_", stem).strip("._-")[:MAX_READABLE] or "part"
     return f"{readable}-{digest}"
+
+
+def safe_suffix(name: str) -> str:
+    """The file name's extension (``.png``) when it is a plain one, else none: a copy keeps
+    what the file is without taking over what its name may hold."""
+    suffix = PurePosixPath(name.replace("\\", "/")).suffix
+    return suffix if _SUFFIX.fullmatch(suffix) else ""

@@ -1,17 +1,15 @@
 """Anomaly-map overlays on disk, with a retention limit per sensor.
 
 The picture is the modality's (:meth:`flowedge.modalities.base.Modality.render`: the
-map over the model's input view, with score, decision and a colour bar). A station
-runs for months: without a limit the overlays fill the disk and then the
-spool cannot commit. Per sensor at most ``pipeline.heatmap_keep`` files and
-``pipeline.heatmap_keep_mb`` megabytes are kept, oldest deleted first. A failed write
-is an event (the decision still goes out, with ``heatmap: null``), never silent.
+map over the model's input view, with score, decision and a colour bar). Per sensor at
+most ``pipeline.heatmap_keep`` files and ``pipeline.heatmap_keep_mb`` megabytes are
+kept, oldest deleted first (:mod:`.kept_files`). A failed write is an event (the
+decision still goes out, with ``heatmap: null``), never silent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from flowedge.core.card import InputSpec
 from flowedge.core.decision import Decision
 from flowedge.edge.config import PipelineConfig
 from flowedge.edge.loop.filenames import safe_file_stem
+from flowedge.edge.loop.kept_files import KeptFiles, stamped_name
 from flowedge.edge.loop.sample import Sample
 from flowedge.modalities import get_modality
 
@@ -29,37 +28,13 @@ log = logging.getLogger(__name__)
 EventSink = Callable[..., None]  # (sensor, kind, message, **details)
 
 
-class _Kept:
-    """One sensor's overlays on disk, oldest first (names start with the capture time)."""
-
-    def __init__(self, folder: Path) -> None:
-        files = sorted(folder.glob("*.png")) if folder.is_dir() else []
-        self.files: deque[tuple[Path, int]] = deque((p, p.stat().st_size) for p in files)
-        self.bytes = sum(size for _, size in self.files)
-
-    def add(self, path: Path) -> None:
-        size = path.stat().st_size
-        self.files.append((path, size))
-        self.bytes += size
-
-    def prune(self, keep: int, keep_bytes: float) -> None:
-        """Delete the oldest files over either limit; the newest one always stays."""
-        while len(self.files) > 1 and (len(self.files) > keep or self.bytes > keep_bytes):
-            path, size = self.files.popleft()
-            self.bytes -= size
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("old heatmap %s not deleted: %s", path, exc)
-
-
 class HeatmapWriter:
     """Used by the publish stage only (one thread): no locking."""
 
     def __init__(self, cfg: PipelineConfig, spec: InputSpec, events: EventSink) -> None:
         self.cfg, self.spec, self.events = cfg, spec, events  # cfg.heatmaps changes on SIGHUP
         self.modality = get_modality(spec.kind)
-        self._kept: dict[str, _Kept] = {}
+        self._kept: dict[str, KeptFiles] = {}
 
     def wants(self, decision: Decision) -> bool:
         mode = self.cfg.heatmaps
@@ -71,17 +46,16 @@ class HeatmapWriter:
         self, sample: Sample, score: float, decision: Decision, threshold: float
     ) -> str | None:
         """Write the overlay and apply the retention limit; the PNG path, None on failure."""
-        stamp = sample.captured_utc.replace("-", "").replace(":", "").replace(".", "")
         folder = Path(self.cfg.heatmap_dir) / sample.source
         # any part id (invalid UTF-8, '..', newlines, 300 characters) gives a safe, unique name
-        out = folder / f"{stamp}_{safe_file_stem(sample.part_id)}.png"
+        out = folder / stamped_name(sample.captured_utc, safe_file_stem(sample.part_id), ".png")
         try:
             image = self.modality.render(
                 sample.tensor, sample.amap, self.spec, score, decision, threshold
             )
             folder.mkdir(parents=True, exist_ok=True)
             if sample.source not in self._kept:  # first overlay since start: count what is there
-                self._kept[sample.source] = _Kept(folder)
+                self._kept[sample.source] = KeptFiles(folder, "*.png")
             kept = self._kept[sample.source]
             ok, png = cv2.imencode(".png", image)
             if not ok:

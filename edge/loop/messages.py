@@ -37,7 +37,7 @@ def decision_doc(
     """The decision document, plus the modality's fields (``extra``: what the source said
     about the sample, such as an audio motion's ``event`` or a robot cycle's ``cycle`` with
     its drivers); they never replace a field."""
-    doc = _decision_fields(cfg, card, backend, sample, verdict)
+    doc = _decision_fields(cfg, card, backend, sample, verdict) | _evidence_fields(sample, verdict)
     for key, value in (extra or {}).items():
         doc.setdefault(key, value)
     return doc
@@ -71,7 +71,22 @@ def _decision_fields(
         "latency_ms": {**sample.timings_ms, "total": round(total, 3)},
         "heatmap": verdict.heatmap,
         "error": sample.error,
+        "modality": sample.modality,
     }
+
+
+def _evidence_fields(sample: Sample, verdict: Verdict) -> dict[str, Any]:
+    """What a history needs beyond the decision, when there is any: the sensor's drift state
+    when the sample was decided (a calibration file's monitor: ``unchecked`` until its window
+    is full) and the kept copy of the input (``pipeline.evidence``)."""
+    fields: dict[str, Any] = {}
+    monitor = verdict.policy.drift.get(sample.source)
+    if monitor is not None:
+        report = monitor.last_report
+        fields["drift"] = "unchecked" if report is None else ("drifted" if report.drifted else "ok")
+    if verdict.evidence is not None:
+        fields["evidence"] = {"input": verdict.evidence}
+    return fields
 
 
 def event_doc(

@@ -20,6 +20,7 @@ from flowedge.edge.config import FlowedgeConfig
 from flowedge.edge.loop.capture import Capture
 from flowedge.edge.loop.counts import Counts
 from flowedge.edge.loop.events import DropReporter, EventBus
+from flowedge.edge.loop.evidence import InputKeeper
 from flowedge.edge.loop.fanin import FanIn
 from flowedge.edge.loop.heatmaps import HeatmapWriter
 from flowedge.edge.loop.infer import Infer
@@ -60,6 +61,7 @@ class Pipeline:
         to_infer: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         to_publish: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         heatmaps = HeatmapWriter(cfg.pipeline, backend.card.input, self.events.emit)
+        inputs = InputKeeper(cfg.pipeline.evidence, self.events.emit)
         context = SourceContext(self.events.emit, spool, self.states.connected, cfg.mqtt)
         sources = [source_factory(s, context) for s in cfg.sources]
         captures = [
@@ -102,6 +104,7 @@ class Pipeline:
                 cfg,
                 backend,
                 heatmaps,
+                inputs,
                 spool,
                 self.counts,
                 metrics,

@@ -102,3 +102,4 @@ class Verdict:
     score: float | None  # None when the sample could not be scored
     policy: Policy
     heatmap: str | None = None  # overlay PNG path when one was written
+    evidence: str | None = None  # the input file's copy when one was kept (pipeline.evidence)

@@ -13,6 +13,7 @@ from flowedge.edge.config import FlowedgeConfig
 from flowedge.edge.health import POLL_S, StageProgress
 from flowedge.edge.loop.counts import Counts
 from flowedge.edge.loop.events import EventBus
+from flowedge.edge.loop.evidence import InputKeeper
 from flowedge.edge.loop.fanin import END
 from flowedge.edge.loop.heatmaps import HeatmapWriter
 from flowedge.edge.loop.messages import decision_doc, encode
@@ -26,8 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class Publish:
-    """Each decided sample's record: heatmap, the modality's fields, numbered and stored in
-    the spool in one transaction (the sinks deliver it from there)."""
+    """Each decided sample's record: heatmap, the input's copy, the modality's fields,
+    numbered and stored in the spool in one transaction (the sinks deliver it from there)."""
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class Publish:
         cfg: FlowedgeConfig,
         backend: Backend,
         heatmaps: HeatmapWriter,
+        inputs: InputKeeper,
         spool: Spool,
         counts: Counts,
         metrics: Metrics,
@@ -42,7 +44,7 @@ class Publish:
         queue_depths: Callable[[], dict[str, int]],
     ) -> None:
         self.inbox, self.cfg, self.card, self.backend_name = inbox, cfg, backend.card, backend.name
-        self.heatmaps, self.spool, self.counts = heatmaps, spool, counts
+        self.heatmaps, self.inputs, self.spool, self.counts = heatmaps, inputs, spool, counts
         self.metrics, self.events, self.queue_depths = metrics, events, queue_depths
         self.progress = StageProgress("publish", inbox.empty)
         self._overflow_seen = 0
@@ -68,6 +70,8 @@ class Publish:
                 sample, verdict.score, verdict.decision, verdict.policy.threshold
             )
             verdict = replace(verdict, heatmap=heatmap)
+        if self.inputs.wants(sample, verdict.decision):  # before any sink sees the decision
+            verdict = replace(verdict, evidence=self.inputs.keep(sample))
         # the map is dropped now: the modality of the sample's source keeps what drove the
         # score (also for a sample refused before scoring, so its fields stay complete)
         extra = get_modality(sample.modality).decision_fields(

@@ -23,6 +23,9 @@ class Sample:
     part_id: str  # file name or frame counter: what the PLC matches the decision to
     payload: Any
     modality: str = "image"
+    # the file the payload is read from (file sources), kept for copying it as evidence
+    # after the payload itself is dropped; None for in-memory frames, windows and cycles
+    input_file: str | None = None
     seq: int = 0  # per-sensor, assigned (and persisted) with the decision
     intake_id: int | None = None  # its intake journal row, closed with the decision (h6)
     captured_utc: str = field(default_factory=utc_now)
