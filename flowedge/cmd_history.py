@@ -81,7 +81,7 @@ def _filters(parser: argparse.ArgumentParser, decisions: bool = True) -> None:
     parser.add_argument("--source", help="one sensor (sources[].name)")
     if decisions:
         parser.add_argument("--part-id", help="one part id")
-        parser.add_argument("--decision", choices=DECISIONS)
+        parser.add_argument("--decision", choices=DECISIONS, help="only this decision")
         parser.add_argument("--verdict", choices=VERDICTS, help="the latest review's verdict")
         parser.add_argument(
             "--reviewed",
