@@ -25,6 +25,7 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from flowedge.calibration.config import DriftConfig
 from flowedge.core.backend_table import check_backend_choice
+from flowedge.core.broker import MQTT_PORTABLE_CLIENT_ID, MQTTConfig
 from flowedge.core.errors import ConfigError
 from flowedge.core.paths import BoundedPath
 from flowedge.core.validation import (
@@ -36,7 +37,6 @@ from flowedge.core.validation import (
     format_validation_error,
 )
 from flowedge.core.yamlfile import read_yaml
-from flowedge.edge.broker import MQTT_PORTABLE_CLIENT_ID, MQTTConfig
 from flowedge.edge.commands import CommandsConfig
 from flowedge.edge.metrics import MetricsConfig
 from flowedge.edge.sinks import SINK_KINDS, SinkBaseConfig, SinkConfig

@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import AfterValidator, Field
 
-from flowedge.edge.broker import (
+from flowedge.core.broker import (
     AUTH_FAILURES,
     MQTT_MAX_STRING_BYTES,
     UNSUPPORTED_PROTOCOL,
