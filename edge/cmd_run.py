@@ -28,12 +28,13 @@ from flowedge.backends import open_backend
 from flowedge.backends.base import Backend
 from flowedge.core.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
 from flowedge.edge import logs
-from flowedge.edge.commands import StationCommands, threshold_argument
+from flowedge.edge.commands import Reply, StationCommands, threshold_argument
 from flowedge.edge.config import FlowedgeConfig, load_config
 from flowedge.edge.health import Notifier, Watchdog, watchdog_interval_s
 from flowedge.edge.loop.pipeline import Pipeline
 from flowedge.edge.loop.policy import load_policy
 from flowedge.edge.metrics import Metrics
+from flowedge.edge.resend import ResendHandler
 from flowedge.edge.sinks import Sink, SinkContext, make_sink
 from flowedge.edge.spool import Spool
 
@@ -111,6 +112,11 @@ class Station:
         )
         self.commands = StationCommands(cfg.commands, self.pipeline.events.emit)
         self.commands.handle("set_threshold", self._set_threshold)
+        if "resend" in cfg.commands.allowed:  # reads the historian's secret: only when allowed
+            self.commands.handle(
+                "resend",
+                ResendHandler(cfg.commands.resend, cfg.resend_history(), cfg.site, cfg.station),
+            )
         context = SinkContext(
             cfg.site,
             cfg.station,
@@ -186,14 +192,14 @@ class Station:
             self.policy.origin,
         )
 
-    def _set_threshold(self, args: dict[str, Any], origin: str) -> str:
+    def _set_threshold(self, args: dict[str, Any], origin: str) -> Reply:
         """A sink's ``set_threshold``: the next decision uses it; a reload or restart goes
         back to the configured threshold."""
         value = threshold_argument(args)
         old = self.pipeline.policy
         self.pipeline.policy = replace(old, threshold=value, origin=f"command from {origin}")
         self._status_changed("threshold set by command")
-        return f"threshold {old.threshold:g} -> {value:g} (until the next reload or restart)"
+        return Reply(f"threshold {old.threshold:g} -> {value:g} (until the next reload or restart)")
 
     def reload(self) -> None:
         """SIGHUP: new threshold/calibration/drift/heatmaps; the broker connection stays up."""

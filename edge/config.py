@@ -154,6 +154,29 @@ class FlowedgeConfig(TrainingSections):
                 raise ValueError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _resend_has_its_sinks(self) -> FlowedgeConfig:
+        if "resend" not in self.commands.allowed:
+            return self
+        kinds = {getattr(sink, "kind", "") for sink in self.active_sinks()}
+        if "history" not in kinds:
+            raise ValueError(
+                "commands.allowed names resend, which answers from the station's history: "
+                "enable a sink of kind history (docs/history.md)"
+            )
+        if "mqtt" not in kinds:
+            raise ValueError(
+                "commands.allowed names resend, whose requests arrive over MQTT: enable the "
+                "mqtt section or a sink of kind mqtt"
+            )
+        return self
+
+    def resend_history(self) -> Path:
+        """The folder the ``resend`` command answers from: the first enabled history sink's."""
+        return next(
+            sink.path for sink in self.active_sinks() if getattr(sink, "kind", "") == "history"
+        )
+
     def active_sinks(self) -> list[SinkBaseConfig]:
         """The enabled sinks, the ``mqtt`` section first."""
         return [sink for sink in (self.mqtt, *self.sinks) if sink.enabled]
@@ -186,7 +209,7 @@ def station_problems(cfg: FlowedgeConfig) -> list[str]:
         key = "mqtt" if sink is cfg.mqtt else f"sinks.{sink.name}"
         if isinstance(sink, MQTTConfig):
             problems += sink.environment_problems(key)
-    return problems
+    return problems + cfg.commands.environment_problems()
 
 
 def load_config(path: str | Path) -> FlowedgeConfig:
