@@ -106,6 +106,9 @@ class HistorianConfig(Strict):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     resend: ResendRequests = Field(default_factory=ResendRequests)
     batch: int = Field(1000, ge=1, le=100_000, description="decisions per transaction at most")
+    batch_wait_s: float = Field(
+        0.05, ge=0, le=10, description="how long a transaction waits for more decisions"
+    )
 
 
 def load_historian_config(path: Path) -> HistorianConfig:

@@ -146,14 +146,16 @@ class Historian:
             self._report()
 
     def _take(self) -> list[Message]:
-        """What has queued up (at least one message, or none after a tick), up to ``batch``."""
+        """What arrives within ``batch_wait_s`` of the first message (none after a tick), up
+        to ``batch``: fewer, larger transactions cost less per decision than one per message."""
         try:
             batch = [self.inbox.get(timeout=TICK_S)]
         except queue.Empty:
             return []
+        until = time.monotonic() + self.cfg.batch_wait_s
         while len(batch) < self.cfg.batch:
             try:
-                batch.append(self.inbox.get_nowait())
+                batch.append(self.inbox.get(timeout=max(0.0, until - time.monotonic())))
             except queue.Empty:
                 break
         return batch
