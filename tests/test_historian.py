@@ -155,3 +155,25 @@ def test_every_decision_once_across_historian_and_broker_sigkills(
     assert [seq for seq, _ in rows] == list(range(1, DECISIONS + 1)), log[-3000:]
     assert any(resent for _, resent in rows), "the broker lost nothing: the test proved nothing"
     assert "asked plant/line1 for cam1" in log and "Traceback" not in log
+
+
+def test_the_command_says_what_is_wrong_and_exits_with_its_code(
+    tmp_path: Path, pg_dsn: str, capsys: pytest.CaptureFixture
+) -> None:
+    from mqtt_broker import free_port
+
+    from flowedge.cli import main
+
+    config = historian_config(tmp_path, free_port(), pg_dsn)
+    (tmp_path / "historian.secret").chmod(0o644)
+    assert main(["historian", "--config", str(config)]) == 2
+    assert "chmod 600" in capsys.readouterr().err
+    (tmp_path / "historian.secret").chmod(0o600)
+    settings = yaml.safe_load(config.read_text())
+    settings["database"]["dsn"] = f"host=127.0.0.1 port={free_port()} dbname=none connect_timeout=2"
+    config.write_text(yaml.safe_dump(settings))
+    assert main(["historian", "--config", str(config)]) == 5
+    assert "cannot use PostgreSQL" in capsys.readouterr().err
+    config.write_text("batch: 0\n")
+    assert main(["historian", "--config", str(config)]) == 2
+    assert "batch" in capsys.readouterr().err
