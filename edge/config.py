@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from flowedge.calibration.config import DriftConfig
-from flowedge.core.backend_table import check_backend_choice
 from flowedge.core.errors import ConfigError
 from flowedge.core.paths import BoundedPath
 from flowedge.core.validation import Name, Strict, format_validation_error
@@ -31,6 +30,7 @@ from flowedge.core.yamlfile import read_yaml
 from flowedge.edge.broker import MQTT_PORTABLE_CLIENT_ID, MQTTConfig
 from flowedge.edge.commands import CommandsConfig
 from flowedge.edge.metrics import MetricsConfig
+from flowedge.edge.models_config import ModelConfig, RecipesConfig
 from flowedge.edge.sinks import SINK_KINDS, SinkBaseConfig, SinkConfig
 from flowedge.edge.sinks.mqtt import MqttSinkConfig
 from flowedge.edge.sources import SOURCE_KINDS, SourceConfig
@@ -41,17 +41,6 @@ from flowedge.modalities.image_decode import DEFAULT_LIMITS
 log = logging.getLogger(__name__)
 
 UNION_TAGS = frozenset(SOURCE_KINDS) | frozenset(SINK_KINDS)  # left out of error paths
-
-
-class ModelConfig(Strict):
-    # A checkpoint directory (weights.safetensors + card.json), an .onnx file or a TensorRT .engine
-    path: BoundedPath = Path("runs/demo/model")
-    backend: Annotated[str, AfterValidator(check_backend_choice)] = "auto"  # auto: by path
-    device: str = "cpu"  # torch: cpu | cuda[:N]; onnxruntime: cpu | cuda
-    # calibration.json bound to the model; overrides threshold
-    calibration: BoundedPath | None = None
-    threshold: float | None = None  # used when no calibration file is given (finite)
-    intra_op_threads: int = Field(0, ge=0, description="0: the backend's default")
 
 
 class LimitsConfig(Strict):
@@ -97,7 +86,8 @@ class FlowedgeConfig(TrainingSections):
 
     site: Name = "site"
     station: Name = "station"
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)  # the one model, or:
+    recipes: RecipesConfig | None = None  # one model per recipe (not with 'model')
     sources: list[SourceConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     mqtt: MqttSinkConfig = Field(default_factory=MqttSinkConfig)  # the default sink
@@ -117,6 +107,14 @@ class FlowedgeConfig(TrainingSections):
             repeated = sorted({name for name in names if names.count(name) > 1})
             if repeated:
                 raise ValueError(f"{section} names must be unique; repeated: {', '.join(repeated)}")
+        return self
+
+    @model_validator(mode="after")
+    def _one_model_section(self) -> FlowedgeConfig:
+        if self.recipes is not None and "model" in self.model_fields_set:
+            raise ValueError(
+                "give either 'model' (one model) or 'recipes' (one model per recipe), not both"
+            )
         return self
 
     @model_validator(mode="after")
