@@ -22,7 +22,7 @@ from flowedge.core.validation import Strict
 
 log = logging.getLogger(__name__)
 
-CommandName = Literal["set_threshold"]
+CommandName = Literal["set_threshold", "set_recipe"]
 
 
 class CommandsConfig(Strict):
@@ -30,7 +30,9 @@ class CommandsConfig(Strict):
 
     allowed: list[CommandName] = Field(
         default_factory=list,
-        description="set_threshold: a new decision threshold until the next reload or restart",
+        description="set_threshold: a new decision threshold until the next reload or restart "
+        "({'threshold', 'recipe'}: with recipes, whose); set_recipe: the recipe in force from "
+        "now ({'recipe'}; recipes.select.by: command, e.g. an OPC UA node's sink)",
     )
 
 
