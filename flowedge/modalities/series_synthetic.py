@@ -357,8 +357,10 @@ def write_mvtec(
     n_test_defect: int,
     seed: int = 0,
     rate_hz: float = 100.0,
+    regime: Regime = NOMINAL,
 ) -> Path:
-    """One CSV per cycle in MVTec layout (train/good, test/good, test/<anomaly type>)."""
+    """One CSV per cycle in MVTec layout (train/good, test/good, test/<anomaly type>), all at
+    operating point ``regime``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     plan = [("train", NORMAL, i) for i in range(n_train)]
@@ -367,6 +369,6 @@ def write_mvtec(
     for split, kind, i in plan:
         folder = root / split / ("good" if kind == NORMAL else kind)
         folder.mkdir(parents=True, exist_ok=True)
-        table = simulate_cycle(rng, draw_anomaly(kind, rng), rate_hz)
+        table = simulate_cycle(rng, draw_anomaly(kind, rng), rate_hz, regime=regime)
         write_csv(table, folder / f"{i:03d}.csv")
     return root
