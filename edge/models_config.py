@@ -20,7 +20,7 @@ from flowedge.core.backend_table import check_backend_choice
 from flowedge.core.paths import BoundedPath
 from flowedge.core.validation import Strict
 from flowedge.edge.broker import MqttString
-from flowedge.modalities.baseline import MIN_SAMPLES, BaselineBounds
+from flowedge.modalities.baseline import MIN_SAMPLES, BaselineRules
 
 # what a PLC may call a recipe: printable text (also a metric label and a message field)
 RecipeName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -45,6 +45,11 @@ class RebaselineConfig(Strict):
     setpoint: SetpointConfig | None = None  # a step of it is a changeover (beside a recipe switch)
     max_shift: float = Field(3.0, gt=0, description="level moved at most this many training std")
     max_scale: float = Field(3.0, gt=1, description="spread at most this factor off training's")
+    spread: bool = Field(
+        True,
+        description="re-estimate the spread (std) too; false: the level only, the training "
+        "spread stays (slow signals such as temperatures, whose spread a short window hides)",
+    )
 
     @model_validator(mode="after")
     def _one_window(self) -> RebaselineConfig:
@@ -52,8 +57,8 @@ class RebaselineConfig(Strict):
             raise ValueError("give the baseline window as either samples or seconds")
         return self
 
-    def bounds(self) -> BaselineBounds:
-        return BaselineBounds(self.max_shift, self.max_scale)
+    def rules(self) -> BaselineRules:
+        return BaselineRules(self.max_shift, self.max_scale, self.spread)
 
 
 class ModelConfig(Strict):

@@ -16,7 +16,7 @@ from flowedge.modalities import get_modality
 from flowedge.modalities.audio import Clip, fitted_level
 from flowedge.modalities.audio_synthetic import NOMINAL as NOMINAL_MOTOR
 from flowedge.modalities.audio_synthetic import Operating, gear_motor_clip
-from flowedge.modalities.baseline import BaselineBounds, BaselineRefused
+from flowedge.modalities.baseline import BaselineRefused, BaselineRules
 from flowedge.modalities.series_prep import at_model_rate, signal_statistics
 from flowedge.modalities.series_synthetic import NOMINAL, SIGNALS, Regime, simulate_set
 
@@ -25,7 +25,7 @@ AUDIO = AudioInput(
     sample_rate=RATE, n_fft=512, win_length=512, hop_length=256, n_mels=32, duration_s=0.5
 )
 SERIES_SIGNALS = tuple(s for s in SIGNALS if s.startswith(("torque_sensor_a", "motor_iq")))
-BOUNDS = BaselineBounds()
+RULES = BaselineRules()
 
 
 def series_spec() -> SeriesInput:
@@ -49,7 +49,7 @@ def cycles(n: int, regime: Regime = NOMINAL, seed: int = 2) -> list:
 
 def test_series_baseline_follows_a_heavier_product_and_keeps_the_rest() -> None:
     spec, series = series_spec(), get_modality("series")
-    heavy = series.rebaseline(cycles(4, Regime(payload_kg=1.0)), spec, BOUNDS)
+    heavy = series.rebaseline(cycles(4, Regime(payload_kg=1.0)), spec, RULES)
     assert heavy.signals == spec.signals and heavy.length == spec.length
     moved = np.abs(np.subtract(heavy.mean, spec.mean)) / np.asarray(spec.std)
     assert moved.max() > 0.2  # the product's weight shows in the torques and currents
@@ -63,14 +63,27 @@ def test_series_baseline_of_a_dead_sensor_or_a_wrong_unit_is_refused() -> None:
     for table in dead:
         table.columns["motor_iq_2"] = np.full(len(table), 0.01)
     with pytest.raises(BaselineRefused, match="motor_iq_2 spread"):
-        series.rebaseline(dead, spec, BOUNDS)
+        series.rebaseline(dead, spec, RULES)
     scaled = cycles(3)
     for table in scaled:
         table.columns["torque_sensor_a_3"] = table.columns["torque_sensor_a_3"] * 1000.0
     with pytest.raises(BaselineRefused, match="torque_sensor_a_3"):
-        series.rebaseline(scaled, spec, BOUNDS)
+        series.rebaseline(scaled, spec, RULES)
     with pytest.raises(BaselineRefused, match="needs 2"):
-        series.rebaseline(cycles(1), spec, BOUNDS)
+        series.rebaseline(cycles(1), spec, RULES)
+
+
+def test_a_level_only_baseline_keeps_the_training_spread() -> None:
+    spec, series = series_spec(), get_modality("series")
+    quiet = cycles(3)
+    for table in quiet:  # a slow signal: flat over the few cycles of a baseline
+        table.columns["motor_iq_2"] = np.full(
+            len(table), spec.mean[SERIES_SIGNALS.index("motor_iq_2")] + 0.5
+        )
+    level = series.rebaseline(quiet, spec, BaselineRules(spread=False))
+    assert level.std == spec.std and level.mean != spec.mean
+    with pytest.raises(BaselineRefused, match="spread"):
+        series.rebaseline(quiet, spec, RULES)
 
 
 def test_series_sample_value_is_a_column_constant_over_the_cycle() -> None:
@@ -93,12 +106,12 @@ def clips(n: int, operating: Operating = NOMINAL_MOTOR, seed: int = 0) -> list[C
 
 def test_audio_baseline_follows_the_level_and_refuses_a_far_one() -> None:
     audio = get_modality("audio")
-    trained = audio.rebaseline(clips(4), AUDIO, BaselineBounds(max_shift=1e9, max_scale=1e9))
-    louder = audio.rebaseline(clips(4, Operating(level_db=6.0), 1), trained, BOUNDS)
+    trained = audio.rebaseline(clips(4), AUDIO, BaselineRules(max_shift=1e9, max_scale=1e9))
+    louder = audio.rebaseline(clips(4, Operating(level_db=6.0), 1), trained, RULES)
     assert 4.0 < louder.mean - trained.mean < 8.0  # the booth records 6 dB louder
     assert louder.n_mels == trained.n_mels and louder.std > 0
-    tight = BaselineBounds(max_shift=0.1)
-    with pytest.raises(BaselineRefused, match="dB level level moved"):
+    tight = BaselineRules(max_shift=0.1)
+    with pytest.raises(BaselineRefused, match="dB level moved"):
         audio.rebaseline(clips(4, Operating(level_db=12.0), 2), trained, tight)
 
 
@@ -106,7 +119,7 @@ def test_a_modality_without_rebaselining_says_so() -> None:
     image = get_modality("image")
     assert not image.rebaselines and get_modality("series").rebaselines
     with pytest.raises(ConfigError, match="cannot re-baseline"):
-        image.rebaseline([], None, BOUNDS)
+        image.rebaseline([], None, RULES)
 
 
 def write_clips(folder: Path, n: int, level_db: float) -> list[Path]:

@@ -118,7 +118,7 @@ class Baselines:
         assert self.cfg is not None
         window = self._windows.pop(source)
         try:
-            spec = self.modality.rebaseline(window.raws, self.trained, self.cfg.bounds())
+            spec = self.modality.rebaseline(window.raws, self.trained, self.cfg.rules())
         except Exception as exc:  # refused, or a modality's bug: never the loop's end
             if not isinstance(exc, BaselineRefused | BadInputError):
                 log.exception("%s: re-baselining %s failed", self.label, source)

@@ -25,7 +25,7 @@ from flowedge.core.errors import BadInputError
 from flowedge.modalities import audio_synthetic
 from flowedge.modalities.audio_mel import log_mel
 from flowedge.modalities.base import Modality
-from flowedge.modalities.baseline import BaselineBounds, check_baseline, require_samples
+from flowedge.modalities.baseline import BaselineRules, baseline_statistics, require_samples
 from flowedge.modalities.overlay import render_overlay
 
 
@@ -246,16 +246,19 @@ def _readable_parts(path: Path, spec: AudioInput, limits: AudioLimits | None) ->
         return []
 
 
-def rebaselined(clips: Sequence[Clip], spec: AudioInput, bounds: BaselineBounds) -> AudioInput:
-    """``spec`` standardising with the dB level (mean and spread) of ``clips`` (a changeover's
-    first motions); BaselineRefused when it lies outside ``bounds`` around training's."""
+def rebaselined(clips: Sequence[Clip], spec: AudioInput, rules: BaselineRules) -> AudioInput:
+    """``spec`` standardising with the dB level (and spread, ``rules.spread``) of ``clips``
+    (a changeover's first motions); BaselineRefused when it lies outside ``rules`` around
+    training's."""
     what = f"baseline of {len(clips)} clip(s)"
     require_samples(len(clips), what)
     mean, std, _ = level_statistics(
         clip_db(clip, spec, f"baseline clip {i}") for i, clip in enumerate(clips)
     )
-    check_baseline(["dB level"], [mean], [std], [spec.mean], [spec.std], bounds, what)
-    return replace(spec, mean=round(mean, 4), std=round(max(std, 1e-3), 4))
+    means, stds = baseline_statistics(
+        ["dB"], np.array([mean]), np.array([std]), [spec.mean], [spec.std], rules, what
+    )
+    return replace(spec, mean=round(float(means[0]), 4), std=round(max(float(stds[0]), 1e-3), 4))
 
 
 def spectrogram_view(tensor: np.ndarray) -> np.ndarray:
@@ -298,10 +301,10 @@ class AudioModality(Modality[Clip, AudioInput, AudioLimits]):
         return AudioInput(**{**settings, **fitted_level(files, settings)})
 
     def rebaseline(
-        self, raws: Sequence[Clip], spec: AudioInput, bounds: BaselineBounds
+        self, raws: Sequence[Clip], spec: AudioInput, rules: BaselineRules
     ) -> AudioInput:
         """The dB level (mean and spread) of the clips."""
-        return rebaselined(raws, spec, bounds)
+        return rebaselined(raws, spec, rules)
 
     def load_all(
         self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None

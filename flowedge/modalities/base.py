@@ -21,7 +21,7 @@ import numpy as np
 
 from flowedge.core.card import INPUT_KINDS, InputSpec, ModelCard
 from flowedge.core.errors import ConfigError
-from flowedge.modalities.baseline import BaselineBounds
+from flowedge.modalities.baseline import BaselineRules
 
 Raw = TypeVar("Raw")  # a decoded sample, before preprocessing
 Spec = TypeVar("Spec", bound=InputSpec)  # the card's input spec of this modality
@@ -174,10 +174,10 @@ class Modality(ABC, Generic[Raw, Spec, Limits]):
         """Whether :meth:`rebaseline` is supported (overridden by the modality)."""
         return type(self).rebaseline is not Modality.rebaseline
 
-    def rebaseline(self, raws: Sequence[Raw], spec: Spec, bounds: BaselineBounds) -> Spec:
+    def rebaseline(self, raws: Sequence[Raw], spec: Spec, rules: BaselineRules) -> Spec:
         """``spec`` with its input standardisation re-estimated from ``raws`` (the normal
         samples after a changeover; the model's weights stay). BaselineRefused when the
-        new statistics lie outside ``bounds`` around the training statistics in ``spec``.
+        new statistics lie outside ``rules`` around the training statistics in ``spec``.
         By default not supported (a ConfigError saying so)."""
         raise ConfigError(
             f"the {self.name} modality cannot re-baseline its input statistics; remove "

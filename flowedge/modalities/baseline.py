@@ -23,30 +23,36 @@ class BaselineRefused(ValueError):
 
 
 @dataclass(frozen=True)
-class BaselineBounds:
-    """How far a baseline may lie from the training statistics before it is refused."""
+class BaselineRules:
+    """What a baseline re-estimates and how far it may lie from the training statistics."""
 
     max_shift: float = 3.0  # |new mean - training mean| in training standard deviations
     max_scale: float = 3.0  # the new spread at most this factor above or below training's
+    # False: the level (mean) only, the training spread stays: for slow signals (temperatures)
+    # whose spread the few samples of a baseline cannot show
+    spread: bool = True
 
 
-def check_baseline(
+def baseline_statistics(
     names: Sequence[str],
-    mean: Sequence[float],
-    std: Sequence[float],
+    mean: np.ndarray,
+    std: np.ndarray,
     trained_mean: Sequence[float],
     trained_std: Sequence[float],
-    bounds: BaselineBounds,
+    rules: BaselineRules,
     what: str,
-) -> None:
-    """BaselineRefused naming each channel whose level or spread moved past ``bounds``."""
-    shift = np.abs(np.asarray(mean) - np.asarray(trained_mean)) / np.asarray(trained_std)
-    scale = np.asarray(std) / np.asarray(trained_std)
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, std) to standardise with: the baseline's (its std only with
+    ``rules.spread``); BaselineRefused naming each channel whose level, or spread when it is
+    re-estimated, moved past ``rules``."""
+    trained_std_ = np.asarray(trained_std, dtype=np.float64)
+    shift = np.abs(mean - np.asarray(trained_mean)) / trained_std_
+    scale = std / trained_std_ if rules.spread else np.ones_like(shift)
     problems = []
     for name, moved, ratio in zip(names, shift, scale, strict=True):
-        if moved > bounds.max_shift:
+        if moved > rules.max_shift:
             problems.append(f"{name} level moved {moved:.1f} training std")
-        if not 1.0 / bounds.max_scale <= ratio <= bounds.max_scale:
+        if not 1.0 / rules.max_scale <= ratio <= rules.max_scale:
             problems.append(f"{name} spread x{ratio:.3g} of training's")
     if problems:
         shown = "; ".join(problems[:5]) + (
@@ -54,10 +60,11 @@ def check_baseline(
         )
         raise BaselineRefused(
             f"{what} lies outside what training saw ({shown}; allowed: level within "
-            f"{bounds.max_shift:g} std, spread within x{1 / bounds.max_scale:.3g}..x"
-            f"{bounds.max_scale:g}); the line may have changed over into a broken state: "
+            f"{rules.max_shift:g} std, spread within x{1 / rules.max_scale:.3g}..x"
+            f"{rules.max_scale:g}); the line may have changed over into a broken state: "
             "inspect it; the model's own standardisation stays in force"
         )
+    return mean, (std if rules.spread else trained_std_)
 
 
 def require_samples(count: int, what: str) -> None:

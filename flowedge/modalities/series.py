@@ -20,7 +20,7 @@ from flowedge.core.card import ModelCard, SeriesInput
 from flowedge.core.errors import BadInputError
 from flowedge.modalities import series_synthetic
 from flowedge.modalities.base import Modality, ScoreBatch
-from flowedge.modalities.baseline import BaselineBounds
+from flowedge.modalities.baseline import BaselineRules
 from flowedge.modalities.overlay import colour_bar, map_range, with_banner
 from flowedge.modalities.series_cycles import CycleReading, segment
 from flowedge.modalities.series_explain import cycle_report, explain_cycle
@@ -247,10 +247,10 @@ class SeriesModality(Modality[SignalTable, SeriesInput, LogFormat | CycleReading
         return float(values[0])
 
     def rebaseline(
-        self, raws: Sequence[SignalTable], spec: SeriesInput, bounds: BaselineBounds
+        self, raws: Sequence[SignalTable], spec: SeriesInput, rules: BaselineRules
     ) -> SeriesInput:
         """Per-signal mean and std of the cycles (at the model rate, before padding)."""
-        return rebaselined(raws, spec, bounds)
+        return rebaselined(raws, spec, rules)
 
     def decision_fields(
         self,

@@ -31,7 +31,7 @@ from scipy.signal import resample_poly
 
 from flowedge.core.card import SeriesInput
 from flowedge.core.errors import BadInputError
-from flowedge.modalities.baseline import BaselineBounds, check_baseline, require_samples
+from flowedge.modalities.baseline import BaselineRules, baseline_statistics, require_samples
 from flowedge.modalities.series_io import SignalTable
 
 GAP_FACTOR = 3.0
@@ -167,16 +167,19 @@ def signal_statistics(resampled: Sequence[np.ndarray]) -> tuple[list[float], lis
 
 
 def rebaselined(
-    cycles: Sequence[SignalTable], spec: SeriesInput, bounds: BaselineBounds
+    cycles: Sequence[SignalTable], spec: SeriesInput, rules: BaselineRules
 ) -> SeriesInput:
-    """``spec`` standardising with the per-signal mean and std of ``cycles`` (a changeover's
-    first cycles); BaselineRefused when a signal's level or spread lies outside ``bounds``
-    around the training statistics (a flat signal whose training was flat too passes)."""
+    """``spec`` standardising with the per-signal mean (and std, ``rules.spread``) of
+    ``cycles`` (a changeover's first cycles); BaselineRefused when a signal lies outside
+    ``rules`` around the training statistics (a flat signal whose training was flat too
+    passes)."""
     what = f"baseline of {len(cycles)} cycle(s)"
     require_samples(len(cycles), what)
     mean, std = raw_statistics([at_model_rate(cycle, spec) for cycle in cycles])
     usable = _usable_std(mean, std)
     flat = (usable == 1.0) & (np.asarray(spec.std) == 1.0)  # flat in training and now: fine
-    seen = np.where(flat, 1.0, std)
-    check_baseline(spec.signals, mean, seen, spec.mean, spec.std, bounds, what)
-    return replace(spec, mean=tuple(mean.tolist()), std=tuple(usable.tolist()))
+    mean, std = baseline_statistics(
+        spec.signals, mean, np.where(flat, 1.0, std), spec.mean, spec.std, rules, what
+    )
+    std = _usable_std(mean, std) if rules.spread else std
+    return replace(spec, mean=tuple(mean.tolist()), std=tuple(np.asarray(std).tolist()))
