@@ -47,8 +47,9 @@ class RebaselineConfig(Strict):
     max_scale: float = Field(3.0, gt=1, description="spread at most this factor off training's")
     spread: bool = Field(
         True,
-        description="re-estimate the spread (std) too; false: the level only, the training "
-        "spread stays (slow signals such as temperatures, whose spread a short window hides)",
+        description="series: re-estimate the spread (std) too; false: the level only, the "
+        "training spread stays (slow signals such as temperatures, whose spread a short window "
+        "hides); audio always re-estimates the level only",
     )
 
     @model_validator(mode="after")

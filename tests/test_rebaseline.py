@@ -13,7 +13,7 @@ from flowedge.core.card import AudioInput, SeriesInput
 from flowedge.core.errors import BadInputError, ConfigError
 from flowedge.flows.config import AudioFlowConfig
 from flowedge.modalities import get_modality
-from flowedge.modalities.audio import Clip, fitted_level
+from flowedge.modalities.audio import Clip, clip_db, fitted_level, level_statistics
 from flowedge.modalities.audio_synthetic import NOMINAL as NOMINAL_MOTOR
 from flowedge.modalities.audio_synthetic import Operating, gear_motor_clip
 from flowedge.modalities.baseline import BaselineRefused, BaselineRules
@@ -106,10 +106,11 @@ def clips(n: int, operating: Operating = NOMINAL_MOTOR, seed: int = 0) -> list[C
 
 def test_audio_baseline_follows_the_level_and_refuses_a_far_one() -> None:
     audio = get_modality("audio")
-    trained = audio.rebaseline(clips(4), AUDIO, BaselineRules(max_shift=1e9, max_scale=1e9))
+    mean, std, _ = level_statistics(clip_db(clip, AUDIO) for clip in clips(4))
+    trained = replace(AUDIO, mean=mean, std=std)  # what training measures
     louder = audio.rebaseline(clips(4, Operating(level_db=6.0), 1), trained, RULES)
     assert 4.0 < louder.mean - trained.mean < 8.0  # the booth records 6 dB louder
-    assert louder.n_mels == trained.n_mels and louder.std > 0
+    assert louder.n_mels == trained.n_mels and louder.std == trained.std  # a gain: level only
     tight = BaselineRules(max_shift=0.1)
     with pytest.raises(BaselineRefused, match="dB level moved"):
         audio.rebaseline(clips(4, Operating(level_db=12.0), 2), trained, tight)

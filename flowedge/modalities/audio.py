@@ -247,18 +247,20 @@ def _readable_parts(path: Path, spec: AudioInput, limits: AudioLimits | None) ->
 
 
 def rebaselined(clips: Sequence[Clip], spec: AudioInput, rules: BaselineRules) -> AudioInput:
-    """``spec`` standardising with the dB level (and spread, ``rules.spread``) of ``clips``
-    (a changeover's first motions); BaselineRefused when it lies outside ``rules`` around
-    training's."""
+    """``spec`` standardising with the dB level of ``clips`` (a changeover's first motions):
+    a gain, a distance or a louder machine adds to every dB value, so the level moves and
+    the training spread stays (also with ``rules.spread``); BaselineRefused when the level
+    lies outside ``rules`` around training's."""
     what = f"baseline of {len(clips)} clip(s)"
     require_samples(len(clips), what)
     mean, std, _ = level_statistics(
         clip_db(clip, spec, f"baseline clip {i}") for i, clip in enumerate(clips)
     )
-    means, stds = baseline_statistics(
-        ["dB"], np.array([mean]), np.array([std]), [spec.mean], [spec.std], rules, what
+    level = replace(rules, spread=False)
+    means, _ = baseline_statistics(
+        ["dB"], np.array([mean]), np.array([std]), [spec.mean], [spec.std], level, what
     )
-    return replace(spec, mean=round(float(means[0]), 4), std=round(max(float(stds[0]), 1e-3), 4))
+    return replace(spec, mean=round(float(means[0]), 4))
 
 
 def spectrogram_view(tensor: np.ndarray) -> np.ndarray:
@@ -303,7 +305,7 @@ class AudioModality(Modality[Clip, AudioInput, AudioLimits]):
     def rebaseline(
         self, raws: Sequence[Clip], spec: AudioInput, rules: BaselineRules
     ) -> AudioInput:
-        """The dB level (mean and spread) of the clips."""
+        """The dB level of the clips (the spread stays training's)."""
         return rebaselined(raws, spec, rules)
 
     def load_all(
