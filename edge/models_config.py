@@ -44,7 +44,7 @@ class RebaselineConfig(Strict):
     on_start: bool = Field(True, description="the station's start is a changeover too")
     setpoint: SetpointConfig | None = None  # a step of it is a changeover (beside a recipe switch)
     max_shift: float = Field(3.0, gt=0, description="level moved at most this many training std")
-    max_scale: float = Field(3.0, gt=1, description="spread at most this factor off training's")
+    max_scale: float = Field(10.0, gt=1, description="spread at most this factor off training's")
     spread: bool = Field(
         True,
         description="series: re-estimate the spread (std) too; false: the level only, the "

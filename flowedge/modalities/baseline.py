@@ -27,7 +27,10 @@ class BaselineRules:
     """What a baseline re-estimates and how far it may lie from the training statistics."""
 
     max_shift: float = 3.0  # |new mean - training mean| in training standard deviations
-    max_scale: float = 3.0  # the new spread at most this factor above or below training's
+    # the new spread at most this factor above or below training's: a short window of one run
+    # spreads less than training over many (a slow signal, offsets between runs); a dead
+    # sensor or a wrong unit is off by orders of magnitude
+    max_scale: float = 10.0
     # False: the level (mean) only, the training spread stays: for slow signals (temperatures)
     # whose spread the few samples of a baseline cannot show
     spread: bool = True
