@@ -273,3 +273,18 @@ def test_model_and_recipes_together_and_a_half_set_baseline_are_refused(tmp_path
     for rebaseline in ({}, {"samples": 5, "seconds": 3.0}, {"samples": 1}):
         with pytest.raises(ConfigError, match="rebaseline"):
             station_config(tmp_path, model={"path": "m", "threshold": 1, "rebaseline": rebaseline})
+
+
+def test_the_commented_recipes_example_in_config_yaml_is_valid(tmp_path: Path) -> None:
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "config.yaml").read_text(encoding="utf-8")
+    block = text[text.index("# recipes:") : text.index("# end of recipes")]
+    example = yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))["recipes"]
+    rebaseline = text[text.index("  # rebaseline:") : text.index("# One model per recipe")]
+    model = yaml.safe_load("\n".join(line[4:] for line in rebaseline.splitlines() if line))
+    cfg = station_config(tmp_path, model=None, recipes=example)
+    assert list(cfg.recipes.models) == ["housing-A", "housing-B"]  # type: ignore[union-attr]
+    assert cfg.recipes.select.by == "mqtt"  # type: ignore[union-attr]
+    single = station_config(tmp_path, model={"path": "m", "threshold": 1.0} | model)
+    assert single.model.rebaseline is not None and single.model.rebaseline.samples == 20
