@@ -38,11 +38,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+from ur3_cobotops import EVENTS as UR3_EVENTS  # the real log's reading (bench/ur3_cobotops.py)
+from ur3_cobotops import LOG as UR3_LOG
+from ur3_cobotops import UR3_FORMAT
 
 from flowedge.calibration.distribution import ScoreDistribution
 from flowedge.core.card import AudioInput, InputSpec, SeriesInput
@@ -56,10 +58,9 @@ from flowedge.modalities import series_synthetic as robot
 from flowedge.modalities.audio import Clip, clip_db, level_statistics
 from flowedge.modalities.baseline import BaselineRefused, BaselineRules
 from flowedge.modalities.series_cycles import SegmentConfig, segment
-from flowedge.modalities.series_io import LogFormat, SignalTable, read_log
+from flowedge.modalities.series_io import SignalTable, read_log
 from flowedge.modalities.series_prep import at_model_rate, signal_statistics
 
-UR3_LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "ur3-cobotops"
 SENSORS = ("torque_sensor", "motor_iq", "motor_id", "motor_voltage", "power", "robot_current")
 AUDIO_RATE, CLIP_S = 16000, 1.0
 
@@ -302,11 +303,8 @@ def _row(tests: list[Run], labels: list[int], scores: list[np.ndarray]) -> dict[
 
 # --- the real set ----------------------------------------------------------------------------
 
-UR3_SIGNALS = (
-    [f"Current_J{j}" for j in range(6)] + [f"Speed_J{j}" for j in range(6)] + ["Tool_current"]
-)
+UR3_SIGNALS = list(UR3_FORMAT.signals or [])  # currents, speeds, tool current
 UR3_TEMPERATURES = ["Temperature_T0"] + [f"Temperature_J{j}" for j in range(1, 6)]
-UR3_EVENTS = ("Robot_ProtectiveStop", "grip_lost")
 
 
 def usable(window: SignalTable, signals: list[str]) -> bool:
@@ -332,15 +330,8 @@ def ur3_sessions(baseline: int) -> list[Run]:
     event-free ones; as a test run, its first ``baseline`` windows are the baseline (whatever
     they hold: the station cannot know) and the rest the test."""
     signals = UR3_SIGNALS + UR3_TEMPERATURES
-    fmt = LogFormat(
-        separator=";",
-        decimal=",",
-        time_column="Timestamp",
-        cycle_column="cycle",
-        meta_columns=["Num", *UR3_EVENTS],
-        signals=signals,
-    )
-    log = read_log(UR3_LOG / "dataset_02052023.csv", fmt)
+    fmt = UR3_FORMAT.model_copy(update={"signals": signals, "units": {}})
+    log = read_log(UR3_LOG, fmt)
     gaps = np.flatnonzero(np.diff(log.times()) > 30.0) + 1
     edges = [0, *gaps.tolist(), len(log)]
     runs = []

@@ -31,7 +31,7 @@ class CommandsConfig(Strict):
     allowed: list[CommandName] = Field(
         default_factory=list,
         description="set_threshold: a new decision threshold until the next reload or restart "
-        "({'threshold', 'recipe'}: with recipes, whose); set_recipe: the recipe in force from "
+        "({'value', 'recipe'}: with recipes, whose); set_recipe: the recipe in force from "
         "now ({'recipe'}; recipes.select.by: command, e.g. an OPC UA node's sink)",
     )
 

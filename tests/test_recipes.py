@@ -288,3 +288,48 @@ def test_the_commented_recipes_example_in_config_yaml_is_valid(tmp_path: Path) -
     assert cfg.recipes.select.by == "mqtt"  # type: ignore[union-attr]
     single = station_config(tmp_path, model={"path": "m", "threshold": 1.0} | model)
     assert single.model.rebaseline is not None and single.model.rebaseline.samples == 20
+
+
+def test_each_recipe_has_its_own_threshold_status_and_reload(tmp_path: Path) -> None:
+    import yaml
+
+    script: list[str | None] = [None] * 6
+    script[0], script[3] = "A", "B"
+    station: dict[str, Station] = {}
+    cfg = recipes_config(
+        tmp_path,
+        {"by": "command"},
+        commands={"allowed": ["set_recipe", "set_threshold"]},
+        sources=[{"name": "cam1", "kind": "folder", "path": str(tmp_path)}],
+    )
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"model"})))
+    station["it"] = it = Station(
+        path,
+        cfg,
+        None,
+        opener=SlowOpener(0.0),
+        source_factory=lambda c, ctx: ScriptedSource(
+            c.name, script, lambda r: station["it"].commands.run("set_recipe", {"recipe": r}, "t")
+        ),
+    )
+    it.start()
+    assert it.pipeline.wait(30)
+    status = it.status_fields()
+    assert status["recipe_in_force"] == {"cam1": "B"}
+    assert {name: sum(s["counts"].values()) for name, s in status["recipes"].items()} == {
+        "A": 3,
+        "B": 3,
+    }
+    refused = it.commands.run("set_threshold", {"value": 9.0}, "t")
+    assert not refused.accepted and "name the recipe" in refused.message
+    assert it.commands.run("set_threshold", {"value": 9.0, "recipe": "B"}, "t").accepted
+    assert it.pipeline.router.states["B"].policy.threshold == 9.0  # type: ignore[attr-defined]
+    assert it.pipeline.router.states["A"].policy.threshold == 3.0  # type: ignore[attr-defined]
+    data = yaml.safe_load(path.read_text())
+    data["recipes"]["models"]["A"]["threshold"] = 4.5
+    path.write_text(yaml.safe_dump(data))
+    it.reload()
+    states = it.pipeline.router.states  # type: ignore[attr-defined]
+    assert (states["A"].policy.threshold, states["B"].policy.threshold) == (4.5, 3.0)
+    it.shutdown("test over", False, threading.Event())

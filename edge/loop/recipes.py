@@ -364,6 +364,7 @@ class Recipes:
         self.states: dict[str, ModelState] = {}
         self._embedded: dict[str, dict[str, Any] | None] = {}  # calibrations in the model files
         self._serving: dict[str, str] = {}  # sensor -> the recipe of its last routed sample
+        self._lock = threading.Lock()  # states and _serving grow on the preprocess thread
 
     def _announced(self, recipe: str) -> None:
         model = self.recipes.models.get(recipe)
@@ -416,7 +417,8 @@ class Recipes:
                 state = ModelState(recipe, recipe, model, backend.card, policy, self.emit)
             except FlowedgeError as exc:
                 raise BadInputError(f"recipe {recipe}: {exc}") from None
-            self.states[recipe], self._embedded[recipe] = state, backend.calibration
+            with self._lock:
+                self.states[recipe], self._embedded[recipe] = state, backend.calibration
         return state
 
     def _switch(
@@ -425,7 +427,8 @@ class Recipes:
         previous = self._serving.get(sample.source)
         if previous == recipe:
             return
-        self._serving[sample.source] = recipe
+        with self._lock:
+            self._serving[sample.source] = recipe
         self.metrics.recipe_switch_seconds.observe(waited)
         self.emit(
             sample.source,
@@ -481,6 +484,8 @@ class Recipes:
         return problems
 
     def status(self) -> dict[str, Any]:
+        with self._lock:
+            states, serving = dict(self.states), dict(self._serving)
         return {
             "recipes": {
                 name: {
@@ -488,9 +493,9 @@ class Recipes:
                     "threshold": state.policy.threshold,
                     "counts": state.counts(),
                 }
-                for name, state in list(self.states.items())
+                for name, state in states.items()
             },
-            "recipe_in_force": dict(self._serving),
+            "recipe_in_force": serving,
         }
 
     def close(self) -> None:
