@@ -154,3 +154,21 @@ def test_audio_dB_statistics_are_measured_on_the_training_clips_unless_set(tmp_p
     given = AudioFlowConfig(front_end={**front_end, "mean": 1.0})
     kept = given.for_training_files(sorted((tmp_path / "loud").iterdir())).front_end
     assert kept.mean == 1.0 and kept.std != 1.0
+
+
+def test_an_image_tensor_model_measures_its_channel_statistics(tmp_path: Path) -> None:
+    import cv2
+
+    paths = []
+    for i in range(3):
+        image = np.zeros((16, 16, 3), np.uint8)
+        image[:, :, 2] = 200  # red (BGR on disk)
+        image[:, :, 1] = 40 + 20 * i
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), image)
+    settings = {"height": 8, "width": 8, "intensity": "raw"}
+    spec = get_modality("image").training_spec(paths, settings)
+    assert np.allclose(spec.mean, (200 / 255, 60 / 255, 0.0), atol=1e-4)
+    assert spec.std[1] > 0.03 and spec.std[0] == 1e-3  # a flat channel keeps a usable std
+    given = get_modality("image").training_spec(paths, {**settings, "mean": (0.5,) * 3})
+    assert given.mean == (0.5,) * 3 and given.std == spec.std

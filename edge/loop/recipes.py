@@ -33,7 +33,7 @@ from typing import Any
 
 from flowedge.backends import open_backend
 from flowedge.backends.base import Backend
-from flowedge.core.errors import BadInputError, FlowedgeError
+from flowedge.core.errors import BadInputError, ConfigError, FlowedgeError
 from flowedge.edge.broker import MQTTConfig
 from flowedge.edge.config import FlowedgeConfig
 from flowedge.edge.loop.baseline import EventSink
@@ -221,7 +221,7 @@ def make_selector(select: Any, broker: MQTTConfig | None) -> Selector:
     """The selector ``recipes.select`` describes (``broker``: the station's, for ``mqtt``)."""
     if isinstance(select, MqttRecipe):
         if broker is None:
-            raise FlowedgeError("recipes.select.by mqtt needs the station's mqtt section")
+            raise ConfigError("recipes.select.by mqtt needs the station's mqtt section")
         return MqttAnnounced(select, broker)
     if isinstance(select, AnnouncedRecipe):
         return Announced(select, "the set_recipe command")
