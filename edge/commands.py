@@ -25,7 +25,7 @@ from flowedge.core.validation import DAY_S, Name, Strict
 
 log = logging.getLogger(__name__)
 
-CommandName = Literal["set_threshold", "resend"]
+CommandName = Literal["set_threshold", "set_recipe", "resend"]
 COMMAND_NAMES = get_args(CommandName)
 
 
@@ -50,9 +50,11 @@ class CommandsConfig(Strict):
 
     allowed: list[CommandName] = Field(
         default_factory=list,
-        description="set_threshold: a new decision threshold until the next reload or restart; "
-        "resend: publish a range of a sensor's decisions again from the history, for the "
-        "fleet historian (commands.resend)",
+        description="set_threshold: a new decision threshold until the next reload or restart "
+        "({'value', 'recipe'}: with recipes, whose); set_recipe: the recipe in force from "
+        "now ({'recipe'}; recipes.select.by: command, e.g. an OPC UA node's sink); resend: "
+        "publish a range of a sensor's decisions again from the history, for the fleet "
+        "historian (commands.resend)",
     )
     resend: ResendConfig = Field(default_factory=ResendConfig)
 

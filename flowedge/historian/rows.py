@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from flowedge.calibration.history.records import decision_key
-from flowedge.calibration.history.store import DECISIONS
+from flowedge.core.decision import DECISIONS
 
 DECISION_SCHEMA = "flowedge.decision/1"
 MAX_DOCUMENT_BYTES = 1 << 20  # a decision is a few kB; a heatmap path, never the image

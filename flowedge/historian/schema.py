@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS flowedge_decisions (
     captured_utc timestamptz NOT NULL,
     decided_utc timestamptz NOT NULL,
     modality text,                        -- image | audio | series
-    decision text NOT NULL,               -- OK | ANOMALY | ERROR
+    decision text NOT NULL,               -- OK | ANOMALY | ERROR | BASELINING
     score double precision,
     threshold double precision,
     normalised_score double precision,
