@@ -15,8 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from flowedge.calibration.history.store import ANOMALY, ORDINARY, HistoryDB
-from flowedge.core.decision import DECISIONS
+from flowedge.calibration.history.store import ANOMALY, DECISIONS, ORDINARY, HistoryDB
 
 
 def digest(body: bytes) -> str:
