@@ -13,6 +13,7 @@ A sink kind is one module defining its config (a :class:`SinkBaseConfig` with a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -137,3 +138,12 @@ class Delivery:
 
     def backlog(self) -> int:
         return self.spool.backlog(self.sink)
+
+    def wait_until_delivered(self, timeout_s: float, wake: Callable[[], None]) -> bool:
+        """Wait until the sink has acknowledged every record (``wake`` its sender meanwhile);
+        False when ``timeout_s`` ran out first. A sink's ``flush``."""
+        deadline = time.monotonic() + timeout_s
+        while self.backlog() and time.monotonic() < deadline:
+            wake()
+            time.sleep(0.02)
+        return self.backlog() == 0

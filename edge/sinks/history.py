@@ -147,11 +147,7 @@ class HistorySink:
         return f"history {self.cfg.path}: {self.written} record(s) written"
 
     def flush(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.delivery.backlog() and time.monotonic() < deadline:
-            self.wake()
-            time.sleep(0.02)
-        return self.delivery.backlog() == 0
+        return self.delivery.wait_until_delivered(timeout_s, self.wake)
 
     def stop(self, reason: str, flush_timeout_s: float = 5.0) -> None:
         """Store what it can within the timeout; the rest stays in the spool."""

@@ -319,13 +319,7 @@ class MqttSink:
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until the spool is empty (all acknowledged); False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.delivery.backlog() == 0:
-                return True
-            self.wake()
-            time.sleep(0.02)
-        return self.delivery.backlog() == 0
+        return self.delivery.wait_until_delivered(timeout_s, self.wake)
 
     def stop(self, reason: str, flush_timeout_s: float = 5.0) -> None:
         """Send what the broker takes within the timeout, make the retained status ``offline``,

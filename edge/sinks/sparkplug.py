@@ -468,11 +468,7 @@ class SparkplugSink:
     # --- stopping -----------------------------------------------------------------------------
     def flush(self, timeout_s: float) -> bool:
         """Wait until this sink has acknowledged every record; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while self.delivery.backlog() and time.monotonic() < deadline:
-            self.wake()
-            time.sleep(0.02)
-        return self.delivery.backlog() == 0
+        return self.delivery.wait_until_delivered(timeout_s, self.wake)
 
     def stop(self, reason: str, flush_timeout_s: float = 5.0) -> None:
         """Send what the broker takes within the timeout, then NDEATH and DISCONNECT (a Will
