@@ -171,3 +171,9 @@ def write_onnx_model(
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     return path
+
+
+def wait_for_first_listing(station: Station, source: str, timeout: float = 60) -> None:
+    """A watch source leaves files already there at its very first start alone (they are not
+    ours, docs/pipeline.md): a test writes its files only after that first listing."""
+    wait_until(lambda: station.spool.recall(source), timeout, f"{source}'s first listing")

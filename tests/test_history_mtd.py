@@ -25,7 +25,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from runtime_fakes import wait_until  # noqa: E402
+from runtime_fakes import wait_for_first_listing, wait_until  # noqa: E402
 
 import flowedge.history as history  # noqa: E402
 from flowedge.calibration.history.store import HistoryDB  # noqa: E402
@@ -53,11 +53,6 @@ def tolerance(n: int, above: int, m: int) -> tuple[int, int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(
-    reason="open: the watch source, since its inotify rework, does not decide files "
-    "symlinked into the folder here (the decisions never come); under investigation",
-    strict=False,
-)
 def test_reviewed_false_alarms_bring_the_false_alarm_rate_back_to_target(
     mtd_root: Path, tmp_path: Path, one_torch_thread: None, capsys
 ) -> None:
@@ -110,6 +105,7 @@ def test_reviewed_false_alarms_bring_the_false_alarm_rate_back_to_target(
     station = Station(config, load_config(config), None, open_backend(model, "torch", "cpu"))
     station.start()
     sink = station.sinks[0]
+    wait_for_first_listing(station, "cam1")
 
     def decided(count: int) -> None:
         wait_until(

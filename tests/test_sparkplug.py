@@ -33,6 +33,7 @@ from runtime_fakes import (  # noqa: E402
     open_station,
     station_config,
     stop_station,
+    wait_for_first_listing,
     wait_until,
     write_images,
     write_onnx_model,
@@ -422,6 +423,7 @@ def test_a_lost_source_is_a_ddeath_and_its_return_a_dbirth(tmp_path: Path, broke
     station.start()
     try:
         host.wait("the births", lambda: host.of("DBIRTH", "cam1"))
+        wait_for_first_listing(station, "cam1")
         write_images(folder, 1)
         host.wait("a decision", lambda: decisions(host.seen))
         shutil.rmtree(folder)
