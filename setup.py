@@ -3,7 +3,8 @@
 Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
 ``robot`` (parquet logs), ``station`` (ONNX Runtime and inotify, no torch), ``tensorrt``,
-``sparkplug`` (protobuf, for the Sparkplug B sink) and ``dev``.
+``sparkplug`` (protobuf, for the Sparkplug B sink), ``historian`` (psycopg, for
+``flowedge historian`` into PostgreSQL) and ``dev``.
 """
 
 import re
@@ -63,6 +64,8 @@ TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
 ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCAT; CSV: numpy
 # the Sparkplug B sink: protobuf runs the generated edge/sinks/sparkplug_b_pb2.py (4.25 gencode)
 SPARKPLUG = ["protobuf>=4.25"]
+# the fleet historian (flowedge historian): PostgreSQL through psycopg 3 (libpq included)
+HISTORIAN = ["psycopg[binary]>=3.1"]
 DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
 
 setup(
@@ -89,8 +92,9 @@ setup(
         "tensorrt": TENSORRT,
         "robot": ROBOT,
         "sparkplug": SPARKPLUG,
+        "historian": HISTORIAN,
         "dev": DEV,
-        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + NOTIFY + SPARKPLUG + DEV,
+        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + NOTIFY + SPARKPLUG + HISTORIAN + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

@@ -31,6 +31,7 @@ from flowedge.core.backend_table import BACKENDS, directory_backend, model_files
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import ConfigError, DataError
 from flowedge.core.outpaths import check_output_file
+from flowedge.flows.recipes import matched, recipe_folders
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (periodic log lines only)"
     )
+    parser.add_argument(
+        "--recipes",
+        action="store_true",
+        help="CHECKPOINT holds one model per recipe ('flowedge train --recipes') and each "
+        "--normal/--anomalous DIR one folder per recipe: each model calibrated on its own, "
+        "written to CHECKPOINT/<recipe>/calibration.json (or OUT/<recipe>/calibration.json)",
+    )
 
 
 def _options(args: argparse.Namespace, previous: dict | None) -> CalibrationOptions:
@@ -147,34 +155,70 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--replace only applies with --update CALIBRATION.json")
     if args.history_confirmed_ok and not args.history:
         raise ConfigError("--history-confirmed-ok only applies with --history PATH")
-    if not args.normal and not args.history and (args.update is None or args.replace):
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    if not args.recipes:
+        if not args.normal and not args.history and (args.update is None or args.replace):
+            raise ConfigError(
+                "no normal samples: give --normal DIR (held-out normal samples), --history PATH "
+                "(reviewed false alarms) or --update CALIBRATION.json (its stored normal scores)"
+            )
+        out = args.out or _default_out(args)
+        _calibrate(args, args.checkpoint, args.normal or [], args.anomalous, out)
+        return 0
+    if args.update is not None or args.scores_out is not None or args.history:
         raise ConfigError(
-            "no normal samples: give --normal DIR (held-out normal samples), --history PATH "
-            "(reviewed false alarms) or --update CALIBRATION.json (its stored normal scores)"
+            "--update, --scores-out and --history take one model: leave out --recipes"
         )
+    if not args.normal:
+        raise ConfigError("--recipes needs --normal DIR (one folder per recipe)")
+    models = recipe_folders(args.checkpoint, "CHECKPOINT")
+    normal = [matched(models, recipe_folders(d, "--normal"), f"--normal {d}") for d in args.normal]
+    anomalous = [
+        matched(models, recipe_folders(d, "--anomalous"), f"--anomalous {d}")
+        for d in args.anomalous or []
+    ]
+    for recipe, model in models.items():
+        print(f"recipe {recipe}:")
+        out = (args.out or args.checkpoint) / recipe / "calibration.json"
+        _calibrate(
+            args,
+            model,
+            [folders[recipe] for folders in normal],
+            [folders[recipe] for folders in anomalous] or None,
+            out,
+        )
+    return 0
+
+
+def _calibrate(
+    args: argparse.Namespace,
+    checkpoint: Path,
+    normal_dirs: list[Path],
+    anomalous_dirs: list[Path] | None,
+    out: Path,
+) -> None:
+    """Calibrate one model on its folders (and the ``--history`` reviews) and write ``out``."""
     previous = read_calibration(args.update) if args.update else None
     opts = _options(args, previous.data if previous else None)
-    out = args.out or _default_out(args)
     check_output_file(out)
     if args.scores_out:
         check_output_file(args.scores_out, "--scores-out")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1 (got {args.batch_size})")
-    infer, card, close = open_model(args.checkpoint, args.backend, args.device)
+    infer, card, close = open_model(checkpoint, args.backend, args.device)
     try:
         if previous is not None:
             check_binding(previous, card)
-        _refuse_training_images(args.normal or [], card)
-        _log_plan(args, opts, card)
+        _refuse_training_images(normal_dirs, card)
+        _log_plan(args, opts, card, normal_dirs, anomalous_dirs or [])
         bar = not args.no_progress
         normal = (
-            score_folders(args.normal, infer, card, args.batch_size, "normal", bar)
-            if args.normal
+            score_folders(normal_dirs, infer, card, args.batch_size, "normal", bar)
+            if normal_dirs
             else None
         )
         anomalous = (
-            score_folders(args.anomalous, infer, card, args.batch_size, "anomalous", bar)
-            if args.anomalous
+            score_folders(anomalous_dirs, infer, card, args.batch_size, "anomalous", bar)
+            if anomalous_dirs
             else None
         )
         reviewed = (
@@ -211,7 +255,6 @@ def run(args: argparse.Namespace) -> int:
         before = previous.threshold if previous is not None else reviewed.threshold_before
         print("\n".join(report_lines(reviewed, before, data["threshold"])))
     log.info("calibration %s written for %s", calibration.sha256[:12], card.model_id)
-    return 0
 
 
 def _joined(scored: ScoredFolder | None, reviewed: np.ndarray | None) -> np.ndarray | None:
@@ -222,9 +265,15 @@ def _joined(scored: ScoredFolder | None, reviewed: np.ndarray | None) -> np.ndar
     return np.concatenate(parts) if parts else None
 
 
-def _log_plan(args: argparse.Namespace, opts: CalibrationOptions, card: ModelCard) -> None:
+def _log_plan(
+    args: argparse.Namespace,
+    opts: CalibrationOptions,
+    card: ModelCard,
+    normal: list[Path],
+    anomalous: list[Path],
+) -> None:
     """Say what was found and which settings apply, before the long scoring starts."""
-    for kind, folders in (("normal", args.normal or []), ("anomalous", args.anomalous or [])):
+    for kind, folders in (("normal", normal), ("anomalous", anomalous)):
         for folder in folders:
             count = len(sample_files(folder, card.input.kind))
             log.info("%s samples: %d in %s", kind, count, folder)

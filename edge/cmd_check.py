@@ -16,14 +16,16 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from flowedge.backends import open_backend
 from flowedge.core.errors import EXIT_OK, ConfigError, FlowedgeError
 from flowedge.core.outpaths import check_output_dir, check_output_file
 from flowedge.edge.checks import CheckResult, failed, passed
 from flowedge.edge.config import FlowedgeConfig, load_config
 from flowedge.edge.loop.policy import load_policy
+from flowedge.edge.loop.recipes import open_model
+from flowedge.edge.models_config import ModelConfig
 from flowedge.edge.sinks import SINK_KINDS
 from flowedge.edge.sources import SOURCE_KINDS, SourceBaseConfig
+from flowedge.modalities import get_modality
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -40,27 +42,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_model(cfg: FlowedgeConfig) -> list[CheckResult]:
-    """The model opens with its backend, and a threshold (calibration or fixed) goes with it."""
+    """The model opens with its backend, and a threshold (calibration or fixed) goes with it;
+    with recipes, each recipe's."""
+    if cfg.recipes is None:
+        return _check_one(cfg, cfg.model, "model", "model", "threshold")
+    results = []
+    for recipe, model in cfg.recipes.models.items():
+        key = f"recipes.models.{recipe}"
+        results += _check_one(cfg, model, key, f"recipe {recipe}", f"recipe {recipe} threshold")
+    return results
+
+
+def _check_one(
+    cfg: FlowedgeConfig, model: ModelConfig, key: str, name: str, threshold_name: str
+) -> list[CheckResult]:
     try:
-        backend = open_backend(
-            cfg.model.path, cfg.model.backend, cfg.model.device, cfg.model.intra_op_threads
-        )
+        backend = open_model(model)
     except FlowedgeError as exc:
-        return [failed("model", str(exc), exc.exit_code)]
+        return [failed(name, str(exc), exc.exit_code)]
     try:
         card = backend.card
         results = [
-            passed(
-                "model",
-                f"{cfg.model.path}: {card.model_id} on {cfg.model.backend} ({cfg.model.device})",
-            )
+            passed(name, f"{model.path}: {card.model_id} on {model.backend} ({model.device})")
         ]
         try:
-            policy = load_policy(cfg, card)
+            policy = load_policy(cfg, card, None, model, key)
+            if model.rebaseline is not None and not get_modality(card.input.kind).rebaselines:
+                raise ConfigError(f"{key}.rebaseline: {card.input.kind} models cannot re-baseline")
         except FlowedgeError as exc:
-            return [*results, failed("threshold", str(exc), exc.exit_code)]
-        origin = f"calibration {cfg.model.calibration}" if policy.calibration else "model.threshold"
-        return [*results, passed("threshold", f"{policy.threshold:g} from {origin}")]
+            return [*results, failed(threshold_name, str(exc), exc.exit_code)]
+        origin = f"calibration {model.calibration}" if policy.calibration else f"{key}.threshold"
+        return [*results, passed(threshold_name, f"{policy.threshold:g} from {origin}")]
     finally:
         backend.close()
 

@@ -20,21 +20,25 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from flowedge.backends import open_backend
 from flowedge.backends.base import Backend
 from flowedge.core.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_OK, ConfigError, FlowedgeError
 from flowedge.edge import logs
-from flowedge.edge.commands import StationCommands, threshold_argument
+from flowedge.edge.commands import Reply, StationCommands, threshold_argument
 from flowedge.edge.config import FlowedgeConfig, load_config
 from flowedge.edge.health import Notifier, Watchdog, watchdog_interval_s
+from flowedge.edge.loop.models import ModelState, SingleModel
 from flowedge.edge.loop.pipeline import Pipeline
-from flowedge.edge.loop.policy import load_policy
+from flowedge.edge.loop.policy import Policy, load_policy
+from flowedge.edge.loop.recipes import Opener, Recipes, open_model
 from flowedge.edge.metrics import Metrics
+from flowedge.edge.resend import ResendHandler
 from flowedge.edge.sinks import Sink, SinkContext, make_sink
+from flowedge.edge.sources import Source, make_source
 from flowedge.edge.spool import Spool
 
 log = logging.getLogger("flowedge.run")
@@ -57,6 +61,20 @@ def _exclude_spec(dotted: tuple[str, ...]) -> dict:
 
 
 _RELOADABLE = _exclude_spec(RELOADABLE)
+
+
+def _needing_restart(old: FlowedgeConfig, new: FlowedgeConfig) -> list[str]:
+    """The sections that changed beyond what a reload applies (RELOADABLE, and each
+    recipe's threshold and calibration)."""
+
+    def fixed(cfg: FlowedgeConfig) -> dict[str, Any]:
+        data = cfg.model_dump(mode="json", exclude=_RELOADABLE)
+        for model in (data.get("recipes") or {}).get("models", {}).values():
+            model.pop("threshold"), model.pop("calibration")
+        return data
+
+    before, after = fixed(old), fixed(new)
+    return sorted(key for key in after if after[key] != before.get(key))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,17 +104,18 @@ class Station:
         cfg: FlowedgeConfig,
         max_samples: int | None,
         backend: Backend | None = None,
+        opener: Opener = open_model,
+        source_factory: Callable[..., Source] = make_source,
     ) -> None:
-        """``backend``: an opened backend (tests, benches); None opens ``cfg.model``."""
+        """``backend``: an opened backend (tests, benches); None opens ``cfg.model``. With
+        ``recipes`` there is none: each recipe's model is opened with ``opener`` when needed.
+        ``source_factory``: opens each configured source (tests give scripted ones)."""
         self.config_path, self.cfg = config_path, cfg
-        self.backend = (
-            backend
-            if backend is not None
-            else open_backend(
-                cfg.model.path, cfg.model.backend, cfg.model.device, cfg.model.intra_op_threads
-            )
-        )
-        self.policy = load_policy(cfg, self.backend.card, self.backend.calibration)
+        self.backend: Backend | None = None
+        self.policy: Policy | None = None
+        if cfg.recipes is None:
+            self.backend = backend if backend is not None else open_model(cfg.model)
+            self.policy = load_policy(cfg, self.backend.card, self.backend.calibration)
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.overflow)
         self.metrics = Metrics()
         self.notifier = Notifier()
@@ -108,9 +127,17 @@ class Station:
             self.metrics,
             on_status=self._status_changed,
             max_samples=max_samples,
+            source_factory=source_factory,
+            opener=opener,
         )
         self.commands = StationCommands(cfg.commands, self.pipeline.events.emit)
         self.commands.handle("set_threshold", self._set_threshold)
+        self.commands.handle("set_recipe", self._set_recipe)
+        if "resend" in cfg.commands.allowed:  # reads the historian's secret: only when allowed
+            self.commands.handle(
+                "resend",
+                ResendHandler(cfg.commands.resend, cfg.resend_history(), cfg.site, cfg.station),
+            )
         context = SinkContext(
             cfg.site,
             cfg.station,
@@ -135,8 +162,7 @@ class Station:
     def status_fields(self) -> dict[str, Any]:
         """Extra fields of the retained status message (the pipeline exists before MQTT)."""
         return {
-            "model_id": self.backend.card.model_id,
-            "threshold": self.pipeline.policy.threshold,
+            **self.pipeline.router.status(),
             "sources": self.pipeline.states.snapshot(),
             "counts": self.pipeline.counts.snapshot(),
             "spooled": self.spool.count(),
@@ -175,25 +201,57 @@ class Station:
                 self.notifier, self.pipeline.progress, interval, self.status_line
             )
             self.watchdog.start()
-        self.notifier.send("READY=1", f"STATUS=running model {self.backend.card.model_id}")
+        if self.backend is None or self.policy is None:
+            assert self.cfg.recipes is not None
+            running = f"recipes {', '.join(self.cfg.recipes.models)}"
+        else:
+            running = (
+                f"model {self.backend.card.model_id}, threshold {self.policy.threshold:g} from "
+                f"{self.policy.origin}"
+            )
+        self.notifier.send("READY=1", f"STATUS=running {running}")
         log.info(
-            "station %s/%s running: %d source(s), model %s, threshold %g from %s",
+            "station %s/%s running: %d source(s), %s",
             self.cfg.site,
             self.cfg.station,
             len(self.cfg.sources),
-            self.backend.card.model_id,
-            self.policy.threshold,
-            self.policy.origin,
+            running,
         )
 
-    def _set_threshold(self, args: dict[str, Any], origin: str) -> str:
+    def _set_threshold(self, args: dict[str, Any], origin: str) -> Reply:
         """A sink's ``set_threshold``: the next decision uses it; a reload or restart goes
-        back to the configured threshold."""
+        back to the configured threshold. With recipes, ``recipe`` names whose (a loaded one)."""
         value = threshold_argument(args)
-        old = self.pipeline.policy
-        self.pipeline.policy = replace(old, threshold=value, origin=f"command from {origin}")
+        router, named = self.pipeline.router, ""
+        holder: ModelState | SingleModel
+        if isinstance(router, Recipes):
+            recipe = args.get("recipe")
+            state = router.states.get(recipe) if isinstance(recipe, str) else None
+            if state is None:
+                raise ValueError(
+                    f"name the recipe whose threshold to set (one in use: "
+                    f"{', '.join(router.states) or 'none yet'}), got {recipe!r}"
+                )
+            holder, named = state, f"recipe {recipe}: "
+        else:
+            assert isinstance(router, SingleModel)
+            holder = router
+        old = holder.policy
+        holder.policy = replace(old, threshold=value, origin=f"command from {origin}")
         self._status_changed("threshold set by command")
-        return f"threshold {old.threshold:g} -> {value:g} (until the next reload or restart)"
+        return Reply(
+            f"{named}threshold {old.threshold:g} -> {value:g} (until the next reload or restart)"
+        )
+
+    def _set_recipe(self, args: dict[str, Any], origin: str) -> Reply:
+        """A sink's ``set_recipe`` (``recipes.select.by: command``; an OPC UA node's sink):
+        the samples captured from now belong to it."""
+        recipe = args.get("recipe")
+        if not isinstance(self.pipeline.router, Recipes):
+            raise ValueError("this station runs one model, not recipes")
+        if not isinstance(recipe, str) or not recipe.strip():
+            raise ValueError(f"'recipe' must name a recipe, got {recipe!r}")
+        return Reply(self.pipeline.router.announce(recipe.strip(), origin))
 
     def reload(self) -> None:
         """SIGHUP: new threshold/calibration/drift/heatmaps; the broker connection stays up."""
@@ -202,20 +260,25 @@ class Station:
         self.notifier.send(
             "RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", "STATUS=reloading configuration"
         )
+        router = self.pipeline.router
         try:
             new = load_config(self.config_path)
-            policy = load_policy(new, self.backend.card, self.backend.calibration)
+            if isinstance(router, Recipes):
+                problems = router.reload(new)  # every loaded recipe's policy, all or none
+            else:
+                assert self.backend is not None
+                policy = load_policy(new, self.backend.card, self.backend.calibration)
+                problems = []
         except FlowedgeError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.pipeline.events.emit(None, "reload_failed", f"reload refused: {exc}")
             self.notifier.send("READY=1", "STATUS=reload failed; running the previous config")
             return
-        old = self.cfg.model_dump(mode="json", exclude=_RELOADABLE)
-        fresh = new.model_dump(mode="json", exclude=_RELOADABLE)
-        changed = sorted(k for k in fresh if fresh[k] != old.get(k))
+        changed = _needing_restart(self.cfg, new) + problems
         if changed:
             log.warning(
-                "reload: changes to %s need a restart (systemctl restart); applied only %s",
+                "reload: changes to %s need a restart (systemctl restart); applied only %s "
+                "and the recipes' thresholds and calibrations",
                 ", ".join(changed),
                 ", ".join(RELOADABLE),
             )
@@ -226,15 +289,17 @@ class Station:
         self.cfg.drift = new.drift
         self.cfg.pipeline.heatmaps = new.pipeline.heatmaps
         logs.configure(new.logging)
-        self.pipeline.policy = policy
-        self.pipeline.events.emit(
-            None,
-            "reloaded",
-            f"configuration reloaded: threshold {policy.threshold:g}",
-            threshold=policy.threshold,
-        )
+        if isinstance(router, Recipes):
+            thresholds = {name: state.policy.threshold for name, state in router.states.items()}
+            said = ", ".join(f"{name} {value:g}" for name, value in thresholds.items())
+            summary = f"recipe thresholds {said or '(no recipe loaded yet)'}"
+            details: dict[str, Any] = {"thresholds": thresholds}
+        else:
+            self.pipeline.policy = policy
+            summary, details = f"threshold {policy.threshold:g}", {"threshold": policy.threshold}
+        self.pipeline.events.emit(None, "reloaded", f"configuration reloaded: {summary}", **details)
         self._status_changed("reloaded")
-        self.notifier.send("READY=1", f"STATUS=reloaded: threshold {policy.threshold:g}")
+        self.notifier.send("READY=1", f"STATUS=reloaded: {summary}")
 
     def shutdown(self, reason: str, wait_for_delivery: bool, interrupted: threading.Event) -> None:
         self.notifier.send("STOPPING=1", f"STATUS=stopping: {reason}")
@@ -253,7 +318,9 @@ class Station:
         left = self.spool.count()
         if left:
             log.info("%d record(s) stay in the spool %s for the next start", left, self.spool.path)
-        self.backend.close()
+        self.pipeline.router.close()
+        if self.backend is not None:
+            self.backend.close()
         self.metrics.close()
         self.spool.close()
         self.notifier.close()

@@ -19,26 +19,25 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from flowedge.calibration.config import DriftConfig
-from flowedge.core.backend_table import check_backend_choice
+from flowedge.core.broker import MQTT_PORTABLE_CLIENT_ID, MQTTConfig
 from flowedge.core.errors import ConfigError
 from flowedge.core.paths import BoundedPath
 from flowedge.core.validation import (
     MAX_QUEUE,
     MAX_RECORDS,
-    MAX_THREADS,
     Name,
     Strict,
     format_validation_error,
 )
 from flowedge.core.yamlfile import read_yaml
-from flowedge.edge.broker import MQTT_PORTABLE_CLIENT_ID, MQTTConfig
 from flowedge.edge.commands import CommandsConfig
 from flowedge.edge.metrics import MetricsConfig
+from flowedge.edge.models_config import ModelConfig, RecipesConfig
 from flowedge.edge.sinks import SINK_KINDS, SinkBaseConfig, SinkConfig
 from flowedge.edge.sinks.mqtt import MqttSinkConfig
 from flowedge.edge.sources import SOURCE_KINDS, SourceConfig
@@ -49,17 +48,6 @@ from flowedge.modalities.image_decode import DEFAULT_LIMITS
 log = logging.getLogger(__name__)
 
 UNION_TAGS = frozenset(SOURCE_KINDS) | frozenset(SINK_KINDS)  # left out of error paths
-
-
-class ModelConfig(Strict):
-    # A checkpoint directory (weights.safetensors + card.json), an .onnx file or a TensorRT .engine
-    path: BoundedPath = Path("runs/demo/model")
-    backend: Annotated[str, AfterValidator(check_backend_choice)] = "auto"  # auto: by path
-    device: str = "cpu"  # torch: cpu | cuda[:N]; onnxruntime: cpu | cuda
-    # calibration.json bound to the model; overrides threshold
-    calibration: BoundedPath | None = None
-    threshold: float | None = None  # used when no calibration file is given (finite)
-    intra_op_threads: int = Field(0, ge=0, le=MAX_THREADS, description="0: the backend's default")
 
 
 class LimitsConfig(Strict):
@@ -123,7 +111,8 @@ class FlowedgeConfig(TrainingSections):
 
     site: Name = "site"
     station: Name = "station"
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)  # the one model, or:
+    recipes: RecipesConfig | None = None  # one model per recipe (not with 'model')
     sources: list[SourceConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     mqtt: MqttSinkConfig = Field(default_factory=MqttSinkConfig)  # the default sink
@@ -146,6 +135,14 @@ class FlowedgeConfig(TrainingSections):
         return self
 
     @model_validator(mode="after")
+    def _one_model_section(self) -> FlowedgeConfig:
+        if self.recipes is not None and "model" in self.model_fields_set:
+            raise ValueError(
+                "give either 'model' (one model) or 'recipes' (one model per recipe), not both"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sinks_fit(self) -> FlowedgeConfig:
         sources = [source.name for source in self.sources]
         for sink in self.active_sinks():
@@ -153,6 +150,29 @@ class FlowedgeConfig(TrainingSections):
             if problems:
                 raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _resend_has_its_sinks(self) -> FlowedgeConfig:
+        if "resend" not in self.commands.allowed:
+            return self
+        kinds = {getattr(sink, "kind", "") for sink in self.active_sinks()}
+        if "history" not in kinds:
+            raise ValueError(
+                "commands.allowed names resend, which answers from the station's history: "
+                "enable a sink of kind history (docs/history.md)"
+            )
+        if "mqtt" not in kinds:
+            raise ValueError(
+                "commands.allowed names resend, whose requests arrive over MQTT: enable the "
+                "mqtt section or a sink of kind mqtt"
+            )
+        return self
+
+    def resend_history(self) -> Path:
+        """The folder the ``resend`` command answers from: the first enabled history sink's."""
+        return next(
+            sink.path for sink in self.active_sinks() if getattr(sink, "kind", "") == "history"
+        )
 
     def active_sinks(self) -> list[SinkBaseConfig]:
         """The enabled sinks, the ``mqtt`` section first."""
@@ -186,7 +206,7 @@ def station_problems(cfg: FlowedgeConfig) -> list[str]:
         key = "mqtt" if sink is cfg.mqtt else f"sinks.{sink.name}"
         if isinstance(sink, MQTTConfig):
             problems += sink.environment_problems(key)
-    return problems
+    return problems + cfg.commands.environment_problems()
 
 
 def load_config(path: str | Path) -> FlowedgeConfig:
@@ -205,14 +225,21 @@ def load_config(path: str | Path) -> FlowedgeConfig:
             f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
         )
     cores = os.cpu_count() or 1
-    if cfg.model.intra_op_threads > cores:
-        log.warning(
-            "model.intra_op_threads %d is more than this machine's %d cores: inference "
-            "threads will wait for each other; give at most %d",
-            cfg.model.intra_op_threads,
-            cores,
-            cores,
-        )
+    models = (
+        {f"recipes.models.{name}": model for name, model in cfg.recipes.models.items()}
+        if cfg.recipes is not None
+        else {"model": cfg.model}
+    )
+    for key, model in models.items():
+        if model.intra_op_threads > cores:
+            log.warning(
+                "%s.intra_op_threads %d is more than this machine's %d cores: inference "
+                "threads will wait for each other; give at most %d",
+                key,
+                model.intra_op_threads,
+                cores,
+                cores,
+            )
     for sink in cfg.active_sinks():
         client_id = getattr(sink, "client_id", None)
         if client_id and len(client_id) > MQTT_PORTABLE_CLIENT_ID:

@@ -73,6 +73,21 @@ class Metrics:
         self.source_up = Gauge(
             "flowedge_source_up", "1 while a source delivers", ["source"], registry=r
         )
+        self.recipe_decisions = Counter(
+            "flowedge_recipe_decisions_total",
+            "Decisions made per recipe (stations with recipes)",
+            ["recipe", "decision"],
+            registry=r,
+        )
+        self.recipe_switch_seconds = Histogram(
+            "flowedge_recipe_switch_seconds",
+            "How long the first sample of a new recipe waited for its model",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.models_loaded = Gauge(
+            "flowedge_models_loaded", "Recipe models opened and kept", registry=r
+        )
 
     def serve(self, cfg: MetricsConfig) -> int:
         """Start the /metrics endpoint; returns the bound port (port 0 picks a free one)."""

@@ -51,6 +51,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "flowedge.cmd_history",
         "query, export and review the station's history (decisions, evidence, verdicts)",
     ),
+    "historian": (
+        "flowedge.cmd_historian",
+        "store many stations' decisions from the broker in PostgreSQL, each once, asking "
+        "stations again for what the broker lost",
+    ),
     "upgrade-card": ("flowedge.cmd_upgrade_card", "rewrite a 2.x checkpoint card as format 3.0"),
 }
 

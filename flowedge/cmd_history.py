@@ -12,7 +12,8 @@ from pathlib import Path
 
 import flowedge.history as history
 from flowedge.calibration.history.query import HistoryRow
-from flowedge.calibration.history.store import DECISIONS, VERDICTS
+from flowedge.calibration.history.store import VERDICTS
+from flowedge.core.decision import DECISIONS
 from flowedge.core.outpaths import check_output_dir, check_output_file
 
 DEFAULT_HISTORY = Path("runs/history")

@@ -12,6 +12,7 @@ from flowedge.core.card import CardError, ModelCard
 from flowedge.core.errors import CheckFailedError, ConfigError
 from flowedge.core.outpaths import check_output_dir
 from flowedge.flows.data.datasets import labelled_samples
+from flowedge.flows.recipes import matched, recipe_folders
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="directory for report.json and the PNG figures"
+    )
+    parser.add_argument(
+        "--recipes",
+        action="store_true",
+        help="CHECKPOINT holds one model per recipe ('flowedge train --recipes') and TEST_ROOT "
+        "one folder per recipe: each model on its own recipe's test set, reports in OUT/<recipe>",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per inference (>= 1)")
@@ -81,18 +88,18 @@ def checkpoint_input_kind(checkpoint: Path) -> str:
         return "image"
 
 
-def log_plan(args: argparse.Namespace) -> None:
+def log_plan(args: argparse.Namespace, checkpoint: Path, test_root: Path) -> None:
     """Say what was found and which settings apply, before the long part starts."""
-    samples = labelled_samples(args.test_root, checkpoint_input_kind(args.checkpoint))
+    samples = labelled_samples(test_root, checkpoint_input_kind(checkpoint))
     per_class = Counter(sample.defect for sample in samples)
     log.info(
         "test files in %s: %s",
-        args.test_root,
+        test_root,
         ", ".join(f"{name} {count}" for name, count in sorted(per_class.items())),
     )
     log.info(
         "evaluating %s on %s, batch %d, %d worst case(s) per kind, target AUROC %s",
-        args.checkpoint,
+        checkpoint,
         args.device,
         args.batch_size,
         args.worst,
@@ -101,19 +108,39 @@ def log_plan(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.test_root.is_dir():
+    if not args.recipes:
+        auroc = _evaluate(args, args.checkpoint, args.test_root, args.out)
+        _check_target(args, {"": auroc})
+        return 0
+    models = recipe_folders(args.checkpoint, "CHECKPOINT")
+    tests = matched(models, recipe_folders(args.test_root, "test data folder"), "TEST_ROOT")
+    check_output_dir(args.out)
+    results = {}
+    for recipe, model in models.items():
+        print(f"recipe {recipe}:")
+        results[recipe] = _evaluate(args, model, tests[recipe], args.out / recipe)
+    print("recipe          image AUROC")
+    for recipe, auroc in results.items():
+        print(f"{recipe:<15} {_fmt(auroc)}")
+    _check_target(args, results)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, checkpoint: Path, test_root: Path, out: Path) -> Any:
+    """One model on one test set: report, figures, the summary printed; its image AUROC."""
+    if not test_root.is_dir():
         raise ConfigError(
-            f"test data folder {args.test_root} not found; give an MVTec category root (with "
+            f"test data folder {test_root} not found; give an MVTec category root (with "
             "test/good and test/<defect>) or its test folder"
         )
-    check_output_dir(args.out)
-    log_plan(args)
+    check_output_dir(out)
+    log_plan(args, checkpoint, test_root)
     from flowedge.flows.evaluate import evaluate  # heavy: torch, timm, matplotlib
 
     report = evaluate(
-        args.checkpoint,
-        args.test_root,
-        args.out,
+        checkpoint,
+        test_root,
+        out,
         device=args.device,
         batch_size=args.batch_size,
         n_worst=args.worst,
@@ -127,9 +154,16 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(report["metrics"]))
     files = report["files"]
     print(
-        f"report: {files['report']}\nfigures: {files['roc']}, {files['histogram']}, {len(files['heatmaps'])} heatmaps in {Path(args.out) / 'heatmaps'}"
+        f"report: {files['report']}\nfigures: {files['roc']}, {files['histogram']}, {len(files['heatmaps'])} heatmaps in {Path(out) / 'heatmaps'}"
     )
-    auroc = report["metrics"]["overall"]["image_auroc"]
-    if args.min_auroc is not None and (auroc is None or auroc < args.min_auroc):
-        raise CheckFailedError(f"image AUROC {auroc} is below the target {args.min_auroc}")
-    return 0
+    return report["metrics"]["overall"]["image_auroc"]
+
+
+def _check_target(args: argparse.Namespace, aurocs: dict[str, Any]) -> None:
+    """Exit 5 when a model's image AUROC is below ``--min-auroc``."""
+    if args.min_auroc is None:
+        return
+    low = {name: a for name, a in aurocs.items() if a is None or a < args.min_auroc}
+    if low:
+        which = ", ".join(f"{name or 'the model'} {a}" for name, a in low.items())
+        raise CheckFailedError(f"image AUROC below the target {args.min_auroc}: {which}")

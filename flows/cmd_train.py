@@ -23,6 +23,7 @@ from flowedge.flows.config import (
     TrainingConfig,
     TrainingSections,
 )
+from flowedge.flows.recipes import looks_like_recipes, recipe_folders
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         required=True,
-        help="checkpoint directory to write (weights.safetensors + card.json)",
+        help="checkpoint directory to write (weights.safetensors + card.json); with --recipes "
+        "one per recipe inside it",
+    )
+    parser.add_argument(
+        "--recipes",
+        action="store_true",
+        help="DATA_DIR holds one folder per recipe (each a data set as above): one model per "
+        "recipe, written to OUT/<recipe> (the station's recipes.models)",
     )
     parser.add_argument(
         "--config", type=Path, help="config.yaml whose 'detector' and 'training' sections are used"
@@ -178,6 +186,14 @@ def train_checkpoint(
             "train/good) or a folder of normal samples"
         )
     check_output_dir(out)
+    recipes = looks_like_recipes(data_dir)
+    if recipes:
+        log.warning(
+            "%s holds one data set per recipe (%s): training ONE model on all of them; "
+            "'flowedge train --recipes' trains one per recipe",
+            data_dir,
+            ", ".join(recipes),
+        )
     log_plan(det_cfg, train_cfg, data_dir, device)
     trainer = importlib.import_module(det_cfg.trainer)
     return trainer.train(
@@ -195,18 +211,38 @@ def _trained_on(card: ModelCard) -> str:
 
 def run(args: argparse.Namespace) -> int:
     det_cfg, train_cfg = build_configs(args)
-    card = train_checkpoint(
-        det_cfg, train_cfg, args.data_dir, args.out, args.device, not args.no_progress
+    if not args.recipes:
+        _report(
+            train_checkpoint(
+                det_cfg, train_cfg, args.data_dir, args.out, args.device, not args.no_progress
+            ),
+            args.out,
+        )
+        return 0
+    folders = recipe_folders(args.data_dir, "training data folder")
+    check_output_dir(args.out)
+    for recipe, folder in folders.items():
+        log.info("recipe %s: training on %s", recipe, folder)
+        out = args.out / recipe
+        card = train_checkpoint(det_cfg, train_cfg, folder, out, args.device, not args.no_progress)
+        _report(card, out, f"recipe {recipe}: ")
+    models = "\n".join(f"    {recipe}: {{path: {args.out / recipe}}}" for recipe in folders)
+    print(
+        f"{len(folders)} recipe models; the station's section (add select and each model's "
+        f"calibration or threshold):\nrecipes:\n  models:\n{models}"
     )
+    return 0
+
+
+def _report(card: ModelCard, out: Path, prefix: str = "") -> None:
     data = card.training["data"]
     loss = card.training["final_loss"]
     print(
-        f"model {card.model_id}: {card.detector} trained on {_trained_on(card)}, "
+        f"{prefix}model {card.model_id}: {card.detector} trained on {_trained_on(card)}, "
         f"{card.training['epochs']} epochs, final loss {'n/a' if loss is None else f'{loss:.4g}'}"
     )
     if data["n_skipped"]:
         print(
             f"skipped {data['n_skipped']} unusable sample(s): {', '.join(data['skipped'][:5])}{' ...' if data['n_skipped'] > 5 else ''}"
         )
-    print(f"checkpoint: {args.out} (weights.safetensors, card.json)")
-    return 0
+    print(f"checkpoint: {out} (weights.safetensors, card.json)")

@@ -258,15 +258,19 @@ class MelFrontEnd(Strict):
     f_max: float | None = Field(None, description="None: sample_rate / 2")
     top_db: float = Field(80.0, gt=0)
     duration_s: float = Field(3.0, gt=0, le=60, description="one motion, cut or padded")
-    # dB statistics the spectrogram is standardised with (fixed per model, like ImageNet's);
-    # the defaults are those of the gear-motor generator at -26 dBFS: set your data's
-    mean: float = -5.0
-    std: float = Field(17.0, gt=0)
+    # dB statistics the spectrogram is standardised with (fixed per model); None: measured
+    # on the training clips by 'flowedge train' and written into the card (a value set here wins)
+    mean: float | None = None
+    std: float | None = Field(None, gt=0)
     # long recordings cut into samples by train, eval and calibrate; None: one clip per file
     cut: WindowCut | MotionCut | None = None
 
     def spec(self) -> AudioInput:
+        """The card's front end; before training measured mean and std, unset ones are 0 and 1
+        (enough for shapes and checks)."""
         values = self.model_dump()
+        values["mean"] = 0.0 if self.mean is None else self.mean
+        values["std"] = 1.0 if self.std is None else self.std
         values["f_max"] = self.f_max or self.sample_rate / 2
         values["cut"] = None if self.cut is None else self.cut.model_dump(exclude_none=True)
         try:
@@ -315,6 +319,19 @@ class AudioFlowConfig(DetectorConfigBase):
     def _valid_spec(cls, value: MelFrontEnd) -> MelFrontEnd:
         value.spec()  # the card's own checks, reported under detector.front_end
         return value
+
+    def for_training_files(self, files: Sequence[Path]) -> Self:
+        """The front end's dB mean and std measured on the training clips, unless set."""
+        from flowedge.modalities.audio import fitted_level  # numpy front end: light
+
+        spec = asdict(self.front_end.spec())
+        settings = {k: v for k, v in spec.items() if k not in ("kind", "mean", "std")}
+        settings |= self.front_end.model_dump(include={"mean", "std"}, exclude_none=True)
+        try:
+            fitted = fitted_level(files, settings)
+        except ValueError as exc:
+            raise ConfigError(f"detector.front_end: {exc}") from None
+        return self.model_copy(update={"front_end": self.front_end.model_copy(update=fitted)})
 
     def input_summary(self) -> str:
         spec = self.front_end.spec()

@@ -115,3 +115,26 @@ def broker(tmp_path: Path):  # noqa: ANN201
     b = Broker(tmp_path / "broker").start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():  # noqa: ANN201
+    """A private PostgreSQL server for the session (tests/pg_server.py); skips with the reason
+    when the binaries or psycopg are absent."""
+    pytest.importorskip(
+        "psycopg", reason="psycopg not installed (pip install 'flowedge[historian]')"
+    )
+    from pg_server import PgServer
+
+    server = PgServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_dsn(postgres, request: pytest.FixtureRequest) -> str:  # noqa: ANN001
+    """A new empty database on the session's server for one test; its connection string."""
+    import re
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+    return postgres.create_database(f"t_{name}")

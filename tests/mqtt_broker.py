@@ -46,7 +46,10 @@ class Broker:
         users: dict[str, str] | None = None,
         tls: dict[str, Path] | None = None,
         persistent: bool = False,
+        autosave_s: int | None = None,
     ) -> None:
+        """``persistent``: saved after every change, unless ``autosave_s`` says every so many
+        seconds (mosquitto's default is 1800): a SIGKILL loses what came since."""
         self.binary = require_mosquitto()
         self.port = free_port()
         self.workdir = workdir
@@ -56,7 +59,13 @@ class Broker:
             f"listener {self.port} 127.0.0.1",
             f"user {getpass.getuser()}",
         ]
-        if persistent:  # saved after every change: sessions and queued messages survive SIGKILL
+        if persistent and autosave_s is not None:
+            lines += [
+                "persistence true",
+                f"persistence_location {workdir}/",
+                f"autosave_interval {autosave_s}",
+            ]
+        elif persistent:  # saved after every change: sessions and queued messages survive SIGKILL
             lines += [
                 "persistence true",
                 f"persistence_location {workdir}/",

@@ -85,8 +85,8 @@ def station_config(tmp: Path, **sections: Any) -> FlowedgeConfig:
         "spool": {"path": str(tmp / "spool.sqlite")},
         "pipeline": {"heatmaps": "none", "heatmap_dir": str(tmp / "heatmaps")},
     }
-    data.update(sections)
-    return parse_config(data)
+    data.update(sections)  # a section given as None is left out (recipes instead of model)
+    return parse_config({key: value for key, value in data.items() if value is not None})
 
 
 def drop_oldest_config(tmp: Path) -> FlowedgeConfig:

@@ -11,7 +11,7 @@ import numpy as np
 import paho.mqtt.publish as publish
 import pytest
 
-from flowedge.edge.broker import MQTTConfig
+from flowedge.core.broker import MQTTConfig
 from flowedge.edge.sources.trigger import MqttTrigger, TriggerConfig
 from flowedge.modalities.audio_events import EventRules
 from flowedge.modalities.audio_synthetic import MOTION_END, MOTION_START, gear_motor_clip

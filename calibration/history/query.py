@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flowedge.calibration.history.retention import utc_text
-from flowedge.calibration.history.store import DECISIONS, VERDICTS, HistoryDB
+from flowedge.calibration.history.store import VERDICTS, HistoryDB
+from flowedge.core.decision import DECISIONS
 from flowedge.core.errors import ConfigError
 
 

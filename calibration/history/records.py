@@ -15,7 +15,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from flowedge.calibration.history.store import ANOMALY, DECISIONS, ORDINARY, HistoryDB
+from flowedge.calibration.history.store import ANOMALY, ORDINARY, HistoryDB
+from flowedge.core.decision import DECISIONS
 
 
 def digest(body: bytes) -> str:

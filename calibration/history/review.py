@@ -144,6 +144,11 @@ def _mismatch(target: HistoryRow, verdict: str) -> str:
             f"{where} was answered ERROR ({target.error}): it was never scored, so there is no "
             "verdict to give on its score"
         )
+    if target.decision == "BASELINING":
+        return (
+            f"{where} was answered BASELINING: it re-estimated its model's input statistics "
+            "after a changeover and was never judged, so there is no verdict to give on it"
+        )
     fitting = [v for v, answered in ANSWERS.items() if answered == target.decision]
     return (
         f"{where} was decided {target.decision}, so '{verdict}' does not apply (it judges an "

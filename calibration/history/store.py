@@ -22,7 +22,6 @@ EVIDENCE_FOLDER = "evidence"
 FORMAT = 1  # PRAGMA user_version; a newer one is refused
 BUSY_TIMEOUT_S = 10.0
 
-DECISIONS = ("OK", "ANOMALY", "ERROR")
 # a reviewer's verdict on a decision: on an ANOMALY the first two, on an OK the last two
 VERDICTS = ("confirmed_anomaly", "false_alarm", "missed_defect", "confirmed_normal")
 
@@ -39,7 +38,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     captured_utc TEXT NOT NULL,  -- ISO 8601 UTC with milliseconds and Z (sorts as text)
     decided_utc TEXT NOT NULL,
     modality TEXT,  -- image | audio | series; NULL in decisions of earlier releases
-    decision TEXT NOT NULL,  -- OK | ANOMALY | ERROR
+    decision TEXT NOT NULL,  -- OK | ANOMALY | ERROR | BASELINING
     score REAL,
     threshold REAL,
     normalised_score REAL,

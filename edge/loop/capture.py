@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from flowedge.core.errors import FlowedgeError
@@ -52,10 +52,13 @@ class Capture:
         events: EventBus,
         stop: threading.Event,
         max_samples: int | None,
+        stamp: Callable[[Sample], None] = lambda sample: None,
     ) -> None:
+        """``stamp``: what is read the moment a sample is taken (the recipe in force)."""
         self.source, self.spool, self.fan_in = source, spool, fan_in
         self.states, self.counts = states, counts
         self.metrics, self.events, self.stop, self.max_samples = metrics, events, stop, max_samples
+        self.stamp = stamp
 
     def run(self) -> None:
         name = self.source.name
@@ -84,6 +87,7 @@ class Capture:
                 intake_id=intake_id,
                 context=frame.context,
             )
+            self.stamp(sample)
             if frame.error is not None:  # the source already judged it (e.g. never settled)
                 refuse(sample, frame.error, self.metrics, self.events)
             if self.states.get(source.name) != "up":

@@ -38,6 +38,7 @@ SEVERITY = {
     "history_conflict": "warning",
     "command": "warning",
     "command_refused": "error",
+    "baseline_refused": "error",
 }
 LOG_LEVEL = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
 DROP_EVENT_EVERY_S = 5.0

@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from flowedge.core.decision import Decision
+from flowedge.core.decision import JUDGED, Decision
 from flowedge.edge.config import EvidenceConfig
 from flowedge.edge.loop.filenames import safe_file_stem, safe_suffix
 from flowedge.edge.loop.kept_files import KeptFiles, stamped_name
@@ -40,7 +40,7 @@ class InputKeeper:
         mode = self.cfg.inputs
         return (
             sample.input_file is not None
-            and decision != "ERROR"
+            and decision in JUDGED  # not ERROR, not BASELINING
             and (mode == "all" or (mode == "anomalies" and decision == "ANOMALY"))
         )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 
 from flowedge.core.card import InputSpec
-from flowedge.core.decision import Decision
+from flowedge.core.decision import JUDGED, Decision
 from flowedge.edge.config import PipelineConfig
 from flowedge.edge.loop.filenames import safe_file_stem
 from flowedge.edge.loop.kept_files import KeptFiles, stamped_name
@@ -31,27 +31,28 @@ EventSink = Callable[..., None]  # (sensor, kind, message, **details)
 class HeatmapWriter:
     """Used by the publish stage only (one thread): no locking."""
 
-    def __init__(self, cfg: PipelineConfig, spec: InputSpec, events: EventSink) -> None:
-        self.cfg, self.spec, self.events = cfg, spec, events  # cfg.heatmaps changes on SIGHUP
-        self.modality = get_modality(spec.kind)
+    def __init__(self, cfg: PipelineConfig, events: EventSink) -> None:
+        self.cfg, self.events = cfg, events  # cfg.heatmaps changes on SIGHUP
         self._kept: dict[str, KeptFiles] = {}
 
     def wants(self, decision: Decision) -> bool:
+        """Judged samples only (not ERROR, not BASELINING), as ``pipeline.heatmaps`` says."""
         mode = self.cfg.heatmaps
-        return decision != "ERROR" and (
+        return decision in JUDGED and (
             mode == "all" or (mode == "anomalies" and decision == "ANOMALY")
         )
 
     def write(
-        self, sample: Sample, score: float, decision: Decision, threshold: float
+        self, sample: Sample, score: float, decision: Decision, threshold: float, spec: InputSpec
     ) -> str | None:
-        """Write the overlay and apply the retention limit; the PNG path, None on failure."""
+        """Write the overlay (the picture of ``spec``'s modality: the model that scored it) and
+        apply the retention limit; the PNG path, None on failure."""
         folder = Path(self.cfg.heatmap_dir) / sample.source
         # any part id (invalid UTF-8, '..', newlines, 300 characters) gives a safe, unique name
         out = folder / stamped_name(sample.captured_utc, safe_file_stem(sample.part_id), ".png")
         try:
-            image = self.modality.render(
-                sample.tensor, sample.amap, self.spec, score, decision, threshold
+            image = get_modality(spec.kind).render(
+                sample.tensor, sample.amap, spec, score, decision, threshold
             )
             folder.mkdir(parents=True, exist_ok=True)
             if sample.source not in self._kept:  # first overlay since start: count what is there

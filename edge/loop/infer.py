@@ -1,21 +1,25 @@
-"""Infer: batches of tensors to scores and maps, and the one decision of each sample."""
+"""Infer: batches of tensors to scores and maps, and the one decision of each sample.
+
+Each sample is scored by the backend its route names (a station with recipes may hold
+several: a batch is split by model) and decided with that model's policy of the moment;
+a sample in its sensor's baseline is not scored and is decided ``BASELINING``.
+"""
 
 from __future__ import annotations
 
 import logging
 import queue
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 from flowedge.backends.base import Backend
-from flowedge.core.decision import decide
+from flowedge.core.decision import Decision, decide
 from flowedge.edge.health import POLL_S, StageProgress
 from flowedge.edge.loop.capture import refuse
 from flowedge.edge.loop.events import EventBus
 from flowedge.edge.loop.fanin import END
-from flowedge.edge.loop.policy import Policy, Verdict
+from flowedge.edge.loop.policy import Verdict
 from flowedge.edge.loop.sample import Sample
 from flowedge.edge.metrics import Metrics
 from flowedge.modalities import get_modality
@@ -32,16 +36,12 @@ class Infer:
         self,
         inbox: queue.Queue,
         out: queue.Queue,
-        backend: Backend,
         max_batch: int,
         metrics: Metrics,
         events: EventBus,
-        policy: Callable[[], Policy],
     ) -> None:
-        self.inbox, self.out, self.backend, self.max_batch = inbox, out, backend, max_batch
-        self.metrics, self.events, self.policy = metrics, events, policy
-        self.spec = backend.card.input
-        self.modality = get_modality(self.spec.kind)
+        self.inbox, self.out, self.max_batch = inbox, out, max_batch
+        self.metrics, self.events = metrics, events
         self.progress = StageProgress("infer", inbox.empty)
 
     def run(self) -> None:
@@ -63,6 +63,9 @@ class Infer:
             samples = [s for s in batch if s is not END]
             self._score(samples)
             self._decide(samples)
+            for sample in samples:
+                if sample.route is not None:  # its backend may close once no sample needs it
+                    sample.route.release()
             self.progress.tick()
             for sample in samples:
                 self.out.put(sample)
@@ -71,12 +74,19 @@ class Infer:
                 return
 
     def _score(self, samples: list[Sample]) -> None:
-        valid = [s for s in samples if s.error is None]
-        if not valid:
-            return
+        """Score the samples to be judged, each with its route's backend, in its batch size."""
+        by_model: dict[int, tuple[Backend, list[Sample]]] = {}
+        for s in samples:
+            if s.error is None and s.baseline is None and s.route is not None:
+                by_model.setdefault(id(s.route.backend), (s.route.backend, []))[1].append(s)
+        for backend, group in by_model.values():
+            for start in range(0, len(group), backend.max_batch):
+                self._score_batch(backend, group[start : start + backend.max_batch])
+
+    def _score_batch(self, backend: Backend, valid: list[Sample]) -> None:
         t0 = time.perf_counter()
         try:
-            scores, maps = self.backend.infer(np.stack([s.tensor for s in valid]))
+            scores, maps = backend.infer(np.stack([s.tensor for s in valid]))
         except Exception as exc:  # a backend failure answers the batch with ERROR decisions
             log.exception("inference failed")
             for s in valid:
@@ -103,21 +113,33 @@ class Infer:
                 )
 
     def _decide(self, samples: list[Sample]) -> None:
-        """The one decision per sample, then the modality's explanation of each anomaly."""
-        policy = self.policy()
+        """The one decision per sample (its model's policy now), then the modality's
+        explanation of each anomaly."""
         for s in samples:
-            score = s.score if s.error is None else None
-            s.verdict = Verdict(decide(score, policy.threshold), score, policy)
+            policy = None if s.route is None else s.route.policy()
+            score = s.score if s.error is None and s.baseline is None else None
+            decision: Decision = "ERROR"
+            if s.error is None and s.baseline is not None:
+                decision = "BASELINING"
+            elif policy is not None:
+                decision = decide(score, policy.threshold)
+            s.verdict = Verdict(decision, score, policy)
             if s.verdict.decision == "ANOMALY":
                 self._explain(s)
 
     def _explain(self, s: Sample) -> None:
         """Extra forward passes (series: occlusion of each signal); a failure costs only the
         explanation, the decision still goes out."""
+        assert s.route is not None  # only a scored sample is an ANOMALY
         t0 = time.perf_counter()
+        backend, spec = s.route.backend, s.route.spec
+
+        def scores(batch: np.ndarray) -> np.ndarray:
+            return np.asarray(backend.infer(batch)[0], dtype=np.float64)
+
         try:
-            s.explanation = self.modality.explain(
-                s.tensor, s.amap, float(s.score), self.spec, self._scores, self.backend.max_batch
+            s.explanation = get_modality(spec.kind).explain(
+                s.tensor, s.amap, float(s.score), spec, scores, backend.max_batch
             )
         except Exception:  # a broken backend shows in the next scoring
             log.exception("explaining %s/%s failed", s.source, s.part_id)
@@ -125,6 +147,3 @@ class Infer:
             return
         if s.explanation is not None:  # the extra passes' time, in the message
             s.mark("drivers", t0)
-
-    def _scores(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.backend.infer(batch)[0], dtype=np.float64)

@@ -1,8 +1,10 @@
 """The JSON documents the station publishes (schemas in ``edge/schema/``).
 
 Decision values: ``OK``, ``ANOMALY`` (``score > threshold``, see
-:mod:`flowedge.core.decision`) and ``ERROR`` (the sample could not be scored: the PLC
-still gets an answer for every trigger, with ``error`` saying why).
+:mod:`flowedge.core.decision`), ``ERROR`` (the sample could not be scored: the PLC
+still gets an answer for every trigger, with ``error`` saying why) and ``BASELINING``
+(the sample re-estimates its model's input statistics after a changeover: not judged).
+A station with recipes names each decision's ``recipe``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from typing import Any
 
 from flowedge.core.card import ModelCard
+from flowedge.core.decision import JUDGED
 from flowedge.edge.config import FlowedgeConfig
 from flowedge.edge.loop.policy import Verdict
 from flowedge.edge.loop.sample import Sample
@@ -28,8 +31,8 @@ def _number(value: float) -> float | None:
 
 def decision_doc(
     cfg: FlowedgeConfig,
-    card: ModelCard,
-    backend: str,
+    card: ModelCard | None,
+    backend: str | None,
     sample: Sample,
     verdict: Verdict,
     extra: dict[str, Any] | None = None,
@@ -38,16 +41,26 @@ def decision_doc(
     about the sample, such as an audio motion's ``event`` or a robot cycle's ``cycle`` with
     its drivers); they never replace a field."""
     doc = _decision_fields(cfg, card, backend, sample, verdict) | _evidence_fields(sample, verdict)
+    if sample.recipe is not None:
+        doc["recipe"] = sample.recipe
     for key, value in (extra or {}).items():
         doc.setdefault(key, value)
     return doc
 
 
 def _decision_fields(
-    cfg: FlowedgeConfig, card: ModelCard, backend: str, sample: Sample, verdict: Verdict
+    cfg: FlowedgeConfig,
+    card: ModelCard | None,
+    backend: str | None,
+    sample: Sample,
+    verdict: Verdict,
 ) -> dict[str, Any]:
+    """``card``/``backend`` None: no model applied (a recipe without one): ``model`` and
+    ``threshold`` are null."""
     score, policy = verdict.score, verdict.policy
-    normalised = None if verdict.decision == "ERROR" else policy.normalise(score)
+    normalised = None
+    if policy is not None and score is not None and verdict.decision in JUDGED:
+        normalised = policy.normalise(score)
     total = (time.perf_counter() - sample.t_captured) * 1000.0  # capture to decision
     return {
         "schema": DECISION_SCHEMA,
@@ -60,12 +73,14 @@ def _decision_fields(
         "decided_utc": utc_now(),
         "decision": verdict.decision,
         "score": None if score is None else _number(score),
-        "threshold": policy.threshold,
+        "threshold": None if policy is None else policy.threshold,
         "normalised_score": normalised,
-        "model": {
+        "model": None
+        if card is None
+        else {
             "id": card.model_id,
             "weights_sha256": card.weights_sha256,
-            "calibration_sha256": policy.calibration_sha256,
+            "calibration_sha256": None if policy is None else policy.calibration_sha256,
             "backend": backend,
         },
         "latency_ms": {**sample.timings_ms, "total": round(total, 3)},
@@ -80,7 +95,7 @@ def _evidence_fields(sample: Sample, verdict: Verdict) -> dict[str, Any]:
     when the sample was decided (a calibration file's monitor: ``unchecked`` until its window
     is full) and the kept copy of the input (``pipeline.evidence``)."""
     fields: dict[str, Any] = {}
-    monitor = verdict.policy.drift.get(sample.source)
+    monitor = None if verdict.policy is None else verdict.policy.drift.get(sample.source)
     if monitor is not None:
         report = monitor.last_report
         fields["drift"] = "unchecked" if report is None else ("drifted" if report.drifted else "ok")

@@ -24,9 +24,11 @@ from flowedge.edge.loop.evidence import InputKeeper
 from flowedge.edge.loop.fanin import FanIn
 from flowedge.edge.loop.heatmaps import HeatmapWriter
 from flowedge.edge.loop.infer import Infer
+from flowedge.edge.loop.models import Router, SingleModel
 from flowedge.edge.loop.policy import Policy
 from flowedge.edge.loop.preprocess import Preprocess
 from flowedge.edge.loop.publish import Publish
+from flowedge.edge.loop.recipes import Opener, Recipes, open_model
 from flowedge.edge.loop.sample import Sample
 from flowedge.edge.loop.source_states import SourceStates
 from flowedge.edge.metrics import Metrics
@@ -40,18 +42,26 @@ class Pipeline:
     def __init__(
         self,
         cfg: FlowedgeConfig,
-        backend: Backend,
-        policy: Policy,
+        backend: Backend | None,
+        policy: Policy | None,
         spool: Spool,
         metrics: Metrics,
         on_status: Callable[[str], None] = lambda reason: None,
         max_samples: int | None = None,
         source_factory: Callable[..., Source] = make_source,
+        opener: Opener = open_model,
     ) -> None:
+        """``backend`` and ``policy``: the one model's (``cfg.model``); with ``cfg.recipes``
+        both are None and each recipe's model is opened with ``opener`` when needed."""
         self.spool = spool
-        self._policy = policy
         self.counts = Counts()
         self.events = EventBus(cfg, spool, metrics)
+        self.router: Router
+        if cfg.recipes is not None:
+            self.router = Recipes(cfg, self.events.emit, metrics, opener)
+        else:
+            assert backend is not None and policy is not None
+            self.router = SingleModel(cfg.model, backend, policy, self.events.emit)
         self.states = SourceStates([s.name for s in cfg.sources], metrics, on_status)
         self.stop_capture = threading.Event()
         self.finished = threading.Event()  # every stage has drained and ended
@@ -60,7 +70,7 @@ class Pipeline:
         self.fan_in = FanIn(cfg.sources, self._dropped)
         to_infer: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         to_publish: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
-        heatmaps = HeatmapWriter(cfg.pipeline, backend.card.input, self.events.emit)
+        heatmaps = HeatmapWriter(cfg.pipeline, self.events.emit)
         inputs = InputKeeper(cfg.pipeline.evidence, self.events.emit)
         context = SourceContext(self.events.emit, spool, self.states.connected, cfg.mqtt)
         sources = [source_factory(s, context) for s in cfg.sources]
@@ -75,10 +85,10 @@ class Pipeline:
                 self.events,
                 self.stop_capture,
                 max_samples,
+                self.router.stamp,
             )
             for src in sources
         ]
-        max_batch = min(cfg.pipeline.max_batch, backend.max_batch)
 
         def depths() -> dict[str, int]:
             return {
@@ -89,20 +99,12 @@ class Pipeline:
 
         stages = (
             Preprocess(
-                self.fan_in,
-                to_infer,
-                backend.card.input,
-                cfg.pipeline.limits.decode_limits(backend.card.input.kind),
-                metrics,
-                self.events,
+                self.fan_in, to_infer, self.router, cfg.pipeline.limits, metrics, self.events
             ),
-            Infer(
-                to_infer, to_publish, backend, max_batch, metrics, self.events, lambda: self.policy
-            ),
+            Infer(to_infer, to_publish, cfg.pipeline.max_batch, metrics, self.events),
             Publish(
                 to_publish,
                 cfg,
-                backend,
                 heatmaps,
                 inputs,
                 spool,
@@ -129,12 +131,15 @@ class Pipeline:
 
     @property
     def policy(self) -> Policy:
-        return self._policy
+        """The one model's policy (a station without recipes)."""
+        assert isinstance(self.router, SingleModel), "each recipe has its own policy"
+        return self.router.policy
 
     @policy.setter
     def policy(self, policy: Policy) -> None:
         """SIGHUP: the next decision uses the new policy; one in progress keeps the old one."""
-        self._policy = policy
+        assert isinstance(self.router, SingleModel), "each recipe has its own policy"
+        self.router.policy = policy
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:

@@ -19,6 +19,7 @@ from flowedge.core.card import ModelCard
 from flowedge.core.decision import Decision
 from flowedge.core.errors import ConfigError
 from flowedge.edge.config import FlowedgeConfig
+from flowedge.edge.models_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,34 +39,41 @@ class Policy:
 
 
 def load_policy(
-    cfg: FlowedgeConfig, card: ModelCard, embedded: dict[str, Any] | None = None
+    cfg: FlowedgeConfig,
+    card: ModelCard,
+    embedded: dict[str, Any] | None = None,
+    model: ModelConfig | None = None,
+    key: str = "model",
 ) -> Policy:
-    """Calibration file, else ``model.threshold``, else ``embedded``; none is a config error."""
-    model = cfg.model
+    """Calibration file, else the fixed threshold, else ``embedded``; none is a config error.
+
+    ``model``: the model's section (default ``cfg.model``; a recipe's, named ``key`` in
+    messages, e.g. ``recipes.models.A``)."""
+    model = model or cfg.model
     if model.calibration is not None:
-        return _file_policy(cfg, card)
+        return _file_policy(cfg, card, model)
     if model.threshold is not None:
-        return Policy(threshold=float(model.threshold))
+        return Policy(threshold=float(model.threshold), origin=f"{key}.threshold")
     if embedded is not None:
-        return _embedded_policy(cfg, embedded)
+        return _embedded_policy(cfg, embedded, model)
     raise ConfigError(
-        f"model: no threshold anywhere: neither 'calibration' nor 'threshold' is set and "
+        f"{key}: no threshold anywhere: neither 'calibration' nor 'threshold' is set and "
         f"{model.path} has no calibration embedded at export; run 'flowedge calibrate' and set "
-        "model.calibration, give a fixed model.threshold, or export with --calibration"
+        f"{key}.calibration, give a fixed {key}.threshold, or export with --calibration"
     )
 
 
-def _file_policy(cfg: FlowedgeConfig, card: ModelCard) -> Policy:
+def _file_policy(cfg: FlowedgeConfig, card: ModelCard, model: ModelConfig) -> Policy:
     if importlib.util.find_spec("flowedge.calibration.calibfile") is None:
-        raise ConfigError("model.calibration is set but this flowedge has no calibration support")
+        raise ConfigError("a calibration file is set but this flowedge has no calibration support")
     from flowedge.calibration.calibfile import load_calibration
 
-    calibration = load_calibration(cfg.model.calibration, card)
+    calibration = load_calibration(model.calibration, card)
     policy = Policy(
         threshold=float(calibration.threshold),
         calibration=calibration,
         calibration_sha256=calibration.sha256 or None,
-        origin=f"calibration file {cfg.model.calibration}",
+        origin=f"calibration file {model.calibration}",
     )
     if cfg.drift.enabled and importlib.util.find_spec("flowedge.calibration.drift") is not None:
         from flowedge.calibration.drift import DriftMonitor
@@ -74,14 +82,14 @@ def _file_policy(cfg: FlowedgeConfig, card: ModelCard) -> Policy:
     return policy
 
 
-def _embedded_policy(cfg: FlowedgeConfig, embedded: dict[str, Any]) -> Policy:
+def _embedded_policy(cfg: FlowedgeConfig, embedded: dict[str, Any], model: ModelConfig) -> Policy:
     """A threshold only: normalised scores and drift need the calibration file itself."""
     threshold = embedded.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
         threshold = None
     if threshold is None or not math.isfinite(threshold):
         raise ConfigError(
-            f"{cfg.model.path}: the embedded calibration has no finite threshold "
+            f"{model.path}: the embedded calibration has no finite threshold "
             f"(got {embedded.get('threshold')!r}); export again with --calibration, or set "
             "model.threshold or model.calibration"
         )
@@ -90,7 +98,7 @@ def _embedded_policy(cfg: FlowedgeConfig, embedded: dict[str, Any]) -> Policy:
     return Policy(
         threshold=float(threshold),
         calibration_sha256=embedded.get("sha256") or None,
-        origin=f"the calibration embedded in {cfg.model.path} at export",
+        origin=f"the calibration embedded in {model.path} at export",
     )
 
 
@@ -100,6 +108,6 @@ class Verdict:
 
     decision: Decision
     score: float | None  # None when the sample could not be scored
-    policy: Policy
+    policy: Policy | None  # None: no model applied (a recipe without a model)
     heatmap: str | None = None  # overlay PNG path when one was written
     evidence: str | None = None  # the input file's copy when one was kept (pipeline.evidence)

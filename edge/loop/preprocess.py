@@ -1,4 +1,5 @@
-"""Preprocess: decode and turn each payload into the model's tensor, off the capture threads."""
+"""Preprocess: decode each payload, route it to its model and turn it into that model's
+tensor (or take it into its sensor's baseline), off the capture threads."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import queue
 import time
 from typing import Any
 
-from flowedge.core.card import InputSpec
 from flowedge.core.errors import BadInputError
+from flowedge.edge.config import LimitsConfig
 from flowedge.edge.health import POLL_S, StageProgress
 from flowedge.edge.loop.capture import refuse
 from flowedge.edge.loop.events import EventBus
 from flowedge.edge.loop.fanin import END, FanIn
+from flowedge.edge.loop.models import Router
 from flowedge.edge.loop.sample import Sample
 from flowedge.edge.metrics import Metrics
 from flowedge.modalities import get_modality
@@ -21,20 +23,20 @@ log = logging.getLogger(__name__)
 
 
 class Preprocess:
-    """Decode and preprocess with the model card's spec (off the capture threads)."""
+    """Decode, route and preprocess with the routed model's spec (off the capture threads)."""
 
     def __init__(
         self,
         fan_in: FanIn,
         out: queue.Queue,
-        spec: InputSpec,
-        limits: Any,
+        router: Router,
+        limits: LimitsConfig,
         metrics: Metrics,
         events: EventBus,
     ) -> None:
-        self.fan_in, self.out, self.spec, self.limits = fan_in, out, spec, limits
+        self.fan_in, self.out, self.router, self.limits = fan_in, out, router, limits
         self.metrics, self.events = metrics, events
-        self.modality = get_modality(spec.kind)
+        self._decode_limits: dict[str, Any] = {}
         self.progress = StageProgress("preprocess", lambda: fan_in.depth() == 0)
 
     def run(self) -> None:
@@ -52,17 +54,12 @@ class Preprocess:
     def _preprocess(self, sample: Sample) -> None:
         t0 = time.perf_counter()
         sample.timings_ms["queue"] = round((t0 - sample.t_captured) * 1000.0, 3)
-        spec, name = self.spec, f"{sample.source}/{sample.part_id}"
+        name = f"{sample.source}/{sample.part_id}"
         try:
             if sample.error is not None:  # refused at capture: nothing to decode
-                pass
-            elif sample.modality != spec.kind:
-                raise BadInputError(
-                    f"{sample.source}: {sample.modality} sample for a "
-                    f"{spec.kind} model; check the source configuration"
-                )
+                sample.route = self.router.peek(sample)
             else:
-                sample.tensor = self.modality.preprocess(sample.payload, spec, name, self.limits)
+                self._prepare(sample, name)
         except BadInputError as exc:
             refuse(sample, str(exc), self.metrics, self.events)
         except Exception as exc:  # MemoryError, a decoder bug: this sample's ERROR, not the loop's
@@ -79,3 +76,19 @@ class Preprocess:
         self.metrics.stage_seconds.labels("preprocess").observe(
             sample.timings_ms["preprocess"] / 1e3
         )
+
+    def _prepare(self, sample: Sample, name: str) -> None:
+        """Decode with the source's modality, route, then the routed model's tensor."""
+        modality = get_modality(sample.modality)
+        if sample.modality not in self._decode_limits:
+            self._decode_limits[sample.modality] = self.limits.decode_limits(sample.modality)
+        limits = self._decode_limits[sample.modality]
+        raw = modality.as_raw(sample.payload, name, limits)
+        route = sample.route = self.router.route(sample, raw)
+        if sample.modality != route.spec.kind:
+            raise BadInputError(
+                f"{sample.source}: {sample.modality} sample for a "
+                f"{route.spec.kind} model; check the source configuration"
+            )
+        sample.tensor = modality.preprocess(raw, route.spec, name, limits)
+        sample.baseline = route.take(raw)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from flowedge.backends.base import Backend
+from flowedge.core.decision import JUDGED
 from flowedge.edge.config import FlowedgeConfig
 from flowedge.edge.health import POLL_S, StageProgress
 from flowedge.edge.loop.counts import Counts
@@ -34,7 +34,6 @@ class Publish:
         self,
         inbox: queue.Queue,
         cfg: FlowedgeConfig,
-        backend: Backend,
         heatmaps: HeatmapWriter,
         inputs: InputKeeper,
         spool: Spool,
@@ -43,7 +42,7 @@ class Publish:
         events: EventBus,
         queue_depths: Callable[[], dict[str, int]],
     ) -> None:
-        self.inbox, self.cfg, self.card, self.backend_name = inbox, cfg, backend.card, backend.name
+        self.inbox, self.cfg = inbox, cfg
         self.heatmaps, self.inputs, self.spool, self.counts = heatmaps, inputs, spool, counts
         self.metrics, self.events, self.queue_depths = metrics, events, queue_depths
         self.progress = StageProgress("publish", inbox.empty)
@@ -63,11 +62,15 @@ class Publish:
 
     def _publish(self, sample: Sample) -> None:
         t0 = time.perf_counter()
-        verdict = sample.verdict
+        verdict, route = sample.verdict, sample.route
         assert verdict is not None  # Infer decides every sample it passes on
-        if self.heatmaps.wants(verdict.decision):
+        if (
+            route is not None
+            and verdict.policy is not None
+            and self.heatmaps.wants(verdict.decision)
+        ):
             heatmap = self.heatmaps.write(
-                sample, verdict.score, verdict.decision, verdict.policy.threshold
+                sample, verdict.score, verdict.decision, verdict.policy.threshold, route.spec
             )
             verdict = replace(verdict, heatmap=heatmap)
         if self.inputs.wants(sample, verdict.decision):  # before any sink sees the decision
@@ -75,15 +78,15 @@ class Publish:
         # the map is dropped now: the modality of the sample's source keeps what drove the
         # score (also for a sample refused before scoring, so its fields stay complete)
         extra = get_modality(sample.modality).decision_fields(
-            sample.context, sample.amap, sample.explanation, self.card.input
+            sample.context, sample.amap, sample.explanation, None if route is None else route.spec
         )
         sample.tensor = sample.amap = sample.explanation = None
         sample.mark("publish", t0)
+        card, backend = (None, None) if route is None else (route.card, route.backend.name)
 
         def build(seq: int) -> bytes:
             sample.seq = seq
-            doc = decision_doc(self.cfg, self.card, self.backend_name, sample, verdict, extra)
-            return encode(doc)
+            return encode(decision_doc(self.cfg, card, backend, sample, verdict, extra))
 
         self.spool.put_numbered(sample.source, build, sample.intake_id)
         log.debug(
@@ -101,9 +104,12 @@ class Publish:
         self._check_drift(sample, verdict)
 
     def _check_drift(self, sample: Sample, verdict: Verdict) -> None:
-        """Feed the sensor's drift monitor (calibration file only); an event when it drifts."""
+        """Feed the sensor's drift monitor of the sample's model (calibration file only) with
+        judged scores; an event when it drifts."""
+        if verdict.policy is None or verdict.score is None or verdict.decision not in JUDGED:
+            return
         monitor = verdict.policy.drift.get(sample.source)
-        if monitor is None or verdict.score is None:
+        if monitor is None:
             return
         report = monitor.update(verdict.score)
         if report is not None:
@@ -121,6 +127,10 @@ class Publish:
             m.spool_overflow.inc(self.spool.overflowed - self._overflow_seen)
             self._overflow_seen = self.spool.overflowed
         m.decisions.labels(sample.source, decision).inc()
+        if sample.recipe is not None:
+            m.recipe_decisions.labels(sample.recipe, decision).inc()
+        if sample.route is not None:
+            sample.route.state.count(decision)
         # the metric includes the spool commit (fsync), which the message cannot carry
         m.stage_seconds.labels("publish").observe(time.perf_counter() - t0)
         m.stage_seconds.labels("end_to_end").observe(time.perf_counter() - sample.t_captured)

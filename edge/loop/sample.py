@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from flowedge.edge.loop.models import Route
 from flowedge.edge.loop.policy import Verdict
 from flowedge.edge.timestamps import utc_now
 
@@ -42,6 +43,11 @@ class Sample:
     # fields the source adds to the decision message: {"event": ...} for an audio motion,
     # {"cycle": ...} for a robot cycle (see Frame.context)
     context: dict[str, Any] | None = None
+    # the recipe it belongs to (stations with recipes): announced ones are read at capture
+    recipe: str | None = None
+    route: Route | None = None  # the model it is scored and decided with (set by preprocess)
+    # its place in its sensor's baseline after a changeover ("3/20"): decided BASELINING
+    baseline: str | None = None
 
     def mark(self, stage: str, started: float) -> None:
         """Record how long ``stage`` took for this sample, from ``started`` (perf_counter)."""

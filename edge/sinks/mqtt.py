@@ -6,6 +6,11 @@ re-sends them in order, so while the broker is away records simply accumulate in
 spool and go out, in order, when it returns; after a process restart everything past
 the cursor is sent again (at-least-once: a PLC de-duplicates by ``seq``). The retained
 status topic doubles as the Last Will, set before connecting.
+
+When ``commands.allowed`` names ``resend``, the sink also subscribes to
+``<prefix>/<site>/<station>/command/resend``: the fleet historian's signed requests
+(edge/resend.py checks them), answered by publishing the decisions again, byte for byte,
+on ``<prefix>/<site>/<station>/<sensor>/decision/resent``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import AfterValidator, Field
 
-from flowedge.edge.broker import (
+from flowedge.calibration.history.resend import MAX_REQUEST_BYTES
+from flowedge.core.broker import (
     AUTH_FAILURES,
     MQTT_MAX_STRING_BYTES,
     UNSUPPORTED_PROTOCOL,
@@ -41,7 +47,8 @@ log = logging.getLogger(__name__)
 STATUS_SCHEMA = "flowedge.status/1"
 CONTENT_TYPE = "application/json"
 MQTT_MAX_EXPIRY_S = 2**32 - 1  # MQTT 5 Message Expiry Interval: four-byte integer
-LONGEST_TOPIC_SUFFIX = "/decision"  # the longest per-sensor topic the sink publishes
+LONGEST_TOPIC_SUFFIX = "/decision/resent"  # the longest per-sensor topic the sink publishes
+RESEND = "resend"
 
 
 def _topic_prefix(value: str) -> str:
@@ -103,6 +110,27 @@ class Topics:
     def status(self) -> str:
         return f"{self.base}/status"
 
+    def command(self, name: str) -> str:
+        """Where the station takes command ``name`` (only when commands.allowed names it)."""
+        return f"{self.base}/command/{name}"
+
+    def resent(self, sensor: str) -> str:
+        """Where decisions sent again on a historian's request go (not the live topic, so a
+        PLC never sees an old decision twice)."""
+        return f"{self.base}/{sensor}/decision/resent"
+
+
+def request_arguments(payload: bytes) -> dict[str, Any]:
+    """A request's fields, or a short account of a payload that is none (which the command
+    then refuses, with this in its event)."""
+    if len(payload) > MAX_REQUEST_BYTES:
+        return {"payload": f"{len(payload)} bytes, more than a request ({MAX_REQUEST_BYTES})"}
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        doc = None
+    return doc if isinstance(doc, dict) else {"payload": payload[:200].decode("utf-8", "replace")}
+
 
 class MqttSink:
     """Owns the paho client and the sender thread; safe to call ``wake`` from any thread."""
@@ -120,6 +148,8 @@ class MqttSink:
         self._kick = threading.Event()  # new records, acks, connection changes
         self._acks: deque[int] = deque()  # mids acknowledged by the broker (appended by paho)
         self._inflight: dict[int, int] = {}  # paho mid -> record id
+        self._requests: deque[tuple[str, bytes]] = deque()  # (topic, payload) of commands
+        self._takes_resend = RESEND in context.commands.allowed
         self._stop = threading.Event()
         self._stopping_reason = ""  # set by stop(): a reconnect then announces offline
         self._rebuild = False
@@ -141,6 +171,7 @@ class MqttSink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_connect_fail = self._on_connect_fail
+        client.on_message = self._on_message
         return client
 
     def _props(self, expiry: bool) -> Properties | None:
@@ -213,6 +244,8 @@ class MqttSink:
             )
             self.context.emit(None, "broker_refused", self.last_error, reason_code=code)
             return
+        if self._takes_resend:  # before "online": a historian may ask as soon as it sees it
+            client.subscribe(self.topics.command(RESEND), qos=1)
         self.connected = True
         self.last_error = ""
         self.metrics.broker_connected.set(1)
@@ -249,6 +282,10 @@ class MqttSink:
         self._acks.append(mid)
         self._kick.set()
 
+    def _on_message(self, client, userdata, message) -> None:  # noqa: ANN001
+        self._requests.append((message.topic, message.payload))
+        self._kick.set()
+
     # --- sender ----------------------------------------------------------------------
     def wake(self) -> None:
         self._kick.set()
@@ -273,6 +310,7 @@ class MqttSink:
                     acked.append(record_id)
             if acked:
                 self.delivery.acknowledged(acked)
+            self._answer_requests()
             if self._rebuild:
                 self._switch_to_311()
                 continue
@@ -291,6 +329,21 @@ class MqttSink:
                 if records:
                     continue
             self._kick.wait(0.5)
+
+    def _answer_requests(self) -> None:
+        """Run each request through the station's commands (checked, logged, an event) and
+        publish what an accepted one returns on the sensor's resent topic."""
+        while self._requests:
+            topic, payload = self._requests.popleft()
+            args = request_arguments(payload)
+            result = self.context.commands.run(RESEND, args, f"mqtt sink {self.name} ({topic})")
+            for document in result.documents:
+                self.client.publish(
+                    self.topics.resent(args["sensor"]),
+                    document,
+                    qos=1,
+                    properties=self._props(expiry=True),
+                )
 
     def _switch_to_311(self) -> None:
         self._rebuild = False

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import paho.mqtt.client as mqtt
 from pydantic import Field
 
+from flowedge.core.broker import AUTH_FAILURES, MQTTConfig, new_client
 from flowedge.core.errors import ConfigError
 from flowedge.core.validation import Name
-from flowedge.edge.broker import AUTH_FAILURES, MQTTConfig, new_client
 from flowedge.edge.checks import CheckResult, failed
 from flowedge.edge.sinks import mqtt as mqtt_sink
 from flowedge.edge.sinks.base import Delivery, SinkBaseConfig, SinkContext, SinkKind

@@ -108,7 +108,7 @@ def decision_metrics(doc: dict[str, Any]) -> dict[str, Value]:
         "Score": doc["score"],
         DEVICE_THRESHOLD: doc["threshold"],
         "Normalised Score": doc["normalised_score"],
-        "Model Id": doc["model"]["id"],
+        "Model Id": (doc["model"] or {}).get("id"),  # null: no model applied (recipes)
         "Part Id": doc["part_id"],
         "Sequence": doc["seq"],
         "Error": doc["error"],

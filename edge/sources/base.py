@@ -23,8 +23,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
+from flowedge.core.broker import MQTTConfig
 from flowedge.core.validation import DAY_S, MAX_QUEUE, Name, Strict, ordered_backoff
-from flowedge.edge.broker import MQTTConfig
 from flowedge.edge.checks import CheckResult
 from flowedge.edge.spool import IntakeRow
 from flowedge.edge.timestamps import utc_now

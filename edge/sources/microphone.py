@@ -25,9 +25,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from flowedge.core.broker import MQTTConfig
 from flowedge.core.errors import EXIT_USAGE, ConfigError
 from flowedge.core.validation import Strict
-from flowedge.edge.broker import MQTTConfig
 from flowedge.edge.checks import CheckResult, failed, passed
 from flowedge.edge.sources.base import EventSink, Frame, SourceBaseConfig, SourceKind
 from flowedge.edge.sources.trigger import TriggerConfig

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import paho.mqtt.client as mqtt
 from pydantic import Field
 
+from flowedge.core.broker import MQTTConfig, MqttString, new_client
 from flowedge.core.validation import Strict
-from flowedge.edge.broker import MQTTConfig, MqttString, new_client
 from flowedge.modalities.audio_trigger import parse_trigger
 
 log = logging.getLogger(__name__)

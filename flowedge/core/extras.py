@@ -32,6 +32,7 @@ _EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "export": ("export", ("onnx", "onnxscript", "onnxconverter_common")),
     "station": ("station", ()),
+    "historian": ("historian", ("psycopg",)),
 }
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from flowedge.core.errors import BadInputError
 from flowedge.modalities import audio_synthetic
 from flowedge.modalities.audio_mel import log_mel
 from flowedge.modalities.base import Modality
+from flowedge.modalities.baseline import BaselineRules, baseline_statistics, require_samples
 from flowedge.modalities.overlay import render_overlay
 
 
@@ -223,14 +225,77 @@ def fit_length(signal: np.ndarray, spec: AudioInput) -> np.ndarray:
     return signal[:n] if len(signal) >= n else np.pad(signal, (0, n - len(signal)))
 
 
+def clip_db(
+    clip: Clip, spec: AudioInput, name: str = "<clip>", limits: AudioLimits = DEFAULT_LIMITS
+) -> np.ndarray:
+    """One clip -> its dB mel spectrogram [n_mels, frames]: mono, resampled, cut, log-mel."""
+    validate_clip(clip, name, limits)
+    signal = fit_length(resample(select_channel(clip, spec, name), clip.rate, spec, name), spec)
+    return log_mel(signal, spec)
+
+
 def to_tensor(
     clip: Clip, spec: AudioInput, name: str = "<clip>", limits: AudioLimits = DEFAULT_LIMITS
 ) -> np.ndarray:
-    """One clip -> (1, n_mels, frames) float32: mono, resampled, cut, log-mel, standardised."""
-    validate_clip(clip, name, limits)
-    signal = fit_length(resample(select_channel(clip, spec, name), clip.rate, spec, name), spec)
-    db = log_mel(signal, spec)
-    return ((db - spec.mean) / spec.std).astype(np.float32)[None]
+    """One clip -> (1, n_mels, frames) float32: the dB spectrogram, standardised."""
+    return ((clip_db(clip, spec, name, limits) - spec.mean) / spec.std).astype(np.float32)[None]
+
+
+def level_statistics(spectrograms: Iterable[np.ndarray]) -> tuple[float, float, int]:
+    """(mean, std, count) of the dB values of spectrograms, summed as they come (no stacking)."""
+    count, n, total, squares = 0, 0, 0.0, 0.0
+    for db in spectrograms:
+        values = np.asarray(db, dtype=np.float64)
+        count, n = count + 1, n + values.size
+        total, squares = total + values.sum(), squares + np.square(values).sum()
+    if not count:
+        return math.nan, math.nan, 0
+    mean = total / n
+    return mean, math.sqrt(max(squares / n - mean * mean, 0.0)), count
+
+
+def fitted_level(
+    files: Sequence[Path], settings: Mapping[str, Any], limits: AudioLimits | None = None
+) -> dict[str, float]:
+    """``{"mean", "std"}`` of the dB values of the training files (cut as ``settings`` say),
+    for a front end whose settings leave them out; what the settings give wins."""
+    if "mean" in settings and "std" in settings:
+        return {}
+    spec = AudioInput(**{**settings, "mean": 0.0, "std": 1.0})
+    tensors = (t[0] for path in files for t in _readable_parts(path, spec, limits))
+    mean, std, count = level_statistics(tensors)
+    if not count:
+        raise ValueError(
+            f"none of the {len(files)} training file(s) gives a usable clip to measure the "
+            "dB level on; check the files, or set front_end mean and std"
+        )
+    fitted = {"mean": round(mean, 4), "std": round(max(std, 1e-3), 4)}
+    return {key: value for key, value in fitted.items() if key not in settings}
+
+
+def _readable_parts(path: Path, spec: AudioInput, limits: AudioLimits | None) -> list[np.ndarray]:
+    """The file's samples, none when it is unusable (training skips it too, with a warning)."""
+    try:
+        return MODALITY.load_all(path, spec, limits)
+    except BadInputError:
+        return []
+
+
+def rebaselined(clips: Sequence[Clip], spec: AudioInput, rules: BaselineRules) -> AudioInput:
+    """``spec`` standardising with the dB level of ``clips`` (a changeover's first motions):
+    a gain, a distance or a louder machine adds to every dB value, so the level moves and
+    the training spread stays (also with ``rules.spread``); BaselineRefused when the level
+    lies outside ``rules`` around training's."""
+    what = f"baseline of {len(clips)} clip(s)"
+    require_samples(len(clips), what)
+    mean, std, _ = level_statistics(
+        clip_db(clip, spec, f"baseline clip {i}") for i, clip in enumerate(clips)
+    )
+    level = replace(rules, spread=False)
+    means, _ = baseline_statistics(
+        ["dB"], np.array([mean]), np.array([std]), [spec.mean], [spec.std], level, what
+    )
+    return replace(spec, mean=round(float(means[0]), 4))
 
 
 def spectrogram_view(tensor: np.ndarray) -> np.ndarray:
@@ -267,6 +332,16 @@ class AudioModality(Modality[Clip, AudioInput, AudioLimits]):
 
     def cuts(self, spec: AudioInput, limits: AudioLimits | None = None) -> bool:
         return spec.cut is not None
+
+    def training_spec(self, files: Sequence[Path], settings: Mapping[str, Any]) -> AudioInput:
+        """The settings, with the dB level measured on the training files unless they set it."""
+        return AudioInput(**{**settings, **fitted_level(files, settings)})
+
+    def rebaseline(
+        self, raws: Sequence[Clip], spec: AudioInput, rules: BaselineRules
+    ) -> AudioInput:
+        """The dB level of the clips (the spread stays training's)."""
+        return rebaselined(raws, spec, rules)
 
     def load_all(
         self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None

@@ -30,6 +30,7 @@ the lengths and rates the benchmarks use.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,21 @@ MOTIONS = ("fold", "unfold")
 MOTION_START, MOTION_END = 0.15, 0.9  # fractions of the clip: silence before and after
 TARGET_DBFS = -26.0  # RMS of a normal motion; faults add to it
 DIFFUSE_ENERGY = 0.3  # of the room tail relative to the direct sound (a small booth)
+
+
+@dataclass(frozen=True)
+class Operating:
+    """An operating point of the actuator, what a recipe changes: the load it moves (a
+    factor on the load profile: the shaft slows and the whine grows with it), the motor's
+    speed setpoint (a factor on the shaft speed) and how loud the booth records it (dB on
+    the nominal level: gain, distance, a louder machine)."""
+
+    load: float = 1.0
+    speed: float = 1.0
+    level_db: float = 0.0
+
+
+NOMINAL = Operating()
 
 
 def _band_noise(rng: np.random.Generator, n: int, rate: int, low: float, high: float) -> np.ndarray:
@@ -101,8 +117,9 @@ def gear_motor_clip(
     motion: str = "fold",
     fault: str | None = None,
     severity: float = 1.0,
+    operating: Operating = NOMINAL,
 ) -> np.ndarray:
-    """One motion of one actuator unit as float32 mono in [-1, 1]."""
+    """One motion of one actuator unit at ``operating`` as float32 mono in [-1, 1]."""
     n = int(duration_s * rate)
     t = np.arange(n) / rate
     start, end = MOTION_START * duration_s, MOTION_END * duration_s
@@ -112,7 +129,9 @@ def gear_motor_clip(
     load = (0.3 + 0.4 * progress if motion == "fold" else 0.5 + 0.05 * np.sin(6 * progress)) * (
         1 + 0.1 * rng.standard_normal()
     )
+    load = load * operating.load
     nominal = 140.0 * (1 + 0.03 * rng.standard_normal()) * (1.0 if motion == "fold" else 1.06)
+    nominal = nominal * operating.speed
     shaft_hz = nominal * (1 - 0.15 * load) * on
     shaft = 2 * np.pi * np.cumsum(shaft_hz) / rate
     slot_hz = 6 * shaft_hz
@@ -129,7 +148,8 @@ def gear_motor_clip(
     )
     noise = 0.35 * _band_noise(rng, n, rate, 400.0, 8000.0) * (shaft_hz / nominal)
     normal = on * lines + noise
-    gain = 10 ** ((TARGET_DBFS + rng.normal(0, 1.0)) / 20) / (np.std(normal[on > 0.5]) or 1.0)
+    level = TARGET_DBFS + operating.level_db + rng.normal(0, 1.0)
+    gain = 10 ** (level / 20) / (np.std(normal[on > 0.5]) or 1.0)
     dry = normal + (
         _fault(fault, severity, rng, rate, t, shaft, shaft_hz, on, start, end) if fault else 0.0
     )
@@ -210,9 +230,11 @@ def write_dataset(
     motion: str = "fold",
     severities: tuple[str, ...] = ("mid",),
     seed: int = 0,
+    operating: Operating = NOMINAL,
 ) -> Path:
     """WAV files in MVTec layout: ``train/good``, ``test/good``, ``test/<fault>_<severity>``
-    (``n_test_defect`` per fault and severity), 16-bit PCM like a recording bench writes."""
+    (``n_test_defect`` per fault and severity), 16-bit PCM like a recording bench writes,
+    all at operating point ``operating``."""
     import soundfile
 
     root = Path(root)
@@ -227,6 +249,6 @@ def write_dataset(
         out = root / folder
         out.mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            clip = gear_motor_clip(rate, duration_s, rng, motion, fault, severity)
+            clip = gear_motor_clip(rate, duration_s, rng, motion, fault, severity, operating)
             soundfile.write(out / f"{motion}_{i:04d}.wav", clip, rate, subtype="PCM_16")
     return root

@@ -20,6 +20,8 @@ from typing import Any, Generic, TypeVar, cast
 import numpy as np
 
 from flowedge.core.card import INPUT_KINDS, InputSpec, ModelCard
+from flowedge.core.errors import ConfigError
+from flowedge.modalities.baseline import BaselineRules
 
 Raw = TypeVar("Raw")  # a decoded sample, before preprocessing
 Spec = TypeVar("Spec", bound=InputSpec)  # the card's input spec of this modality
@@ -157,6 +159,30 @@ class Modality(ABC, Generic[Raw, Spec, Limits]):
         it on the inference thread, only for those samples; ``score_batch`` scores batches of
         at most ``max_batch`` tensors with the station's model). None: nothing to add."""
         return None
+
+    # When normal changes: routing samples by what they carry, re-baselining after a changeover.
+
+    def sample_value(self, raw: Raw, name: str) -> float | None:
+        """The value named ``name`` that a sample carries beside the model's inputs (series: a
+        log column constant over the cycle, such as a program id or a setpoint), for recipe
+        routing and setpoint changeovers. BadInputError naming the sample when it is missing
+        or changes within the sample; None: this modality's samples carry no such values."""
+        return None
+
+    @property
+    def rebaselines(self) -> bool:
+        """Whether :meth:`rebaseline` is supported (overridden by the modality)."""
+        return type(self).rebaseline is not Modality.rebaseline
+
+    def rebaseline(self, raws: Sequence[Raw], spec: Spec, rules: BaselineRules) -> Spec:
+        """``spec`` with its input standardisation re-estimated from ``raws`` (the normal
+        samples after a changeover; the model's weights stay). BaselineRefused when the
+        new statistics lie outside ``rules`` around the training statistics in ``spec``.
+        By default not supported (a ConfigError saying so)."""
+        raise ConfigError(
+            f"the {self.name} modality cannot re-baseline its input statistics; remove "
+            "'rebaseline' from this model's configuration"
+        )
 
     def decision_fields(
         self, context: dict[str, Any] | None, amap: np.ndarray | None, explanation: Any, spec: Spec

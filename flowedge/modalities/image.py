@@ -8,6 +8,7 @@ station feeds the network exactly what it saw in training.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,35 @@ def input_view(tensor: np.ndarray, spec: ImageInput) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
+def channel_statistics(
+    files: Sequence[Path], settings: Mapping[str, Any]
+) -> dict[str, tuple[float, ...]]:
+    """Per-channel ``{"mean", "std"}`` of the training images as the spec resizes them, for
+    a detector of the image itself (no backbone: ImageNet's statistics mean nothing to it)
+    whose settings leave them out; what the settings give wins. Unreadable files are
+    skipped (training skips them too)."""
+    if "mean" in settings and "std" in settings:
+        return {}
+    probe = ImageInput(**{**settings, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)})
+    count, total, squares = 0, 0.0, 0.0
+    for path in files:
+        try:
+            pixels = MODALITY.load(path, probe).reshape(probe.channels, -1).astype(np.float64)
+        except BadInputError:
+            continue
+        count += pixels.shape[1]
+        total, squares = total + pixels.sum(axis=1), squares + np.square(pixels).sum(axis=1)
+    if not count:
+        raise ValueError(f"none of the {len(files)} training image(s) is readable")
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    fitted = {
+        "mean": tuple(round(float(v), 6) for v in mean),
+        "std": tuple(round(max(float(v), 1e-3), 6) for v in std),
+    }
+    return {key: value for key, value in fitted.items() if key not in settings}
+
+
 class ImageModality(Modality[np.ndarray, ImageInput, DecodeLimits]):
     """Camera frames and image files (PNG, JPEG, BMP, TIFF)."""
 
@@ -136,6 +166,11 @@ class ImageModality(Modality[np.ndarray, ImageInput, DecodeLimits]):
 
     def validate(self, raw: Any, name: str) -> None:
         validate_image(raw, name)
+
+    def training_spec(self, files: Sequence[Path], settings: Mapping[str, Any]) -> ImageInput:
+        """The settings, with the channel statistics measured on the training images unless
+        they set them (backbone detectors keep their backbone's: they do not come here)."""
+        return ImageInput(**{**settings, **channel_statistics(files, settings)})
 
     def preprocess(
         self, raw: Any, spec: ImageInput, name: str, limits: DecodeLimits | None = None

@@ -9,6 +9,7 @@ station runs it without the training stack.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,12 @@ from flowedge.core.card import ModelCard, SeriesInput
 from flowedge.core.errors import BadInputError
 from flowedge.modalities import series_synthetic
 from flowedge.modalities.base import Modality, ScoreBatch
+from flowedge.modalities.baseline import BaselineRules
 from flowedge.modalities.overlay import colour_bar, map_range, with_banner
 from flowedge.modalities.series_cycles import CycleReading, segment
 from flowedge.modalities.series_explain import cycle_report, explain_cycle
 from flowedge.modalities.series_io import LogFormat, SignalTable, decode_log, read_log
-from flowedge.modalities.series_prep import to_tensor
+from flowedge.modalities.series_prep import rebaselined, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,31 @@ class SeriesModality(Modality[SignalTable, SeriesInput, LogFormat | CycleReading
         """The score drop per signal when it is occluded, for a map that cannot name the
         signals itself (an MTS-Flow graph's); None otherwise."""
         return explain_cycle(tensor, amap, score, score_batch, max_batch)
+
+    def sample_value(self, raw: SignalTable, name: str) -> float:
+        """A log column constant over the cycle (program id, setpoint); BadInputError when the
+        cycle lacks it, has no value in it or straddles a change of it."""
+        column = raw.columns.get(name)
+        values = np.asarray([] if column is None else column, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if column is None or not len(values):
+            raise BadInputError(
+                f"cycle {raw.name}: no value in column {name!r}; the logger must write it "
+                "(it routes recipes or marks changeovers)"
+            )
+        if (values != values[0]).any():
+            raise BadInputError(
+                f"cycle {raw.name}: {name} changes within the cycle ({values[0]:g} to "
+                f"{values[values != values[0]][0]:g}): the cycle straddles a changeover and "
+                "is not judged"
+            )
+        return float(values[0])
+
+    def rebaseline(
+        self, raws: Sequence[SignalTable], spec: SeriesInput, rules: BaselineRules
+    ) -> SeriesInput:
+        """Per-signal mean and std of the cycles (at the model rate, before padding)."""
+        return rebaselined(raws, spec, rules)
 
     def decision_fields(
         self,

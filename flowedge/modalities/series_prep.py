@@ -22,6 +22,8 @@ answers it ERROR and publishes an event, training skips it):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -29,6 +31,7 @@ from scipy.signal import resample_poly
 
 from flowedge.core.card import SeriesInput
 from flowedge.core.errors import BadInputError
+from flowedge.modalities.baseline import BaselineRules, baseline_statistics, require_samples
 from flowedge.modalities.series_io import SignalTable
 
 GAP_FACTOR = 3.0
@@ -147,10 +150,36 @@ def to_tensor(cycle: SignalTable, spec: SeriesInput) -> np.ndarray:
     return fit_length((values - mean) / std, spec.length).astype(np.float32)
 
 
-def signal_statistics(resampled: list[np.ndarray]) -> tuple[list[float], list[float]]:
+def raw_statistics(resampled: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-signal mean and std over all time steps of cycles at the model rate."""
+    stacked = np.concatenate(list(resampled), axis=1)
+    return stacked.mean(axis=1), stacked.std(axis=1)
+
+
+def _usable_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return np.where(std > _FLAT_STD * np.maximum(1.0, np.abs(mean)), std, 1.0)
+
+
+def signal_statistics(resampled: Sequence[np.ndarray]) -> tuple[list[float], list[float]]:
     """Per-signal mean and std over all time steps of the training cycles (before padding)."""
-    stacked = np.concatenate(resampled, axis=1)
-    mean = stacked.mean(axis=1)
-    std = stacked.std(axis=1)
-    std = np.where(std > _FLAT_STD * np.maximum(1.0, np.abs(mean)), std, 1.0)
-    return mean.tolist(), std.tolist()
+    mean, std = raw_statistics(resampled)
+    return mean.tolist(), _usable_std(mean, std).tolist()
+
+
+def rebaselined(
+    cycles: Sequence[SignalTable], spec: SeriesInput, rules: BaselineRules
+) -> SeriesInput:
+    """``spec`` standardising with the per-signal mean (and std, ``rules.spread``) of
+    ``cycles`` (a changeover's first cycles); BaselineRefused when a signal lies outside
+    ``rules`` around the training statistics (a flat signal whose training was flat too
+    passes)."""
+    what = f"baseline of {len(cycles)} cycle(s)"
+    require_samples(len(cycles), what)
+    mean, std = raw_statistics([at_model_rate(cycle, spec) for cycle in cycles])
+    usable = _usable_std(mean, std)
+    flat = (usable == 1.0) & (np.asarray(spec.std) == 1.0)  # flat in training and now: fine
+    mean, std = baseline_statistics(
+        spec.signals, mean, np.where(flat, 1.0, std), spec.mean, spec.std, rules, what
+    )
+    std = _usable_std(mean, std) if rules.spread else std
+    return replace(spec, mean=tuple(mean.tolist()), std=tuple(np.asarray(std).tolist()))

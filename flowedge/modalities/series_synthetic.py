@@ -87,6 +87,19 @@ SIGNAL_UNITS = {s: _unit(s) for s in SIGNALS}
 
 
 @dataclass(frozen=True)
+class Regime:
+    """An operating point of the cell, what a recipe changes: the product's weight in the
+    gripper (the controller's feed-forward knows it) and the speed override (moves take
+    1/speed as long; dwells stay)."""
+
+    payload_kg: float = _PAYLOAD
+    speed: float = 1.0
+
+
+NOMINAL = Regime()
+
+
+@dataclass(frozen=True)
 class Anomaly:
     """One drawn anomaly: its type, the axis it acts on and its intensity (type-specific)."""
 
@@ -106,7 +119,9 @@ def _min_jerk(q0: np.ndarray, q1: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
     return q0 + pos * delta, vel * delta, acc * delta
 
 
-def _trajectory(rng: np.random.Generator, rate_hz: float) -> tuple[np.ndarray, ...]:
+def _trajectory(
+    rng: np.random.Generator, rate_hz: float, speed: float = 1.0
+) -> tuple[np.ndarray, ...]:
     """Target position, velocity, acceleration [N, 6] and the gripper's payload flag [N]."""
     pick = _HOME + np.array([rng.uniform(-0.45, 0.45), rng.uniform(-0.15, 0.15), 0, 0, 0, 0])
     pick[2] = -1.45 + 0.6 * (pick[1] - 0.9)
@@ -123,7 +138,7 @@ def _trajectory(rng: np.random.Generator, rate_hz: float) -> tuple[np.ndarray, .
     ]
     q, parts = _HOME, []
     for target, dwell, carrying in legs:
-        duration = max(0.4, float(np.max(np.sqrt(5.77 * np.abs(target - q) / _A_MAX))))
+        duration = max(0.4, float(np.max(np.sqrt(5.77 * np.abs(target - q) / _A_MAX)))) / speed
         n = max(2, round(duration * rate_hz))
         pos, vel, acc = _min_jerk(q, target, n)
         parts.append((pos, vel / duration, acc / duration**2, np.full(n, carrying)))
@@ -202,13 +217,19 @@ def draw_anomaly(kind: str, rng: np.random.Generator) -> Anomaly:
 
 
 def simulate_cycle(
-    rng: np.random.Generator, anomaly: Anomaly = Anomaly(), rate_hz: float = 100.0, name: str = ""
+    rng: np.random.Generator,
+    anomaly: Anomaly = Anomaly(),
+    rate_hz: float = 100.0,
+    name: str = "",
+    regime: Regime = NOMINAL,
 ) -> SignalTable:
-    """One pick-and-place cycle with ``anomaly`` as a table of SIGNALS (plus ``active``)."""
-    q, qd, qdd, carrying = _trajectory(rng, rate_hz)
+    """One pick-and-place cycle with ``anomaly`` at operating point ``regime``, as a table of
+    SIGNALS (plus ``active``)."""
+    q, qd, qdd, carrying = _trajectory(rng, rate_hz, regime.speed)
     n = len(q)
     at = int(anomaly.at * n)
-    payload = np.where(carrying, _PAYLOAD, 0.0)
+    product = np.where(carrying, regime.payload_kg, 0.0)
+    payload = product.copy()
     axis_mass = np.zeros(AXES)
     friction = rng.normal(1.0, 0.03, AXES)  # temperature and lubrication, cycle to cycle
     commutation = np.zeros(AXES)
@@ -216,8 +237,8 @@ def simulate_cycle(
     kind, axis = anomaly.kind, anomaly.axis
     if kind == "axis_weight":
         axis_mass[axis] = anomaly.level
-    elif kind == "payload_weight":
-        payload = np.where(carrying, anomaly.level, 0.0)
+    elif kind == "payload_weight":  # the voraus levels, relative to the recipe's product
+        payload = np.where(carrying, anomaly.level * (regime.payload_kg / _PAYLOAD), 0.0)
     elif kind == "lost_payload":
         carried = np.flatnonzero(carrying)
         payload[carried[int(anomaly.at * len(carried)) :]] = 0.0
@@ -238,9 +259,7 @@ def simulate_cycle(
         sway = np.sin(2 * np.pi * rng.uniform(6.0, 9.0) * t) * anomaly.level * 0.25
         external[:, :3] = sway[:, None] * (np.abs(qdd[:, :3]) + 0.2)
 
-    nominal = _dynamics(
-        q, qd, qdd, np.where(carrying, _PAYLOAD, 0.0), np.zeros(AXES), np.ones(AXES)
-    )
+    nominal = _dynamics(q, qd, qdd, product, np.zeros(AXES), np.ones(AXES))
     torque = _dynamics(q, qd, qdd, payload, axis_mass, friction) + external
     # the servo absorbs what the feed-forward did not expect with a small, lagging position error
     error = (torque - nominal) / _KP
@@ -293,12 +312,16 @@ def simulate_set(
     seed: int = 0,
     rate_hz: float = 100.0,
     kinds: tuple[str, ...] = ANOMALY_TYPES,
+    regime: Regime = NOMINAL,
 ) -> list[SimulatedCycle]:
-    """``n_normal`` normal cycles, then ``n_per_anomaly`` cycles of each anomaly type."""
+    """``n_normal`` normal cycles, then ``n_per_anomaly`` cycles of each anomaly type, all at
+    operating point ``regime``."""
     rng = np.random.default_rng(seed)
     plan = [NORMAL] * n_normal + [k for k in kinds for _ in range(n_per_anomaly)]
     return [
-        SimulatedCycle(simulate_cycle(rng, draw_anomaly(k, rng), rate_hz, f"{k}-{i:04d}"), k)
+        SimulatedCycle(
+            simulate_cycle(rng, draw_anomaly(k, rng), rate_hz, f"{k}-{i:04d}", regime), k
+        )
         for i, k in enumerate(plan)
     ]
 
@@ -334,8 +357,10 @@ def write_mvtec(
     n_test_defect: int,
     seed: int = 0,
     rate_hz: float = 100.0,
+    regime: Regime = NOMINAL,
 ) -> Path:
-    """One CSV per cycle in MVTec layout (train/good, test/good, test/<anomaly type>)."""
+    """One CSV per cycle in MVTec layout (train/good, test/good, test/<anomaly type>), all at
+    operating point ``regime``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     plan = [("train", NORMAL, i) for i in range(n_train)]
@@ -344,6 +369,6 @@ def write_mvtec(
     for split, kind, i in plan:
         folder = root / split / ("good" if kind == NORMAL else kind)
         folder.mkdir(parents=True, exist_ok=True)
-        table = simulate_cycle(rng, draw_anomaly(kind, rng), rate_hz)
+        table = simulate_cycle(rng, draw_anomaly(kind, rng), rate_hz, regime=regime)
         write_csv(table, folder / f"{i:03d}.csv")
     return root

@@ -1,8 +1,9 @@
-"""The station's MQTT broker: connection settings and the one way to build a client.
+"""An MQTT broker connection: its settings and the one way to build a client.
 
-Shared by the MQTT sink, a microphone's PLC trigger and ``flowedge check``, so each
-connects exactly as the station does. Secrets never need to be in the file: the user
-name and password can come from environment variables.
+Shared by the station's MQTT sink, a microphone's PLC trigger, ``flowedge check`` and
+the fleet historian (``flowedge historian``, which must not load the station), so each
+connects the same way. Secrets never need to be in the file: the user name and password
+can come from environment variables.
 """
 
 from __future__ import annotations
