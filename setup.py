@@ -3,6 +3,8 @@
 Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
 ``robot`` (parquet logs), ``station`` (ONNX Runtime and inotify, no torch), ``tensorrt``,
+``openvino`` (the OpenVINO runtime, for Intel CPUs/GPUs/NPUs), ``int8`` (NNCF, for
+``flowedge export openvino --int8``),
 ``sparkplug`` (protobuf, for the Sparkplug B sink), ``historian`` (psycopg, for
 ``flowedge historian`` into PostgreSQL) and ``dev``.
 """
@@ -61,6 +63,9 @@ EXPORT = ["onnx>=1.15", "onnxscript>=0.1", "onnxconverter-common>=1.14", "onnxru
 NOTIFY = ["inotify_simple>=1.3; sys_platform == 'linux'"]
 STATION = ["onnxruntime>=1.17", *NOTIFY]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
+OPENVINO = ["openvino>=2024.4"]  # reads an ONNX graph's metadata as run-time info
+# post-training INT8: NNCF quantises OpenVINO models (ONNX graphs: onnxruntime.quantization)
+INT8 = ["nncf>=2.14", *OPENVINO]
 ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCAT; CSV: numpy
 # the Sparkplug B sink: protobuf runs the generated edge/sinks/sparkplug_b_pb2.py (4.25 gencode)
 SPARKPLUG = ["protobuf>=4.25"]
@@ -90,11 +95,22 @@ setup(
         "station": STATION,
         "audio": AUDIO,
         "tensorrt": TENSORRT,
+        "openvino": OPENVINO,
+        "int8": INT8,
         "robot": ROBOT,
         "sparkplug": SPARKPLUG,
         "historian": HISTORIAN,
         "dev": DEV,
-        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + NOTIFY + SPARKPLUG + HISTORIAN + DEV,
+        "all": TRAIN
+        + BACKBONES
+        + EXPORT
+        + AUDIO
+        + ROBOT
+        + NOTIFY
+        + SPARKPLUG
+        + HISTORIAN
+        + INT8
+        + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

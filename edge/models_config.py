@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field, model_validator
 
+from flowedge.backends.base import Tuning
 from flowedge.core.backend_table import check_backend_choice
 from flowedge.core.broker import MqttString
 from flowedge.core.paths import BoundedPath
@@ -70,17 +71,27 @@ class ModelConfig(Strict):
     # A checkpoint directory (weights.safetensors + card.json), an .onnx file or a TensorRT .engine
     path: BoundedPath = Path("runs/demo/model")
     backend: Annotated[str, AfterValidator(check_backend_choice)] = "auto"  # auto: by path
-    device: str = "cpu"  # torch: cpu | cuda[:N]; onnxruntime: cpu | cuda
+    device: str = (
+        "cpu"  # torch: cpu | cuda[:N]; onnxruntime: cpu | cuda; openvino: cpu|gpu|npu|auto
+    )
     # calibration.json bound to the model; overrides threshold
     calibration: BoundedPath | None = None
     threshold: float | None = None  # used when no calibration file is given (finite)
     intra_op_threads: int = Field(0, ge=0, le=MAX_THREADS, description="0: the backend's default")
+    # OpenVINO only (other backends refuse them): NUM_STREAMS and PERFORMANCE_HINT
+    streams: int = Field(0, ge=0, le=MAX_THREADS, description="0: the backend's default")
+    performance_hint: Literal["latency", "throughput"] | None = None  # None: the backend's default
     rebaseline: RebaselineConfig | None = None  # None: the card's statistics, always
 
     @property
-    def opened_as(self) -> tuple[str, str, str, int]:
+    def opened_as(self) -> tuple[str, str, str, int, Tuning]:
         """What identifies an opened backend: recipes naming the same share it."""
-        return (str(self.path), self.backend, self.device, self.intra_op_threads)
+        return (str(self.path), self.backend, self.device, self.intra_op_threads, self.tuning)
+
+    @property
+    def tuning(self) -> Tuning:
+        """The runtime knobs beyond threads, as the backends take them."""
+        return Tuning(self.streams, self.performance_hint or "")
 
 
 class AnnouncedRecipe(Strict):

@@ -1,7 +1,8 @@
-"""``flowedge export onnx|trt``: one command, a subparser per target.
+"""``flowedge export onnx|trt|openvino``: one command, a subparser per target.
 
-``onnx`` needs the training stack (torch); ``trt`` needs TensorRT and runs on
-the GPU station the engine is for.
+``onnx`` and ``openvino`` need the training stack (torch; ``openvino`` also OpenVINO,
+``--int8`` on it NNCF); ``trt`` needs TensorRT and runs on the GPU station the engine
+is for.
 """
 
 from __future__ import annotations
@@ -11,13 +12,74 @@ from pathlib import Path
 
 from flowedge.core.backend_table import exported_by
 from flowedge.core.card import ModelCard
+from flowedge.core.errors import ConfigError
 from flowedge.core.metadata import MIN_OPSET, check_opset
 from flowedge.core.outpaths import check_output_file
 from flowedge.export.calibration_ref import check_bound_to, load_calibration
+from flowedge.export.int8_gate import Int8Bounds, Int8Request
 
 # what each target writes: the first model-file suffix of the backend that runs it
 GRAPH_SUFFIX = exported_by("onnx").suffixes[0]
 ENGINE_SUFFIX = exported_by("trt").suffixes[0]
+IR_SUFFIX = exported_by("openvino").suffixes[0]
+
+
+def _checked_export_arguments(parser: argparse.ArgumentParser, suffix: str) -> None:
+    """What ``export onnx`` and ``export openvino`` share: both write a checked graph."""
+    parser.add_argument("checkpoint", type=Path, help="directory written by 'flowedge train'")
+    parser.add_argument("--out", type=Path, default=Path(f"model{suffix}"), help="model to write")
+    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--fp16",
+        action="store_true",
+        help="fp16 up to the latents, fp32 reductions (for GPUs); refused for detectors that "
+        "sum log-determinants inside the flow",
+    )
+    precision.add_argument(
+        "--int8",
+        action="store_true",
+        help="post-training INT8 (reductions fp32), written only if it passes the INT8 gate "
+        "on --validation (exit 4 otherwise)",
+    )
+    parser.add_argument(
+        "--calibration", type=Path, help="calibration.json: embed its threshold, check at it"
+    )
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        help="folder of samples for the parity check (default: 6 of the training samples, or "
+        "synthetic ones when the card's training folder is not here, and 6 synthetic anomalies)",
+    )
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help="relative score tolerance of the parity check (default 1e-3 fp32, 1e-2 fp16)",
+    )
+    gate = parser.add_argument_group("INT8 (with --int8)")
+    gate.add_argument(
+        "--validation",
+        type=Path,
+        help="labelled split (good/ beside defect folders) the INT8 gate scores",
+    )
+    gate.add_argument(
+        "--int8-samples",
+        type=Path,
+        help="normal samples the quantiser calibrates on (default: the card's training data)",
+    )
+    gate.add_argument(
+        "--int8-count", type=int, default=32, help="how many of them (picked across the folder)"
+    )
+    gate.add_argument(
+        "--max-auroc-drop", type=float, default=0.005, help="largest AUROC loss accepted"
+    )
+    gate.add_argument(
+        "--max-flip-rate",
+        type=float,
+        default=0.01,
+        help="largest share of validation samples whose decision may change at the threshold",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,31 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "onnx",
         help="checkpoint -> ONNX graph with embedded card; fails (exit 5) unless it matches PyTorch",
     )
-    onnx_p.add_argument("checkpoint", type=Path, help="directory written by 'flowedge train'")
-    onnx_p.add_argument(
-        "--out", type=Path, default=Path(f"model{GRAPH_SUFFIX}"), help="graph to write"
+    _checked_export_arguments(onnx_p, GRAPH_SUFFIX)
+    ov_p = targets.add_parser(
+        "openvino",
+        help="checkpoint -> OpenVINO IR (.xml/.bin) with embedded card; fails (exit 5) unless "
+        "both the graph and the IR match PyTorch",
     )
-    onnx_p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
-    onnx_p.add_argument(
-        "--fp16",
-        action="store_true",
-        help="fp16 up to the latents, fp32 reductions (for GPUs / TensorRT)",
-    )
-    onnx_p.add_argument(
-        "--calibration", type=Path, help="calibration.json: embed its threshold, check at it"
-    )
-    onnx_p.add_argument(
-        "--samples",
-        type=Path,
-        help="folder of samples for the parity check (default: 6 of the training samples, or "
-        "synthetic ones when the card's training folder is not here, and 6 synthetic anomalies)",
-    )
-    onnx_p.add_argument(
-        "--rtol",
-        type=float,
-        default=None,
-        help="relative score tolerance of the parity check (default 1e-3 fp32, 1e-2 fp16)",
-    )
+    _checked_export_arguments(ov_p, IR_SUFFIX)
     trt_p = targets.add_parser(
         "trt", help="ONNX graph -> TensorRT engine for this GPU (+ metadata JSON)"
     )
@@ -111,10 +155,32 @@ def _refuse_foreign_calibration(path: Path, checkpoint: Path) -> None:
     check_bound_to(load_calibration(path), ModelCard.load(checkpoint_dir(checkpoint) / CARD_FILE))
 
 
+def _int8_request(args: argparse.Namespace) -> Int8Request | None:
+    """The ``--int8`` options, checked before any work."""
+    if not args.int8:
+        return None
+    if args.validation is None:
+        raise ConfigError(
+            "--int8 needs --validation DIR: a labelled split (good/ beside defect folders) "
+            "the INT8 model is gated on"
+        )
+    if args.int8_count < 1 or not 0 <= args.max_auroc_drop < 1 or not 0 <= args.max_flip_rate < 1:
+        raise ConfigError(
+            "--int8-count must be >= 1, --max-auroc-drop and --max-flip-rate in [0, 1)"
+        )
+    return Int8Request(
+        args.validation,
+        args.int8_samples,
+        args.int8_count,
+        Int8Bounds(args.max_auroc_drop, args.max_flip_rate),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.target == "onnx":
+    if args.target in ("onnx", "openvino"):
         check_opset(args.opset)
         check_output_file(args.out)
+        int8 = _int8_request(args)
         if args.calibration is not None:
             _refuse_foreign_calibration(args.calibration, args.checkpoint)
         from flowedge.export.checked import ExportRequest, run_export
@@ -128,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
                 args.calibration,
                 args.samples,
                 args.rtol,
+                args.target,
+                int8,
             )
         )
         return 0

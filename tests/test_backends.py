@@ -64,8 +64,8 @@ def test_unknown_file_kind_or_backend_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "model.bin").write_bytes(b"")
     with pytest.raises(ConfigError, match="cannot tell which backend runs"):
         backend_for(tmp_path / "model.bin")
-    with pytest.raises(ConfigError, match="backend 'openvino' is not one of auto, torch"):
-        backend_for(tmp_path / "model.bin", "openvino")
+    with pytest.raises(ConfigError, match="backend 'coreml' is not one of auto, torch"):
+        backend_for(tmp_path / "model.bin", "coreml")
 
 
 SERIES = SeriesInput(
@@ -125,14 +125,14 @@ def _choices(command: str, option: str = "--backend") -> tuple[str, ...]:
 
 
 def test_predict_calibrate_and_the_config_offer_the_tables_backends() -> None:
-    assert _choices("predict") == ("auto", "torch", "onnxruntime", "tensorrt")
-    assert _choices("calibrate") == ("torch", "onnxruntime", "tensorrt")
+    assert _choices("predict") == ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
+    assert _choices("calibrate") == ("torch", "onnxruntime", "tensorrt", "openvino")
     assert parse_config({"model": {"backend": "tensorrt"}}).model.backend == "tensorrt"
     with pytest.raises(ConfigError) as info:
-        parse_config({"model": {"backend": "openvino"}})
+        parse_config({"model": {"backend": "coreml"}})
     assert (
-        "model.backend: Input should be 'auto', 'torch', 'onnxruntime' or 'tensorrt' "
-        "(got 'openvino')"
+        "model.backend: Input should be 'auto', 'torch', 'onnxruntime', 'tensorrt' or "
+        "'openvino' (got 'coreml')"
     ) in str(info.value)
 
 

@@ -57,7 +57,7 @@ Opener = Callable[[ModelConfig], Backend]
 
 
 def open_model(cfg: ModelConfig) -> Backend:
-    return open_backend(cfg.path, cfg.backend, cfg.device, cfg.intra_op_threads)
+    return open_backend(cfg.path, cfg.backend, cfg.device, cfg.intra_op_threads, cfg.tuning)
 
 
 # --- selectors: which recipe a sample belongs to ---------------------------------------

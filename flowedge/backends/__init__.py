@@ -2,8 +2,9 @@
 
 The model file says which backend runs it (the table in
 :mod:`flowedge.core.backend_table`): an ``.onnx`` graph runs on ONNX Runtime, an
-``.engine``/``.plan`` on TensorRT, a checkpoint directory on PyTorch; "auto" (the
-default) follows that, a named backend overrides it.
+``.engine``/``.plan`` on TensorRT, an ``.xml`` IR on OpenVINO, a checkpoint directory on
+PyTorch; "auto" (the default) follows that, a named backend overrides it (OpenVINO also
+reads an ``.onnx`` graph when named).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from flowedge.backends.base import Backend
+from flowedge.backends.base import Backend, Tuning
 from flowedge.core.backend_table import (
     AUTO,
     BACKENDS,
@@ -45,7 +46,11 @@ def backend_for(path: Path, backend: str = AUTO) -> str:
 
 
 def open_backend(
-    path: str | Path, backend: str = AUTO, device: str = "cpu", threads: int = 0
+    path: str | Path,
+    backend: str = AUTO,
+    device: str = "cpu",
+    threads: int = 0,
+    tuning: Tuning | None = None,
 ) -> Backend:
     """Load the model at ``path`` with ``backend`` ("auto": by file, see the module docstring)."""
     if not 0 <= threads <= MAX_THREADS:  # a C int overflow, or a pool that never starts
@@ -63,7 +68,16 @@ def open_backend(
             f"(pip install flowedge[{spec.extra}]), which cannot be imported here ({exc}); "
             "install it or choose another model file"
         ) from exc
-    return getattr(module, spec.class_name).open(path, device, threads)
+    opener = getattr(module, spec.class_name).open
+    if spec.tunable:
+        return opener(path, device, threads, tuning or Tuning())
+    if tuning is not None and not tuning.is_default:
+        raise ConfigError(
+            f"model.streams and model.performance_hint ({tuning}) apply to "
+            f"{', '.join(s.name for s in BACKENDS.values() if s.tunable)} only; {path} runs on "
+            f"{spec.name}: remove them"
+        )
+    return opener(path, device, threads)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendSpec", "backend_for", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendSpec", "Tuning", "backend_for", "open_backend"]

@@ -8,6 +8,7 @@ sees a framework type, and never assumes images: the shapes come from the card.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,19 @@ def as_model_batch(batch: np.ndarray, input_shape: tuple[int, ...], source: str)
             f"[B, {', '.join(map(str, input_shape))}]"
         )
     return batch
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Knobs beyond the thread count that only some runtimes have (the table's ``tunable``):
+    a runtime that has none refuses them rather than ignore them."""
+
+    streams: int = 0  # inference streams run in parallel (OpenVINO NUM_STREAMS); 0: its default
+    hint: str = ""  # "latency" or "throughput" (OpenVINO PERFORMANCE_HINT); "": its default
+
+    @property
+    def is_default(self) -> bool:
+        return self == Tuning()
 
 
 class Backend(ABC):

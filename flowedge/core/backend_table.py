@@ -31,6 +31,7 @@ class BackendSpec:
     extra: str  # pip install 'flowedge[EXTRA]' installs its packages
     packages: tuple[str, ...]  # import names of those packages (named when one is missing)
     requirements: tuple[str, ...]  # their pip names, which setup.py's extra must list
+    tunable: bool = False  # takes model.streams and model.performance_hint (else refuses them)
 
     @property
     def is_directory(self) -> bool:
@@ -94,6 +95,19 @@ BACKENDS: dict[str, BackendSpec] = {
             extra="tensorrt",
             packages=("tensorrt", "cuda"),
             requirements=("tensorrt", "cuda-python"),
+        ),
+        BackendSpec(
+            name="openvino",
+            label="OpenVINO",
+            module="flowedge.backends.openvino_backend",
+            class_name="OpenVinoBackend",
+            model_file="an OpenVINO IR",
+            suffixes=(".xml",),  # .onnx too, when model.backend names openvino
+            export_target="openvino",
+            extra="openvino",
+            packages=("openvino",),
+            requirements=("openvino",),
+            tunable=True,
         ),
     )
 }

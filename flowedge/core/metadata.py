@@ -15,8 +15,9 @@ from flowedge.core.jsonfile import parse_json
 CARD_KEY = "flowedge.card"  # the model card JSON (calibration_sha256 set when bound)
 CALIBRATION_KEY = "flowedge.calibration"  # {"threshold": float, "sha256": str} when bound
 LATENTS_KEY = "flowedge.latents"  # JSON list of the latent z tensor names (fp16 boundary)
-PRECISION_KEY = "flowedge.precision"  # "fp32" or "fp16" (fp16 up to z, fp32 reductions)
+PRECISION_KEY = "flowedge.precision"  # "fp32", "fp16" (fp16 up to z, fp32 reductions), "int8"
 PARITY_KEY = "flowedge.parity"  # JSON report of the export's parity check
+INT8_KEY = "flowedge.int8"  # JSON report of the INT8 accuracy gate (quantised models)
 
 MIN_OPSET = 17
 INPUT_NAME = "input"
