@@ -33,6 +33,10 @@ from flowedge.export.onnx_graph import get_metadata, graph_nodes, name_nodes, se
 log = logging.getLogger(__name__)
 
 INT8 = "int8"
+# ORT quantises only the weighted ops: its default list also takes Add/Mul/Sub, which in
+# these graphs compute shapes too (the backbone's TF-style "same" padding), and a
+# quantised pad size breaks the graph. NNCF's CPU preset quantises the same kind of ops.
+ORT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 
 
 def keep_fp32_onnx(model: onnx.ModelProto, source: str) -> list[str]:
@@ -99,6 +103,7 @@ def quantize_onnx(fp32: Path, out: Path, samples: np.ndarray) -> list[str]:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            op_types_to_quantize=ORT_OPS,
             nodes_to_exclude=keep,
         )
     quantized = onnx.load(str(out))
