@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -118,32 +119,42 @@ def generated_data(card, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarr
     return train, val, np.array([0] * half + [1] * (n_val - half))
 
 
-MODELS = {  # name: (detector kind, config overrides, data)
-    "csflow": ("csflow", {"image_size": 256}, image_data),
-    "differnet": ("differnet", {"image_size": 256}, image_data),
-    "audioflow": ("audioflow", {}, generated_data),
-    "mtsflow": ("mtsflow", {}, generated_data),
-}
-
-
-def fitted(name: str, epochs: int, n_train: int, n_val: int):
-    kind, overrides, data = MODELS[name]
+def fitted(kind: str, overrides: dict, data, args, work: Path):
+    """A detector of ``kind`` fitted for a few epochs on features of normal samples."""
     config = detector_config_model(kind).model_validate(overrides)
     detector = build_detector(config)
     card = build_card(detector, config, {})
-    train, val, labels = data(card, n_train, n_val)
+    train, val, labels = data(card, args.train, args.val)
     detector.eval()
     with torch.no_grad():
         feats = [detector.features(torch.from_numpy(b)) for b in np.array_split(train, 4)]
-    fit_detector(detector, lambda: [(f, None) for f in feats], TrainingConfig(epochs=epochs))
+    fit_detector(detector, lambda: [(f, None) for f in feats], TrainingConfig(epochs=args.epochs))
     detector.eval()
-    return (
-        detector,
-        replace(build_card(detector, config, {}), weights_sha256="0" * 64),
-        train,
-        val,
-        labels,
-    )
+    card = replace(build_card(detector, config, {}), weights_sha256="0" * 64)
+    return detector, card, train, val, labels
+
+
+def fitted_robot(args, work: Path):
+    """MTS-Flow trained as ``flowedge train`` does (standardisation from the cycles)."""
+    from flowedge.flows.checkpoint import load_checkpoint
+    from flowedge.flows.config import MTSFLOW_TRAINING, MTSFlowConfig
+    from flowedge.flows.data.series import train_series
+    from flowedge.modalities import series_synthetic as sim
+
+    cycles = [c.table for c in sim.simulate_set(args.train, 0, seed=0, rate_hz=100.0)]
+    training = TrainingConfig(**{**MTSFLOW_TRAINING, "epochs": args.epochs})
+    train_series(cycles, MTSFlowConfig(signals=list(sim.SIGNALS)), training, work / "ckpt")
+    detector, card = load_checkpoint(work / "ckpt")
+    train, val, labels = generated_data(card, args.train, args.val)
+    return detector, card, train, val, labels
+
+
+MODELS = {  # name: how its detector is fitted, and on what
+    "csflow": partial(fitted, "csflow", {"image_size": 256}, image_data),
+    "differnet": partial(fitted, "differnet", {"image_size": 256}, image_data),
+    "audioflow": partial(fitted, "audioflow", {}, generated_data),
+    "mtsflow": fitted_robot,
+}
 
 
 def models(detector, card, train: np.ndarray, work: Path, n_calib: int) -> dict[str, Path]:
@@ -181,7 +192,7 @@ def measure(backend, val: np.ndarray, labels: np.ndarray, args) -> dict:
 
 
 def bench_model(name: str, args, work: Path, peak: float) -> list[dict]:
-    detector, card, train, val, labels = fitted(name, args.epochs, args.train, args.val)
+    detector, card, train, val, labels = MODELS[name](args, work / name)
     paths = models(detector, card, train, work / name, args.calib)
     macs = macs_per_sample(paths["xml"], card.input.tensor_shape)
     rows, base = [], None
