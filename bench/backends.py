@@ -35,8 +35,24 @@ from flowedge.export.onnx_export import export_onnx  # noqa: E402
 from flowedge.export.parity import compare, fp16_faithful_infer, synthetic_samples  # noqa: E402
 from flowedge.flows.config import DETECTOR_KINDS  # noqa: E402
 
+SPEC_FROM_FILES = ("tensor_pca",)  # any-modality detectors: no default input to build one on
 
-def untrained(kind: str, size: int) -> tuple[torch.nn.Module, ModelCard]:
+
+def series_trained(kind: str, tmp: Path) -> tuple[torch.nn.Module, ModelCard]:
+    """A series detector on the simulator's signals, trained one epoch on 16 simulated
+    cycles as ``flowedge train`` does (its input spec comes from the cycles)."""
+    from flowedge.flows.checkpoint import load_checkpoint
+    from flowedge.flows.config import TrainingConfig, detector_config_model
+    from flowedge.flows.data.series import train_series
+    from flowedge.modalities import series_synthetic as sim
+
+    cycles = [c.table for c in sim.simulate_set(16, 0, seed=0, rate_hz=100.0)]
+    config = detector_config_model(kind)(signals=list(sim.SIGNALS))
+    train_series(cycles, config, TrainingConfig(epochs=1, batch_size=8), tmp / kind)
+    return load_checkpoint(tmp / kind)
+
+
+def untrained(kind: str, size: int, tmp: Path) -> tuple[torch.nn.Module, ModelCard]:
     """A default-shaped detector with a random backbone, fitted once on random inputs."""
     from dataclasses import replace
 
@@ -46,6 +62,8 @@ def untrained(kind: str, size: int) -> tuple[torch.nn.Module, ModelCard]:
     from flowedge.flows.train import build_card
 
     model = detector_config_model(kind)
+    if model.input_kind == "series":
+        return series_trained(kind, tmp)
     # validated from plain values, so each detector builds its own backbone config type
     # (CNF and audioflow take a PyramidBackboneConfig, not a BackboneConfig)
     values = {"backbone": {"weights": "none"}}
@@ -125,7 +143,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--detectors", default=",".join(DETECTOR_KINDS))
+    parser.add_argument(
+        "--detectors",
+        default=",".join(k for k in DETECTOR_KINDS if k not in SPEC_FROM_FILES),
+        help=f"default: all but {', '.join(SPEC_FROM_FILES)} (its input spec comes from the "
+        "training files: give --checkpoint KIND=DIR)",
+    )
     parser.add_argument("--size", type=int, default=384, help="input side for untrained detectors")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
@@ -147,7 +170,7 @@ def main() -> int:
 
                 detector, card = load_checkpoint(checkpoints[kind])
             else:
-                detector, card = untrained(kind, args.size)
+                detector, card = untrained(kind, args.size, Path(tmp))
             rows.append(bench_one(kind, detector, card, args.threads, args.repeats, Path(tmp)))
             print(rows[-1], flush=True)
     print(f"\ntorch {torch.__version__}, threads {args.threads}")
