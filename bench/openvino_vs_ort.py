@@ -34,6 +34,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -59,6 +60,15 @@ BACKENDS = (  # label, model file key, backend name
     ("OV INT8", "xml_int8", "openvino"),
     ("ORT INT8", "onnx_int8", "onnxruntime"),
 )
+BACKBONE_ONLY = (  # --backbone-only: the flow fp32 too, only the backbone quantised
+    ("OV INT8 backbone", "xml_bb", "openvino"),
+    ("ORT INT8 backbone", "onnx_bb", "onnxruntime"),
+)
+
+
+def outside_backbone(name: str) -> bool:
+    """Nodes of the flow and the reductions (torch's module scope names the backbone's)."""
+    return not name.startswith("/backbone")
 
 
 def load_average() -> str:
@@ -157,7 +167,7 @@ MODELS = {  # name: how its detector is fitted, and on what
 }
 
 
-def models(detector, card, train: np.ndarray, work: Path, n_calib: int) -> dict[str, Path]:
+def models(detector, card, train: np.ndarray, work: Path, args) -> dict[str, Path]:
     paths = {
         "onnx": "model.onnx",
         "xml": "model.xml",
@@ -167,10 +177,17 @@ def models(detector, card, train: np.ndarray, work: Path, n_calib: int) -> dict[
     paths = {key: work / name for key, name in paths.items()}
     export_onnx(detector, card, paths["onnx"])
     openvino_ir.save(openvino_ir.convert(paths["onnx"]), paths["xml"])
-    calib = train[:: max(1, len(train) // n_calib)][:n_calib]
+    calib = train[:: max(1, len(train) // args.calib)][: args.calib]
     quantize_onnx(paths["onnx"], paths["onnx_int8"], calib)
     quantized, _ = quantize_openvino(openvino_ir.read(paths["xml"]), calib, str(paths["xml"]))
     openvino_ir.save(quantized, paths["xml_int8"])
+    graph = onnx.load(str(paths["onnx"])).graph
+    if args.backbone_only and any(not outside_backbone(n.name) for n in graph.node):
+        paths["onnx_bb"], paths["xml_bb"] = work / "bb.onnx", work / "bb.xml"
+        quantize_onnx(paths["onnx"], paths["onnx_bb"], calib, outside_backbone)
+        model = openvino_ir.read(paths["xml"])
+        quantized, _ = quantize_openvino(model, calib, str(paths["xml"]), outside_backbone)
+        openvino_ir.save(quantized, paths["xml_bb"])
     return paths
 
 
@@ -193,10 +210,10 @@ def measure(backend, val: np.ndarray, labels: np.ndarray, args) -> dict:
 
 def bench_model(name: str, args, work: Path, peak: float) -> list[dict]:
     detector, card, train, val, labels = MODELS[name](args, work / name)
-    paths = models(detector, card, train, work / name, args.calib)
+    paths = models(detector, card, train, work / name, args)
     macs = macs_per_sample(paths["xml"], card.input.tensor_shape)
     rows, base = [], None
-    for label, key, backend_name in BACKENDS:
+    for label, key, backend_name in BACKENDS + (BACKBONE_ONLY if "xml_bb" in paths else ()):
         backend = open_backend(paths[key], backend_name, "cpu", args.threads)
         row = {"model": name, "backend": label, "macs": macs, **measure(backend, val, labels, args)}
         backend.close()
@@ -207,7 +224,7 @@ def bench_model(name: str, args, work: Path, peak: float) -> list[dict]:
         row["gflops"] = 2 * macs * row["samples_s"] / 1e9
         row["of_peak"] = row["gflops"] / peak
         if "INT8" in label:
-            fp32 = next(r for r in rows if r["backend"] == label.replace("INT8", "fp32"))
+            fp32 = next(r for r in rows if r["backend"] == f"{label.split()[0]} fp32")
             report = int8_report(labels, fp32["scores"], row["scores"], None)
             row["gate"] = f"{'pass' if report.passed else 'REFUSED'} ({report.flips} flips)"
         row["load"] = load_average()
@@ -228,6 +245,11 @@ def main() -> int:
     parser.add_argument("--train", type=int, default=48, help="normal training samples")
     parser.add_argument("--calib", type=int, default=32, help="of them, for the quantisers")
     parser.add_argument("--val", type=int, default=48, help="labelled validation samples")
+    parser.add_argument(
+        "--backbone-only",
+        action="store_true",
+        help="also INT8 models whose flow stays fp32 (only the backbone quantised)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("nncf").setLevel(logging.ERROR)

@@ -148,11 +148,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trt_p.set_defaults(precision="fp16")
 
 
-def _refuse_foreign_calibration(path: Path, checkpoint: Path) -> None:
-    """Before any work: the calibration to embed must belong to the checkpoint's weights."""
+def _checkpoint_card(checkpoint: Path) -> ModelCard:
     from flowedge.flows.checkpoint import CARD_FILE, checkpoint_dir
 
-    check_bound_to(load_calibration(path), ModelCard.load(checkpoint_dir(checkpoint) / CARD_FILE))
+    return ModelCard.load(checkpoint_dir(checkpoint) / CARD_FILE)
+
+
+def _refuse_unsafe_fp16(checkpoint: Path) -> None:
+    """Before any work: the fp16 rule (export/fp16.py), which the conversion applies again."""
+    from flowedge.export.fp16 import require_fp16_safe
+
+    require_fp16_safe(_checkpoint_card(checkpoint), str(checkpoint))
+
+
+def _refuse_foreign_calibration(path: Path, checkpoint: Path) -> None:
+    """Before any work: the calibration to embed must belong to the checkpoint's weights."""
+    check_bound_to(load_calibration(path), _checkpoint_card(checkpoint))
 
 
 def _int8_request(args: argparse.Namespace) -> Int8Request | None:
@@ -181,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         check_opset(args.opset)
         check_output_file(args.out)
         int8 = _int8_request(args)
+        if args.fp16:
+            _refuse_unsafe_fp16(args.checkpoint)
         if args.calibration is not None:
             _refuse_foreign_calibration(args.calibration, args.checkpoint)
         from flowedge.export.checked import ExportRequest, run_export

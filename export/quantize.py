@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,10 @@ def keep_fp32_openvino(model: Any, latents: list[str], source: str) -> list[str]
     return sorted(reduction_nodes(nodes, [tensor_ids[n] for n in latents], outputs))
 
 
+def _nothing(name: str) -> bool:
+    return False
+
+
 class _Batches:
     """ORT's CalibrationDataReader protocol over preprocessed samples, one at a time."""
 
@@ -86,12 +90,17 @@ class _Batches:
         return None if item is None else {metadata.INPUT_NAME: item[None].astype(np.float32)}
 
 
-def quantize_onnx(fp32: Path, out: Path, samples: np.ndarray) -> list[str]:
-    """QDQ INT8 graph of ``fp32`` calibrated on ``samples`` (normal); the fp32 node names."""
+def quantize_onnx(
+    fp32: Path, out: Path, samples: np.ndarray, fp32_also: Callable[[str], bool] = _nothing
+) -> list[str]:
+    """QDQ INT8 graph of ``fp32`` calibrated on ``samples`` (normal); the fp32 node names.
+
+    ``fp32_also(name)``: nodes to keep fp32 beyond the reductions (bench experiments)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(fp32))
     keep = keep_fp32_onnx(model, str(fp32))
+    keep += [n.name for n in model.graph.node if n.name not in keep and fp32_also(n.name)]
     with tempfile.TemporaryDirectory(prefix="flowedge-int8-") as tmp:
         named = Path(tmp) / "named.onnx"  # the node names nodes_to_exclude refers to
         onnx.save(model, str(named))
@@ -113,8 +122,11 @@ def quantize_onnx(fp32: Path, out: Path, samples: np.ndarray) -> list[str]:
     return keep
 
 
-def quantize_openvino(fp32: Any, samples: np.ndarray, source: str) -> tuple[Any, list[str]]:
-    """NNCF INT8 model of the OpenVINO model ``fp32`` calibrated on ``samples`` (normal)."""
+def quantize_openvino(
+    fp32: Any, samples: np.ndarray, source: str, fp32_also: Callable[[str], bool] = _nothing
+) -> tuple[Any, list[str]]:
+    """NNCF INT8 model of the OpenVINO model ``fp32`` calibrated on ``samples`` (normal);
+    ``fp32_also`` as for :func:`quantize_onnx`."""
     import nncf
 
     from flowedge.backends.openvino_backend import model_metadata, set_model_metadata
@@ -124,6 +136,8 @@ def quantize_openvino(fp32: Any, samples: np.ndarray, source: str) -> tuple[Any,
     if not latents:
         raise CardError(f"{source}: no latent tensors recorded; export it again")
     keep = keep_fp32_openvino(fp32, list(latents), source)
+    names = [op.friendly_name for op in fp32.get_ordered_ops()]
+    keep += [name for name in names if name not in keep and fp32_also(name)]
     quantized = nncf.quantize(
         fp32,
         nncf.Dataset([s[None].astype(np.float32) for s in samples]),

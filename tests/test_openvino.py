@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,6 @@ from flowedge.core.card import ModelCard  # noqa: E402
 from flowedge.core.errors import EXIT_MODEL, ConfigError, ModelMismatchError  # noqa: E402
 from flowedge.edge.loop.recipes import open_model  # noqa: E402
 from flowedge.edge.models_config import ModelConfig  # noqa: E402
-from flowedge.export import checked  # noqa: E402
 from flowedge.export.int8_gate import Int8Bounds, int8_report, require_passed  # noqa: E402
 from flowedge.export.parity import synthetic_samples  # noqa: E402
 
@@ -112,26 +111,22 @@ def test_an_absent_or_unknown_device_is_refused(exported: dict[str, Path]) -> No
 
 
 def test_fp16_ir_and_the_same_refusal_as_the_fp16_graph(
-    tiny_checkpoint: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     half = tmp_path / "half.xml"
     assert main(["export", "openvino", str(tiny_checkpoint), "--out", str(half), "--fp16"]) == 0
     assert open_backend(half).precision == "fp16"
-    exported_as = checked.export_onnx
-
-    def logdet_inside(detector, card, path, **kwargs):  # a card whose flow sums its log-dets
-        score = replace(card.score, uses_logdet=True, logdet_in_latents=False)
-        exported_as(detector, replace(card, score=score), path, **kwargs)
-
-    monkeypatch.setattr(checked, "export_onnx", logdet_inside)
+    logdet = tmp_path / "logdet"  # a card saying the flow sums its log-dets inside
+    shutil.copytree(tiny_checkpoint, logdet)
+    card = json.loads((logdet / "card.json").read_text())
+    card["score"]["uses_logdet"] = True
+    (logdet / "card.json").write_text(json.dumps(card))
     capsys.readouterr()
-    out = tmp_path / "refused.xml"  # the ONNX path's refusal: tests/test_export.py
-    assert main(["export", "openvino", str(tiny_checkpoint), "--out", str(out), "--fp16"]) == 2
-    assert "log-determinant terms summed inside the flow" in capsys.readouterr().err
-    assert not out.exists()
+    for target, suffix in (("openvino", ".xml"), ("onnx", ".onnx")):
+        out = tmp_path / f"refused{suffix}"
+        assert main(["export", target, str(logdet), "--out", str(out), "--fp16"]) == 2
+        assert "log-determinant terms summed inside the flow" in capsys.readouterr().err
+        assert not out.exists()
 
 
 def test_int8_gate_numbers_and_refusal() -> None:
