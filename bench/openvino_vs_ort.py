@@ -12,7 +12,8 @@ Then per backend, in one run and with the same thread count:
 * the AUROC on a labelled validation split (MTD test: good vs defects; generated data:
   synthetic normal vs anomalous), and the INT8 gate verdict (export/int8_gate.py);
 * GFLOP/s achieved = 2 x MACs per sample x samples/s, next to the peak GFLOP/s of a
-  large float32 numpy matmul (BLAS) measured in the same run.
+  large float32 numpy matmul (BLAS) measured in the same run, just before each model's
+  backends (the shared machine's load changes between models).
 
 ONNX Runtime fp32 is the baseline; every ratio is to it. The load average (``uptime``)
 is printed with every model's figures::
@@ -208,14 +209,17 @@ def measure(backend, val: np.ndarray, labels: np.ndarray, args) -> dict:
     }
 
 
-def bench_model(name: str, args, work: Path, peak: float) -> list[dict]:
+def bench_model(name: str, args, work: Path) -> list[dict]:
     detector, card, train, val, labels = MODELS[name](args, work / name)
     paths = models(detector, card, train, work / name, args)
     macs = macs_per_sample(paths["xml"], card.input.tensor_shape)
+    peak = peak_gflops(args.threads)  # under the load this model's backends run at
+    print(f"{name}: numpy float32 matmul peak {peak:.1f} GFLOP/s (load {load_average()})")
     rows, base = [], None
     for label, key, backend_name in BACKENDS + (BACKBONE_ONLY if "xml_bb" in paths else ()):
         backend = open_backend(paths[key], backend_name, "cpu", args.threads)
-        row = {"model": name, "backend": label, "macs": macs, **measure(backend, val, labels, args)}
+        row = {"model": name, "backend": label, "macs": macs, "peak": peak}
+        row.update(measure(backend, val, labels, args))
         backend.close()
         base = base or row
         row["speedup_b1"] = base["p50_ms"] / row["p50_ms"]
@@ -255,24 +259,22 @@ def main() -> int:
     logging.getLogger("nncf").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     print(f"load average before: {load_average()} (the 2-core machine is shared, NOT idle)")
-    peak = peak_gflops(args.threads)
-    print(f"numpy float32 2048^3 matmul peak: {peak:.1f} GFLOP/s (load {load_average()})")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             (Path(tmp) / name).mkdir()
-            rows += bench_model(name, args, Path(tmp), peak)
-    print(f"\nthreads {args.threads}, throughput batch {args.batch}, peak {peak:.1f} GFLOP/s")
+            rows += bench_model(name, args, Path(tmp))
+    print(f"\nthreads {args.threads}, throughput batch {args.batch}")
     print(
         "| model | MMAC/sample | backend | b1 p50 ms | b1 p99 ms | vs ORT fp32 | samples/s "
-        "| per core | vs ORT fp32 | GFLOP/s | of peak | AUROC | INT8 gate | load |"
+        "| per core | vs ORT fp32 | GFLOP/s | peak | of peak | AUROC | INT8 gate | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['model']} | {r['macs'] / 1e6:.0f} | {r['backend']} | {r['p50_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {r['speedup_b1']:.2f}x | {r['samples_s']:.1f} | "
-            f"{r['per_core']:.1f} | {r['speedup_thr']:.2f}x | {r['gflops']:.1f} | "
+            f"{r['per_core']:.1f} | {r['speedup_thr']:.2f}x | {r['gflops']:.1f} | {r['peak']:.0f} | "
             f"{100 * r['of_peak']:.0f} % | {r['auroc']:.4f} | {r.get('gate', '-')} | {r['load']} |"
         )
     print(f"load average after: {load_average()}")
