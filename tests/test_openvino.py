@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,20 +68,9 @@ def test_openvino_scores_the_ir_and_the_onnx_graph_as_onnxruntime_does(
 def test_the_openvino_backend_runs_without_torch(
     exported: dict[str, Path], synthetic_dataset: Path, tmp_path: Path
 ) -> None:
-    from test_station_no_torch import STATION, _env
+    from test_station_no_torch import score_without_torch
 
-    script = tmp_path / "station.py"
-    script.write_text(STATION, encoding="utf-8")
-    images = synthetic_dataset / "test" / "good"
-    done = subprocess.run(
-        [sys.executable, str(script), str(exported["openvino"]), str(images)],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "STATION-OK" in done.stdout
+    score_without_torch(tmp_path, exported["openvino"], synthetic_dataset / "test" / "good")
 
 
 def test_threads_streams_and_hint_reach_the_compiled_model(exported: dict[str, Path]) -> None:

@@ -116,8 +116,9 @@ def station_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return model, images
 
 
-def test_onnxruntime_backend_runs_without_torch(station_files, tmp_path: Path) -> None:
-    model, images = station_files
+def score_without_torch(tmp_path: Path, model: Path, images: Path) -> str:
+    """Run :data:`STATION` on ``model`` (any backend, by its file) where torch cannot be
+    imported; its stdout, which has passed the script's checks."""
     script = tmp_path / "station.py"
     script.write_text(STATION, encoding="utf-8")
     done = subprocess.run(
@@ -129,6 +130,12 @@ def test_onnxruntime_backend_runs_without_torch(station_files, tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert "STATION-OK" in done.stdout
+    return done.stdout
+
+
+def test_onnxruntime_backend_runs_without_torch(station_files, tmp_path: Path) -> None:
+    model, images = station_files
+    stdout = score_without_torch(tmp_path, model, images)
 
     from flowedge.backends.onnxrt import OnnxRuntimeBackend
     from flowedge.modalities.image import MODALITY as IMAGE
@@ -136,9 +143,7 @@ def test_onnxruntime_backend_runs_without_torch(station_files, tmp_path: Path) -
     backend = OnnxRuntimeBackend.open(model, "cpu", 1)
     batch = np.stack([IMAGE.load(p, backend.card.input) for p in IMAGE.list_files(images)])
     expected = " ".join(f"{s:.6g}" for s in backend.infer(batch)[0])
-    assert (
-        done.stdout.split("STATION-OK")[1].strip() == expected
-    )  # same numbers with and without torch
+    assert stdout.split("STATION-OK")[1].strip() == expected  # same numbers with and without torch
 
 
 def test_flowedge_run_without_torch(station_files, tmp_path: Path) -> None:

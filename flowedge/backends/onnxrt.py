@@ -53,14 +53,12 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, session: ort.InferenceSession, source: str) -> None:
-        meta = session.get_modelmeta().custom_metadata_map
-        super().__init__(
-            metadata.card_from_metadata(meta, source),
-            metadata.json_entry(meta, metadata.CALIBRATION_KEY, source),
+        card, calibration, self.precision = metadata.model_entries(
+            session.get_modelmeta().custom_metadata_map, source
         )
+        super().__init__(card, calibration)
         self.session = session
         self.source = source
-        self.precision = meta.get(metadata.PRECISION_KEY, "fp32")
         inputs = session.get_inputs()
         names = [o.name for o in session.get_outputs()]
         if len(inputs) != 1 or names[:2] != list(metadata.OUTPUT_NAMES):

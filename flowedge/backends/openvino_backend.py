@@ -92,13 +92,10 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(self, compiled: ov.CompiledModel, meta: dict[str, str], source: str) -> None:
-        super().__init__(
-            metadata.card_from_metadata(meta, source),
-            metadata.json_entry(meta, metadata.CALIBRATION_KEY, source),
-        )
+        card, calibration, self.precision = metadata.model_entries(meta, source)
+        super().__init__(card, calibration)
         self.compiled = compiled
         self.source = source
-        self.precision = meta.get(metadata.PRECISION_KEY, "fp32")
         names = [sorted(o.get_names()) for o in compiled.outputs]  # a tensor may have several
         missing = [n for n in metadata.OUTPUT_NAMES if not any(n in found for found in names)]
         if len(compiled.inputs) != 1 or missing:

@@ -40,6 +40,16 @@ def card_from_metadata(meta: dict[str, str], source: str) -> ModelCard:
     return ModelCard.from_dict(json_entry(meta, CARD_KEY, source), source=source)
 
 
+def model_entries(meta: dict[str, str], source: str) -> tuple[ModelCard, Any, str]:
+    """(card, bound calibration or None, precision) of an exported model's metadata: what
+    every backend that reads ONNX metadata (ONNX Runtime, OpenVINO) needs from it."""
+    return (
+        card_from_metadata(meta, source),
+        json_entry(meta, CALIBRATION_KEY, source),
+        meta.get(PRECISION_KEY, "fp32"),
+    )
+
+
 def json_entry(meta: dict[str, str], key: str, source: str, default: Any = None) -> Any:
     """A JSON-valued metadata entry, or ``default`` when absent; CardError when unreadable."""
     if key not in meta:
