@@ -66,7 +66,13 @@ ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCA
 SPARKPLUG = ["protobuf>=4.25"]
 # the fleet historian (flowedge historian): PostgreSQL through psycopg 3 (libpq included)
 HISTORIAN = ["psycopg[binary]>=3.1"]
-DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
+DEV = [
+    "pytest>=7",
+    "pytest-timeout>=2",
+    "ruff>=0.4",
+    "jsonschema>=4.18",
+    "selenium>=4.10",  # the web page's browser tests (with Debian's chromium, chromium-driver)
+]
 
 setup(
     name="flowedge",
@@ -79,7 +85,7 @@ setup(
     package_dir=PACKAGE_DIR,
     packages=PACKAGES,
     package_data={
-        "flowedge.edge": ["schema/*.json", "sinks/*.proto"],
+        "flowedge.edge": ["schema/*.json", "sinks/*.proto", "web/static/*"],
         "flowedge.export": ["data/*.json"],
     },
     install_requires=CORE,

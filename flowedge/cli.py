@@ -56,6 +56,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "store many stations' decisions from the broker in PostgreSQL, each once, asking "
         "stations again for what the broker lost",
     ),
+    "web-user": (
+        "flowedge.edge.web.cmd_user",
+        "add a user of the station's web page (web sink), or change its role or password",
+    ),
     "upgrade-card": ("flowedge.cmd_upgrade_card", "rewrite a 2.x checkpoint card as format 3.0"),
 }
 

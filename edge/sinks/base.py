@@ -78,6 +78,7 @@ class SinkContext:
     emit: Callable[..., None]  # (sensor, kind, message, **details): an event
     status_fields: Callable[[], dict[str, Any]]  # the station's live state
     commands: StationCommands  # what a sink may ask of the station (allow-listed, logged)
+    config: Any = None  # the station's FlowedgeConfig (its folders, its model), read only
 
 
 @dataclass(frozen=True)
