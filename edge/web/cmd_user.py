@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--users",
         type=Path,
         default=Path("web-users.json"),
-        help="the users file (the web sink's 'users')",
+        help="the users file, the web sink's 'users' (default: web-users.json)",
     )
     parser.add_argument(
         "--password-stdin",
