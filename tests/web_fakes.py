@@ -28,24 +28,23 @@ def users_file(folder: Path) -> Path:
     return path
 
 
-def calibration_file(path: Path) -> Path:
+def calibration_file(path: Path, shift: float = 0.0) -> Path:
     """The fake model's calibration: normal scores 0.5..1.5, threshold near 1.49 (the first
-    of :func:`runtime_fakes.write_images` scores 1.01, the next ones 1.66, 2.30, ...)."""
+    of :func:`runtime_fakes.write_images` scores 1.01 with FakeBackend, the next ones 1.66,
+    2.30, ...); the ONNX stand-in scores 3 less: ``shift`` -3."""
     data = build_calibration(
-        np.linspace(0.5, 1.5, 200), fake_card(), CalibrationOptions(target_far=0.01)
+        np.linspace(0.5, 1.5, 200) + shift, fake_card(), CalibrationOptions(target_far=0.01)
     )
     save_calibration(data, path)
     return path
 
 
-def web_sections(tmp: Path, **web: Any) -> dict[str, Any]:
-    """Config sections of a station with a history, a web page on a free port and
-    ``set_threshold`` allowed."""
+def web_sections(tmp: Path, shift: float = 0.0, **web: Any) -> dict[str, Any]:
+    """Config sections of a station with a history, a web page (on a free port unless
+    ``web`` says otherwise) and ``set_threshold`` allowed; ``shift``: see calibration_file."""
+    calibration = calibration_file(tmp / "cal.json", shift)
     return {
-        "model": {
-            "path": str(tmp / "model"),
-            "calibration": str(calibration_file(tmp / "cal.json")),
-        },
+        "model": {"path": str(tmp / "model"), "calibration": str(calibration)},
         "pipeline": {
             "heatmaps": "anomalies",
             "heatmap_dir": str(tmp / "heatmaps"),

@@ -234,7 +234,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- login -------------------------------------------------------------------------
     def _login_form(self, error: str = "") -> None:
-        token = secrets.token_urlsafe(24)
+        # one token per browser: a second form (another tab, a redirect) keeps the first valid
+        token = self._cookie(PRE_COOKIE) or secrets.token_urlsafe(24)
         page = static("login.html").replace(b"{{csrf}}", token.encode())
         page = page.replace(b"{{error}}", _html(error))
         self._send(200 if not error else 401, page, TYPES[".html"], [(PRE_COOKIE, token, 600)])

@@ -51,9 +51,11 @@ function card(item) {
   let node = $(id);
   if (!node) { node = el("div", { id, class: "card" }); $("sources").append(node); }
   const image = item.overlay || item.input;
-  const share = item.threshold ? Math.min(item.score / item.threshold, 2) / 2 : 0;
+  // the threshold sits mid-bar; a full bar is one threshold's size (at least 1) above it
+  const scale = Math.max(Math.abs(item.threshold ?? 0), 1);
+  const share = item.score === null || item.threshold === null ? 0 : Math.min(Math.max(0.5 + (item.score - item.threshold) / (2 * scale), 0), 1);
   const bar = el("div", { class: "bar" }, el("div", { class: `fill ${item.decision}` }), el("div", { class: "mark" }));
-  bar.firstChild.style.width = `${Math.max(0, share) * 100}%`;
+  bar.firstChild.style.width = `${share * 100}%`;
   node.replaceChildren(
     el("h2", {}, item.source, " ", el("span", { class: `badge ${item.decision}`, "data-role": "decision" }, item.decision)),
     image ? el("img", { src: image, alt: `overlay of ${item.part_id}` }) : el("div", { class: "noimage" }, "no overlay kept"),
