@@ -249,14 +249,14 @@ def test_an_open_page_gets_each_decision_pushed_once(tmp_path: Path) -> None:
         response = stream.getresponse()
         assert response.headers["Content-Type"] == "text/event-stream"
         put_decisions(spool, [decision(0, 5.0), decision(0, 1.0)])
-        seen = []
+        seen: list[dict] = []
         while len(seen) < 2:
             line = response.fp.readline().decode()
             if line.startswith("data: ") and '"seq"' in line:
-                seen.append(json.loads(line[6:]))
+                seen += json.loads(line[6:])
         assert [(d["seq"], d["decision"]) for d in seen] == [(1, "ANOMALY"), (2, "OK")]
         assert sink.flush(5) and spool.backlog("web") == 0
-        sink.live.decision(decision(1, 5.0))  # delivered again
+        assert sink.live.decision(decision(1, 5.0)) is None  # delivered again
         assert sink.live.snapshot()["latest"]["cam1"]["seq"] == 2
         assert sink.live.snapshot()["shift"]["ANOMALY"] == 1
         stream.close()

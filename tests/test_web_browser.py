@@ -76,8 +76,9 @@ def test_review_a_false_alarm_and_apply_the_refit_in_a_browser(tmp_path: Path) -
         for count, image in enumerate(images[:4], start=1):
             shutil.copy(image, tmp_path / "incoming" / image.name)
             waiting(driver).until(
-                lambda d, n=count: d.find_element(By.ID, "live-cam1").get_attribute("data-seq")
-                == str(n)
+                lambda d, n=count: (
+                    d.find_element(By.ID, "live-cam1").get_attribute("data-seq") == str(n)
+                )
             )
         card = driver.find_element(By.ID, "live-cam1")
         assert card.get_attribute("data-decision") == "ANOMALY"

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 BATCH = 200
 IDLE_S = 0.5
 STATUS_EVERY_S = 2.0
+PUSH_EVERY_S = 0.1  # a page is sent decisions at most 10 times a second
 
 
 class WebSinkConfig(SinkBaseConfig):
@@ -158,21 +159,26 @@ class WebSink:
         while not self._stop.is_set():
             self._kick.clear()
             records = self.delivery.next(BATCH)
+            shown = []
             for record in records:
                 try:
                     doc = record.doc()
-                    if record.kind == "decision":
-                        self.live.decision(doc)
-                    else:
+                    if record.kind != "decision":
                         self.live.event(doc)
+                    elif (item := self.live.decision(doc)) is not None:
+                        shown.append(item)
                 except (KeyError, TypeError, ValueError) as exc:  # not a station document
                     log.error("web: record %d not shown, unreadable (%s)", record.id, exc)
             self.delivery.acknowledged(record.id for record in records)
             self.shown += len(records)
+            if shown:
+                self.live.publish("decisions", shown)
             if time.monotonic() >= next_status and self.live.subscribers():
                 self.live.publish("status", self.status())
                 next_status = time.monotonic() + STATUS_EVERY_S
-            if not records:
+            if records:
+                self._stop.wait(PUSH_EVERY_S)  # what comes meanwhile goes in the next batch
+            else:
                 self._kick.wait(IDLE_S)
 
 

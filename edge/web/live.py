@@ -2,7 +2,9 @@
 counters and recent events; pushed to every open page as server-sent events.
 
 Fed by the web sink from its cursor in the spool. A record delivered again after a crash
-(same sensor, seq not newer) changes nothing. A browser that cannot keep up loses its
+(same sensor, seq not newer) changes nothing. Decisions go out in batches, at most
+``PUSH_EVERY_S`` apart (the sink's feed): however fast the station decides, a page draws
+a few times a second. A browser that cannot keep up loses its
 stream (it reconnects and starts from a fresh snapshot), never slows the station.
 """
 
@@ -53,12 +55,14 @@ class Live:
         self._subscribers: list[queue.Queue[bytes | None]] = []
 
     # --- fed by the sink ---------------------------------------------------------------
-    def decision(self, doc: dict[str, Any]) -> None:
+    def decision(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """Take a decision; what the pages are to get (None: delivered again, after a
+        restart). The caller publishes a batch of them at once (:meth:`publish`)."""
         source, seq = str(doc["sensor"]), int(doc["seq"])
         with self._lock:
             known = self.latest.get(source)
             if known is not None and known["seq"] >= seq:
-                return  # delivered again after a restart
+                return None
             item = self._summary(doc)
             self.latest[source] = item
             points = self.trend.setdefault(source, deque(maxlen=self.trend_points))
@@ -66,7 +70,7 @@ class Live:
             self._roll_shift()
             if item["decision"] in self.counts:
                 self.counts[item["decision"]] += 1
-        self.publish("decision", item)
+        return item
 
     def event(self, doc: dict[str, Any]) -> None:
         item = {k: doc.get(k) for k in ("utc", "sensor", "kind", "severity", "message")}
@@ -122,7 +126,7 @@ class Live:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def publish(self, name: str, data: dict[str, Any]) -> None:
+    def publish(self, name: str, data: dict[str, Any] | list[dict[str, Any]]) -> None:
         """One SSE message to every stream; a full stream is closed (its page reconnects)."""
         message = f"event: {name}\ndata: {json.dumps(data, allow_nan=False)}\n\n".encode()
         with self._lock:

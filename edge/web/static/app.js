@@ -93,13 +93,20 @@ function addEvent(item) {
   while (list.children.length > 50) list.lastChild.remove();
 }
 
-function onDecision(item) {
-  state.latest[item.source] = item;
-  (state.trend[item.source] ||= []).push([item.decided_utc, item.score, item.threshold, item.decision]);
-  card(item);
-  const count = $(`count-${item.decision}`);
-  if (count) count.firstChild.textContent = Number(count.firstChild.textContent) + 1;
-  requestAnimationFrame(() => window.flowedgeLatencyMs.push(Date.now() - Date.parse(item.decided_utc)));
+function onDecisions(items) {
+  const newest = {};
+  for (const item of items) {
+    newest[item.source] = item;
+    (state.trend[item.source] ||= []).push([item.decided_utc, item.score, item.threshold, item.decision]);
+    const count = $(`count-${item.decision}`);
+    if (count) count.firstChild.textContent = Number(count.firstChild.textContent) + 1;
+  }
+  for (const item of Object.values(newest)) card(item); // one drawing per source and batch
+  Object.assign(state.latest, newest);
+  requestAnimationFrame(() => {
+    const now = Date.now();
+    for (const item of items) window.flowedgeLatencyMs.push(now - Date.parse(item.decided_utc));
+  });
   if (!$("tab-trend").hidden) drawTrends();
 }
 
@@ -116,7 +123,7 @@ async function connect() {
   const stream = new EventSource("/api/events");
   stream.onopen = () => { $("stream-state").textContent = "live"; };
   stream.onerror = () => { $("stream-state").textContent = "reconnecting"; };
-  stream.addEventListener("decision", (e) => onDecision(JSON.parse(e.data)));
+  stream.addEventListener("decisions", (e) => onDecisions(JSON.parse(e.data)));
   stream.addEventListener("event", (e) => addEvent(JSON.parse(e.data)));
   stream.addEventListener("status", (e) => health(JSON.parse(e.data)));
 }
