@@ -82,6 +82,27 @@ def log_in(driver: Any, url: str) -> None:
     WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "stream-state").text == "live")
 
 
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
 def decisions(running: Station) -> int:
     return running.pipeline.counts["decisions"]
 
@@ -100,31 +121,46 @@ def page_weight(url: str) -> dict[str, int]:
     return sizes
 
 
-def throughput(work: Path, driver: Any, args: argparse.Namespace) -> tuple[float, float]:
+def throughput(
+    work: Path, drivers: dict[str, Any], args: argparse.Namespace
+) -> dict[str, tuple[float, float, float]]:
+    """Decisions per second and the station's CPU seconds per decision, for the page closed
+    and open in each browser (``drivers``), in alternating windows of one station."""
     running, url = station(work / "throughput", None)
     try:
-        log_in(driver, url)
-        driver.get("about:blank")
+        for driver in drivers.values():
+            log_in(driver, url)
+            driver.get("about:blank")
         window(running, 2.0)  # warm up
-        totals = {"closed": [0, 0.0], "open": [0, 0.0]}
+        totals = {mode: [0, 0.0, 0.0, 0.0] for mode in ("closed", *drivers)}
         for _ in range(args.rounds):
-            for mode in ("closed", "open"):
-                driver.get(url + "/#live" if mode == "open" else "about:blank")
+            for mode in totals:
+                for name, driver in drivers.items():
+                    driver.get(url + "/#live" if name == mode else "about:blank")
                 time.sleep(0.5)  # the page's first load is not the steady state
+                cpu = time.process_time()
+                browsers = sum(tree_cpu_s(d.service.process.pid) for d in drivers.values())
                 count, seconds = window(running, args.window)
                 totals[mode][0] += count
                 totals[mode][1] += seconds
-                print(f"  {mode:<6} {count / seconds:8.1f} decisions/s")
-        return totals["closed"][0] / totals["closed"][1], totals["open"][0] / totals["open"][1]
+                totals[mode][2] += time.process_time() - cpu
+                totals[mode][3] += (
+                    sum(tree_cpu_s(d.service.process.pid) for d in drivers.values()) - browsers
+                )
+                print(f"  {mode:<24} {count / seconds:8.1f} decisions/s")
+        return {mode: (n / s, 1000 * c / max(n, 1), b / s) for mode, (n, s, c, b) in totals.items()}
     finally:
         stop(running)
 
 
-def latency(work: Path, driver: Any, count: int) -> tuple[list[float], dict[str, int]]:
+def latency(
+    work: Path, driver: Any, args: argparse.Namespace
+) -> tuple[list[float], dict[str, int]]:
     running, url = station(work / "latency", 20.0)
     try:
         weight = page_weight(url)
         log_in(driver, url)
+        count = args.latency_decisions
         deadline = time.monotonic() + count / 20.0 * 3 + 30
         values: list[float] = []
         while len(values) < count and time.monotonic() < deadline:
@@ -138,21 +174,31 @@ def latency(work: Path, driver: Any, count: int) -> tuple[list[float], dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--window", type=float, default=10.0, help="seconds per window")
-    parser.add_argument("--rounds", type=int, default=3, help="closed/open window pairs")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of windows")
     parser.add_argument("--latency-decisions", type=int, default=300)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    logging.basicConfig(level=logging.ERROR)
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as folder:
-        driver = browser()
+        drivers = {
+            "open (browser here)": browser(),
+            "open (browser niced 19)": browser(niced=Path(folder)),
+        }
         try:
             print("throughput (ONNX stand-in, 32 px images, heatmaps of anomalies):")
-            closed, opened = throughput(Path(folder), driver, args)
-            driver.get("about:blank")
-            values, weight = latency(Path(folder), driver, args.latency_decisions)
+            rates = throughput(Path(folder), drivers, args)
+            for driver in drivers.values():
+                driver.get("about:blank")
+            values, weight = latency(Path(folder), drivers["open (browser here)"], args)
         finally:
-            driver.quit()
-    print(f"  page closed {closed:.1f}/s, page open {opened:.1f}/s, ratio {opened / closed:.3f}")
+            for driver in drivers.values():
+                driver.quit()
+    closed = rates["closed"][0]
+    for mode, (rate, cpu_ms, browser_cpu) in rates.items():
+        print(
+            f"  {mode:<24} {rate:8.1f} decisions/s, ratio {rate / closed:.3f}, "
+            f"station CPU {cpu_ms:.2f} ms/decision, browsers {browser_cpu:.2f} CPU-s/s"
+        )
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     print(
@@ -161,7 +207,7 @@ def main() -> None:
     )
     first = sum(v for k, v in weight.items() if not k.startswith("/api"))
     print(f"page weight: {first} bytes (html+js+css, uncompressed); {weight}")
-    print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

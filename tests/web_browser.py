@@ -30,9 +30,18 @@ def require_browser() -> None:
     pytest.importorskip("selenium", reason="selenium missing (pip install -e '.[dev]')")
 
 
-def browser(width: int = 1280, height: int = 900) -> Any:
+def browser(width: int = 1280, height: int = 900, niced: Path | None = None) -> Any:
+    """A headless Chromium; ``niced``: a folder for a wrapper that runs chromedriver and its
+    browser at the lowest CPU priority (bench: a browser on another machine, roughly)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    driver_path = CHROMEDRIVER
+    if niced is not None:
+        wrapper = niced / "chromedriver-niced"
+        wrapper.write_text(f'#!/bin/sh\nexec nice -n 19 {CHROMEDRIVER} "$@"\n')
+        wrapper.chmod(0o700)
+        driver_path = str(wrapper)
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -44,7 +53,7 @@ def browser(width: int = 1280, height: int = 900) -> Any:
         f"--window-size={width},{height}",
     ):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(driver_path), options=options)
 
 
 def screenshot(driver: Any, name: str) -> None:
