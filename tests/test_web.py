@@ -14,7 +14,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from history_fakes import Recorder, decision, put_decisions  # noqa: E402
-from runtime_fakes import open_station, station_config, stop_station, write_images  # noqa: E402
+from runtime_fakes import (  # noqa: E402
+    open_station,
+    station_config,
+    stop_station,
+    wait_until,
+    write_images,
+)
 from web_fakes import USERS, Client, users_file, web_sections  # noqa: E402
 
 from flowedge.calibration.history.review import reviews_of  # noqa: E402
@@ -263,3 +269,60 @@ def test_an_open_page_gets_each_decision_pushed_once(tmp_path: Path) -> None:
     finally:
         sink.stop("test over", 1.0)
         spool.close()
+
+
+def test_the_page_loses_nothing_across_a_station_sigkill(tmp_path: Path) -> None:
+    """``flowedge run`` is SIGKILLed while its page is fed; after the restart the web sink
+    takes what it had not acknowledged, and its cursor reaches the end of the spool."""
+    import signal
+
+    from mqtt_broker import free_port
+    from runtime_fakes import write_onnx_model
+    from web_browser import start_station, stop
+
+    write_images(tmp_path / "images", 8)
+    sections = web_sections(tmp_path, shift=-3.0, port=free_port())
+    sections["model"].update(path=str(write_onnx_model(tmp_path / "model.onnx")))
+    sections["model"]["backend"] = "onnxruntime"
+    source = {"name": "cam1", "kind": "folder", "path": str(tmp_path / "images")}
+    config = {
+        "site": "plant",
+        "station": "line1",
+        "sources": [{**source, "loop": True, "rate_hz": 50}],
+        "mqtt": {"enabled": False},
+        "metrics": {"enabled": False},
+        "spool": {"path": str(tmp_path / "spool.sqlite")},
+        **sections,
+    }
+    port = sections["sinks"][1]["port"]
+    station = start_station(config, tmp_path)
+    try:
+        client = Client(port)
+        wait_until(lambda: _logs_in(client), 60, "the page")
+        wait_until(
+            lambda: client.json("/api/snapshot")["latest"].get("cam1", {}).get("seq", 0) >= 5,
+            60,
+            "decisions on the page",
+        )
+        station.send_signal(signal.SIGKILL)
+        station.wait(10)
+    finally:
+        stop(station)
+    spool = Spool(tmp_path / "spool.sqlite", 100_000)
+    before = spool.cursor("web")
+    decided = max(r.id for r in spool.after(0, 100_000))
+    spool.close()
+    assert 0 < before <= decided
+    config["sources"] = [source]  # the 8 images once more, then the run ends
+    rerun = start_station(config, tmp_path)
+    assert rerun.wait(60) == 0, (tmp_path / "station.log").read_text()[-2000:]
+    spool = Spool(tmp_path / "spool.sqlite", 100_000)
+    assert spool.backlog("web") == 0 and spool.cursor("web") > decided
+    spool.close()
+
+
+def _logs_in(client: Client) -> bool:
+    try:
+        return client.login("olga") == 303
+    except OSError:
+        return False

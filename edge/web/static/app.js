@@ -7,6 +7,7 @@ const state = { latest: {}, trend: {}, queue: [], selected: 0, refit: null, user
 window.flowedgeLatencyMs = []; // decision to shown, for bench/web.py
 
 const $ = (id) => document.getElementById(id);
+const IMAGE_EVERY_MS = 500;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -50,7 +51,12 @@ function card(item) {
   const id = `live-${item.source}`;
   let node = $(id);
   if (!node) { node = el("div", { id, class: "card" }); $("sources").append(node); }
+  // a new overlay at most every IMAGE_EVERY_MS (the text is always the newest decision):
+  // a fast line must not keep the browser, or a station it shares cores with, busy decoding
   const image = item.overlay || item.input;
+  const shown = node.querySelector("img");
+  const fresh = !shown || Date.now() - Number(node.dataset.imageAt || 0) >= IMAGE_EVERY_MS;
+  if (fresh) node.dataset.imageAt = Date.now();
   // the threshold sits mid-bar; a full bar is one threshold's size (at least 1) above it
   const scale = Math.max(Math.abs(item.threshold ?? 0), 1);
   const share = item.score === null || item.threshold === null ? 0 : Math.min(Math.max(0.5 + (item.score - item.threshold) / (2 * scale), 0), 1);
@@ -58,7 +64,7 @@ function card(item) {
   bar.firstChild.style.width = `${share * 100}%`;
   node.replaceChildren(
     el("h2", {}, item.source, " ", el("span", { class: `badge ${item.decision}`, "data-role": "decision" }, item.decision)),
-    image ? el("img", { src: image, alt: `overlay of ${item.part_id}` }) : el("div", { class: "noimage" }, "no overlay kept"),
+    !fresh ? shown : image ? el("img", { src: image, alt: `overlay of ${item.part_id}` }) : el("div", { class: "noimage" }, "no overlay kept"),
     el("p", {}, `part ${item.part_id} · #${item.seq} · ${item.decided_utc}`),
     el("p", {}, `score ${number(item.score)} / threshold ${number(item.threshold)}`, item.drift ? ` · drift ${item.drift}` : "",
       item.error ? ` · ${item.error}` : ""),
