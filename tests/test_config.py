@@ -56,7 +56,13 @@ def test_every_commented_example_in_config_yaml_is_valid() -> None:
         "image",
         "audio",
     ]
-    assert [sink.name for sink in config.active_sinks()] == ["mqtt", "uns", "scada", "history"]
+    assert [sink.name for sink in config.active_sinks()] == [
+        "mqtt",
+        "uns",
+        "scada",
+        "history",
+        "web",
+    ]
 
 
 def test_a_key_of_another_detector_is_named() -> None:

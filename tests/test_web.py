@@ -26,6 +26,7 @@ from web_fakes import USERS, Client, users_file, web_sections  # noqa: E402
 from flowedge.calibration.history.review import reviews_of  # noqa: E402
 from flowedge.calibration.history.store import HistoryDB  # noqa: E402
 from flowedge.core.errors import ConfigError  # noqa: E402
+from flowedge.edge.cmd_check import check_sinks  # noqa: E402
 from flowedge.edge.commands import CommandsConfig, StationCommands  # noqa: E402
 from flowedge.edge.config import parse_config  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
@@ -209,11 +210,14 @@ def test_the_config_knows_the_web_sink(tmp_path: Path) -> None:
             "station": "line1",
             "model": {"path": "m"},
             "sources": [{"name": "cam1", "kind": "folder", "path": "x"}],
+            "mqtt": {"enabled": False},
             "sinks": [{"kind": "web", "users": "u.json"}],
         }
     )
     web = cfg.sinks[0]
     assert (web.host, web.port, web.secure_cookie) == ("127.0.0.1", 8080, False)
+    result = check_sinks(cfg, 1.0)[-1]  # flowedge check: the users file is missing
+    assert result.name == "web web" and not result.ok and "u.json" in result.detail
     with pytest.raises(ConfigError, match="tls_key"):
         parse_config(
             {
