@@ -13,7 +13,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from history_fakes import Recorder, decision, put_decisions  # noqa: E402
+from history_fakes import (  # noqa: E402
+    Recorder,
+    decision,
+    filled_history,
+    put_decisions,
+    sink_context,
+)
 from runtime_fakes import (  # noqa: E402
     open_station,
     station_config,
@@ -27,10 +33,7 @@ from flowedge.calibration.history.review import reviews_of  # noqa: E402
 from flowedge.calibration.history.store import HistoryDB  # noqa: E402
 from flowedge.core.errors import ConfigError  # noqa: E402
 from flowedge.edge.cmd_check import check_sinks  # noqa: E402
-from flowedge.edge.commands import CommandsConfig, StationCommands  # noqa: E402
 from flowedge.edge.config import parse_config  # noqa: E402
-from flowedge.edge.metrics import Metrics  # noqa: E402
-from flowedge.edge.sinks.base import SinkContext  # noqa: E402
 from flowedge.edge.sinks.web import WebSink, WebSinkConfig, check  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
 from flowedge.edge.web.sessions import Sessions  # noqa: E402
@@ -234,17 +237,7 @@ def test_an_open_page_gets_each_decision_pushed_once(tmp_path: Path) -> None:
     """The feed on a bare spool: an SSE stream gets decisions as they are stored; a record
     delivered again (a restart) is not shown twice; the spool's cursor moves."""
     spool = Spool(tmp_path / "spool.sqlite", 1000)
-    recorder = Recorder()
-    context = SinkContext(
-        "plant",
-        "line1",
-        spool,
-        Metrics(),
-        recorder,
-        lambda: {"threshold": 3.0},
-        StationCommands(CommandsConfig(), recorder),
-        station_config(tmp_path),
-    )
+    context = sink_context(spool, Recorder(), lambda: {"threshold": 3.0}, station_config(tmp_path))
     sink = WebSink(WebSinkConfig(port=0, users=users_file(tmp_path)), context)
     sink.start()
     try:
@@ -330,3 +323,64 @@ def _logs_in(client: Client) -> bool:
         return client.login("olga") == 303
     except OSError:
         return False
+
+
+def web_sink(tmp_path: Path, spool: Spool, **cfg: object) -> WebSink:
+    """A web sink on a bare spool, beside a history at ``tmp_path/history``."""
+    history = {"kind": "history", "name": "history", "path": str(tmp_path / "history")}
+    context = sink_context(
+        spool, Recorder(), lambda: {"threshold": 3.0}, station_config(tmp_path, sinks=[history])
+    )
+    return WebSink(WebSinkConfig(**{"port": 0, "users": users_file(tmp_path), **cfg}), context)
+
+
+def test_the_trend_and_counters_come_back_from_the_history_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    filled_history(tmp_path / "history", [decision(1, 5.0), decision(2, 1.0)]).close()
+    spool = Spool(tmp_path / "spool.sqlite", 1000)
+    sink = web_sink(tmp_path, spool)
+    sink.start()
+    try:
+        shown = sink.live.snapshot()
+        assert [point[3] for point in shown["trend"]["cam1"]] == ["ANOMALY", "OK"]
+        assert shown["latest"]["cam1"]["seq"] == 2
+        assert (shown["shift"]["OK"], shown["shift"]["ANOMALY"]) == (1, 1)
+    finally:
+        sink.stop("test over", 1.0)
+        spool.close()
+
+
+def test_https_directly_marks_the_cookie_secure(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl missing: no certificate to test TLS with")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    spool = Spool(tmp_path / "spool.sqlite", 1000)
+    sink = web_sink(tmp_path, spool, tls_cert=cert, tls_key=key)
+    sink.start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", sink.server.port, context=context, timeout=10
+        )
+        connection.request("GET", "/login")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+        assert "Secure" in response.headers["Set-Cookie"]
+        with pytest.raises(ConfigError, match="cannot listen"):  # the port is taken
+            web_sink(tmp_path, spool, port=sink.server.port, host="127.0.0.1")
+    finally:
+        sink.stop("test over", 1.0)
+        spool.close()

@@ -11,19 +11,26 @@ re-fitted threshold is the ``set_threshold`` command (``commands.allowed``). doc
 from __future__ import annotations
 
 import logging
+import sqlite3
 import ssl
 import threading
 import time
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from flowedge.calibration.history.query import Query, select
+from flowedge.calibration.history.retention import utc_text
+from flowedge.calibration.history.store import HistoryDB, locate
 from flowedge.core.errors import ConfigError, FlowedgeError
 from flowedge.core.paths import BoundedPath
 from flowedge.edge.checks import CheckResult, failed, passed
 from flowedge.edge.sinks.base import Delivery, SinkBaseConfig, SinkContext, SinkKind
 from flowedge.edge.web.app import WebApp
+from flowedge.edge.web.evidence import Evidence
 from flowedge.edge.web.live import Live
 from flowedge.edge.web.server import Server, Site, tls_context
 from flowedge.edge.web.sessions import Sessions
@@ -34,6 +41,7 @@ log = logging.getLogger(__name__)
 BATCH = 200
 IDLE_S = 0.5
 STATUS_EVERY_S = 2.0
+SEED_HOURS = 24  # of the history's decisions in the trend at start
 PUSH_EVERY_S = 0.1  # a page is sent decisions at most 10 times a second
 
 
@@ -82,6 +90,21 @@ def _station_paths(station: Any) -> tuple[Path | None, list[Path]]:
     return history, [*roots, *([history] if history is not None else [])]
 
 
+def _listen(cfg: WebSinkConfig, site: Site) -> Server:
+    """The server on ``host:port`` (with TLS when configured); ConfigError saying why not."""
+    try:
+        tls = None if cfg.tls_cert is None else tls_context(cfg.tls_cert, cfg.tls_key)  # type: ignore[arg-type]
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"sinks.{cfg.name}: tls_cert/tls_key do not load ({exc})") from None
+    try:
+        return Server(site, cfg.host, cfg.port, tls)
+    except OSError as exc:
+        raise ConfigError(
+            f"sinks.{cfg.name}: cannot listen on {cfg.host}:{cfg.port} ({exc.strerror}); "
+            "choose a free port or another host"
+        ) from None
+
+
 class WebSink:
     """The delivery thread feeding the live view, and the HTTP server."""
 
@@ -91,27 +114,22 @@ class WebSink:
         load_users(cfg.users)  # a missing or open users file stops the start, with its name
         station = context.config
         history, roots = _station_paths(station)
-        self.site = Site(
-            app=None,  # type: ignore[arg-type]  # set below: it needs the site's evidence_url
-            live=None,  # type: ignore[arg-type]
-            sessions=Sessions(cfg.session_idle_minutes * 60, cfg.session_max_hours * 3600),
-            users=lambda: load_users(cfg.users),
-            roots=[root.resolve() for root in roots],
-            secure=cfg.secure_cookie or cfg.tls_cert is not None,
-        )
-        self.live = Live(cfg.trend_points, cfg.shifts, self.site.evidence_url)
-        self.site.live = self.live
-        self.site.app = WebApp(
+        evidence = Evidence(roots)
+        self.live = Live(cfg.trend_points, cfg.shifts, evidence.url)
+        app = WebApp(
             history=history,
             calibration=lambda: None if station.recipes else station.model.calibration,
             status=self.status,
             commands=context.commands,
             emit=context.emit,
-            evidence_url=self.site.evidence_url,
+            evidence_url=evidence.url,
             ok_sample=cfg.review_ok_sample,
         )
-        tls = None if cfg.tls_cert is None else tls_context(cfg.tls_cert, cfg.tls_key)  # type: ignore[arg-type]
-        self.server = Server(self.site, cfg.host, cfg.port, tls)
+        sessions = Sessions(cfg.session_idle_minutes * 60, cfg.session_max_hours * 3600)
+        secure = cfg.secure_cookie or cfg.tls_cert is not None
+        users = partial(load_users, cfg.users)  # read at each login: a new user needs no restart
+        self.site = Site(app, self.live, sessions, users, evidence, secure)
+        self.server = _listen(cfg, self.site)
         self.shown = 0
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -126,8 +144,33 @@ class WebSink:
             "backlog": {name: spool.backlog(name) for name in spool.attached()},
         }
 
+    def _seed(self) -> None:
+        """The trend and the shift's counters from the history (a restart keeps them)."""
+        history = self.site.app.history
+        if history is None or not locate(history)[1].is_file():
+            return
+        since = utc_text(datetime.now(UTC) - timedelta(hours=SEED_HOURS))
+        try:
+            with HistoryDB(history) as db:
+                rows = select(db, Query(since=since, limit=self.cfg.trend_points))
+        except (FlowedgeError, sqlite3.Error) as exc:
+            log.warning(
+                "web: the trend starts empty, the history %s is unreadable: %s", history, exc
+            )
+            return
+        for row in rows:
+            self.live.decision(
+                {
+                    **row.as_dict(),
+                    "sensor": row.source,
+                    "heatmap": row.heatmap_path,
+                    "evidence": {"input": row.input_path},
+                }
+            )
+
     # --- the sink protocol -------------------------------------------------------------
     def start(self) -> None:
+        self._seed()
         self.server.start()
         scheme = "https" if self.cfg.tls_cert else "http"
         log.info("web: page at %s://%s:%d/", scheme, self.cfg.host, self.server.port)

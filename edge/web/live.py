@@ -68,9 +68,15 @@ class Live:
             points = self.trend.setdefault(source, deque(maxlen=self.trend_points))
             points.append([item["decided_utc"], item["score"], item["threshold"], item["decision"]])
             self._roll_shift()
-            if item["decision"] in self.counts:
+            if item["decision"] in self.counts and self._this_shift(item["decided_utc"]):
                 self.counts[item["decision"]] += 1
         return item
+
+    def _this_shift(self, utc: str | None) -> bool:
+        try:
+            return utc is not None and datetime.fromisoformat(utc) >= self.shift
+        except ValueError:  # not a time: count it (it has just arrived)
+            return True
 
     def event(self, doc: dict[str, Any]) -> None:
         item = {k: doc.get(k) for k in ("utc", "sensor", "kind", "severity", "message")}

@@ -4,8 +4,7 @@ per connection; TLS when a certificate is configured.
 
 Every route but the login form needs a live session; every POST needs the session's
 CSRF token (``X-CSRF-Token``; the login form: its double-submitted cookie). Evidence is
-served only from the station's evidence folders, by index and relative path (no ``..``,
-no link out of the folder).
+served only from the station's evidence folders (:mod:`.evidence`).
 """
 
 from __future__ import annotations
@@ -26,9 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+from flowedge.core.errors import FlowedgeError
 from flowedge.edge.web.app import Refused, WebApp
+from flowedge.edge.web.evidence import IMAGES, Evidence
 from flowedge.edge.web.live import Live
 from flowedge.edge.web.sessions import COOKIE, PRE_COOKIE, Session, Sessions, same_token
 from flowedge.edge.web.users import User, verify_password
@@ -40,7 +41,6 @@ PUBLIC_STYLE = "/static/app.css"
 KEEPALIVE_S = 15.0
 FAILED_LOGIN_DELAY_S = 0.5
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
-IMAGES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -62,32 +62,8 @@ class Site:
     live: Live
     sessions: Sessions
     users: Callable[[], dict[str, User]]
-    roots: list[Path]  # the evidence folders, resolved
+    evidence: Evidence
     secure: bool  # the cookie's Secure flag (TLS here or at the proxy)
-
-    def evidence_url(self, path: str | None) -> str | None:
-        """The URL of a station file, None when it lies in no evidence folder."""
-        if not path:
-            return None
-        try:
-            real = Path(path).resolve()
-        except OSError:
-            return None
-        for index, root in enumerate(self.roots):
-            if real.is_relative_to(root):
-                return f"/evidence/{index}/{quote(real.relative_to(root).as_posix())}"
-        return None
-
-    def evidence_file(self, index: str, relative: str) -> Path | None:
-        """The file an evidence URL names, None unless it is inside its folder."""
-        if not index.isdigit() or int(index) >= len(self.roots) or "\0" in relative:
-            return None
-        root = self.roots[int(index)]
-        try:
-            real = (root / relative).resolve()
-        except OSError:
-            return None
-        return real if real.is_relative_to(root) and real.is_file() else None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -150,7 +126,10 @@ class Handler(BaseHTTPRequestHandler):
         return self.site.sessions.get(self._cookie(COOKIE))
 
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit():
+            raise Refused(400, "Content-Length must be a number")
+        length = int(length)
         if length > MAX_BODY:
             raise Refused(413, f"request body over {MAX_BODY} bytes")
         return self.rfile.read(length)
@@ -167,12 +146,21 @@ class Handler(BaseHTTPRequestHandler):
             if url.path.startswith("/api/"):
                 return self._json(401, {"error": "log in first"})
             return self._redirect("/login")
+        self._answer(lambda: self._get(url.path, parse_qs(url.query), session))
+
+    def _answer(self, handle: Callable[[], None]) -> None:
+        """Run a route; what goes wrong is an answer (and a log line), never a dead thread."""
         try:
-            self._get(url.path, parse_qs(url.query), session)
+            handle()
         except Refused as exc:
             self._json(exc.status, {"error": str(exc)})
+        except FlowedgeError as exc:  # the history missing or unreadable, say
+            self._json(409, {"error": str(exc)})
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except Exception:  # a bug: keep the traceback, answer the page
+            log.exception("web: %s %s failed", self.command, self.path)
+            self._json(500, {"error": "internal error (see the station's log)"})
 
     def _get(self, path: str, query: dict[str, list[str]], session: Session) -> None:
         app, user = self.site.app, session.user
@@ -205,32 +193,31 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, answers[path]())
 
     def do_POST(self) -> None:
+        self._answer(self._post)
+
+    def _post(self) -> None:
         path = urlsplit(self.path).path
+        if path == "/login":
+            return self._login()
+        session = self._session()
+        if session is None:
+            return self._json(401, {"error": "log in first"})
+        if not same_token(self.headers.get("X-CSRF-Token"), session.csrf):
+            log.warning("web: POST %s by %s without a valid CSRF token", path, session.user.name)
+            return self._json(403, {"error": "missing or wrong CSRF token: reload the page"})
+        if path == "/logout":
+            self.site.sessions.close(self._cookie(COOKIE))
+            return self._json(200, {"ok": True})
+        actions = {"/api/review": self.site.app.mark, "/api/apply": self.site.app.apply}
+        if path not in actions:
+            return self._json(404, {"error": f"no such action {path}"})
         try:
-            if path == "/login":
-                return self._login()
-            session = self._session()
-            if session is None:
-                return self._json(401, {"error": "log in first"})
-            if not same_token(self.headers.get("X-CSRF-Token"), session.csrf):
-                log.warning(
-                    "web: POST %s by %s without a valid CSRF token", path, session.user.name
-                )
-                return self._json(403, {"error": "missing or wrong CSRF token: reload the page"})
-            if path == "/logout":
-                self.site.sessions.close(self._cookie(COOKIE))
-                return self._json(200, {"ok": True})
-            actions = {"/api/review": self.site.app.mark, "/api/apply": self.site.app.apply}
-            if path not in actions:
-                return self._json(404, {"error": f"no such action {path}"})
             body = json.loads(self._body() or b"{}")
-            if not isinstance(body, dict):
-                raise Refused(400, "send a JSON object")
-            self._json(200, actions[path](session.user, body))
-        except Refused as exc:
-            self._json(exc.status, {"error": str(exc)})
         except ValueError as exc:
-            self._json(400, {"error": f"not JSON: {exc}"})
+            raise Refused(400, f"not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise Refused(400, "send a JSON object")
+        self._json(200, actions[path](session.user, body))
 
     # --- login -------------------------------------------------------------------------
     def _login_form(self, error: str = "") -> None:
@@ -257,8 +244,8 @@ class Handler(BaseHTTPRequestHandler):
     # --- files and streams -------------------------------------------------------------
     def _evidence(self, path: str) -> None:
         _, _, index, relative = path.split("/", 3) if path.count("/") >= 3 else ("", "", "", "")
-        file = self.site.evidence_file(index, unquote(relative))
-        if file is None or file.suffix.lower() not in IMAGES:
+        file = self.site.evidence.file(index, unquote(relative))
+        if file is None:
             log.warning("web: evidence %s refused (outside the evidence folders or no image)", path)
             return self._json(404, {"error": "no such evidence"})
         self._send(200, file.read_bytes(), IMAGES[file.suffix.lower()])
