@@ -164,7 +164,9 @@ def test_an_operator_reviews_but_only_an_engineer_applies_the_refit(station) -> 
     assert ("command", "web user ernst (engineer)") in origins
 
 
-def test_history_search_by_part_id(station) -> None:
+def test_history_search_by_part_id_and_the_sinks_health(station) -> None:
+    sinks = logged_in(station).json("/api/status")["sinks"]
+    assert sinks["history"]["health"].startswith("history ") and sinks["web"]["backlog"] >= 0
     rows = logged_in(station).json("/api/search?part_id=img_0002.png")
     assert [(r["seq"], r["decision"]) for r in rows] == [(3, "ANOMALY")]
     assert rows[0]["input"].startswith("/evidence/")

@@ -79,6 +79,7 @@ class SinkContext:
     status_fields: Callable[[], dict[str, Any]]  # the station's live state
     commands: StationCommands  # what a sink may ask of the station (allow-listed, logged)
     config: Any = None  # the station's FlowedgeConfig (its folders, its model), read only
+    sinks_health: Callable[[], dict[str, str]] = dict  # each sink's health line, by name
 
 
 @dataclass(frozen=True)

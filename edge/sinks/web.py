@@ -137,11 +137,15 @@ class WebSink:
         context.spool.subscribe(self.wake)
 
     def status(self) -> dict[str, Any]:
-        """The station's live state for the page: threshold, sources, counts, spool backlog."""
-        spool = self.context.spool
+        """The station's live state for the page: threshold, sources, counts, and each sink's
+        health (a broker lost) and backlog in the spool."""
+        spool, health = self.context.spool, self.context.sinks_health()
         return {
             **self.context.status_fields(),
-            "backlog": {name: spool.backlog(name) for name in spool.attached()},
+            "sinks": {
+                name: {"backlog": spool.backlog(name), "health": health.get(name, "")}
+                for name in spool.attached()
+            },
         }
 
     def _seed(self) -> None:

@@ -88,7 +88,9 @@ function health(status) {
     const text = typeof info === "object" ? (info.state || JSON.stringify(info)) : info;
     rows.push(el("p", {}, `source ${source}: ${text}`));
   }
-  for (const [sink, backlog] of Object.entries(status.backlog || {})) rows.push(el("p", {}, `sink ${sink}: ${backlog} waiting`));
+  for (const [sink, info] of Object.entries(status.sinks || {})) {
+    rows.push(el("p", { class: "sink" }, `sink ${sink}: ${info.health}; ${info.backlog} waiting`));
+  }
   rows.push(el("p", {}, `spool ${status.spooled ?? "-"} record(s)${status.spool_overflowed ? " (overflowed)" : ""}`));
   $("health").replaceChildren(...rows);
 }
