@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,11 @@ def test_an_operator_reviews_but_only_an_engineer_applies_the_refit(station) -> 
     origins = {(e["kind"], e["details"].get("origin")) for e in events}
     assert ("command_refused", "web user olga (operator)") in origins
     assert ("command", "web user ernst (engineer)") in origins
+
+
+def test_the_queue_mixes_in_oks_only_when_asked(station) -> None:
+    app = replace(station.sinks[1].site.app, ok_sample=0)
+    assert {r["decision"] for r in app.queue()} == {"ANOMALY"}
 
 
 def test_history_search_by_part_id_and_the_sinks_health(station) -> None:

@@ -64,7 +64,11 @@ class WebApp:
     def queue(self) -> list[dict[str, Any]]:
         """Unreviewed anomalies (newest first) and a random sample of unreviewed OKs."""
         anomalies = self._select(Query(decision="ANOMALY", reviewed=False, limit=QUEUE_ANOMALIES))
-        oks = self._select(Query(decision="OK", reviewed=False, limit=20 * self.ok_sample))
+        oks = (
+            self._select(Query(decision="OK", reviewed=False, limit=20 * self.ok_sample))
+            if self.ok_sample
+            else []
+        )
         sample = random.sample(oks, min(self.ok_sample, len(oks)))
         sample.sort(key=lambda r: r.captured_utc, reverse=True)
         return [self._row(r) for r in anomalies[::-1] + sample]

@@ -32,12 +32,13 @@ from flowedge.edge.web.app import Refused, WebApp
 from flowedge.edge.web.evidence import IMAGES, Evidence
 from flowedge.edge.web.live import Live
 from flowedge.edge.web.sessions import COOKIE, PRE_COOKIE, Session, Sessions, same_token
-from flowedge.edge.web.users import User, verify_password
+from flowedge.edge.web.users import User, hash_password, verify_password
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 PUBLIC_STYLE = "/static/app.css"
+UNKNOWN_USER = hash_password(secrets.token_urlsafe(16))  # checked for a name not in the file
 KEEPALIVE_S = 15.0
 FAILED_LOGIN_DELAY_S = 0.5
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
@@ -233,7 +234,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._login_form("the login form expired: try again")
         name, password = form.get("user", ""), form.get("password", "")
         user = self.site.users().get(name)
-        if user is None or not verify_password(password, user.password):
+        stored = UNKNOWN_USER if user is None else user.password  # the same work either way
+        if not verify_password(password, stored) or user is None:
             log.warning("web: failed login for %r from %s", name[:64], self.client_address[0])
             time.sleep(FAILED_LOGIN_DELAY_S)
             return self._login_form("wrong user name or password")
