@@ -7,11 +7,13 @@ One real station (:class:`Station`, the ``flowedge run`` wiring) with the ONNX s
 of the tests on onnxruntime, a looping folder source of 32 px images as fast as it goes,
 heatmaps of the anomalies, and the web sink; a headless Chromium (Debian's, via Selenium).
 Throughput: decisions per second in windows of ``--window`` s, alternately with no page open
-(the browser on about:blank) and with the live page open (every decision pushed to it and
-drawn, its overlay PNG fetched); the ratio open/closed of the summed windows. Latency: a
-second station replaying at 20 Hz; for each decision the page records ``Date.now()`` minus
-the decision's ``decided_utc`` (stamped before its spool commit) after drawing it (next
-animation frame); p50 and p99. Page weight: the bytes of the page, its script and style
+(the browsers on about:blank), with only the event stream read by another process (what
+the station does for an open page, no browser on its cores), and with the live page open
+in a Chromium at the station's priority and in one at nice 19 (decisions pushed and drawn,
+overlays fetched); the ratio to closed of the summed windows, the station process's CPU
+per decision and the browsers' CPU. Latency: a second station replaying at 20 Hz; for
+each decision the page records ``Date.now()`` minus the decision's ``decided_utc``
+(stamped before its spool commit) after drawing it (next animation frame); p50 and p99. Page weight: the bytes of the page, its script and style
 sheet, and of the first snapshot and status answers. The load average is printed: the
 machine is shared.
 """
@@ -22,6 +24,7 @@ import argparse
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -121,6 +124,26 @@ def page_weight(url: str) -> dict[str, int]:
     return sizes
 
 
+STREAM = "stream only (no browser)"
+READER = """
+import http.client, sys
+connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+connection.request("GET", "/api/events", headers={"Cookie": "flowedge_session=" + sys.argv[2]})
+response = connection.getresponse()
+while response.fp.readline():
+    pass
+"""
+
+
+def stream_reader(url: str) -> subprocess.Popen:
+    """Another process reading the page's event stream and drawing nothing: what the
+    station itself does for an open page, without a browser on its cores."""
+    client = Client(int(url.rsplit(":", 1)[1]))
+    assert client.login("olga") == 303
+    port, token = url.rsplit(":", 1)[1], client.cookies["flowedge_session"]
+    return subprocess.Popen([sys.executable, "-c", READER, port, token])
+
+
 def throughput(
     work: Path, drivers: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, tuple[float, float, float]]:
@@ -132,11 +155,12 @@ def throughput(
             log_in(driver, url)
             driver.get("about:blank")
         window(running, 2.0)  # warm up
-        totals = {mode: [0, 0.0, 0.0, 0.0] for mode in ("closed", *drivers)}
+        totals = {mode: [0, 0.0, 0.0, 0.0] for mode in ("closed", STREAM, *drivers)}
         for _ in range(args.rounds):
             for mode in totals:
                 for name, driver in drivers.items():
                     driver.get(url + "/#live" if name == mode else "about:blank")
+                reader = stream_reader(url) if mode == STREAM else None
                 time.sleep(0.5)  # the page's first load is not the steady state
                 cpu = time.process_time()
                 browsers = sum(tree_cpu_s(d.service.process.pid) for d in drivers.values())
@@ -147,6 +171,9 @@ def throughput(
                 totals[mode][3] += (
                     sum(tree_cpu_s(d.service.process.pid) for d in drivers.values()) - browsers
                 )
+                if reader is not None:
+                    reader.terminate()
+                    reader.wait()
                 print(f"  {mode:<24} {count / seconds:8.1f} decisions/s")
         return {mode: (n / s, 1000 * c / max(n, 1), b / s) for mode, (n, s, c, b) in totals.items()}
     finally:
