@@ -83,6 +83,8 @@ def test_no_page_or_api_without_login(station) -> None:
     for path in ("/api/review", "/api/apply", "/logout"):
         assert anonymous.post(path, {"threshold": 9.0}, csrf="guess")[0] == 401, path
     assert anonymous.get("/login")[0] == 200  # the form itself (and its style sheet)
+    assert anonymous.get("/static/app.css")[0] == 200
+    assert logged_in(station).get("/static/nothing.js")[0] == 404
     assert Client(port(station)).login("olga", "wrong password") == 401
 
 

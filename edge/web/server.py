@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 PUBLIC_STYLE = "/static/app.css"
+ASSETS = ("app.js", "app.css")  # the pages themselves are served as / and /login
 UNKNOWN_USER = hash_password(secrets.token_urlsafe(16))  # checked for a name not in the file
 KEEPALIVE_S = 15.0
 FAILED_LOGIN_DELAY_S = 0.5
@@ -65,6 +66,9 @@ class Site:
     users: Callable[[], dict[str, User]]
     evidence: Evidence
     secure: bool  # the cookie's Secure flag (TLS here or at the proxy)
+
+
+Cookies = tuple[tuple[str, str, int | None], ...]  # (name, value, max-age or None)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -99,7 +103,7 @@ class Handler(BaseHTTPRequestHandler):
         status: int,
         body: bytes,
         kind: str,
-        cookies: list[tuple[str, str, int | None]] = (),  # type: ignore[assignment]
+        cookies: Cookies = (),
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -115,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data, allow_nan=False).encode(), "application/json")
 
-    def _redirect(self, where: str, cookies: list[tuple[str, str, int | None]] = ()) -> None:  # type: ignore[assignment]
+    def _redirect(self, where: str, cookies: Cookies = ()) -> None:
         self.send_response(HTTPStatus.SEE_OTHER)
         self.send_header("Location", where)
         self.send_header("Content-Length", "0")
@@ -127,13 +131,12 @@ class Handler(BaseHTTPRequestHandler):
         return self.site.sessions.get(self._cookie(COOKIE))
 
     def _body(self) -> bytes:
-        length = self.headers.get("Content-Length") or "0"
-        if not length.isdigit():
+        given = self.headers.get("Content-Length") or "0"
+        if not given.isdigit():
             raise Refused(400, "Content-Length must be a number")
-        length = int(length)
-        if length > MAX_BODY:
+        if int(given) > MAX_BODY:
             raise Refused(413, f"request body over {MAX_BODY} bytes")
-        return self.rfile.read(length)
+        return self.rfile.read(int(given))
 
     # --- routes ------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -171,10 +174,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, page, TYPES[".html"])
         if path.startswith("/static/"):
             name = path.removeprefix("/static/")
-            suffix = Path(name).suffix
-            if "/" in name or suffix not in TYPES:
+            if name not in ASSETS:
                 return self._json(404, {"error": "no such file"})
-            return self._send(200, static(name), TYPES[suffix])
+            return self._send(200, static(name), TYPES[Path(name).suffix])
         if path.startswith("/evidence/"):
             return self._evidence(path)
         if path == "/api/events":
@@ -226,7 +228,7 @@ class Handler(BaseHTTPRequestHandler):
         token = self._cookie(PRE_COOKIE) or secrets.token_urlsafe(24)
         page = static("login.html").replace(b"{{csrf}}", token.encode())
         page = page.replace(b"{{error}}", _html(error))
-        self._send(200 if not error else 401, page, TYPES[".html"], [(PRE_COOKIE, token, 600)])
+        self._send(200 if not error else 401, page, TYPES[".html"], ((PRE_COOKIE, token, 600),))
 
     def _login(self) -> None:
         form = {k: v[-1] for k, v in parse_qs(self._body().decode(errors="replace")).items()}
@@ -241,7 +243,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._login_form("wrong user name or password")
         token = self.site.sessions.open(user)
         log.info("web: %s (%s) logged in from %s", user.name, user.role, self.client_address[0])
-        self._redirect("/", [(COOKIE, token, None), (PRE_COOKIE, "", 0)])
+        self._redirect("/", ((COOKIE, token, None), (PRE_COOKIE, "", 0)))
 
     # --- files and streams -------------------------------------------------------------
     def _evidence(self, path: str) -> None:
