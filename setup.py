@@ -66,6 +66,8 @@ ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCA
 SPARKPLUG = ["protobuf>=4.25"]
 # the fleet historian (flowedge historian): PostgreSQL through psycopg 3 (libpq included)
 HISTORIAN = ["psycopg[binary]>=3.1"]
+# the OPC UA results server and PLC handshake (sinks: kind opcua); cryptography comes with it
+OPCUA = ["asyncua>=1.1"]
 DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
 
 setup(
@@ -93,8 +95,9 @@ setup(
         "robot": ROBOT,
         "sparkplug": SPARKPLUG,
         "historian": HISTORIAN,
+        "opcua": OPCUA,
         "dev": DEV,
-        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + NOTIFY + SPARKPLUG + HISTORIAN + DEV,
+        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + NOTIFY + SPARKPLUG + HISTORIAN + OPCUA + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

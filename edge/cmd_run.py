@@ -146,6 +146,7 @@ class Station:
             self.pipeline.events.emit,
             self.status_fields,
             self.commands,
+            self.pipeline.handshakes,
         )
         self.sinks: list[Sink] = [make_sink(sink, context) for sink in cfg.active_sinks()]
         self.watchdog: Watchdog | None = None

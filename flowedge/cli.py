@@ -57,6 +57,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "stations again for what the broker lost",
     ),
     "upgrade-card": ("flowedge.cmd_upgrade_card", "rewrite a 2.x checkpoint card as format 3.0"),
+    "opcua-user": (
+        "flowedge.edge.cmd_opcua_user",
+        "add a user (read or write role) to the OPC UA sink's users file (hashed, 0600)",
+    ),
 }
 
 WIDTH = max(map(len, COMMANDS))  # the command column of --help
