@@ -4,7 +4,8 @@ Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
 ``robot`` (parquet logs), ``station`` (ONNX Runtime and inotify, no torch), ``tensorrt``,
 ``sparkplug`` (protobuf, for the Sparkplug B sink), ``historian`` (psycopg, for
-``flowedge historian`` into PostgreSQL) and ``dev``.
+``flowedge historian`` into PostgreSQL), ``opcua`` (asyncua, for the OPC UA sink and
+PLC handshake) and ``dev``.
 """
 
 import re
@@ -67,7 +68,7 @@ SPARKPLUG = ["protobuf>=4.25"]
 # the fleet historian (flowedge historian): PostgreSQL through psycopg 3 (libpq included)
 HISTORIAN = ["psycopg[binary]>=3.1"]
 # the OPC UA results server and PLC handshake (sinks: kind opcua); cryptography comes with it
-OPCUA = ["asyncua>=1.1"]
+OPCUA = ["asyncua>=2.1"]
 DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
 
 setup(

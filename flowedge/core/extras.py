@@ -33,6 +33,7 @@ _EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "export": ("export", ("onnx", "onnxscript", "onnxconverter_common")),
     "station": ("station", ()),
     "historian": ("historian", ("psycopg",)),
+    "opcua": ("OPC UA", ("asyncua",)),
 }
 
 
