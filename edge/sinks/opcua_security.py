@@ -115,7 +115,7 @@ class StationUsers:
         if certificate is not None and certificate in self.certificates:
             name, _ = self.certificates[certificate]
             return User(role=UserRole.User, name=f"cert:{name}")
-        if certificate is None and self.anonymous:
+        if self.anonymous:  # asyncua passes the client's application certificate here too
             return User(role=UserRole.User, name="anonymous")
         log.warning("OPC UA: a session without a known user or certificate was refused")
         return None
