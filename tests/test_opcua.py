@@ -491,7 +491,7 @@ def test_nothing_lost_or_counted_twice_across_a_sigkill(
                 c = await opened(client(port, client_cert, user="viewer"))
                 await c.disconnect()
                 return
-            except (OSError, asyncio.TimeoutError, ua.UaError):
+            except (TimeoutError, OSError, ua.UaError):
                 await asyncio.sleep(0.1)
 
     command = [sys.executable, "-m", "flowedge.cli", "run", "--config", str(config)]
@@ -523,3 +523,54 @@ def test_nothing_lost_or_counted_twice_across_a_sigkill(
     assert samples == sequence  # decisions 1..sequence, each counted once
     seqs = [json.loads(entry)["seq"] for entry in history]
     assert seqs == list(range(sequence, sequence - len(seqs), -1))
+
+
+# --- the users command and flowedge check ---------------------------------------------------------
+def test_opcua_user_command_writes_a_private_hashed_file(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    command = [sys.executable, "-m", "flowedge.cli", "opcua-user", str(path), "line-plc"]
+    done = subprocess.run(
+        [*command, "--role", "write", "--password-stdin"],
+        input=b"correct horse\n",
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (path.stat().st_mode & 0o777) == 0o600
+    name, role, hashed = path.read_text().strip().split(":")
+    assert (name, role) == ("line-plc", "write")
+    assert hashed.startswith("scrypt$") and "correct horse" not in path.read_text()
+    short = subprocess.run(
+        [*command, "--password-stdin"], input=b"short\n", capture_output=True, timeout=60
+    )
+    assert short.returncode == 2 and b"at least 8" in short.stderr
+
+
+def test_check_knows_the_sink(tmp_path: Path, users: Path) -> None:
+    """Free port and private users file pass; a port in use or an open users file fail."""
+    import socket
+
+    from flowedge.edge.sinks import SINK_KINDS
+
+    check = SINK_KINDS["opcua"].check
+    port = free_port()
+    cfg = station_config(tmp_path, sinks=[opcua_sink(port, users)])
+    assert check(cfg.sinks[0], "plant", "line1", 1.0).ok
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        result = check(cfg.sinks[0], "plant", "line1", 1.0)
+    assert not result.ok and f"127.0.0.1:{port}" in result.detail
+    loose = tmp_path / "loose-users"
+    loose.write_bytes(users.read_bytes())
+    loose.chmod(0o644)
+    cfg = station_config(tmp_path, sinks=[opcua_sink(port, loose)])
+    result = check(cfg.sinks[0], "plant", "line1", 1.0)
+    assert not result.ok and "chmod 600" in result.detail
+
+
+def test_config_refuses_a_server_nobody_can_log_in_to(tmp_path: Path) -> None:
+    from flowedge.core.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="nobody could log in"):
+        station_config(tmp_path, sinks=[{"kind": "opcua", "name": "ua"}])
