@@ -574,3 +574,34 @@ def test_config_refuses_a_server_nobody_can_log_in_to(tmp_path: Path) -> None:
 
     with pytest.raises((ConfigError, ValueError), match="nobody could log in"):
         station_config(tmp_path, sinks=[{"kind": "opcua", "name": "ua"}])
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_trusted_clients_folder(
+    tmp_path: Path, users: Path, client_cert: tuple[Path, Path], trusted: bool
+) -> None:
+    """With trusted_clients, a PLC whose application certificate is not in the folder is
+    refused even with a right password."""
+    write_images(tmp_path / "images", 1)
+    folder = tmp_path / "trusted"
+    folder.mkdir()
+    if trusted:
+        (folder / "plc.der").write_bytes(client_cert[0].read_bytes())
+    port = free_port()
+    sink = opcua_sink(port, users, trusted_clients=str(folder))
+    station = open_station(station_config(tmp_path, sinks=[sink]))
+    station.start()
+
+    async def attempt() -> str:
+        try:
+            c = await opened(client(port, client_cert))
+        except Exception as exc:  # refused at CreateSession
+            return type(exc).__name__
+        await c.disconnect()
+        return "connected"
+
+    try:
+        outcome = asyncio.run(attempt())
+    finally:
+        stop_station(station)
+    assert (outcome == "connected") is trusted, outcome

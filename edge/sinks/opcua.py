@@ -69,6 +69,11 @@ class OpcuaSinkConfig(SinkBaseConfig):
     )
     certificate_users: list[CertificateUser] = Field(default_factory=list)
     allow_anonymous: bool = Field(False, description="anonymous sessions (read-only)")
+    trusted_clients: BoundedPath | None = Field(
+        None,
+        description="folder of the client application certificates allowed to connect; "
+        "None: any client certificate (users still log in)",
+    )
     cert_file: BoundedPath | None = Field(
         None, description="station certificate (DER); None: <spool path>.<name>.cert.der"
     )

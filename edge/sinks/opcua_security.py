@@ -5,7 +5,8 @@
   alternative names); the key file is written 0600 and refused when others may read it.
 - Users: a password user from the users file (:mod:`opcua_users`), or a client that signs
   in with a certificate listed in ``certificate_users``; anonymous only when configured,
-  and then read-only.
+  and then read-only. With ``trusted_clients``, only the client application certificates
+  in that folder may open a session at all.
 - Roles: ``read`` users browse, read and subscribe; only ``write`` users may write, and
   only the handshake nodes are writable at all.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import ua
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.cert_gen import (
     dump_private_key_as_pem,
     generate_private_key,
@@ -27,6 +29,7 @@ from asyncua.crypto.cert_gen import (
 )
 from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -153,3 +156,36 @@ def load_certificate_users(entries: list[Any]) -> dict[bytes, tuple[str, str]]:
                 f"certificate ({exc}); give its DER or PEM file"
             ) from None
     return users
+
+
+class TrustedClients:
+    """asyncua's certificate validator: only client application certificates found in the
+    ``trusted_clients`` folder (DER or PEM files) may open a session."""
+
+    def __init__(self, folder: Path) -> None:
+        if not folder.is_dir():
+            raise ConfigError(
+                f"OPC UA trusted_clients {folder} is not a folder; create it and put the "
+                "PLCs' application certificates (DER or PEM) in it"
+            )
+        self.folder = folder
+        self.trusted: set[bytes] = set()
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            try:
+                self.trusted.add(certificate_der(path))
+            except ValueError:
+                log.warning("OPC UA: %s in trusted_clients is not a certificate", path)
+
+    async def __call__(self, cert: x509.Certificate, description: Any) -> None:
+        if cert.public_bytes(Encoding.DER) in self.trusted:
+            return
+        thumbprint = cert.fingerprint(hashes.SHA1()).hex()
+        log.warning(
+            "OPC UA: client %s (certificate %s, SHA-1 %s) is not trusted; to allow it, copy "
+            "its certificate into %s and restart",
+            getattr(description, "ApplicationUri", "?"),
+            cert.subject.rfc4514_string(),
+            thumbprint,
+            self.folder,
+        )
+        raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)

@@ -36,6 +36,7 @@ from flowedge.edge.sinks.opcua_model import (
 from flowedge.edge.sinks.opcua_results import ResultsState
 from flowedge.edge.sinks.opcua_security import (
     StationUsers,
+    TrustedClients,
     WriteRoles,
     ensure_certificate,
     load_certificate_users,
@@ -143,6 +144,8 @@ class ResultsServer:
         if self.cfg.allow_anonymous:
             tokens.append(ua.AnonymousIdentityToken)
         server.set_identity_tokens(tokens)
+        if self.cfg.trusted_clients is not None:
+            server.set_certificate_validator(TrustedClients(Path(self.cfg.trusted_clients)))
         self.idx = await server.register_namespace(self.uri)
         self.root = await build_root(server, self.idx, self.context.station)
         self.server = server
