@@ -11,7 +11,6 @@ strings in the station's namespace: ``ns=<i>;s=<source>.<path>``, e.g.
 from __future__ import annotations
 
 import datetime
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -99,10 +98,6 @@ HANDSHAKE = {
 
 def node_id(idx: int, source: str, var: Var) -> ua.NodeId:
     return ua.NodeId(f"{source}.{var.path}", idx)
-
-
-def history_entry(result: dict[str, Any]) -> str:
-    return json.dumps(result, separators=(",", ":"))
 
 
 def all_vars(triggered: bool) -> list[Var]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from flowedge.edge.sinks.opcua_users import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class SourceResults:
         default_factory=lambda: {"ok": 0, "anomaly": 0, "error": 0, "samples": 0}
     )
     latest: dict[str, Any] | None = None
-    history: deque = field(default_factory=deque)  # newest first
+    history: deque[str] = field(default_factory=deque)  # newest first, each result as JSON
 
     def add(self, result: dict[str, Any], history_size: int) -> None:
         self.counters["samples"] += 1
@@ -57,7 +58,7 @@ class SourceResults:
         if counter:
             self.counters[counter] += 1
         self.latest = result
-        self.history.appendleft(result)
+        self.history.appendleft(json.dumps(result, separators=(",", ":")))
         while len(self.history) > history_size:
             self.history.pop()
 
@@ -74,15 +75,26 @@ class ResultsState:
     def _load(self) -> None:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
+            last_id = int(data.get("last_id", 0))
+            sources = {
+                name: SourceResults(
+                    {key: int(saved["counters"][key]) for key in SourceResults().counters},
+                    saved.get("latest"),
+                    deque(saved.get("history", [])[: self.history_size]),
+                )
+                for name, saved in data.get("sources", {}).items()
+            }
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:  # counters restart; the spool still has records
-            log.error("OPC UA: %s is unreadable (%s); counters start again at 0", self.path, exc)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error(
+                "OPC UA: %s is unreadable or damaged (%r); the counters start again at 0 "
+                "(the spool still has what was not delivered)",
+                self.path,
+                exc,
+            )
             return
-        self.last_id = int(data.get("last_id", 0))
-        for name, saved in data.get("sources", {}).items():
-            history = deque(saved.get("history", [])[: self.history_size])
-            self.sources[name] = SourceResults(saved["counters"], saved.get("latest"), history)
+        self.last_id, self.sources = last_id, sources
 
     def source(self, name: str) -> SourceResults:
         return self.sources.setdefault(name, SourceResults())
@@ -108,9 +120,4 @@ class ResultsState:
                 for name, s in self.sources.items()
             },
         }
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
-            json.dump(data, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        replace_file(self.path, json.dumps(data, separators=(",", ":")).encode())

@@ -30,7 +30,6 @@ from flowedge.edge.sinks.opcua_model import (
     Var,
     build_root,
     build_source,
-    history_entry,
     node_id,
 )
 from flowedge.edge.sinks.opcua_results import ResultsState
@@ -79,6 +78,7 @@ class ResultsServer:
         self._status_dirty = True
         self._transports: dict[str, OpcuaHandshake] = {}
         self._built: set[str] = set()
+        self._ids: dict[tuple[str, str], ua.NodeId] = {}
         self.idx = 0
 
     # --- from other threads ------------------------------------------------------------------
@@ -169,6 +169,7 @@ class ResultsServer:
         kept = self.results.sources.get(source)
         if kept is not None and kept.latest is not None:
             await self._show_result(source, kept.latest)
+            await self._show_totals(source)
         if handshake is not None:
             self._transports[source] = OpcuaHandshake(
                 self.server, self.idx, handshake, self.loop, self._show_state
@@ -177,19 +178,26 @@ class ResultsServer:
 
     async def _write(self, source: str, var: Var, value: Any, stamp: Any = None) -> None:
         now = datetime.datetime.now(datetime.UTC)
+        key = (source, var.path)
+        if key not in self._ids:
+            self._ids[key] = node_id(self.idx, source, var)
         await self.server.write_attribute_value(
-            node_id(self.idx, source, var),
+            self._ids[key],
             ua.DataValue(var.variant(value), SourceTimestamp=stamp or now, ServerTimestamp=now),
         )
 
     async def _show_result(self, source: str, result: dict[str, Any]) -> None:
-        kept = self.results.source(source)
+        """Every result's values, one by one (a subscription sees each)."""
         stamp = RESULT["decided_utc"].variant(result["decided_utc"]).Value
         for key, var in RESULT.items():
             await self._write(source, var, result[key], stamp)
-        await self._write(source, HISTORY, [history_entry(r) for r in kept.history], stamp)
+
+    async def _show_totals(self, source: str) -> None:
+        """History and counters: once per batch, as they stand after it."""
+        kept = self.results.source(source)
+        await self._write(source, HISTORY, list(kept.history))
         for key, var in COUNTERS.items():
-            await self._write(source, var, kept.counters[key], stamp)
+            await self._write(source, var, kept.counters[key])
 
     async def _show_state(self, source: str) -> None:
         """Ready / Busy / Error / Stopped, from the station's status and the handshake."""
@@ -206,6 +214,7 @@ class ResultsServer:
     async def _deliver(self) -> bool:
         """The next batch: nodes written, results file saved, then acknowledged."""
         records = self.delivery.next(BATCH)
+        shown: set[str] = set()
         for record in records:
             if record.kind != "decision":
                 self.results.passed(record.id)
@@ -219,11 +228,14 @@ class ResultsServer:
                 if source not in self._built:
                     await self._build_source(source)
                 await self._show_result(source, result)
+                shown.add(source)
             except (ValueError, KeyError, TypeError) as exc:
                 log.error(
                     "OPC UA: record %d is not a valid decision (%s); passed over", record.id, exc
                 )
                 self.results.passed(record.id)
+        for source in shown:
+            await self._show_totals(source)
         if records:
             await asyncio.to_thread(self.results.save)
             self.delivery.acknowledged(record.id for record in records)

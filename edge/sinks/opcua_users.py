@@ -99,11 +99,16 @@ def save_user(path: Path, name: str, role: str, password: str) -> None:
     users = load_users(path) if path.exists() else {}
     users[name] = UserEntry(name, role, hash_password(password))
     text = "".join(f"{u.name}:{u.role}:{u.hashed}\n" for u in users.values())
+    replace_file(path, text.encode("utf-8"))
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` whole or not at all (a crash leaves the old file), mode 0600."""
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)  # also when a stale temporary file was there with other bits
-        os.write(fd, text.encode("utf-8"))
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

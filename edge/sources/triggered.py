@@ -51,6 +51,8 @@ class TriggeredConfig(SourceBaseConfig):
 
         if self.source.get("kind") == "triggered":
             raise ValueError("a triggered source cannot wrap another triggered source")
+        if self.backpressure != "block":  # a dropped sample would leave the PLC waiting
+            raise ValueError("a triggered source needs backpressure: block (each trigger answered)")
         self._inner = parse_source({**self.source, "name": self.name})
         return self
 
