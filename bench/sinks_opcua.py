@@ -14,7 +14,8 @@ change at an asyncua client subscribed over a SignAndEncrypt session (publishing
 interval 10 ms); median and p99. The client runs in this process (same clock) on its own
 thread. The latency baseline, in the same run, is the plain MQTT JSON sink to a host on a
 private mosquitto (bench/sinks.py's measurement). Throughput runs alternate off/on
-``--repeat`` times. The load average is printed with the figures: the machine is shared.
+``--repeat`` times. The sink alone: ``--records`` decisions in the spool before it starts,
+until it acknowledged the last (the MQTT sink: until a host has the last one). The load average is printed with the figures: the machine is shared.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import logging
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -42,6 +44,7 @@ from mqtt_broker import Broker  # noqa: E402
 from runtime_fakes import open_station, station_config, write_images  # noqa: E402
 from sinks import decision, json_seq, open_sink  # noqa: E402
 from sinks import latency as mqtt_latency  # noqa: E402
+from sinks import throughput as mqtt_throughput  # noqa: E402
 
 from flowedge.edge.sinks.mqtt import MqttSinkConfig  # noqa: E402
 from flowedge.edge.sinks.opcua import OpcuaSinkConfig  # noqa: E402
@@ -133,6 +136,26 @@ def latency(work: Path, cert: tuple[Path, Path], count: int, rate: float) -> lis
     return sorted((client.arrived[seq] - made[seq]) * 1000 for seq in made)
 
 
+def drain_rate(work: Path, records: int) -> float:
+    """Decisions per second from a full spool until the sink acknowledged the last one."""
+    path = work / "drain.sqlite"
+    Spool(path, 10 * records).close()
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO records(kind, source, body) VALUES ('decision', 'cam1', ?)",
+            [(decision(i),) for i in range(1, records + 1)],
+        )
+    spool = Spool(path, 10 * records)
+    sink = open_sink(sink_config(work, free_port()), spool)
+    sink.start()  # the server's start-up is not counted
+    start = time.perf_counter()
+    assert sink.flush(300.0), "the OPC UA sink did not deliver everything"
+    elapsed = time.perf_counter() - start
+    sink.stop("bench over", 5.0)
+    spool.close()
+    return records / elapsed
+
+
 def station_rate(work: Path, images: int, with_sink: bool) -> tuple[float, float | None]:
     """Decisions per second of the whole station: until the pipeline finished, and (with
     the sink) until the sink acknowledged the last decision."""
@@ -160,6 +183,7 @@ def main() -> None:
     parser.add_argument("--latency-records", type=int, default=600)
     parser.add_argument("--rate", type=float, default=100.0, help="latency: decisions per second")
     parser.add_argument("--repeat", type=int, default=2, help="throughput: off/on pairs")
+    parser.add_argument("--records", type=int, default=5000, help="sink alone: spooled decisions")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     load_before = os.getloadavg()
@@ -178,10 +202,19 @@ def main() -> None:
             on, delivered = station_rate(work / f"{turn}", args.images, with_sink=True)
             pairs.append((off, on, delivered))
         ms = latency(work, cert, args.latency_records, args.rate)
+        drained = drain_rate(work, args.records)
         (work / "broker").mkdir()
         broker = Broker(work / "broker")
+        broker.conf.write_text(broker.conf.read_text() + "max_queued_messages 0\n")
         broker.start()
         try:
+            mqtt_drained = mqtt_throughput(
+                MqttSinkConfig(port=broker.port),
+                broker.port,
+                ("flowedge/+/+/+/decision", json_seq),
+                work,
+                args.records,
+            )
             base = mqtt_latency(
                 MqttSinkConfig(port=broker.port),
                 broker.port,
@@ -199,6 +232,11 @@ def main() -> None:
             f"  no sink {off:6.0f} | opcua: pipeline done {on:6.0f} ({on / off:.2f}x), "
             f"all delivered {delivered:6.0f} ({delivered / off:.2f}x)"
         )
+    print(
+        f"sink alone, {args.records} decisions from a full spool (decisions/s): opcua "
+        f"{drained:.0f}, mqtt JSON QoS 1 to a host (baseline) {mqtt_drained:.0f}, "
+        f"ratio {drained / mqtt_drained:.2f}x"
+    )
     print(f"decision -> client, {args.latency_records} at {args.rate:g}/s:")
     for label, values in (
         ("opcua (SignAndEncrypt subscription)", ms),
