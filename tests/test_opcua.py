@@ -211,7 +211,8 @@ def test_a_subscription_sees_each_result_once(
     assert read["cam1.Counters.Error"] == 0
     history = [json.loads(entry) for entry in read["cam1.History"]]
     assert [h["seq"] for h in history] == list(range(count, count - len(history), -1))
-    assert read["cam1.Result.PartId"] == f"img_{count - 1:04d}.png"
+    assert read["cam1.Result.PartId"] == history[0]["part_id"]  # the newest result
+    assert {h["part_id"] for h in history} <= {f"img_{i:04d}.png" for i in range(count)}
     assert read["cam1.Result.Decision"] in ("OK", "ANOMALY")
     assert read["cam1.Result.Threshold"] == 3.0
     assert read["cam1.State"] in ("Ready", "Stopped")
@@ -608,3 +609,20 @@ def test_trusted_clients_folder(
     finally:
         stop_station(station)
     assert (outcome == "connected") is trusted, outcome
+
+
+def test_a_port_in_use_stops_the_start_with_a_clear_error(tmp_path: Path, users: Path) -> None:
+    import socket
+
+    from flowedge.core.errors import ConfigError
+
+    write_images(tmp_path / "images", 1)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        station = open_station(station_config(tmp_path, sinks=[opcua_sink(port, users)]))
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            station.start()
+    assert "DOWN" in station.sinks[0].health()
+    station.spool.close()

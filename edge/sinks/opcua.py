@@ -117,7 +117,9 @@ class OpcuaSink:
     def __init__(self, cfg: OpcuaSinkConfig, context: SinkContext) -> None:
         try:
             from flowedge.edge.sinks import opcua_server
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in ("asyncua", "cryptography"):
+                raise
             raise _asyncua_missing(cfg.name) from None
         self.name, self.cfg, self.context = cfg.name, cfg, context
         self.cert_file, self.key_file = cfg.files(context.spool.path)

@@ -96,6 +96,12 @@ class ResultsServer:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._serve())
+        except Exception as exc:  # a dead server must not look alive: health, metric, event
+            log.exception("OPC UA: the server failed")
+            self.error = f"server failed: {exc}; records wait in the spool until a restart"
+            self.context.metrics.sink_failures.labels(self.cfg.name).inc()
+            self.context.emit(None, "sink_failed", f"OPC UA sink {self.cfg.name}: {self.error}")
+            self.started.set()
         finally:
             self.loop.close()
 
