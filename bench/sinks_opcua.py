@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import logging
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mqtt_broker import Broker  # noqa: E402
 from runtime_fakes import open_station, station_config, write_images  # noqa: E402
-from sinks import decision, json_seq, open_sink  # noqa: E402
+from sinks import decision, full_spool, json_seq, open_sink  # noqa: E402
 from sinks import latency as mqtt_latency  # noqa: E402
 from sinks import throughput as mqtt_throughput  # noqa: E402
 
@@ -138,14 +137,7 @@ def latency(work: Path, cert: tuple[Path, Path], count: int, rate: float) -> lis
 
 def drain_rate(work: Path, records: int) -> float:
     """Decisions per second from a full spool until the sink acknowledged the last one."""
-    path = work / "drain.sqlite"
-    Spool(path, 10 * records).close()
-    with sqlite3.connect(path) as db:
-        db.executemany(
-            "INSERT INTO records(kind, source, body) VALUES ('decision', 'cam1', ?)",
-            [(decision(i),) for i in range(1, records + 1)],
-        )
-    spool = Spool(path, 10 * records)
+    spool = full_spool(work / "drain.sqlite", records)
     sink = open_sink(sink_config(work, free_port()), spool)
     sink.start()  # the server's start-up is not counted
     start = time.perf_counter()
@@ -208,21 +200,10 @@ def main() -> None:
         broker.conf.write_text(broker.conf.read_text() + "max_queued_messages 0\n")
         broker.start()
         try:
-            mqtt_drained = mqtt_throughput(
-                MqttSinkConfig(port=broker.port),
-                broker.port,
-                ("flowedge/+/+/+/decision", json_seq),
-                work,
-                args.records,
-            )
-            base = mqtt_latency(
-                MqttSinkConfig(port=broker.port),
-                broker.port,
-                ("flowedge/+/+/+/decision", json_seq),
-                work,
-                args.latency_records,
-                args.rate,
-            )
+            mqtt = (MqttSinkConfig(port=broker.port), broker.port)
+            host = ("flowedge/+/+/+/decision", json_seq)
+            mqtt_drained = mqtt_throughput(*mqtt, host, work, args.records)
+            base = mqtt_latency(*mqtt, host, work, args.latency_records, args.rate)
         finally:
             broker.stop()
     load_after = os.getloadavg()
