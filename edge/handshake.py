@@ -24,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 READY, BUSY, RESULT_READY = "ready", "busy", "result_ready"
+MAX_PART_ID = 200  # characters: a part id is a label (file names, messages), not a payload
 
 EventSink = Callable[..., None]  # (sensor, kind, message, **details)
 
@@ -80,6 +81,8 @@ class Handshake:
         with self._lock:
             if not part_id:
                 why = "the trigger has no part id; write the part id before the trigger"
+            elif len(part_id) > MAX_PART_ID or not part_id.isprintable():
+                why = f"the part id must be printable and at most {MAX_PART_ID} characters"
             elif self._state == BUSY:
                 why = f"still inspecting part {self._part_id}; wait for the result"
             elif self._state == RESULT_READY and not self._timed_out:
@@ -96,8 +99,9 @@ class Handshake:
             self.events(
                 self.source,
                 "handshake_refused",
-                f"{self.source}: trigger for part {part_id or '(none)'} from {origin} refused: {why}",
-                part_id=part_id,
+                f"{self.source}: trigger for part {part_id[:MAX_PART_ID] or '(none)'!r} from "
+                f"{origin} refused: {why}",
+                part_id=part_id[:MAX_PART_ID],
                 origin=origin,
             )
             return why

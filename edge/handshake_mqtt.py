@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
@@ -65,7 +66,8 @@ class MqttHandshake:
     def __init__(self, handshake: Handshake, broker: MQTTConfig, topics: HandshakeTopics) -> None:
         self.handshake, self.topics = handshake, topics
         protocol = mqtt.MQTTv5 if broker.protocol == "5" else mqtt.MQTTv311
-        client_id = f"{broker.client_id or 'flowedge'}-{handshake.source}-handshake"
+        # one per process and source: two stations on one broker never take each other's place
+        client_id = f"{broker.client_id or 'flowedge'}-{handshake.source}-hs-{uuid.uuid4().hex[:6]}"
         self.client = new_client(broker, client_id, protocol)
         self.client.on_connect = self._subscribe
         self.client.on_message = self._message

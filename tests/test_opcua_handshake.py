@@ -36,6 +36,8 @@ def test_trigger_result_ack_and_refusals() -> None:
     handshake.listen(lambda snapshot: states.append(snapshot.state))
     stop = threading.Event()
     assert handshake.trigger("  ", "test") is not None  # no part id
+    assert handshake.trigger("P" * 201, "test") is not None  # not a label
+    assert handshake.trigger("P\x07x", "test") is not None  # a control character
     assert handshake.trigger("P-1", "test") is None
     assert handshake.trigger("P-2", "test") is not None  # busy
     assert handshake.wait_trigger(stop) == "P-1"
@@ -48,7 +50,7 @@ def test_trigger_result_ack_and_refusals() -> None:
     assert not handshake.acknowledge("test", part_id="P-9")  # names another part
     assert handshake.acknowledge("test", part_id="P-1")
     assert states == [READY, BUSY, RESULT_READY, READY]
-    assert [kind for kind, _, _ in events.seen] == ["handshake_refused"] * 3
+    assert [kind for kind, _, _ in events.seen] == ["handshake_refused"] * 5
     assert not handshake.acknowledge("test")  # nothing to acknowledge
     stop.set()
     assert handshake.wait_trigger(stop) is None
