@@ -392,8 +392,8 @@ def test_handshake_over_opcua_and_the_ack_timeout_event(
 
 @pytest.mark.broker
 @pytest.mark.timeout(120)
-def test_handshake_over_mqtt(tmp_path: Path, users: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The same handshake over topics on the running broker: trigger -> result -> ack; a PLC
+def test_handshake_over_mqtt(tmp_path: Path, broker: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The same handshake over topics on a private mosquitto: trigger -> result -> ack; a PLC
     that never acknowledges raises the event."""
     write_images(tmp_path / "images", 3)
     base = f"flowedge-test/{uuid.uuid4().hex}"
@@ -404,13 +404,13 @@ def test_handshake_over_mqtt(tmp_path: Path, users: Path, caplog: pytest.LogCapt
         "state_topic": f"{base}/state",
     }
     source = triggered_source(tmp_path, ack_timeout_s=1.0, mqtt=topics)
-    cfg = station_config(tmp_path, sources=[source])
+    cfg = station_config(tmp_path, sources=[source], mqtt={"enabled": False, "port": broker.port})
     got: dict[str, list[bytes]] = {topics["result_topic"]: [], topics["state_topic"]: []}
     subscribed = threading.Event()
     plc = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
     plc.on_message = lambda _c, _u, m: got[m.topic].append(m.payload)
     plc.on_subscribe = lambda *_a: subscribed.set()
-    plc.connect("127.0.0.1", 1883)
+    plc.connect("127.0.0.1", broker.port)
     plc.subscribe([(topics["result_topic"], 1), (topics["state_topic"], 1)])
     plc.loop_start()
     station = open_station(cfg)
