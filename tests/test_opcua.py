@@ -248,6 +248,15 @@ def test_logins_and_write_roles(
                 await c.disconnect()
             except Exception as exc:  # what a refused client sees varies by stage
                 out[label] = type(exc).__name__
+        unlisted = client(port, client_cert, user=None)  # a user certificate nobody listed
+        await unlisted.load_client_certificate(str(client_cert[0]))
+        await unlisted.load_private_key(client_cert[1])
+        try:
+            await opened(unlisted)
+            out["unlisted certificate"] = "connected"
+            await unlisted.disconnect()
+        except Exception as exc:
+            out["unlisted certificate"] = type(exc).__name__
         viewer = await opened(client(port, client_cert, user="viewer", mode="Sign"))
         try:
             out["viewer reads"] = await (await node(viewer, "cam1.Handshake.Ready")).read_value()
@@ -276,7 +285,13 @@ def test_logins_and_write_roles(
         out = asyncio.run(attempts())
     finally:
         stop_station(station)
-    for refused in ("wrong password", "anonymous", "unsigned", "unknown user"):
+    for refused in (
+        "wrong password",
+        "anonymous",
+        "unsigned",
+        "unknown user",
+        "unlisted certificate",
+    ):
         assert out[refused] != "connected", (refused, out)
     assert out["viewer reads"] is True
     assert out["viewer writes"] == "BadUserAccessDenied"
@@ -626,3 +641,37 @@ def test_a_port_in_use_stops_the_start_with_a_clear_error(tmp_path: Path, users:
             station.start()
     assert "DOWN" in station.sinks[0].health()
     station.spool.close()
+
+
+@pytest.mark.parametrize("role", ["write", "read"])
+def test_certificate_login_with_its_role(
+    tmp_path: Path, users: Path, client_cert: tuple[Path, Path], role: str
+) -> None:
+    """A client that signs in with a certificate listed in certificate_users (an X509 user
+    token, no password) is that user: it writes the handshake only with the write role."""
+    write_images(tmp_path / "images", 1)
+    port = free_port()
+    certificate_user = {"name": "plc-cert", "cert_file": str(client_cert[0]), "role": role}
+    sink = opcua_sink(port, users, certificate_users=[certificate_user])
+    cfg = station_config(tmp_path, sources=[triggered_source(tmp_path)], sinks=[sink])
+    station = open_station(cfg)
+    station.start()
+
+    async def write_part_id() -> str:
+        c = client(port, client_cert, user=None)
+        await c.load_client_certificate(str(client_cert[0]))  # the user certificate: the login
+        await c.load_private_key(client_cert[1])
+        await opened(c)
+        try:
+            await (await node(c, "cam1.Handshake.PartId")).write_value("P-1")
+            return "written"
+        except ua.UaStatusCodeError as exc:
+            return type(exc).__name__
+        finally:
+            await c.disconnect()
+
+    try:
+        outcome = asyncio.run(write_part_id())
+    finally:
+        stop_station(station)
+    assert outcome == ("written" if role == "write" else "BadUserAccessDenied")
