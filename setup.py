@@ -63,7 +63,7 @@ NOTIFY = ["inotify_simple>=1.3; sys_platform == 'linux'"]
 STATION = ["onnxruntime>=1.17", *NOTIFY]
 TENSORRT = ["tensorrt>=10", "cuda-python>=12"]
 ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCAT; CSV: numpy
-# the Sparkplug B sink: protobuf runs the generated edge/sinks/sparkplug_b_pb2.py (4.25 gencode)
+# the Sparkplug B sink: protobuf runs the generated flowedge/core/sparkplug_b_pb2.py (4.25 gencode)
 SPARKPLUG = ["protobuf>=4.25"]
 # the fleet historian (flowedge historian): PostgreSQL through psycopg 3 (libpq included)
 HISTORIAN = ["psycopg[binary]>=3.1"]
@@ -82,7 +82,8 @@ setup(
     package_dir=PACKAGE_DIR,
     packages=PACKAGES,
     package_data={
-        "flowedge.edge": ["schema/*.json", "sinks/*.proto"],
+        "flowedge.edge": ["schema/*.json"],
+        "flowedge": ["core/*.proto"],
         "flowedge.export": ["data/*.json"],
     },
     install_requires=CORE,

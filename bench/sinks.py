@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from mqtt_broker import Broker  # noqa: E402
 
+from flowedge.core.sparkplug_b_pb2 import Payload  # noqa: E402
 from flowedge.edge.commands import CommandsConfig, StationCommands  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
 from flowedge.edge.sinks import Sink, SinkContext, make_sink  # noqa: E402
 from flowedge.edge.sinks.mqtt import MqttSinkConfig  # noqa: E402
 from flowedge.edge.sinks.sparkplug import SparkplugSinkConfig  # noqa: E402
-from flowedge.edge.sinks.sparkplug_b_pb2 import Payload  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
 from flowedge.edge.timestamps import utc_now  # noqa: E402
 

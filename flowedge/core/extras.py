@@ -33,6 +33,7 @@ _EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "export": ("export", ("onnx", "onnxscript", "onnxconverter_common")),
     "station": ("station", ()),
     "historian": ("historian", ("psycopg",)),
+    "sparkplug": ("Sparkplug B", ("google",)),  # protobuf's top-level package
     "opcua": ("OPC UA", ("asyncua",)),
 }
 
