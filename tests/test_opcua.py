@@ -595,6 +595,15 @@ def test_config_refuses_a_server_nobody_can_log_in_to(tmp_path: Path) -> None:
         station_config(tmp_path, sinks=[{"kind": "opcua", "name": "ua"}])
 
 
+def test_config_refuses_a_triggered_source_nothing_can_trigger(tmp_path: Path) -> None:
+    from flowedge.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="would never be triggered"):
+        station_config(tmp_path, sources=[triggered_source(tmp_path)])
+    with pytest.raises(ConfigError, match="backpressure: block"):
+        station_config(tmp_path, sources=[triggered_source(tmp_path, backpressure="drop_oldest")])
+
+
 @pytest.mark.parametrize("trusted", [True, False])
 def test_trusted_clients_folder(
     tmp_path: Path, users: Path, client_cert: tuple[Path, Path], trusted: bool
