@@ -99,7 +99,16 @@ setup(
         "historian": HISTORIAN,
         "opcua": OPCUA,
         "dev": DEV,
-        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + NOTIFY + SPARKPLUG + HISTORIAN + OPCUA + DEV,
+        "all": TRAIN
+        + BACKBONES
+        + EXPORT
+        + AUDIO
+        + ROBOT
+        + NOTIFY
+        + SPARKPLUG
+        + HISTORIAN
+        + OPCUA
+        + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

@@ -684,3 +684,49 @@ def test_certificate_login_with_its_role(
     finally:
         stop_station(station)
     assert outcome == ("written" if role == "write" else "BadUserAccessDenied")
+
+
+@pytest.mark.timeout(120)
+def test_the_plc_announces_the_recipe_on_the_recipe_node(
+    tmp_path: Path, users: Path, client_cert: tuple[Path, Path]
+) -> None:
+    """``<station>.Recipe`` is the ``set_recipe`` command: taken when allowed and valid, and
+    shown back as the recipe in force when refused (an empty name here)."""
+    from test_recipes import SlowOpener, recipes_config
+
+    from flowedge.edge.cmd_run import Station
+
+    port = free_port()
+    (tmp_path / "images").mkdir()
+    cfg = recipes_config(
+        tmp_path,
+        {"by": "command", "initial": "A"},
+        commands={"allowed": ["set_recipe"]},
+        sources=[{"name": "cam1", "kind": "watch", "path": str(tmp_path / "images")}],
+        sinks=[opcua_sink(port, users)],
+    )
+    station = Station(Path("unused.yaml"), cfg, None, opener=SlowOpener(0.0))
+
+    async def announce() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        plc = await opened(client(port, client_cert))
+        try:
+            recipe = await node(plc, "line1.Recipe")
+            await recipe.write_value(ua.Variant("B", ua.VariantType.String))
+            out["after B"] = await recipe.read_value()
+            out["router after B"] = station.pipeline.router.selector.current()
+            await recipe.write_value(ua.Variant(" ", ua.VariantType.String))
+            await wait_value(plc, "line1.Recipe", "B")
+            out["router after blank"] = station.pipeline.router.selector.current()
+        finally:
+            await plc.disconnect()
+        return out
+
+    station.start()
+    try:
+        out = asyncio.run(announce())
+    finally:
+        stop_station(station)
+    assert out == {"after B": "B", "router after B": "B", "router after blank": "B"}
+    assert station.metrics.events.labels("command")._value.get() == 1
+    assert station.metrics.events.labels("command_refused")._value.get() == 1

@@ -105,11 +105,27 @@ def all_vars(triggered: bool) -> list[Var]:
     return out + list(HANDSHAKE.values()) if triggered else out
 
 
+# ``Objects/<station>/Recipe``: the PLC announces the product here (the ``set_recipe``
+# command, for ``recipes.select.by: command``; refused unless ``commands.allowed`` names it)
+RECIPE = Var("Recipe", V.String, writable=True)
+
+
+def recipe_node_id(idx: int, station: str) -> ua.NodeId:
+    return ua.NodeId(f"{station}.{RECIPE.path}", idx)
+
+
 async def build_root(server: Server, idx: int, station: str) -> Node:
-    """``Objects/<station>``: the station object the sources hang under."""
-    return await server.nodes.objects.add_object(
+    """``Objects/<station>``: the station object the sources hang under, with its Recipe."""
+    root = await server.nodes.objects.add_object(
         ua.NodeId(station, idx), ua.QualifiedName(station, idx)
     )
+    recipe = await root.add_variable(
+        recipe_node_id(idx, station),
+        ua.QualifiedName(RECIPE.browse_name, idx),
+        RECIPE.variant(None),
+    )
+    await recipe.set_writable(True)
+    return root
 
 
 async def build_source(root: Node, idx: int, source: str, triggered: bool) -> None:

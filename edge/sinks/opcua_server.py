@@ -25,12 +25,14 @@ from flowedge.edge.sinks.opcua_handshake import OpcuaHandshake
 from flowedge.edge.sinks.opcua_model import (
     COUNTERS,
     HISTORY,
+    RECIPE,
     RESULT,
     STATE,
     Var,
     build_root,
     build_source,
     node_id,
+    recipe_node_id,
 )
 from flowedge.edge.sinks.opcua_results import ResultsState
 from flowedge.edge.sinks.opcua_security import (
@@ -78,6 +80,7 @@ class ResultsServer:
         self._status_dirty = True
         self._transports: dict[str, OpcuaHandshake] = {}
         self._built: set[str] = set()
+        self._recipe = ""  # the last one the PLC announced here and the station took
         self._ids: dict[tuple[str, str], ua.NodeId] = {}
         self.idx = 0
 
@@ -247,12 +250,30 @@ class ResultsServer:
             self.delivery.acknowledged(record.id for record in records)
         return bool(records)
 
+    async def _announce_recipe(self, recipe: Any, who: str) -> None:
+        """The PLC wrote Recipe: the station's ``set_recipe`` (allow-listed, an event either
+        way); a refused one shows the recipe in force again."""
+        origin = f"opcua sink {self.cfg.name} (user {who})"
+        result = await asyncio.to_thread(
+            self.context.commands.run, "set_recipe", {"recipe": recipe}, origin
+        )
+        if result.accepted:
+            self._recipe = str(recipe)
+        else:
+            await self.server.write_attribute_value(
+                recipe_node_id(self.idx, self.context.station),
+                ua.DataValue(RECIPE.variant(self._recipe)),
+            )
+
     async def _post_write(self, event: Any, _dispatcher: Any) -> None:
         """A client's write went through: a handshake node of one of the sources?"""
         who = getattr(event.user, "name", None) or "?"
         params, results = event.request_params, event.response_params or []
         for write, status in zip(params.NodesToWrite, results, strict=False):
             if not status.is_good() or write.AttributeId != ua.AttributeIds.Value:
+                continue
+            if write.NodeId == recipe_node_id(self.idx, self.context.station):
+                await self._announce_recipe(write.Value.Value.Value, who)
                 continue
             source = str(write.NodeId.Identifier).split(".", 1)[0]
             transport = self._transports.get(source)
