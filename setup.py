@@ -4,7 +4,8 @@ Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``train`` (torch, timm, FrEIA), ``export`` (onnx), ``audio`` (soundfile, sounddevice),
 ``robot`` (parquet logs), ``station`` (ONNX Runtime and inotify, no torch), ``tensorrt``,
 ``sparkplug`` (protobuf, for the Sparkplug B sink), ``historian`` (psycopg, for
-``flowedge historian`` into PostgreSQL) and ``dev``.
+``flowedge historian`` into PostgreSQL), ``opcua`` (asyncua, for the OPC UA sink and
+PLC handshake) and ``dev``.
 """
 
 import re
@@ -66,6 +67,8 @@ ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCA
 SPARKPLUG = ["protobuf>=4.25"]
 # the fleet historian (flowedge historian): PostgreSQL through psycopg 3 (libpq included)
 HISTORIAN = ["psycopg[binary]>=3.1"]
+# the OPC UA results server and PLC handshake (sinks: kind opcua); cryptography comes with it
+OPCUA = ["asyncua>=2.1"]
 DEV = [
     "pytest>=7",
     "pytest-timeout>=2",
@@ -100,8 +103,18 @@ setup(
         "robot": ROBOT,
         "sparkplug": SPARKPLUG,
         "historian": HISTORIAN,
+        "opcua": OPCUA,
         "dev": DEV,
-        "all": TRAIN + BACKBONES + EXPORT + AUDIO + ROBOT + NOTIFY + SPARKPLUG + HISTORIAN + DEV,
+        "all": TRAIN
+        + BACKBONES
+        + EXPORT
+        + AUDIO
+        + ROBOT
+        + NOTIFY
+        + SPARKPLUG
+        + HISTORIAN
+        + OPCUA
+        + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},
 )

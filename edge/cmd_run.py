@@ -146,8 +146,9 @@ class Station:
             self.pipeline.events.emit,
             self.status_fields,
             self.commands,
-            cfg,
-            self.sinks_health,
+            self.pipeline.handshakes,
+            config=cfg,
+            sinks_health=self.sinks_health,
         )
         self.sinks: list[Sink] = [make_sink(sink, context) for sink in cfg.active_sinks()]
         self.watchdog: Watchdog | None = None

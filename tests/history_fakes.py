@@ -105,7 +105,7 @@ def sink_context(
 ) -> SinkContext:
     """What a station hands a sink, on a bare spool: no command allowed."""
     commands = StationCommands(CommandsConfig(), emit)
-    return SinkContext("plant", "line1", spool, Metrics(), emit, status, commands, config)
+    return SinkContext("plant", "line1", spool, Metrics(), emit, status, commands, config=config)
 
 
 def history_sink(spool: Spool, path: Path, emit: Recorder | None = None, **cfg: Any) -> HistorySink:

@@ -34,6 +34,7 @@ _EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "station": ("station", ()),
     "historian": ("historian", ("psycopg",)),
     "sparkplug": ("Sparkplug B", ("google",)),  # protobuf's top-level package
+    "opcua": ("OPC UA", ("asyncua",)),
 }
 
 

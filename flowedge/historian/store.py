@@ -24,7 +24,8 @@ STAGING = "flowedge_staging"
 # Same key, another decision: the station's numbering restarted. Not the digest: one decision
 # arrives as JSON and as Sparkplug (millisecond time stamps) with two different messages.
 ANOTHER_DECISION = (
-    "d.decision <> s.decision OR abs(extract(epoch FROM d.decided_utc - s.decided_utc)) >= 0.002"
+    "d.part_id <> s.part_id OR d.decision <> s.decision"
+    " OR abs(extract(epoch FROM d.decided_utc - s.decided_utc)) >= 0.002"
 )
 GAP_LOOKBACK = 100_000  # decisions per sensor searched for gaps when the historian starts
 
