@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowedge.edge.sinks.opcua_users import replace_file
+from flowedge.edge.passwords import replace_file
 
 log = logging.getLogger(__name__)
 

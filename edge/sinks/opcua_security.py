@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from flowedge.core.errors import ConfigError
-from flowedge.edge.sinks.opcua_users import UserEntry, private_file_problem, verify_password
+from flowedge.edge.passwords import verify_password
+from flowedge.edge.sinks.opcua_users import UserEntry, private_file_problem
 
 log = logging.getLogger(__name__)
 

@@ -8,18 +8,14 @@ or write it, like any secret of the station.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from flowedge.core.errors import ConfigError
+from flowedge.edge.passwords import hash_password, replace_file
 
 ROLES = ("read", "write")
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # about 50 ms a login: slow for guessing, fine for PLCs
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
 
 
@@ -28,27 +24,6 @@ class UserEntry:
     name: str
     role: str  # read | write
     hashed: str
-
-
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
-    )
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
-
-
-def verify_password(hashed: str, password: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = hashed.split("$")
-        if scheme != "scrypt":
-            return False
-        computed = hashlib.scrypt(
-            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
-        )
-    except (ValueError, MemoryError):
-        return False
-    return hmac.compare_digest(computed.hex(), digest)
 
 
 def private_file_problem(path: Path, what: str) -> str | None:
@@ -100,16 +75,3 @@ def save_user(path: Path, name: str, role: str, password: str) -> None:
     users[name] = UserEntry(name, role, hash_password(password))
     text = "".join(f"{u.name}:{u.role}:{u.hashed}\n" for u in users.values())
     replace_file(path, text.encode("utf-8"))
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """``path`` holds ``data`` whole or not at all (a crash leaves the old file), mode 0600."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # also when a stale temporary file was there with other bits
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)

@@ -28,11 +28,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flowedge.core.errors import FlowedgeError
+from flowedge.edge.passwords import hash_password, verify_password
 from flowedge.edge.web.app import Refused, WebApp
 from flowedge.edge.web.evidence import IMAGES, Evidence
 from flowedge.edge.web.live import Live
 from flowedge.edge.web.sessions import COOKIE, PRE_COOKIE, Session, Sessions, same_token
-from flowedge.edge.web.users import User, hash_password, verify_password
+from flowedge.edge.web.users import User
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ class Handler(BaseHTTPRequestHandler):
         name, password = form.get("user", ""), form.get("password", "")
         user = self.site.users().get(name)
         stored = UNKNOWN_USER if user is None else user.password  # the same work either way
-        if not verify_password(password, stored) or user is None:
+        if not verify_password(stored, password) or user is None:
             log.warning("web: failed login for %r from %s", name[:64], self.client_address[0])
             time.sleep(FAILED_LOGIN_DELAY_S)
             return self._login_form("wrong user name or password")

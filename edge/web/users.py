@@ -1,4 +1,5 @@
-"""The web page's users: a JSON file of names, roles and scrypt password hashes.
+"""The web page's users: a JSON file of names, roles and scrypt password hashes
+(:mod:`flowedge.edge.passwords`, as the OPC UA server's users).
 
 The file is written 0600 and refused when others may read it (a hash is still a secret:
 it can be attacked offline). ``flowedge web-user`` adds or changes a user.
@@ -6,21 +7,16 @@ it can be attacked offline). ``flowedge web-user`` adds or changes a user.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from flowedge.calibration.history.resend import read_private
 from flowedge.core.errors import ConfigError
+from flowedge.edge.passwords import hash_password, replace_file
 
 ROLES = ("operator", "engineer", "admin")  # each may do what the one before may, and more
 APPLY_ROLES = ("engineer", "admin")  # may apply a threshold
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # about 16 MiB and tens of ms per check
-SALT_BYTES, KEY_BYTES = 16, 32
 MIN_PASSWORD = 8
 MAX_NAME = 64
 
@@ -29,35 +25,11 @@ MAX_NAME = 64
 class User:
     name: str
     role: str
-    password: str  # scrypt$N$r$p$salt_hex$hash_hex
+    password: str  # the scrypt hash (edge/passwords.py)
 
     @property
     def may_apply(self) -> bool:
         return self.role in APPLY_ROLES
-
-
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(SALT_BYTES)
-    key = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${key.hex()}"
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r, dklen=KEY_BYTES
-    )
-
-
-def verify_password(password: str, stored: str) -> bool:
-    """True when ``password`` gives ``stored`` (compared in constant time)."""
-    try:
-        scheme, n, r, p, salt, key = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        computed = _scrypt(password, bytes.fromhex(salt), int(n), int(r), int(p))
-        return hmac.compare_digest(computed, bytes.fromhex(key))
-    except ValueError:
-        return False
 
 
 def load_users(path: Path) -> dict[str, User]:
@@ -93,10 +65,5 @@ def save_user(path: Path, name: str, role: str, password: str) -> bool:
     users[name] = User(name, role, hash_password(password))
     body = {"users": {u.name: {"role": u.role, "password": u.password} for u in users.values()}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    partial.unlink(missing_ok=True)
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        json.dump(body, out, indent=1)
-    os.replace(partial, path)
+    replace_file(path, json.dumps(body, indent=1).encode())
     return new
