@@ -8,14 +8,11 @@ where other users could see it. Only its scrypt hash is stored; the file is writ
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 from pathlib import Path
 
-from flowedge.core.errors import EXIT_OK, ConfigError
+from flowedge.core.errors import EXIT_OK
+from flowedge.edge.passwords import read_password
 from flowedge.edge.sinks.opcua_users import ROLES, save_user
-
-MIN_PASSWORD = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,19 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _password(from_stdin: bool) -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
-        raise ConfigError("the two passwords differ; nothing written")
-    return first
-
-
 def run(args: argparse.Namespace) -> int:
-    password = _password(args.password_stdin)
-    if len(password) < MIN_PASSWORD:
-        raise ConfigError(f"the password needs at least {MIN_PASSWORD} characters")
-    save_user(args.file, args.name, args.role, password)
+    save_user(args.file, args.name, args.role, read_password(args.password_stdin))
     print(f"{args.name} ({args.role}) written to {args.file} (mode 0600)")
     return EXIT_OK

@@ -4,12 +4,17 @@ password, in files written whole with mode 0600."""
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
 import os
 import secrets
+import sys
 from pathlib import Path
 
+from flowedge.core.errors import ConfigError
+
+MIN_PASSWORD = 8
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # about 50 ms a login: slow for guessing, fine for PLCs
 
 
@@ -45,3 +50,17 @@ def replace_file(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(temporary, path)
+
+
+def read_password(from_stdin: bool) -> str:
+    """A new password: one line of standard input (provisioning scripts), else asked twice
+    on the terminal; never from the command line, where other users could see it."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise ConfigError("the two passwords differ; nothing written")
+    if len(password) < MIN_PASSWORD:
+        raise ConfigError(f"the password needs at least {MIN_PASSWORD} characters")
+    return password

@@ -4,11 +4,9 @@ password. The users file is written 0600 (and refused when others may read it)."
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 from pathlib import Path
 
-from flowedge.core.errors import ConfigError
+from flowedge.edge.passwords import read_password
 from flowedge.edge.web.users import ROLES, save_user
 
 
@@ -28,16 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _password(from_stdin: bool) -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
-        raise ConfigError("the two passwords differ; nothing written")
-    return first
-
-
 def run(args: argparse.Namespace) -> int:
-    new = save_user(args.users, args.name, args.role, _password(args.password_stdin))
+    new = save_user(args.users, args.name, args.role, read_password(args.password_stdin))
     print(f"{'added' if new else 'changed'} {args.name} ({args.role}) in {args.users}")
     return 0

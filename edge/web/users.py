@@ -13,11 +13,10 @@ from pathlib import Path
 
 from flowedge.calibration.history.resend import read_private
 from flowedge.core.errors import ConfigError
-from flowedge.edge.passwords import hash_password, replace_file
+from flowedge.edge.passwords import MIN_PASSWORD, hash_password, replace_file
 
 ROLES = ("operator", "engineer", "admin")  # each may do what the one before may, and more
 APPLY_ROLES = ("engineer", "admin")  # may apply a threshold
-MIN_PASSWORD = 8
 MAX_NAME = 64
 
 
