@@ -6,7 +6,8 @@ Light core (station runtime: numpy, OpenCV, pydantic, paho-mqtt) plus extras:
 ``openvino`` (the OpenVINO runtime, for Intel CPUs/GPUs/NPUs), ``int8`` (NNCF, for
 ``flowedge export openvino --int8``),
 ``sparkplug`` (protobuf, for the Sparkplug B sink), ``historian`` (psycopg, for
-``flowedge historian`` into PostgreSQL) and ``dev``.
+``flowedge historian`` into PostgreSQL), ``opcua`` (asyncua, for the OPC UA sink and
+PLC handshake) and ``dev``.
 """
 
 import re
@@ -67,11 +68,19 @@ OPENVINO = ["openvino>=2024.4"]  # reads an ONNX graph's metadata as run-time in
 # post-training INT8: NNCF quantises OpenVINO models (ONNX graphs: onnxruntime.quantization)
 INT8 = ["nncf>=2.14", *OPENVINO]
 ROBOT = ["pyarrow>=14", "pysoem>=1.1"]  # parquet logs (voraus-AD), live EtherCAT; CSV: numpy
-# the Sparkplug B sink: protobuf runs the generated edge/sinks/sparkplug_b_pb2.py (4.25 gencode)
+# the Sparkplug B sink: protobuf runs the generated flowedge/core/sparkplug_b_pb2.py (4.25 gencode)
 SPARKPLUG = ["protobuf>=4.25"]
 # the fleet historian (flowedge historian): PostgreSQL through psycopg 3 (libpq included)
 HISTORIAN = ["psycopg[binary]>=3.1"]
-DEV = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.4", "jsonschema>=4.18"]
+# the OPC UA results server and PLC handshake (sinks: kind opcua); cryptography comes with it
+OPCUA = ["asyncua>=2.1"]
+DEV = [
+    "pytest>=7",
+    "pytest-timeout>=2",
+    "ruff>=0.4",
+    "jsonschema>=4.18",
+    "selenium>=4.10",  # the web page's browser tests (with Debian's chromium, chromium-driver)
+]
 
 setup(
     name="flowedge",
@@ -84,7 +93,8 @@ setup(
     package_dir=PACKAGE_DIR,
     packages=PACKAGES,
     package_data={
-        "flowedge.edge": ["schema/*.json", "sinks/*.proto"],
+        "flowedge.edge": ["schema/*.json", "web/static/*"],
+        "flowedge": ["core/*.proto"],
         "flowedge.export": ["data/*.json"],
     },
     install_requires=CORE,
@@ -100,6 +110,7 @@ setup(
         "robot": ROBOT,
         "sparkplug": SPARKPLUG,
         "historian": HISTORIAN,
+        "opcua": OPCUA,
         "dev": DEV,
         "all": TRAIN
         + BACKBONES
@@ -110,6 +121,7 @@ setup(
         + SPARKPLUG
         + HISTORIAN
         + INT8
+        + OPCUA
         + DEV,
     },
     entry_points={"console_scripts": ["flowedge=flowedge.cli:main"]},

@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from mqtt_broker import Broker  # noqa: E402
 
+from flowedge.core.sparkplug_b_pb2 import Payload  # noqa: E402
 from flowedge.edge.commands import CommandsConfig, StationCommands  # noqa: E402
 from flowedge.edge.metrics import Metrics  # noqa: E402
 from flowedge.edge.sinks import Sink, SinkContext, make_sink  # noqa: E402
 from flowedge.edge.sinks.mqtt import MqttSinkConfig  # noqa: E402
 from flowedge.edge.sinks.sparkplug import SparkplugSinkConfig  # noqa: E402
-from flowedge.edge.sinks.sparkplug_b_pb2 import Payload  # noqa: E402
 from flowedge.edge.spool import Spool  # noqa: E402
 from flowedge.edge.timestamps import utc_now  # noqa: E402
 
@@ -128,16 +128,21 @@ def open_sink(cfg: Any, spool: Spool) -> Sink:
     return make_sink(cfg, context)
 
 
-def throughput(cfg: Any, port: int, host_args: tuple, work: Path, records: int) -> float:
-    """Decisions per second from a full spool to the host."""
-    path = work / f"{cfg.name}-throughput.sqlite"
+def full_spool(path: Path, records: int) -> Spool:
+    """A spool holding ``records`` decisions of cam1 (seq 1 to ``records``), as if the station
+    had stored them while no sink was connected."""
     Spool(path, 10 * records).close()
     with sqlite3.connect(path) as db:
         db.executemany(
             "INSERT INTO records(kind, source, body) VALUES ('decision', 'cam1', ?)",
             [(decision(i),) for i in range(1, records + 1)],
         )
-    spool = Spool(path, 10 * records)
+    return Spool(path, 10 * records)
+
+
+def throughput(cfg: Any, port: int, host_args: tuple, work: Path, records: int) -> float:
+    """Decisions per second from a full spool to the host."""
+    spool = full_spool(work / f"{cfg.name}-throughput.sqlite", records)
     host = Host(port, *host_args)
     sink = open_sink(cfg, spool)
     start = time.perf_counter()

@@ -146,6 +146,9 @@ class Station:
             self.pipeline.events.emit,
             self.status_fields,
             self.commands,
+            self.pipeline.handshakes,
+            config=cfg,
+            sinks_health=self.sinks_health,
         )
         self.sinks: list[Sink] = [make_sink(sink, context) for sink in cfg.active_sinks()]
         self.watchdog: Watchdog | None = None
@@ -168,6 +171,10 @@ class Station:
             "spooled": self.spool.count(),
             "spool_overflowed": self.spool.overflowed,
         }
+
+    def sinks_health(self) -> dict[str, str]:
+        """Each sink's health phrase (the web page's health panel)."""
+        return {sink.name: sink.health() for sink in self.sinks}
 
     def status_line(self) -> str:
         """The STATUS= line of ``systemctl status``: counts plus each sink's state."""

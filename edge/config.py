@@ -168,6 +168,18 @@ class FlowedgeConfig(TrainingSections):
             )
         return self
 
+    @model_validator(mode="after")
+    def _triggers_can_arrive(self) -> FlowedgeConfig:
+        """A triggered source without MQTT topics is triggered only through the OPC UA sink."""
+        kinds = {getattr(sink, "kind", "") for sink in self.active_sinks()}
+        for source in self.sources:
+            if source.kind == "triggered" and source.mqtt is None and "opcua" not in kinds:
+                raise ValueError(
+                    f"source {source.name} (kind triggered) would never be triggered: give it "
+                    "mqtt topics, or enable a sink of kind opcua (its Handshake nodes)"
+                )
+        return self
+
     def resend_history(self) -> Path:
         """The folder the ``resend`` command answers from: the first enabled history sink's."""
         return next(

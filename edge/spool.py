@@ -191,6 +191,11 @@ class Spool:
             self.skipped.setdefault(sink, 0)
             return self._cursor(sink)
 
+    def attached(self) -> list[str]:
+        """The sinks attached in this process (each has a backlog)."""
+        with self._lock:
+            return list(self._sinks)
+
     def subscribe(self, listener: Callable[[], None]) -> None:
         """``listener()`` runs after each new record is committed (wake a sender; never block)."""
         self._listeners.append(listener)

@@ -56,7 +56,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "store many stations' decisions from the broker in PostgreSQL, each once, asking "
         "stations again for what the broker lost",
     ),
+    "web-user": (
+        "flowedge.edge.web.cmd_user",
+        "add a user of the station's web page (web sink), or change its role or password",
+    ),
     "upgrade-card": ("flowedge.cmd_upgrade_card", "rewrite a 2.x checkpoint card as format 3.0"),
+    "opcua-user": (
+        "flowedge.edge.cmd_opcua_user",
+        "add a user (read or write role) to the OPC UA sink's users file (hashed, 0600)",
+    ),
 }
 
 WIDTH = max(map(len, COMMANDS))  # the command column of --help

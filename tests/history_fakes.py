@@ -4,6 +4,7 @@ history sink on a bare spool (no pipeline), a history filled without a station."
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -99,18 +100,17 @@ class Recorder:
         return [kind for kind, _, _ in self.events]
 
 
+def sink_context(
+    spool: Spool, emit: Recorder, status: Callable[[], dict] = dict, config: Any = None
+) -> SinkContext:
+    """What a station hands a sink, on a bare spool: no command allowed."""
+    commands = StationCommands(CommandsConfig(), emit)
+    return SinkContext("plant", "line1", spool, Metrics(), emit, status, commands, config=config)
+
+
 def history_sink(spool: Spool, path: Path, emit: Recorder | None = None, **cfg: Any) -> HistorySink:
     """A history sink on ``spool`` (not started: tests call ``_step`` or ``start``)."""
-    recorder = emit or Recorder()
-    context = SinkContext(
-        "plant",
-        "line1",
-        spool,
-        Metrics(),
-        recorder,
-        dict,
-        StationCommands(CommandsConfig(), recorder),
-    )
+    context = sink_context(spool, emit or Recorder())
     return HistorySink(HistorySinkConfig(**{"path": path, "min_free_mb": 0, **cfg}), context)
 
 

@@ -51,12 +51,19 @@ def test_every_commented_example_in_config_yaml_is_valid() -> None:
     data["sinks"] = yaml.safe_load(uncommented(text, "# sinks:", "# Store and", ""))["sinks"]
     config = parse_config(data)
     kinds = {source.kind for source in config.sources}
-    assert kinds == {"folder", "camera", "watch", "tail", "ethercat", "microphone"}
+    assert kinds == {"folder", "camera", "watch", "tail", "ethercat", "microphone", "triggered"}
     assert [source.modality for source in config.sources if source.kind == "folder"] == [
         "image",
         "audio",
     ]
-    assert [sink.name for sink in config.active_sinks()] == ["mqtt", "uns", "scada", "history"]
+    assert [sink.name for sink in config.active_sinks()] == [
+        "mqtt",
+        "uns",
+        "scada",
+        "opcua",
+        "history",
+        "web",
+    ]
 
 
 def test_a_key_of_another_detector_is_named() -> None:

@@ -13,10 +13,10 @@ from flowedge.calibration.history.query import Query
 from flowedge.calibration.history.review import _mismatch
 from flowedge.cli import main
 from flowedge.core.errors import EXIT_USAGE, ConfigError
+from flowedge.core.sparkplug import decision_metrics
 from flowedge.edge.config import EvidenceConfig, load_config, parse_config
 from flowedge.edge.loop.evidence import InputKeeper
 from flowedge.edge.loop.sample import Sample
-from flowedge.edge.sinks.sparkplug_payload import decision_metrics
 
 RECIPES = {
     "select": {"by": "filename", "pattern": "^(?P<recipe>[A-Z]+)_"},

@@ -39,10 +39,10 @@ from runtime_fakes import (  # noqa: E402
     write_onnx_model,
 )
 
+from flowedge.core import sparkplug_b_pb2 as pb  # noqa: E402
 from flowedge.core.errors import EXIT_CHECK, ConfigError  # noqa: E402
 from flowedge.edge.config import parse_config  # noqa: E402
 from flowedge.edge.sinks import SINK_KINDS  # noqa: E402
-from flowedge.edge.sinks import sparkplug_b_pb2 as pb  # noqa: E402
 from flowedge.edge.sinks.sparkplug import BdSeq  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,7 +204,7 @@ def test_the_vendored_proto_compiles_to_the_committed_module(tmp_path: Path) -> 
     protoc = pytest.importorskip(
         "grpc_tools.protoc", reason="grpcio-tools not installed: regeneration check skipped"
     )
-    sinks = REPO / "edge" / "sinks"
+    sinks = REPO / "flowedge" / "core"
     out = tmp_path / "gen"
     out.mkdir()
     args = ["protoc", f"-I{sinks}", f"--descriptor_set_out={out / 'set.pb'}", "sparkplug_b.proto"]
@@ -250,7 +250,7 @@ def test_bdseq_is_kept_beside_the_spool_and_wraps_at_256(tmp_path: Path) -> None
 def test_without_protobuf_the_sink_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "flowedge.edge.sinks.sparkplug_payload", None)
+    monkeypatch.setitem(sys.modules, "flowedge.core.sparkplug", None)
     cfg = station_config(tmp_path, sinks=[{"kind": "sparkplug", "name": "scada", "port": 1}])
     with pytest.raises(ConfigError, match=r"pip install 'flowedge\[sparkplug\]'"):
         open_station(cfg)

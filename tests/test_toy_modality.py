@@ -209,7 +209,9 @@ def test_tensor_pca_maps_the_error_onto_the_map_shape() -> None:
     from flowedge.flows.detectors import build_detector
 
     spec = ImageInput(height=4, width=6)
-    config = TensorPCAConfig(input={"kind": "image", "height": 4, "width": 6}, n_components=2)
+    # statistics set, so none are measured on (absent) training images
+    settings = {"kind": "image", "height": 4, "width": 6, "mean": [0, 0, 0], "std": [1, 1, 1]}
+    config = TensorPCAConfig(input=settings, n_components=2)
     detector = build_detector(config.for_training_files([]))
     score, amap = detector(torch.ones(2, *spec.tensor_shape))
     assert amap.shape == (2, 4, 6) and np.allclose(score.numpy(), 3 * 4 * 6)

@@ -55,21 +55,7 @@ def read_secret(env: str, file: Path | None, key: str) -> bytes:
             )
         where = f"${env}"
     else:
-        try:
-            info = file.stat()
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError(f"{key}.secret_file {file} is not a regular file")
-            if info.st_mode & 0o077:
-                raise ConfigError(
-                    f"{key}.secret_file {file} may be read or written by others (mode "
-                    f"{stat.S_IMODE(info.st_mode):04o}): chmod 600 {file}"
-                )
-            secret = file.read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"{key}.secret_file: cannot read {file} ({exc.strerror}); check the path and "
-                "that the service user owns it"
-            ) from None
+        secret = read_private(file, f"{key}.secret_file").strip()
         where = str(file)
     if len(secret) < MIN_SECRET_BYTES:
         raise ConfigError(
@@ -77,6 +63,26 @@ def read_secret(env: str, file: Path | None, key: str) -> bytes:
             f"{MIN_SECRET_BYTES} ({SECRET_HINT})"
         )
     return secret
+
+
+def read_private(file: Path, key: str) -> bytes:
+    """The bytes of ``file``, a regular file only its owner may read or write (a secret, a
+    password file); ConfigError naming ``key`` otherwise."""
+    try:
+        info = file.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{key} {file} is not a regular file")
+        if info.st_mode & 0o077:
+            raise ConfigError(
+                f"{key} {file} may be read or written by others (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}): chmod 600 {file}"
+            )
+        return file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}: cannot read {file} ({exc.strerror}); check the path and "
+            "that the service user owns it"
+        ) from None
 
 
 def canonical(fields: dict[str, Any]) -> bytes:

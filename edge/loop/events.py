@@ -39,6 +39,9 @@ SEVERITY = {
     "command": "warning",
     "command_refused": "error",
     "baseline_refused": "error",
+    "handshake_refused": "warning",
+    "handshake_timeout": "error",
+    "sink_failed": "error",
 }
 LOG_LEVEL = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
 DROP_EVENT_EVERY_S = 5.0

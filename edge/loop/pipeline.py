@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from flowedge.backends.base import Backend
 from flowedge.edge.config import FlowedgeConfig
+from flowedge.edge.handshake import Handshakes
 from flowedge.edge.loop.capture import Capture
 from flowedge.edge.loop.counts import Counts
 from flowedge.edge.loop.events import DropReporter, EventBus
@@ -72,7 +73,10 @@ class Pipeline:
         to_publish: queue.Queue = queue.Queue(cfg.pipeline.queue_size)
         heatmaps = HeatmapWriter(cfg.pipeline, self.events.emit)
         inputs = InputKeeper(cfg.pipeline.evidence, self.events.emit)
-        context = SourceContext(self.events.emit, spool, self.states.connected, cfg.mqtt)
+        self.handshakes = Handshakes()  # filled by triggered sources, fed by Publish
+        context = SourceContext(
+            self.events.emit, spool, self.states.connected, cfg.mqtt, self.handshakes
+        )
         sources = [source_factory(s, context) for s in cfg.sources]
         captures = [
             Capture(
@@ -112,6 +116,7 @@ class Pipeline:
                 metrics,
                 self.events,
                 depths,
+                self.handshakes,
             ),
         )
         self.progress = [stage.progress for stage in stages]

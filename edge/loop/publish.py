@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from flowedge.core.decision import JUDGED
 from flowedge.edge.config import FlowedgeConfig
+from flowedge.edge.handshake import Handshakes
 from flowedge.edge.health import POLL_S, StageProgress
 from flowedge.edge.loop.counts import Counts
 from flowedge.edge.loop.events import EventBus
@@ -41,10 +42,12 @@ class Publish:
         metrics: Metrics,
         events: EventBus,
         queue_depths: Callable[[], dict[str, int]],
+        handshakes: Handshakes | None = None,
     ) -> None:
         self.inbox, self.cfg = inbox, cfg
         self.heatmaps, self.inputs, self.spool, self.counts = heatmaps, inputs, spool, counts
         self.metrics, self.events, self.queue_depths = metrics, events, queue_depths
+        self.handshakes = handshakes or Handshakes()
         self.progress = StageProgress("publish", inbox.empty)
         self._overflow_seen = 0
 
@@ -84,11 +87,15 @@ class Publish:
         sample.mark("publish", t0)
         card, backend = (None, None) if route is None else (route.card, route.backend.name)
 
+        doc: dict = {}
+
         def build(seq: int) -> bytes:
             sample.seq = seq
-            return encode(decision_doc(self.cfg, card, backend, sample, verdict, extra))
+            doc.update(decision_doc(self.cfg, card, backend, sample, verdict, extra))
+            return encode(doc)
 
         self.spool.put_numbered(sample.source, build, sample.intake_id)
+        self.handshakes.decided(sample.source, doc)  # a PLC waiting for this part: its result
         log.debug(
             "%s #%d %s: %s (score %s)",
             sample.source,

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from flowedge.core.validation import tagged_union
-from flowedge.edge.sinks import history, mqtt, sparkplug
+from flowedge.edge.sinks import history, mqtt, opcua, sparkplug, web
 from flowedge.edge.sinks.base import Delivery, Sink, SinkBaseConfig, SinkContext, SinkKind
 
 SINK_KINDS: dict[str, SinkKind] = {
-    kind.name: kind for kind in (mqtt.KIND, sparkplug.KIND, history.KIND)
+    kind.name: kind for kind in (mqtt.KIND, sparkplug.KIND, history.KIND, opcua.KIND, web.KIND)
 }
 
 # one config model per kind, told apart by ``kind``

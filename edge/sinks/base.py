@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import Field
@@ -23,6 +23,7 @@ from pydantic import Field
 from flowedge.core.validation import MAX_RECORDS, Name, Strict
 from flowedge.edge.checks import CheckResult
 from flowedge.edge.commands import StationCommands
+from flowedge.edge.handshake import Handshakes
 from flowedge.edge.metrics import Metrics
 from flowedge.edge.spool import Record, Spool
 
@@ -78,6 +79,9 @@ class SinkContext:
     emit: Callable[..., None]  # (sensor, kind, message, **details): an event
     status_fields: Callable[[], dict[str, Any]]  # the station's live state
     commands: StationCommands  # what a sink may ask of the station (allow-listed, logged)
+    handshakes: Handshakes = field(default_factory=Handshakes)  # triggered sources' PLC handshakes
+    config: Any = None  # the station's FlowedgeConfig (its folders, its model), read only
+    sinks_health: Callable[[], dict[str, str]] = dict  # each sink's health line, by name
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ online; meanwhile records wait in the spool and follow as history.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import socket
@@ -48,7 +49,7 @@ from flowedge.edge.sinks.base import Delivery, SinkBaseConfig, SinkContext, Sink
 from flowedge.edge.spool import Record
 
 if TYPE_CHECKING:
-    from flowedge.edge.sinks.sparkplug_payload import Metric, Value
+    from flowedge.core.sparkplug import Metric, Value
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,13 @@ class SparkplugSinkConfig(SinkBaseConfig, MQTTConfig):
 def _payload_module(name: str) -> ModuleType:
     """The protobuf encoding, or a clear error naming the extra that installs it."""
     try:
-        from flowedge.edge.sinks import sparkplug_payload
+        # import_module, not `from ... import`: it asks sys.modules each time
+        return importlib.import_module("flowedge.core.sparkplug")
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"sinks.{name} (kind sparkplug) needs protobuf: pip install 'flowedge[sparkplug]' "
             f"({exc.name} is not installed here)"
         ) from None
-    return sparkplug_payload
 
 
 def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:

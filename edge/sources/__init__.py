@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from flowedge.core.validation import tagged_union
-from flowedge.edge.sources import camera, ethercat, folder, microphone, tail, watch
+from flowedge.edge.sources import camera, ethercat, folder, microphone, tail, triggered, watch
 from flowedge.edge.sources.base import (
     Frame,
     Source,
@@ -32,6 +32,7 @@ SOURCE_KINDS: dict[str, SourceKind] = {
         tail.KIND,
         ethercat.KIND,
         microphone.KIND,
+        triggered.KIND,
     )
 }
 

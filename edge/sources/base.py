@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from flowedge.core.broker import MQTTConfig
 from flowedge.core.validation import DAY_S, MAX_QUEUE, Name, Strict, ordered_backoff
 from flowedge.edge.checks import CheckResult
+from flowedge.edge.handshake import Handshakes
 from flowedge.edge.spool import IntakeRow
 from flowedge.edge.timestamps import utc_now
 
@@ -100,6 +101,7 @@ class SourceContext:
     memory: SourceMemory | None = None
     on_state: Callable[[str, bool], None] | None = None  # (source, delivering) changes
     broker: MQTTConfig | None = None  # the station's broker (a microphone's PLC trigger)
+    handshakes: Handshakes = field(default_factory=Handshakes)  # a triggered source's PLC handshake
 
 
 @dataclass(frozen=True)

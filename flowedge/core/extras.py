@@ -34,6 +34,8 @@ _EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "station": ("station", ()),
     "historian": ("historian", ("psycopg",)),
     "int8": ("INT8 quantisation", ("nncf",)),
+    "sparkplug": ("Sparkplug B", ("google",)),  # protobuf's top-level package
+    "opcua": ("OPC UA", ("asyncua",)),
 }
 
 

@@ -40,6 +40,12 @@ class HistorianMqtt(MQTTConfig):
     receive_maximum: int = Field(
         1000, ge=1, le=65_535, description="decisions in flight, received and not yet committed"
     )
+    inputs: list[Literal["mqtt", "sparkplug"]] = Field(
+        ["mqtt"],
+        min_length=1,
+        description="mqtt: the stations' JSON decisions under topic_prefix; sparkplug: their "
+        "Sparkplug B DDATA (spBv1.0/<site>/DDATA/<station>/<source>, needs protobuf)",
+    )
 
 
 class DatabaseConfig(Strict):

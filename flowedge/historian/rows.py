@@ -129,25 +129,33 @@ def parse(topic: str, payload: bytes, prefix: str) -> Decision:
     if doc.get("decision") not in DECISIONS:
         raise ValueError(f"decision {doc.get('decision')!r} is not one of {', '.join(DECISIONS)}")
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
-    values = (
-        *stream,
-        seq,
-        str(doc.get("part_id", "")),
-        _time(doc, "captured_utc"),
-        _time(doc, "decided_utc"),
-        _text(doc, "modality"),
-        doc["decision"],
-        _number(doc, "score"),
-        _number(doc, "threshold"),
-        _number(doc, "normalised_score"),
-        _text(doc, "error"),
-        _text(model, "id"),
-        _text(model, "weights_sha256"),
-        _text(model, "calibration_sha256"),
-        _text(model, "backend"),
-        _text(doc, "drift"),
-        resent,
-        hashlib.sha256(payload).hexdigest(),
-        text,
+    return row(
+        site=stream[0],
+        station=stream[1],
+        source=stream[2],
+        seq=seq,
+        part_id=str(doc.get("part_id", "")),
+        captured_utc=_time(doc, "captured_utc"),
+        decided_utc=_time(doc, "decided_utc"),
+        modality=_text(doc, "modality"),
+        decision=doc["decision"],
+        score=_number(doc, "score"),
+        threshold=_number(doc, "threshold"),
+        normalised_score=_number(doc, "normalised_score"),
+        error=_text(doc, "error"),
+        model_id=_text(model, "id"),
+        weights_sha256=_text(model, "weights_sha256"),
+        calibration_sha256=_text(model, "calibration_sha256"),
+        backend=_text(model, "backend"),
+        drift=_text(doc, "drift"),
+        resent=resent,
+        digest=hashlib.sha256(payload).hexdigest(),
+        document=text,
     )
-    return Decision(values)
+
+
+def row(**values: Any) -> Decision:
+    """A row from its columns by name (every one of :data:`COLUMNS`, no other)."""
+    if set(values) != set(COLUMNS):
+        raise TypeError(f"columns {sorted(set(values) ^ set(COLUMNS))} missing or unknown")
+    return Decision(tuple(values[column] for column in COLUMNS))

@@ -11,6 +11,7 @@ the PUBACKs gets the batch again and stores nothing twice.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import queue
 import threading
@@ -28,6 +29,9 @@ from flowedge.core.errors import CheckFailedError
 from flowedge.historian.config import HistorianConfig
 from flowedge.historian.gaps import GapTracker
 from flowedge.historian.rows import Decision, parse
+from flowedge.historian.sparkplug_rows import NAMESPACE as SPARKPLUG_NAMESPACE
+from flowedge.historian.sparkplug_rows import SUBSCRIPTION as SPARKPLUG_DATA
+from flowedge.historian.sparkplug_rows import parse_sparkplug
 from flowedge.historian.store import Rejected, Store, Written
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,8 @@ class Totals:
 
 class Historian:
     def __init__(self, cfg: HistorianConfig) -> None:
+        if "sparkplug" in cfg.mqtt.inputs:
+            importlib.import_module("flowedge.core.sparkplug")  # protobuf: a clear error now
         self.cfg = cfg
         self.prefix = cfg.mqtt.topic_prefix
         self.secret = cfg.resend.secret() if cfg.resend.enabled else b""
@@ -91,9 +97,8 @@ class Historian:
             log.error("historian: broker %s:%d refused: %s (%s)", c.host, c.port, reason_code, hint)
             return
         self._generation += 1
-        client.subscribe(
-            [(f"{self.prefix}/+/+/+/decision", 1), (f"{self.prefix}/+/+/+/decision/resent", 1)]
-        )  # again on every connection: a broker that lost the session lost the subscriptions
+        # again on every connection: a broker that lost the session lost the subscriptions
+        client.subscribe(self._subscriptions())
         self.connected = True
         log.info(
             "historian: connected to %s:%d (%s)",
@@ -101,6 +106,14 @@ class Historian:
             c.port,
             "session resumed" if flags.session_present else "new session",
         )
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        topics = []
+        if "mqtt" in self.cfg.mqtt.inputs:
+            topics += [f"{self.prefix}/+/+/+/decision", f"{self.prefix}/+/+/+/decision/resent"]
+        if "sparkplug" in self.cfg.mqtt.inputs:
+            topics.append(SPARKPLUG_DATA)
+        return [(topic, 1) for topic in topics]
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         if self.connected:
@@ -121,6 +134,12 @@ class Historian:
                 f"cannot use PostgreSQL at '{self.cfg.database.dsn}' ({exc}); check "
                 f"database.dsn, that the server runs, and ${self.cfg.database.password_env}"
             ) from None
+        if self.store.layout == "hypertable" and len(self.cfg.mqtt.inputs) > 1:
+            log.warning(
+                "historian: the hypertable's key holds captured_utc, which JSON and Sparkplug "
+                "give at different precision: a decision arriving both ways may be stored "
+                "twice; keep one of mqtt.inputs"
+            )
         c = self.cfg.mqtt
         session = Properties(PacketTypes.CONNECT)
         session.SessionExpiryInterval = c.session_expiry_s
@@ -165,9 +184,12 @@ class Historian:
         rejected: list[Rejected] = []
         for message in batch:
             try:
-                parsed.append((message, parse(message.topic, message.payload, self.prefix)))
+                decision = self._parse(message)
             except ValueError as exc:
                 rejected.append(Rejected(message.topic, str(exc), message.payload))
+                continue
+            if decision is not None:
+                parsed.append((message, decision))
         retry = RETRY_MIN_S
         while True:
             try:
@@ -184,6 +206,12 @@ class Historian:
         now = time.monotonic()
         for _, decision in parsed:
             self._seen(decision, now)
+
+    def _parse(self, message: Message) -> Decision | None:
+        """The message's row; None for a Sparkplug DDATA that is no decision (drift)."""
+        if message.topic.startswith(SPARKPLUG_NAMESPACE + "/"):
+            return parse_sparkplug(message.topic, message.payload)
+        return parse(message.topic, message.payload, self.prefix)
 
     def _write(self, parsed: list[tuple[Message, Decision]], rejected: list[Rejected]) -> Written:
         """The batch in one transaction; when PostgreSQL refuses something in it (a value it
@@ -238,7 +266,7 @@ class Historian:
         if written.conflicts:
             log.warning(
                 "historian: %d decision(s) arrived under a key the table holds with another "
-                "document (%s): the station's numbering restarted (spool deleted?); the first "
+                "decision (%s): the station's numbering restarted (spool deleted?); the first "
                 "one stored is kept",
                 len(written.conflicts),
                 ", ".join(written.conflicts[:5]),

@@ -21,6 +21,12 @@ from flowedge.historian.schema import DECISIONS, KEY, REJECTED, prepare
 log = logging.getLogger(__name__)
 
 STAGING = "flowedge_staging"
+# Same key, another decision: the station's numbering restarted. Not the digest: one decision
+# arrives as JSON and as Sparkplug (millisecond time stamps) with two different messages.
+ANOTHER_DECISION = (
+    "d.part_id <> s.part_id OR d.decision <> s.decision"
+    " OR abs(extract(epoch FROM d.decided_utc - s.decided_utc)) >= 0.002"
+)
 GAP_LOOKBACK = 100_000  # decisions per sensor searched for gaps when the historian starts
 
 
@@ -37,7 +43,7 @@ class Written:
 
     stored: int = 0  # new rows
     duplicates: int = 0  # decisions the table had already
-    conflicts: list[str] = field(default_factory=list)  # same key, another document
+    conflicts: list[str] = field(default_factory=list)  # same key, another decision
     rejected: int = 0
 
 
@@ -90,7 +96,7 @@ class Store:
                         f"{row[0]}/{row[1]}/{row[2]} #{row[3]}"
                         for row in conn.execute(
                             f"SELECT DISTINCT {', '.join('s.' + k for k in KEY)} FROM {STAGING} s "
-                            f"JOIN {DECISIONS} d USING ({key}) WHERE d.digest <> s.digest"
+                            f"JOIN {DECISIONS} d USING ({key}) WHERE {ANOTHER_DECISION}"
                         )
                     ]
                 conn.execute(f"DELETE FROM {STAGING}")

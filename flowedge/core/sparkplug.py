@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flowedge.edge.sinks import sparkplug_b_pb2 as pb
+from flowedge.core import sparkplug_b_pb2 as pb
 
 BDSEQ = "bdSeq"
 REBIRTH = "Node Control/Rebirth"
@@ -172,26 +172,34 @@ def _typed(value: Value, datatype: int) -> Value:
     return value
 
 
-def commands(data: bytes) -> list[tuple[str, Value]]:
-    """(metric name, value) of an NCMD or DCMD payload; ValueError when it is not Sparkplug B.
+def decode(data: bytes) -> list[Metric]:
+    """The metrics of a Sparkplug B payload; ValueError when it is not one.
 
-    Values become what the station's command events can carry as JSON: a number that is
-    not finite, bytes, a data set or a template is named as text (and refused as a value).
+    Values become what JSON can carry: a number that is not finite, bytes, a data set or a
+    template is named as text (and refused as a value wherever one is expected).
     """
     try:
         payload = pb.Payload.FromString(data)
     except Exception as exc:  # protobuf's DecodeError (its module path varies by runtime)
         raise ValueError(f"not a Sparkplug B payload ({exc})") from exc
-    found: list[tuple[str, Value]] = []
+    found: list[Metric] = []
     for metric in payload.metrics:
         field = metric.WhichOneof("value")
-        value = None if field is None else getattr(metric, field)
+        value = None if field is None or metric.is_null else getattr(metric, field)
         if isinstance(value, float) and not math.isfinite(value):
             value = str(value)
         elif value is not None and not isinstance(value, (bool, int, float, str)):
             value = f"<{field}>"
-        found.append((metric.name, value))
+        elif metric.datatype == pb.Int64 and isinstance(value, int) and value >= 1 << 63:
+            value -= 1 << 64  # sent as two's complement in an unsigned field
+        stamp = metric.timestamp if metric.HasField("timestamp") else None
+        found.append(Metric(metric.name, metric.datatype, value, stamp, metric.is_historical))
     return found
+
+
+def commands(data: bytes) -> list[tuple[str, Value]]:
+    """(metric name, value) of an NCMD or DCMD payload; ValueError when it is not Sparkplug B."""
+    return [(metric.name, metric.value) for metric in decode(data)]
 
 
 def state_online(data: bytes) -> tuple[bool, int] | None:

@@ -1,0 +1,134 @@
+"""What the page's API does: the review queue, history search, reviews, the threshold
+re-fit preview and applying it. Reads and writes go through the history's own API
+(:mod:`flowedge.history`); a threshold is applied through the station's ``set_threshold``
+command (allow-listed in ``commands.allowed``, logged and published as an event)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowedge.calibration.history.query import HistoryRow, Query, select, utc_bound
+from flowedge.calibration.history.review import review
+from flowedge.calibration.history.store import opened
+from flowedge.core.errors import FlowedgeError
+from flowedge.edge.commands import StationCommands
+from flowedge.edge.web.refit import preview
+from flowedge.edge.web.users import User
+
+log = logging.getLogger(__name__)
+
+QUEUE_ANOMALIES = 50
+SEARCH_LIMIT = 200
+SAME = 1e-9  # relative: the applied threshold must be the previewed one
+
+
+class Refused(Exception):
+    """A request the page must answer with an error: (HTTP status, message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class WebApp:
+    history: Path | None
+    calibration: Callable[[], Path | None]  # the running model's calibration file
+    status: Callable[[], dict[str, Any]]  # the station's live state (threshold, sources)
+    commands: StationCommands
+    emit: Callable[..., None]
+    evidence_url: Callable[[str | None], str | None]
+    ok_sample: int = 10  # unreviewed OKs mixed into the queue (missed defects hide there)
+
+    def _history(self) -> Path:
+        if self.history is None:
+            raise Refused(409, "no history sink is configured: add sinks: [{kind: history}]")
+        return self.history
+
+    def _row(self, row: HistoryRow) -> dict[str, Any]:
+        item = row.as_dict()
+        item["overlay"] = self.evidence_url(item.pop("heatmap_path"))
+        item["input"] = self.evidence_url(item.pop("input_path"))
+        return item
+
+    def _select(self, query: Query) -> list[HistoryRow]:
+        with opened(self._history()) as db:
+            return select(db, query)
+
+    def queue(self) -> list[dict[str, Any]]:
+        """Unreviewed anomalies (newest first) and a random sample of unreviewed OKs."""
+        anomalies = self._select(Query(decision="ANOMALY", reviewed=False, limit=QUEUE_ANOMALIES))
+        oks = (
+            self._select(Query(decision="OK", reviewed=False, limit=20 * self.ok_sample))
+            if self.ok_sample
+            else []
+        )
+        sample = random.sample(oks, min(self.ok_sample, len(oks)))
+        sample.sort(key=lambda r: r.captured_utc, reverse=True)
+        return [self._row(r) for r in anomalies[::-1] + sample]
+
+    def search(self, filters: dict[str, str]) -> list[dict[str, Any]]:
+        """Decisions by part id, time (ISO 8601, UTC unless an offset is given), source and
+        decision; newest first."""
+        given = {k: v.strip() or None for k, v in filters.items()}
+        try:
+            since, until = given.get("since"), given.get("until")
+            rows = self._select(
+                Query(
+                    since=None if since is None else utc_bound(since, "since"),
+                    until=None if until is None else utc_bound(until, "until"),
+                    part_id=given.get("part_id"),
+                    source=given.get("source"),
+                    decision=given.get("decision"),
+                    limit=SEARCH_LIMIT,
+                )
+            )
+        except FlowedgeError as exc:
+            raise Refused(400, str(exc)) from None
+        return [self._row(r) for r in rows[::-1]]
+
+    def mark(self, user: User, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            done = review(
+                self._history(),
+                str(body.get("verdict")),
+                by=user.name,
+                note=str(body.get("note") or ""),
+                source=str(body.get("source")),
+                seq=int(body.get("seq")),  # type: ignore[arg-type]
+            )
+        except (FlowedgeError, TypeError, ValueError) as exc:
+            raise Refused(400, str(exc)) from None
+        log.info("web: %s reviewed %s #%d as %s", user.name, done.source, done.seq, done.verdict)
+        return {"source": done.source, "seq": done.seq, "verdict": done.verdict}
+
+    def refit(self) -> dict[str, Any]:
+        running = self.status().get("threshold")
+        return preview(self.history, self.calibration(), running).as_dict()
+
+    def apply(self, user: User, body: dict[str, Any]) -> dict[str, Any]:
+        """Apply the previewed threshold: engineers and admins only; each try an event."""
+        value = body.get("threshold")
+        origin = f"web user {user.name} ({user.role})"
+        if not user.may_apply:
+            message = f"{origin} may not apply thresholds (engineer or admin may)"
+            log.error("set_threshold from %s refused: %s", origin, message)
+            self.emit(None, "command_refused", message, command="set_threshold", origin=origin)
+            raise Refused(403, message)
+        proposed = self.refit()["after"]
+        if (
+            not isinstance(value, int | float)
+            or proposed is None
+            or not math.isclose(float(value), proposed, rel_tol=SAME)
+        ):
+            raise Refused(409, f"the re-fit now gives {proposed}, not {value}: review it again")
+        result = self.commands.run("set_threshold", {"value": float(value)}, origin)
+        if not result.accepted:
+            raise Refused(409, result.message)
+        return {"message": result.message, "threshold": float(value)}
