@@ -10,7 +10,7 @@ baseline, the switch times the station measures itself (the ``recipe_switched`` 
 counts of lost and misrouted samples (both must be 0).
 
     python bench/recipe_switch.py                       # stand-in ONNX models (tests' kind)
-    python bench/recipe_switch.py --model runs/demo/model.onnx   # a real export for both
+    python bench/recipe_switch.py --model MODEL.onnx   # any `flowedge export onnx` output, for both
 """
 
 from __future__ import annotations
@@ -78,9 +78,7 @@ def run(work: Path, sections: dict[str, Any]) -> tuple[float, list[dict], list[d
     assert station.pipeline.wait(600), "the pass did not finish"
     seconds = time.perf_counter() - started
     rows = [(r.kind, json.loads(r.body)) for r in station.spool.after(0, 10_000_000)]
-    router = station.pipeline.router
-    if hasattr(router, "close"):
-        router.close()
+    station.pipeline.router.close()
     station.spool.close()
     return (
         seconds,
