@@ -25,7 +25,7 @@ from flowedge.edge.handshake import RESULT_READY, Handshake, Snapshot
 
 log = logging.getLogger(__name__)
 
-RESULT_FIELDS = ("part_id", "decision", "score", "threshold", "normalised_score", "seq")
+RESULT_FIELDS = ("part_id", "decision", "score", "threshold", "normalised_score", "seq", "error")
 
 
 class HandshakeTopics(Strict):

@@ -459,6 +459,46 @@ def test_handshake_over_mqtt(tmp_path: Path, broker: Any, caplog: pytest.LogCapt
     assert len(timeouts) == 1 and "part P-8" in timeouts[0]
 
 
+@pytest.mark.broker
+@pytest.mark.timeout(120)
+def test_a_trigger_nothing_is_captured_for_is_answered_error(tmp_path: Path, broker: Any) -> None:
+    """A watched folder nobody writes to: the trigger is answered ERROR with the reason after
+    capture_timeout_s (the PLC is not held on busy), stored like any decision."""
+    (tmp_path / "drop").mkdir()
+    base = f"flowedge-test/{uuid.uuid4().hex}"
+    topics = {f"{name}_topic": f"{base}/{name}" for name in ("trigger", "result", "ack", "state")}
+    source = {
+        "name": "cam1",
+        "kind": "triggered",
+        "source": {"kind": "watch", "path": str(tmp_path / "drop")},
+        "capture_timeout_s": 0.5,
+        "mqtt": topics,
+    }
+    cfg = station_config(tmp_path, sources=[source], mqtt={"enabled": False, "port": broker.port})
+    got: dict[str, list[bytes]] = {topics["result_topic"]: [], topics["state_topic"]: []}
+    subscribed = threading.Event()
+    plc = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    plc.on_message = lambda _c, _u, m: got[m.topic].append(m.payload)
+    plc.on_subscribe = lambda *_a: subscribed.set()
+    plc.connect("127.0.0.1", broker.port)
+    plc.subscribe([(topics["result_topic"], 1), (topics["state_topic"], 1)])
+    plc.loop_start()
+    station = open_station(cfg)
+    station.start()
+    try:
+        assert subscribed.wait(10)
+        wait_until(lambda: b"ready" in got[topics["state_topic"]], 20, "the ready state")
+        plc.publish(topics["trigger_topic"], b"P-9", qos=1)
+        wait_until(lambda: got[topics["result_topic"]], 20, "the result")
+    finally:
+        stop_station(station)
+        plc.loop_stop()
+        plc.disconnect()
+    result = json.loads(got[topics["result_topic"]][0])
+    assert result["part_id"] == "P-9" and result["decision"] == "ERROR" and result["seq"] == 1
+    assert "gave no sample within 0.5 s of the trigger for part P-9" in result["error"]
+
+
 # --- a station SIGKILL ------------------------------------------------------------------------
 @pytest.mark.timeout(180)
 def test_nothing_lost_or_counted_twice_across_a_sigkill(

@@ -94,3 +94,66 @@ def test_a_damaged_results_file_starts_the_counters_again(tmp_path: Path, conten
     path.write_text(content)
     state = ResultsState(path, history_size=5)
     assert state.last_id == 0 and state.sources == {}
+
+
+class HangingCamera:
+    """A wrapped source that gives a frame only when ``release`` is set: a camera that hangs."""
+
+    name, modality = "cam1", "image"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def frames(self, stop: threading.Event):
+        from flowedge.edge.sources import Frame
+
+        taken = 0
+        while not stop.is_set():
+            if self.release.wait(0.02):
+                self.release.clear()
+                taken += 1
+                yield Frame(part_id=f"frame-{taken}", payload=f"pixels {taken}")
+
+
+def test_a_trigger_the_source_cannot_serve_is_answered_error_and_a_late_sample_discarded(
+    tmp_path: Path,
+) -> None:
+    """A hung camera must not hold the PLC on Busy: the trigger is answered with an error
+    frame after capture_timeout_s; the frame that comes late belonged to that part and is
+    discarded with an event; the next trigger gets the camera's next frame."""
+    import queue
+
+    from flowedge.edge.sources.base import SourceContext
+    from flowedge.edge.sources.triggered import TriggeredConfig, TriggeredSource
+
+    events = Events()
+    cfg = TriggeredConfig(
+        name="cam1", source={"kind": "folder", "path": str(tmp_path)}, capture_timeout_s=1.0
+    )
+    source = TriggeredSource(cfg, SourceContext(events=events))
+    camera = source.inner = HangingCamera()
+    stop, taken = threading.Event(), queue.Queue()
+    thread = threading.Thread(target=lambda: [taken.put(f) for f in source.frames(stop)])
+    thread.start()
+    try:
+        assert source.handshake.trigger("P-1", "test") is None
+        unanswered = taken.get(timeout=10)
+        assert unanswered.part_id == "P-1" and unanswered.payload is None
+        assert "no sample within 1 s of the trigger for part P-1" in unanswered.error
+        source.handshake.decided(decision("P-1", verdict="ERROR"))
+        assert source.handshake.acknowledge("test")
+        camera.release.set()  # the hung camera delivers at last: P-1's frame, too late
+        assert source.handshake.trigger("P-2", "test") is None
+        for _ in range(200):  # the late frame is discarded, then P-2 waits for a fresh one
+            if any(kind == "sample_discarded" for kind, _, _ in events.seen):
+                break
+            threading.Event().wait(0.01)
+        camera.release.set()
+        served = taken.get(timeout=10)
+        assert served.part_id == "P-2" and served.payload == "pixels 2" and served.error is None
+    finally:
+        stop.set()
+        thread.join(10)
+    discarded = [(m, d) for kind, m, d in events.seen if kind == "sample_discarded"]
+    assert len(discarded) == 1 and discarded[0][1]["part_id"] == "frame-1"
+    assert not thread.is_alive()

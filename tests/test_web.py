@@ -395,3 +395,22 @@ def test_https_directly_marks_the_cookie_secure(tmp_path: Path) -> None:
     finally:
         sink.stop("test over", 1.0)
         spool.close()
+
+
+def test_repeated_failed_logins_lock_the_name_and_raise_an_event(tmp_path: Path) -> None:
+    """Five wrong passwords for one name lock it (the right one too, 429 with the wait);
+    the lock is an event; another name is unaffected."""
+    spool, emitted = Spool(tmp_path / "spool.sqlite", 1000), Recorder()
+    context = sink_context(spool, emitted, lambda: {"threshold": 3.0}, station_config(tmp_path))
+    sink = WebSink(WebSinkConfig(port=0, users=users_file(tmp_path)), context)
+    sink.start()
+    try:
+        client = Client(sink.server.port)
+        assert [client.login("olga", f"guess {i}") for i in range(5)] == [401] * 5
+        assert client.login("olga") == 429
+        assert client.login("ernst") == 303
+    finally:
+        sink.stop("test over", 1.0)
+        spool.close()
+    locked = [(m, d) for kind, m, d in emitted.events if kind == "login_locked"]
+    assert len(locked) == 1 and locked[0][1]["user"] == "olga" and "'olga'" in locked[0][0]

@@ -136,7 +136,7 @@ class OpcuaSink:
             context,
             self.delivery,
             self.results,
-            opcua_server.station_users(cfg, passwords),
+            opcua_server.station_users(cfg, passwords, context.emit),
             (self.cert_file, self.key_file),
         )
         self._thread = threading.Thread(

@@ -17,6 +17,7 @@ import datetime
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from flowedge.core.errors import ConfigError
-from flowedge.edge.passwords import verify_password
+from flowedge.edge.passwords import FailedLogins, verify_password
 from flowedge.edge.sinks.opcua_users import UserEntry, private_file_problem
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,10 @@ class StationUsers:
         passwords: dict[str, UserEntry],
         certificates: dict[bytes, tuple[str, str]],  # DER -> (name, role)
         anonymous: bool,
+        on_locked: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.passwords, self.certificates, self.anonymous = passwords, certificates, anonymous
+        self.logins, self.on_locked = FailedLogins(), on_locked
         self.writers: set[str] = {n for n, e in passwords.items() if e.role == "write"}
         self.writers |= {name for name, role in certificates.values() if role == "write"}
 
@@ -109,12 +112,18 @@ class StationUsers:
         certificate: Any = None,
     ) -> User | None:
         if username is not None:
+            if self.logins.locked_for(username):
+                log.warning("OPC UA: login of user %r refused: the name is locked", username)
+                return None
             entry = self.passwords.get(username)
             if entry is not None and verify_password(entry.hashed, password or ""):
+                self.logins.succeeded(username)
                 return User(role=UserRole.User, name=f"user:{username}")
             log.warning(
                 "OPC UA: login of user %r refused (unknown user or wrong password)", username
             )
+            if self.logins.failed(username):
+                self.on_locked(username)
             return None
         if certificate is not None and certificate in self.certificates:
             name, _ = self.certificates[certificate]

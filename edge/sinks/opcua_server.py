@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from asyncua.common.callback import CallbackType
 
 from flowedge.core.errors import ConfigError
 from flowedge.edge.handshake import BUSY
+from flowedge.edge.passwords import LOCK_AFTER, LOCK_WINDOW_S
 from flowedge.edge.sinks.base import Delivery, SinkContext
 from flowedge.edge.sinks.opcua import BATCH, POLICIES, OpcuaSinkConfig, namespace_uri
 from flowedge.edge.sinks.opcua_handshake import OpcuaHandshake
@@ -50,9 +52,23 @@ DEAD_STATES = ("lost", "failed")
 STATE_REFRESH_S = 2.0  # the State nodes follow the sources at least this often
 
 
-def station_users(cfg: OpcuaSinkConfig, passwords: dict[str, UserEntry]) -> StationUsers:
+def station_users(
+    cfg: OpcuaSinkConfig, passwords: dict[str, UserEntry], emit: Callable[..., None]
+) -> StationUsers:
+    """The server's users; a user name locked after repeated failed logins is an event."""
+
+    def locked(name: str) -> None:
+        emit(
+            None,
+            "login_locked",
+            f"OPC UA sink {cfg.name}: user name {name[:64]!r} locked for "
+            f"{LOCK_WINDOW_S:g} s after {LOCK_AFTER} failed logins; someone may be "
+            "guessing passwords",
+            user=name[:64],
+        )
+
     return StationUsers(
-        passwords, load_certificate_users(cfg.certificate_users), cfg.allow_anonymous
+        passwords, load_certificate_users(cfg.certificate_users), cfg.allow_anonymous, locked
     )
 
 

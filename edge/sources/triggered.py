@@ -4,12 +4,19 @@ The PLC gives a part id and a trigger (OPC UA nodes of the ``opcua`` sink, or th
 topics of ``mqtt`` here); the wrapped source's next sample is taken under that part id,
 and its decision answers the PLC (:mod:`flowedge.edge.handshake`). Samples the wrapped
 source offers between triggers wait in it (a folder's next file, a camera's next frame).
+
+A wrapped source that gives nothing within ``capture_timeout_s`` of a trigger (a camera that
+hangs, a folder the vision system stopped writing to) answers that trigger ERROR, so the PLC
+gets a result and the line is not held; a sample it hands over after that belonged to the
+part already answered and is discarded with a ``sample_discarded`` event.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -39,6 +46,13 @@ class TriggeredConfig(SourceBaseConfig):
     )
     ack_timeout_s: float = Field(
         10.0, gt=0, le=DAY_S, description="a result not acknowledged this long: an event"
+    )
+    capture_timeout_s: float | None = Field(
+        10.0,
+        gt=0,
+        le=DAY_S,
+        description="no sample from the wrapped source this long after a trigger: the "
+        "trigger is answered ERROR; None: wait for the sample however long it takes",
     )
     mqtt: HandshakeTopics | None = Field(
         None, description="the handshake over MQTT topics (PLCs without OPC UA); None: OPC UA only"
@@ -82,20 +96,104 @@ class TriggeredSource:
         return getattr(self.inner, "replay", replayed)(row)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        inner = self.inner.frames(stop)
+        samples = OnRequest(self.inner.frames(stop), self._discarded, stop)
         try:
             while not stop.is_set():
                 part_id = self.handshake.wait_trigger(stop)
                 if part_id is None:
                     return
-                frame = next(inner, None)
+                frame = samples.take(self.cfg.capture_timeout_s)
+                if frame is TIMED_OUT:
+                    yield Frame(part_id=part_id, payload=None, error=self._no_sample(part_id))
+                    continue
                 if frame is None:  # the wrapped source ended: the trigger gets no sample
                     return
                 yield replace(frame, part_id=part_id)
         finally:
+            samples.close()
             if self.transport is not None:
                 self.transport.close()
             self.handshake.close()
+
+    def _no_sample(self, part_id: str) -> str:
+        return (
+            f"{self.name}: the {self.cfg.inner.kind} source gave no sample within "
+            f"{self.cfg.capture_timeout_s:g} s of the trigger for part {part_id}; check the "
+            "camera or the folder it reads (capture_timeout_s sets the wait)"
+        )
+
+    def _discarded(self, frame: Frame) -> None:
+        self.handshake.events(
+            self.name,
+            "sample_discarded",
+            f"{self.name}: a sample ({frame.part_id}) arrived after its trigger had timed out "
+            "and was answered ERROR; it was discarded (it belongs to a part already answered)",
+            part_id=frame.part_id,
+        )
+
+
+TIMED_OUT = object()  # OnRequest.take: no sample within the timeout
+CLOSED = 0  # OnRequest's request numbers start at 1; 0 ends its thread
+
+
+class OnRequest:
+    """The wrapped source's samples one per request, taken on a thread of their own, so a
+    trigger can time out while the source hangs. A sample that arrives for a request that
+    timed out is handed to ``discarded``: it belongs to a part already answered."""
+
+    def __init__(
+        self, frames: Iterator[Frame], discarded: Callable[[Frame], None], stop: threading.Event
+    ) -> None:
+        self.frames, self.discarded, self.stop = frames, discarded, stop
+        self._requests: queue.Queue[int] = queue.Queue()
+        self._results: queue.Queue[tuple[int, Frame | None, BaseException | None]] = queue.Queue()
+        self._numbers = iter(range(1, 1 << 62))
+        self._pending: int | None = None  # the request the source is still working on
+        threading.Thread(target=self._run, name="triggered-capture", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            number = self._requests.get()
+            if number == CLOSED:
+                return
+            try:
+                frame = next(self.frames, None)
+            except BaseException as exc:  # handed to the capture thread, which reports it
+                self._results.put((number, None, exc))
+                return
+            self._results.put((number, frame, None))
+            if frame is None:
+                return
+
+    def _request(self) -> int:
+        self._pending = next(self._numbers)
+        self._requests.put(self._pending)
+        return self._pending
+
+    def take(self, timeout_s: float | None) -> Frame | None | object:
+        """The next sample, None when the source ended, TIMED_OUT after ``timeout_s``."""
+        wanted = self._request() if self._pending is None else None  # else: a stale one runs
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self.stop.is_set():
+            wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if wait <= 0:
+                return TIMED_OUT
+            try:
+                number, frame, error = self._results.get(timeout=wait)
+            except queue.Empty:
+                continue
+            self._pending = None
+            if error is not None:
+                raise error
+            if frame is None or number == wanted:
+                return frame
+            self.discarded(frame)
+            wanted = self._request()
+        return None
+
+    def close(self) -> None:
+        """End the thread once the source's pending sample (if any) is in."""
+        self._requests.put(CLOSED)
 
 
 def check(cfg: TriggeredConfig, timeout_s: float) -> CheckResult:

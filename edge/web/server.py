@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import secrets
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -28,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flowedge.core.errors import FlowedgeError
-from flowedge.edge.passwords import hash_password, verify_password
+from flowedge.edge.passwords import FailedLogins, hash_password, verify_password
 from flowedge.edge.web.app import Refused, WebApp
 from flowedge.edge.web.evidence import IMAGES, Evidence
 from flowedge.edge.web.live import Live
@@ -67,6 +68,7 @@ class Site:
     users: Callable[[], dict[str, User]]
     evidence: Evidence
     secure: bool  # the cookie's Secure flag (TLS here or at the proxy)
+    logins: FailedLogins = field(default_factory=FailedLogins)
 
 
 Cookies = tuple[tuple[str, str, int | None], ...]  # (name, value, max-age or None)
@@ -224,24 +226,41 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, actions[path](session.user, body))
 
     # --- login -------------------------------------------------------------------------
-    def _login_form(self, error: str = "") -> None:
+    def _login_form(self, error: str = "", status: int = 401) -> None:
         # one token per browser: a second form (another tab, a redirect) keeps the first valid
         token = self._cookie(PRE_COOKIE) or secrets.token_urlsafe(24)
         page = static("login.html").replace(b"{{csrf}}", token.encode())
         page = page.replace(b"{{error}}", _html(error))
-        self._send(200 if not error else 401, page, TYPES[".html"], ((PRE_COOKIE, token, 600),))
+        self._send(200 if not error else status, page, TYPES[".html"], ((PRE_COOKIE, token, 600),))
 
     def _login(self) -> None:
         form = {k: v[-1] for k, v in parse_qs(self._body().decode(errors="replace")).items()}
         if not same_token(form.get("csrf"), self._cookie(PRE_COOKIE) or "\0"):
             return self._login_form("the login form expired: try again")
         name, password = form.get("user", ""), form.get("password", "")
+        address, logins = self.client_address[0], self.site.logins
+        locked_s = logins.locked_for(name)
+        if locked_s:
+            log.warning("web: login for %r from %s refused: the name is locked", name[:64], address)
+            why = f"too many failed logins for this user: try again in {math.ceil(locked_s)} s"
+            return self._login_form(why, 429)
         user = self.site.users().get(name)
         stored = UNKNOWN_USER if user is None else user.password  # the same work either way
         if not verify_password(stored, password) or user is None:
-            log.warning("web: failed login for %r from %s", name[:64], self.client_address[0])
+            log.warning("web: failed login for %r from %s", name[:64], address)
+            if logins.failed(name):
+                self.site.app.emit(
+                    None,
+                    "login_locked",
+                    f"web page: user name {name[:64]!r} locked for {logins.window_s:g} s after "
+                    f"{logins.limit} failed logins (the last from {address}); someone may be "
+                    "guessing passwords",
+                    user=name[:64],
+                    origin=address,
+                )
             time.sleep(FAILED_LOGIN_DELAY_S)
             return self._login_form("wrong user name or password")
+        logins.succeeded(name)
         token = self.site.sessions.open(user)
         log.info("web: %s (%s) logged in from %s", user.name, user.role, self.client_address[0])
         self._redirect("/", ((COOKIE, token, None), (PRE_COOKIE, "", 0)))
