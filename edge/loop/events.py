@@ -41,6 +41,8 @@ SEVERITY = {
     "baseline_refused": "error",
     "handshake_refused": "warning",
     "handshake_timeout": "error",
+    "sample_discarded": "warning",
+    "login_locked": "error",
     "sink_failed": "error",
 }
 LOG_LEVEL = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
