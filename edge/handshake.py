@@ -9,6 +9,10 @@ acknowledges it. A result not acknowledged within ``ack_timeout_s`` is a
 ``handshake_timeout`` event; a trigger that cannot be taken (busy, or the last result not
 yet acknowledged) is refused with a ``handshake_refused`` event, never silently.
 
+When the source stops taking samples (the station stops, the wrapped source ends or
+fails) the state is ``stopped``: a PLC is never shown Ready by a source that cannot answer,
+and its triggers are refused with the reason.
+
 The state is held in memory only: after a restart the station is ready again and the PLC
 triggers again (a replayed decision never answers a trigger it did not receive).
 """
@@ -23,7 +27,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-READY, BUSY, RESULT_READY = "ready", "busy", "result_ready"
+READY, BUSY, RESULT_READY, STOPPED = "ready", "busy", "result_ready", "stopped"
 MAX_PART_ID = 200  # characters: a part id is a label (file names, messages), not a payload
 
 EventSink = Callable[..., None]  # (sensor, kind, message, **details)
@@ -34,7 +38,7 @@ class Snapshot:
     """What a transport shows the PLC: the state and, once there is one, the result."""
 
     source: str
-    state: str  # ready | busy | result_ready
+    state: str  # ready | busy | result_ready | stopped
     part_id: str | None  # the part being inspected or answered
     result: dict[str, Any] | None  # the decision document answering ``part_id``
     timed_out: bool = False  # the result waited longer than ack_timeout_s
@@ -48,6 +52,7 @@ class Handshake:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._state, self._part_id = READY, None
+        self._stopped_why = ""
         self._result: dict[str, Any] | None = None
         self._taken = False  # the source has taken the sample for the pending trigger
         self._timed_out = False
@@ -83,6 +88,8 @@ class Handshake:
                 why = "the trigger has no part id; write the part id before the trigger"
             elif len(part_id) > MAX_PART_ID or not part_id.isprintable():
                 why = f"the part id must be printable and at most {MAX_PART_ID} characters"
+            elif self._state == STOPPED:
+                why = f"the source has stopped ({self._stopped_why}); see the station's log"
             elif self._state == BUSY:
                 why = f"still inspecting part {self._part_id}; wait for the result"
             elif self._state == RESULT_READY and not self._timed_out:
@@ -174,6 +181,18 @@ class Handshake:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def stop(self, why: str) -> None:
+        """The source takes no more samples (``why``): not ready, every trigger refused."""
+        with self._lock:
+            self._cancel_timer()
+            if self._state == STOPPED:
+                return
+            self._state, self._stopped_why = STOPPED, why
+            self._changed.notify_all()
+            snapshot = self._snapshot()
+        log.info("%s: handshake stopped: %s", self.source, why)
+        self._tell(snapshot)
 
     def close(self) -> None:
         with self._lock:

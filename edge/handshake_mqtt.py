@@ -3,8 +3,8 @@
 A thin transport over :class:`flowedge.edge.handshake.Handshake` (the OPC UA one is in the
 ``opcua`` sink): the PLC publishes a part id on ``trigger_topic`` (plain text, or JSON
 ``{"part_id": "..."}``); the station answers on ``result_topic`` (QoS 1, JSON: part id,
-decision, score, threshold, normalised score, seq, decided_utc) and on ``state_topic``
-(retained ``ready``/``busy``/``result_ready``); the PLC acknowledges on ``ack_topic``
+decision, score, threshold, normalised score, seq, error, decided_utc) and on
+``state_topic`` (retained ``ready``/``busy``/``result_ready``/``stopped``); the PLC acknowledges on ``ack_topic``
 (empty, the part id, or JSON ``{"part_id": "..."}``). It uses its own client on the
 station's broker (the ``mqtt`` section's host, credentials and TLS).
 """
@@ -21,10 +21,11 @@ from pydantic import Field
 
 from flowedge.core.broker import MQTTConfig, MqttString, new_client
 from flowedge.core.validation import Strict
-from flowedge.edge.handshake import RESULT_READY, Handshake, Snapshot
+from flowedge.edge.handshake import RESULT_READY, STOPPED, Handshake, Snapshot
 
 log = logging.getLogger(__name__)
 
+STOPPED_PUBLISH_S = 2.0  # how long a stopping source waits for its "stopped" state to go out
 RESULT_FIELDS = ("part_id", "decision", "score", "threshold", "normalised_score", "seq", "error")
 
 
@@ -96,7 +97,12 @@ class MqttHandshake:
         if snapshot.state == RESULT_READY and not snapshot.timed_out:
             self.client.publish(t.result_topic, result_message(snapshot), qos=t.qos)
         if t.state_topic:
-            self.client.publish(t.state_topic, snapshot.state, qos=t.qos, retain=True)
+            sent = self.client.publish(t.state_topic, snapshot.state, qos=t.qos, retain=True)
+            if snapshot.state == STOPPED:  # the last word before the transport closes
+                try:
+                    sent.wait_for_publish(STOPPED_PUBLISH_S)
+                except (RuntimeError, ValueError) as exc:  # not connected: the retained
+                    log.warning("handshake: %s not sent: %s", t.state_topic, exc)  # state stays
 
     def close(self) -> None:
         self.client.disconnect()

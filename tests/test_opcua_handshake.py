@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from flowedge.edge.handshake import BUSY, READY, RESULT_READY, Handshake, Handshakes
+from flowedge.edge.handshake import BUSY, READY, RESULT_READY, STOPPED, Handshake, Handshakes
 from flowedge.edge.sinks.opcua_results import ResultsState
 
 
@@ -157,3 +157,30 @@ def test_a_trigger_the_source_cannot_serve_is_answered_error_and_a_late_sample_d
     discarded = [(m, d) for kind, m, d in events.seen if kind == "sample_discarded"]
     assert len(discarded) == 1 and discarded[0][1]["part_id"] == "frame-1"
     assert not thread.is_alive()
+    assert source.handshake.snapshot().state == STOPPED  # the PLC is not shown Ready any more
+    assert "the source has stopped (the station is stopping)" in source.handshake.trigger(
+        "P-3", "test"
+    )
+
+
+def test_a_failed_source_stops_its_handshake_with_the_reason(tmp_path: Path) -> None:
+    from flowedge.edge.sources.base import SourceContext
+    from flowedge.edge.sources.triggered import TriggeredConfig, TriggeredSource
+
+    class Unplugged:
+        name, modality = "cam1", "image"
+
+        def frames(self, stop: threading.Event):
+            raise OSError("camera 0 unplugged")
+            yield  # a generator, like every source
+
+    cfg = TriggeredConfig(name="cam1", source={"kind": "folder", "path": str(tmp_path)})
+    source = TriggeredSource(cfg, SourceContext(events=Events()))
+    source.inner = Unplugged()
+    frames = source.frames(threading.Event())
+    assert source.handshake.trigger("P-1", "test") is None
+    with pytest.raises(OSError, match="unplugged"):
+        next(frames)
+    assert source.handshake.snapshot().state == STOPPED
+    why = source.handshake.trigger("P-2", "test")
+    assert "the wrapped source failed: camera 0 unplugged" in why

@@ -97,6 +97,7 @@ class TriggeredSource:
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         samples = OnRequest(self.inner.frames(stop), self._discarded, stop)
+        why = "the wrapped source ended"
         try:
             while not stop.is_set():
                 part_id = self.handshake.wait_trigger(stop)
@@ -109,11 +110,14 @@ class TriggeredSource:
                 if frame is None:  # the wrapped source ended: the trigger gets no sample
                     return
                 yield replace(frame, part_id=part_id)
+        except Exception as exc:
+            why = f"the wrapped source failed: {exc}"
+            raise
         finally:
             samples.close()
+            self.handshake.stop("the station is stopping" if stop.is_set() else why)
             if self.transport is not None:
                 self.transport.close()
-            self.handshake.close()
 
     def _no_sample(self, part_id: str) -> str:
         return (
