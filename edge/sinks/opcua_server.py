@@ -19,7 +19,7 @@ from asyncua import Server, ua
 from asyncua.common.callback import CallbackType
 
 from flowedge.core.errors import ConfigError
-from flowedge.edge.handshake import BUSY
+from flowedge.edge.handshake import BUSY, STOPPED
 from flowedge.edge.passwords import LOCK_AFTER, LOCK_WINDOW_S
 from flowedge.edge.sinks.base import Delivery, SinkContext
 from flowedge.edge.sinks.opcua import BATCH, POLICIES, OpcuaSinkConfig, namespace_uri
@@ -232,8 +232,8 @@ class ResultsServer:
             state = "Error"
         else:
             handshake = self.context.handshakes.get(source)
-            busy = handshake is not None and handshake.snapshot().state == BUSY
-            state = "Busy" if busy else "Ready"
+            shown = None if handshake is None else handshake.snapshot().state
+            state = {BUSY: "Busy", STOPPED: "Stopped"}.get(shown, "Ready")
         await self._write(source, STATE, state)
 
     async def _deliver(self) -> bool:
