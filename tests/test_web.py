@@ -414,3 +414,37 @@ def test_repeated_failed_logins_lock_the_name_and_raise_an_event(tmp_path: Path)
         spool.close()
     locked = [(m, d) for kind, m, d in emitted.events if kind == "login_locked"]
     assert len(locked) == 1 and locked[0][1]["user"] == "olga" and "'olga'" in locked[0][0]
+
+
+def test_with_recipes_the_refit_and_its_apply_name_the_recipe(tmp_path: Path) -> None:
+    """A recipe station: the preview is per recipe (its model's reviews, calibration and
+    threshold in force), and apply sets that recipe's threshold, never a guessed one."""
+    from web_fakes import calibration_file
+
+    from flowedge.calibration.history.review import review
+    from flowedge.edge.commands import CommandsConfig, Reply, StationCommands
+    from flowedge.edge.web.app import Refused, WebApp
+
+    history = tmp_path / "history"
+    filled_history(
+        history, [decision(seq, 2.0 + seq / 10, 1.49, recipe="A") for seq in (1, 2, 3)]
+    ).close()
+    for seq in (1, 2, 3):
+        review(history, "false_alarm", by="olga", source="cam1", seq=seq)
+    calibrations = {"A": calibration_file(tmp_path / "a.json"), "B": None}
+    status = {"recipes": {"A": {"threshold": 1.49}, "B": {"threshold": 3.0}}}
+    applied: list[dict] = []
+    commands = StationCommands(CommandsConfig(allowed=["set_threshold"]), Recorder())
+    commands.handle("set_threshold", lambda args, origin: applied.append(args) or Reply("set"))
+    app = WebApp(history, calibrations.get, lambda: status, commands, Recorder(), lambda p: None)
+    unnamed = app.refit()
+    assert unnamed["after"] is None and unnamed["recipes"] == ["A", "B"]
+    assert "choose the recipe whose threshold to re-fit (in use: A, B)" in unnamed["reason"]
+    assert app.refit("B")["after"] is None and "calibration file" in app.refit("B")["reason"]
+    a = app.refit("A")
+    assert a["recipe"] == "A" and a["before"] == 1.49 and a["after"] > 2.0
+    engineer = User("ernst", "engineer", "")
+    with pytest.raises(Refused, match="the re-fit now gives None"):
+        app.apply(engineer, {"threshold": a["after"]})  # which recipe's? never guessed
+    done = app.apply(engineer, {"threshold": a["after"], "recipe": "A"})
+    assert done["recipe"] == "A" and applied == [{"value": a["after"], "recipe": "A"}]

@@ -105,6 +105,14 @@ def _listen(cfg: WebSinkConfig, site: Site) -> Server:
         ) from None
 
 
+def _calibration_of(station: Any, recipe: str | None) -> Path | None:
+    """The calibration file of the station's model, or of ``recipe``'s with recipes."""
+    if station.recipes is None:
+        return station.model.calibration
+    model = station.recipes.models.get(recipe or "")
+    return None if model is None else model.calibration
+
+
 class WebSink:
     """The delivery thread feeding the live view, and the HTTP server."""
 
@@ -118,7 +126,7 @@ class WebSink:
         self.live = Live(cfg.trend_points, cfg.shifts, evidence.url)
         app = WebApp(
             history=history,
-            calibration=lambda: None if station.recipes else station.model.calibration,
+            calibration=partial(_calibration_of, station),
             status=self.status,
             commands=context.commands,
             emit=context.emit,

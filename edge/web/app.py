@@ -18,7 +18,7 @@ from flowedge.calibration.history.review import review
 from flowedge.calibration.history.store import opened
 from flowedge.core.errors import FlowedgeError
 from flowedge.edge.commands import StationCommands
-from flowedge.edge.web.refit import preview
+from flowedge.edge.web.refit import Preview, preview
 from flowedge.edge.web.users import User
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ class Refused(Exception):
 @dataclass
 class WebApp:
     history: Path | None
-    calibration: Callable[[], Path | None]  # the running model's calibration file
+    # the calibration file of the running model, or with recipes of the named recipe's model
+    calibration: Callable[[str | None], Path | None]
     status: Callable[[], dict[str, Any]]  # the station's live state (threshold, sources)
     commands: StationCommands
     emit: Callable[..., None]
@@ -108,9 +109,20 @@ class WebApp:
         log.info("web: %s reviewed %s #%d as %s", user.name, done.source, done.seq, done.verdict)
         return {"source": done.source, "seq": done.seq, "verdict": done.verdict}
 
-    def refit(self) -> dict[str, Any]:
-        running = self.status().get("threshold")
-        return preview(self.history, self.calibration(), running).as_dict()
+    def refit(self, recipe: str | None = None) -> dict[str, Any]:
+        """The re-fit preview; with recipes, of ``recipe``'s model (one in use: its threshold
+        is the one in force), and ``recipes`` lists those in use."""
+        status = self.status()
+        recipes = status.get("recipes")
+        if recipes is None:
+            return preview(self.history, self.calibration(None), status.get("threshold")).as_dict()
+        shown = {"recipes": sorted(recipes), "recipe": recipe}
+        if recipe not in recipes:
+            in_use = ", ".join(sorted(recipes)) or "none yet"
+            why = f"choose the recipe whose threshold to re-fit (in use: {in_use})"
+            return {**Preview(None, None, (), why).as_dict(), **shown}
+        running = recipes[recipe]["threshold"]
+        return {**preview(self.history, self.calibration(recipe), running).as_dict(), **shown}
 
     def apply(self, user: User, body: dict[str, Any]) -> dict[str, Any]:
         """Apply the previewed threshold: engineers and admins only; each try an event."""
@@ -121,14 +133,20 @@ class WebApp:
             log.error("set_threshold from %s refused: %s", origin, message)
             self.emit(None, "command_refused", message, command="set_threshold", origin=origin)
             raise Refused(403, message)
-        proposed = self.refit()["after"]
+        recipe = body.get("recipe")
+        if recipe is not None and not isinstance(recipe, str):
+            raise Refused(400, f"recipe must be a recipe's name, got {recipe!r}")
+        proposed = self.refit(recipe)["after"]
         if (
             not isinstance(value, int | float)
             or proposed is None
             or not math.isclose(float(value), proposed, rel_tol=SAME)
         ):
             raise Refused(409, f"the re-fit now gives {proposed}, not {value}: review it again")
-        result = self.commands.run("set_threshold", {"value": float(value)}, origin)
+        args: dict[str, Any] = {"value": float(value)}
+        if recipe is not None:
+            args["recipe"] = recipe
+        result = self.commands.run("set_threshold", args, origin)
         if not result.accepted:
             raise Refused(409, result.message)
-        return {"message": result.message, "threshold": float(value)}
+        return {"message": result.message, "threshold": float(value), "recipe": recipe}

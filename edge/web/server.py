@@ -191,7 +191,7 @@ class Handler(BaseHTTPRequestHandler):
             },
             "/api/status": self.site.app.status,
             "/api/queue": app.queue,
-            "/api/refit": app.refit,
+            "/api/refit": lambda: app.refit(query.get("recipe", [None])[-1] or None),
             "/api/search": lambda: app.search({k: v[-1] for k, v in query.items()}),
         }
         if path not in answers:

@@ -216,7 +216,20 @@ async function reviewSelected(verdict) {
 }
 
 async function loadRefit() {
-  const refit = await api("/api/refit");
+  const chosen = $("refit-recipe").value;
+  const refit = await api("/api/refit" + (chosen ? `?recipe=${encodeURIComponent(chosen)}` : ""));
+  if (refit.recipes) {  // a station with recipes: each recipe's model has its own threshold
+    const select = $("refit-recipe");
+    $("refit-recipe-label").hidden = false;
+    if ([...select.options].map((o) => o.value).join("\n") !== refit.recipes.join("\n")) {
+      select.replaceChildren(...refit.recipes.map((name) => el("option", { value: name }, name)));
+      select.value = refit.recipe ?? "";
+    }
+    if (!refit.recipe && refit.recipes.length) {
+      select.value = refit.recipes[0];
+      return loadRefit();
+    }
+  }
   state.refit = refit;
   $("refit").textContent = refit.after === null ? refit.reason : refit.lines.join("\n");
   $("apply").disabled = refit.after === null;
@@ -226,7 +239,7 @@ async function loadRefit() {
 async function apply() {
   if (!state.refit || state.refit.after === null) return;
   try {
-    const done = await api("/api/apply", { threshold: state.refit.after });
+    const done = await api("/api/apply", { threshold: state.refit.after, recipe: state.refit.recipe ?? null });
     $("apply-result").textContent = `applied: ${done.message}`;
   } catch (error) {
     $("apply-result").textContent = `refused: ${error.message}`;
@@ -269,6 +282,7 @@ async function logout() {
 window.addEventListener("hashchange", showTab);
 document.addEventListener("keydown", onKey);
 $("apply").addEventListener("click", apply);
+$("refit-recipe").addEventListener("change", loadRefit);
 $("logout").addEventListener("click", logout);
 $("search-form").addEventListener("submit", search);
 $("trend-hours").addEventListener("change", drawTrends);
