@@ -127,6 +127,77 @@ def test_review_a_false_alarm_and_apply_the_refit_in_a_browser(tmp_path: Path) -
     assert code == 0, (tmp_path / "station.log").read_text()[-3000:]
 
 
+def test_a_recipe_station_refits_and_applies_per_recipe_in_a_browser(tmp_path: Path) -> None:
+    """Two recipes by file name: the re-fit panel lists them; recipe A (a reviewed false
+    alarm) proposes a threshold that Apply sets for A alone; B (a fixed threshold, no
+    calibration file) has no re-fit to apply."""
+    require_browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    from web_fakes import Client
+
+    from flowedge.calibration.history.review import review
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    parts = write_images(tmp_path / "parts", 4)
+    sections = web_sections(tmp_path, shift=-3.0, port=free_port())
+    model = {
+        "path": str(write_onnx_model(tmp_path / "model.onnx")),
+        "backend": "onnxruntime",
+        "calibration": sections.pop("model")["calibration"],
+    }
+    config = {
+        "site": "plant",
+        "station": "line1",
+        "sources": [{"name": "cam1", "kind": "watch", "path": str(folder)}],
+        "recipes": {
+            "select": {"by": "filename", "pattern": "^(?P<recipe>[AB])_"},
+            "models": {"A": model, "B": {**model, "calibration": None, "threshold": -1.5}},
+        },
+        "mqtt": {"enabled": False},
+        "metrics": {"enabled": False},
+        "spool": {"path": str(tmp_path / "spool.sqlite")},
+        **sections,
+    }
+    url = f"http://127.0.0.1:{sections['sinks'][1]['port']}"
+    station = start_station(config, tmp_path)
+    driver = browser()
+    try:
+        wait_until(lambda: _answers(url), 60, "the page")
+        for index, image in enumerate(parts):
+            shutil.copy(image, folder / f"{'AB'[index % 2]}_{image.name}")  # A: 0, 2; B: 1, 3
+
+        def reviewed() -> bool:  # A_img_0002 is an anomaly of recipe A, once it is stored
+            try:
+                review(tmp_path / "history", "false_alarm", "olga", part_id="A_img_0002.png")
+            except Exception:
+                return False
+            return True
+
+        wait_until(reviewed, 60, "A_img_0002.png in the history")
+        log_in(driver, url, "ernst")
+        driver.get(url + "/#review")
+        waiting(driver).until(lambda d: "reviewed normal" in text_of(d, "refit"))
+        recipes = Select(driver.find_element(By.ID, "refit-recipe"))
+        assert [o.text for o in recipes.options] == ["A", "B"]
+        assert recipes.first_selected_option.text == "A"
+        proposed = float(driver.find_element(By.ID, "apply").text.split()[-1])
+        driver.find_element(By.ID, "apply").click()
+        waiting(driver).until(lambda d: "applied" in text_of(d, "apply-result"))
+        recipes.select_by_visible_text("B")
+        waiting(driver).until(lambda d: "recipes.models.B.calibration" in text_of(d, "refit"))
+        assert not driver.find_element(By.ID, "apply").is_enabled()
+        client = Client(int(url.rsplit(":", 1)[1]))
+        assert client.login("ernst") == 303
+        thresholds = {k: v["threshold"] for k, v in client.json("/api/status")["recipes"].items()}
+    finally:
+        driver.quit()
+        code = stop(station)
+    assert code == 0, (tmp_path / "station.log").read_text()[-3000:]
+    assert thresholds == {"A": pytest.approx(proposed, rel=1e-3), "B": -1.5}
+
+
 def _answers(url: str) -> bool:
     import urllib.request
 

@@ -121,8 +121,8 @@ class WebApp:
             in_use = ", ".join(sorted(recipes)) or "none yet"
             why = f"choose the recipe whose threshold to re-fit (in use: {in_use})"
             return {**Preview(None, None, (), why).as_dict(), **shown}
-        running = recipes[recipe]["threshold"]
-        return {**preview(self.history, self.calibration(recipe), running).as_dict(), **shown}
+        running, key = recipes[recipe]["threshold"], f"recipes.models.{recipe}.calibration"
+        return {**preview(self.history, self.calibration(recipe), running, key).as_dict(), **shown}
 
     def apply(self, user: User, body: dict[str, Any]) -> dict[str, Any]:
         """Apply the previewed threshold: engineers and admins only; each try an event."""

@@ -43,9 +43,14 @@ class Preview:
         }
 
 
-def preview(history: Path | None, calibration: Path | None, running: float | None) -> Preview:
+def preview(
+    history: Path | None,
+    calibration: Path | None,
+    running: float | None,
+    key: str = "model.calibration",
+) -> Preview:
     """The re-fit of ``calibration`` with the reviews in ``history``; ``running``: the
-    threshold in force now."""
+    threshold in force now; ``key``: where the config names the calibration file."""
     if history is None:
         return Preview(running, None, (), "no history sink: reviews are kept there")
     if calibration is None:
@@ -53,8 +58,8 @@ def preview(history: Path | None, calibration: Path | None, running: float | Non
             running,
             None,
             (),
-            "the station runs without a calibration file (model.calibration): a re-fit needs "
-            "its normal sample; run 'flowedge calibrate --history' instead",
+            f"the model runs without a calibration file ({key}): a re-fit needs its normal "
+            "sample; run 'flowedge calibrate --history' instead",
         )
     try:
         cal = read_calibration(calibration)
