@@ -138,9 +138,11 @@ def test_a_recipe_station_refits_and_applies_per_recipe_in_a_browser(tmp_path: P
 
     from flowedge.calibration.history.review import review
 
-    folder = tmp_path / "incoming"
-    folder.mkdir()
-    parts = write_images(tmp_path / "parts", 4)
+    folder, idle = tmp_path / "images", tmp_path / "idle"
+    idle.mkdir()
+    for index, image in enumerate(write_images(tmp_path / "parts", 4)):
+        folder.mkdir(exist_ok=True)
+        shutil.copy(image, folder / f"{'AB'[index % 2]}_{image.name}")  # A: 0, 2; B: 1, 3
     sections = web_sections(tmp_path, shift=-3.0, port=free_port())
     model = {
         "path": str(write_onnx_model(tmp_path / "model.onnx")),
@@ -150,7 +152,10 @@ def test_a_recipe_station_refits_and_applies_per_recipe_in_a_browser(tmp_path: P
     config = {
         "site": "plant",
         "station": "line1",
-        "sources": [{"name": "cam1", "kind": "watch", "path": str(folder)}],
+        "sources": [  # cam1 decides its four files; cam2, idle, keeps the station running
+            {"name": "cam1", "kind": "folder", "path": str(folder)},
+            {"name": "cam2", "kind": "watch", "path": str(idle)},
+        ],
         "recipes": {
             "select": {"by": "filename", "pattern": "^(?P<recipe>[AB])_"},
             "models": {"A": model, "B": {**model, "calibration": None, "threshold": -1.5}},
@@ -165,8 +170,6 @@ def test_a_recipe_station_refits_and_applies_per_recipe_in_a_browser(tmp_path: P
     driver = browser()
     try:
         wait_until(lambda: _answers(url), 60, "the page")
-        for index, image in enumerate(parts):
-            shutil.copy(image, folder / f"{'AB'[index % 2]}_{image.name}")  # A: 0, 2; B: 1, 3
 
         def reviewed() -> bool:  # A_img_0002 is an anomaly of recipe A, once it is stored
             try:
