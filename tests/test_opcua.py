@@ -9,6 +9,7 @@ timeout's event, and nothing lost or counted twice across a station SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -405,50 +406,79 @@ def test_handshake_over_opcua_and_the_ack_timeout_event(
         assert db.execute("SELECT last FROM sequence WHERE sensor = 'cam1'").fetchone()[0] == 2
 
 
+def handshake_topics() -> dict[str, str]:
+    base = f"flowedge-test/{uuid.uuid4().hex}"
+    return {f"{name}_topic": f"{base}/{name}" for name in ("trigger", "result", "ack", "state")}
+
+
+class MqttPlc:
+    """A PLC on the handshake's topics: what it receives on the result and state topics."""
+
+    def __init__(self, port: int, topics: dict[str, str]) -> None:
+        self.topics = topics
+        self.got: dict[str, list[bytes]] = {topics["result_topic"]: [], topics["state_topic"]: []}
+        subscribed = threading.Event()
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_message = lambda _c, _u, m: self.got[m.topic].append(m.payload)
+        self.client.on_subscribe = lambda *_a: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe([(topics["result_topic"], 1), (topics["state_topic"], 1)])
+        self.client.loop_start()
+        assert subscribed.wait(10)
+
+    @property
+    def results(self) -> list[bytes]:
+        return self.got[self.topics["result_topic"]]
+
+    @property
+    def states(self) -> list[bytes]:
+        return self.got[self.topics["state_topic"]]
+
+    def send(self, what: str, payload: bytes) -> None:
+        self.client.publish(self.topics[f"{what}_topic"], payload, qos=1)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@contextlib.contextmanager
+def station_with_mqtt_plc(tmp: Path, source: dict[str, Any], port: int):
+    """A started station with ``source`` (its handshake on ``port``'s broker) and a PLC on
+    its topics, once the handshake says ready; both stopped after."""
+    cfg = station_config(tmp, sources=[source], mqtt={"enabled": False, "port": port})
+    plc = MqttPlc(port, source["mqtt"])
+    station = open_station(cfg)
+    station.start()
+    try:
+        wait_until(lambda: b"ready" in plc.states, 20, "the ready state")
+        yield station, plc
+    finally:
+        stop_station(station)
+        plc.close()
+
+
 @pytest.mark.broker
 @pytest.mark.timeout(120)
 def test_handshake_over_mqtt(tmp_path: Path, broker: Any, caplog: pytest.LogCaptureFixture) -> None:
     """The same handshake over topics on a private mosquitto: trigger -> result -> ack; a PLC
     that never acknowledges raises the event."""
     write_images(tmp_path / "images", 3)
-    base = f"flowedge-test/{uuid.uuid4().hex}"
-    topics = {
-        "trigger_topic": f"{base}/trigger",
-        "result_topic": f"{base}/result",
-        "ack_topic": f"{base}/ack",
-        "state_topic": f"{base}/state",
-    }
+    topics = handshake_topics()
     source = triggered_source(tmp_path, ack_timeout_s=1.0, mqtt=topics)
-    cfg = station_config(tmp_path, sources=[source], mqtt={"enabled": False, "port": broker.port})
-    got: dict[str, list[bytes]] = {topics["result_topic"]: [], topics["state_topic"]: []}
-    subscribed = threading.Event()
-    plc = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
-    plc.on_message = lambda _c, _u, m: got[m.topic].append(m.payload)
-    plc.on_subscribe = lambda *_a: subscribed.set()
-    plc.connect("127.0.0.1", broker.port)
-    plc.subscribe([(topics["result_topic"], 1), (topics["state_topic"], 1)])
-    plc.loop_start()
-    station = open_station(cfg)
-    station.start()
-    try:
-        assert subscribed.wait(10)
-        wait_until(lambda: b"ready" in got[topics["state_topic"]], 20, "the ready state")
-        plc.publish(topics["trigger_topic"], b"P-7", qos=1)
-        wait_until(lambda: got[topics["result_topic"]], 20, "the result")
-        result = json.loads(got[topics["result_topic"]][0])
-        plc.publish(topics["ack_topic"], b"P-7", qos=1)
-        wait_until(lambda: got[topics["state_topic"]][-1] == b"ready", 20, "ready after ack")
-        plc.publish(topics["trigger_topic"], json.dumps({"part_id": "P-8"}).encode(), qos=1)
-        wait_until(lambda: len(got[topics["result_topic"]]) == 2, 20, "the second result")
+    with station_with_mqtt_plc(tmp_path, source, broker.port) as (station, plc):
+        plc.send("trigger", b"P-7")
+        wait_until(lambda: plc.results, 20, "the result")
+        result = json.loads(plc.results[0])
+        plc.send("ack", b"P-7")
+        wait_until(lambda: plc.states[-1] == b"ready", 20, "ready after ack")
+        plc.send("trigger", json.dumps({"part_id": "P-8"}).encode())
+        wait_until(lambda: len(plc.results) == 2, 20, "the second result")
         wait_until(lambda: events_of(station, caplog, "handshake_timeout"), 10, "the timeout event")
-    finally:
-        stop_station(station)
-        plc.loop_stop()
-        plc.disconnect()
     assert result["part_id"] == "P-7" and result["decision"] in ("OK", "ANOMALY")
     assert result["seq"] == 1 and result["score"] > 0 and result["source"] == "cam1"
-    assert json.loads(got[topics["result_topic"]][1])["part_id"] == "P-8"
-    states = got[topics["state_topic"]]
+    assert json.loads(plc.results[1])["part_id"] == "P-8"
+    states = plc.states
     assert [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]][:4] == [
         b"ready",
         b"busy",
@@ -465,8 +495,7 @@ def test_a_trigger_nothing_is_captured_for_is_answered_error(tmp_path: Path, bro
     """A watched folder nobody writes to: the trigger is answered ERROR with the reason after
     capture_timeout_s (the PLC is not held on busy), stored like any decision."""
     (tmp_path / "drop").mkdir()
-    base = f"flowedge-test/{uuid.uuid4().hex}"
-    topics = {f"{name}_topic": f"{base}/{name}" for name in ("trigger", "result", "ack", "state")}
+    topics = handshake_topics()
     source = {
         "name": "cam1",
         "kind": "triggered",
@@ -474,27 +503,10 @@ def test_a_trigger_nothing_is_captured_for_is_answered_error(tmp_path: Path, bro
         "capture_timeout_s": 0.5,
         "mqtt": topics,
     }
-    cfg = station_config(tmp_path, sources=[source], mqtt={"enabled": False, "port": broker.port})
-    got: dict[str, list[bytes]] = {topics["result_topic"]: [], topics["state_topic"]: []}
-    subscribed = threading.Event()
-    plc = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
-    plc.on_message = lambda _c, _u, m: got[m.topic].append(m.payload)
-    plc.on_subscribe = lambda *_a: subscribed.set()
-    plc.connect("127.0.0.1", broker.port)
-    plc.subscribe([(topics["result_topic"], 1), (topics["state_topic"], 1)])
-    plc.loop_start()
-    station = open_station(cfg)
-    station.start()
-    try:
-        assert subscribed.wait(10)
-        wait_until(lambda: b"ready" in got[topics["state_topic"]], 20, "the ready state")
-        plc.publish(topics["trigger_topic"], b"P-9", qos=1)
-        wait_until(lambda: got[topics["result_topic"]], 20, "the result")
-    finally:
-        stop_station(station)
-        plc.loop_stop()
-        plc.disconnect()
-    result = json.loads(got[topics["result_topic"]][0])
+    with station_with_mqtt_plc(tmp_path, source, broker.port) as (_, plc):
+        plc.send("trigger", b"P-9")
+        wait_until(lambda: plc.results, 20, "the result")
+    result = json.loads(plc.results[0])
     assert result["part_id"] == "P-9" and result["decision"] == "ERROR" and result["seq"] == 1
     assert "gave no sample within 0.5 s of the trigger for part P-9" in result["error"]
 

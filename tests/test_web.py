@@ -28,7 +28,7 @@ from runtime_fakes import (  # noqa: E402
     wait_until,
     write_images,
 )
-from web_fakes import USERS, Client, users_file, web_sections  # noqa: E402
+from web_fakes import USERS, Client, station_document, users_file, web_sections  # noqa: E402
 
 from flowedge.calibration.history.review import reviews_of  # noqa: E402
 from flowedge.calibration.history.store import HistoryDB  # noqa: E402
@@ -292,15 +292,7 @@ def test_the_page_loses_nothing_across_a_station_sigkill(tmp_path: Path) -> None
     sections["model"].update(path=str(write_onnx_model(tmp_path / "model.onnx")))
     sections["model"]["backend"] = "onnxruntime"
     source = {"name": "cam1", "kind": "folder", "path": str(tmp_path / "images")}
-    config = {
-        "site": "plant",
-        "station": "line1",
-        "sources": [{**source, "loop": True, "rate_hz": 50}],
-        "mqtt": {"enabled": False},
-        "metrics": {"enabled": False},
-        "spool": {"path": str(tmp_path / "spool.sqlite")},
-        **sections,
-    }
+    config = station_document(tmp_path, [{**source, "loop": True, "rate_hz": 50}], **sections)
     port = sections["sinks"][1]["port"]
     station = start_station(config, tmp_path)
     try:

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from mqtt_broker import free_port  # noqa: E402
 from runtime_fakes import wait_until, write_images, write_onnx_model  # noqa: E402
 from web_browser import browser, require_browser, screenshot, start_station, stop  # noqa: E402
-from web_fakes import PASSWORD, web_sections  # noqa: E402
+from web_fakes import PASSWORD, station_document, web_sections  # noqa: E402
 
 from flowedge.calibration.history.review import reviews_of  # noqa: E402
 
@@ -55,15 +55,8 @@ def test_review_a_false_alarm_and_apply_the_refit_in_a_browser(tmp_path: Path) -
     sections = web_sections(tmp_path, shift=-3.0, port=free_port())
     sections["model"]["path"] = str(write_onnx_model(tmp_path / "model.onnx"))
     sections["model"]["backend"] = "onnxruntime"
-    config = {
-        "site": "plant",
-        "station": "line1",
-        "sources": [{"name": "cam1", "kind": "watch", "path": str(tmp_path / "incoming")}],
-        "mqtt": {"enabled": False},
-        "metrics": {"enabled": False},
-        "spool": {"path": str(tmp_path / "spool.sqlite")},
-        **sections,
-    }
+    source = {"name": "cam1", "kind": "watch", "path": str(tmp_path / "incoming")}
+    config = station_document(tmp_path, [source], **sections)
     url = f"http://127.0.0.1:{sections['sinks'][1]['port']}"
     station = start_station(config, tmp_path)
     driver = browser()
@@ -149,22 +142,15 @@ def test_a_recipe_station_refits_and_applies_per_recipe_in_a_browser(tmp_path: P
         "backend": "onnxruntime",
         "calibration": sections.pop("model")["calibration"],
     }
-    config = {
-        "site": "plant",
-        "station": "line1",
-        "sources": [  # cam1 decides its four files; cam2, idle, keeps the station running
-            {"name": "cam1", "kind": "folder", "path": str(folder)},
-            {"name": "cam2", "kind": "watch", "path": str(idle)},
-        ],
-        "recipes": {
-            "select": {"by": "filename", "pattern": "^(?P<recipe>[AB])_"},
-            "models": {"A": model, "B": {**model, "calibration": None, "threshold": -1.5}},
-        },
-        "mqtt": {"enabled": False},
-        "metrics": {"enabled": False},
-        "spool": {"path": str(tmp_path / "spool.sqlite")},
-        **sections,
+    sources = [  # cam1 decides its four files; cam2, idle, keeps the station running
+        {"name": "cam1", "kind": "folder", "path": str(folder)},
+        {"name": "cam2", "kind": "watch", "path": str(idle)},
+    ]
+    recipes = {
+        "select": {"by": "filename", "pattern": "^(?P<recipe>[AB])_"},
+        "models": {"A": model, "B": {**model, "calibration": None, "threshold": -1.5}},
     }
+    config = station_document(tmp_path, sources, recipes=recipes, **sections)
     url = f"http://127.0.0.1:{sections['sinks'][1]['port']}"
     station = start_station(config, tmp_path)
     driver = browser()

@@ -58,6 +58,20 @@ def web_sections(tmp: Path, shift: float = 0.0, **web: Any) -> dict[str, Any]:
     }
 
 
+def station_document(tmp: Path, sources: list[dict[str, Any]], **sections: Any) -> dict[str, Any]:
+    """A ``flowedge run`` config as its YAML file holds it: MQTT and metrics off, the spool
+    in ``tmp``, plus ``sections`` (e.g. :func:`web_sections`)."""
+    return {
+        "site": "plant",
+        "station": "line1",
+        "sources": sources,
+        "mqtt": {"enabled": False},
+        "metrics": {"enabled": False},
+        "spool": {"path": str(tmp / "spool.sqlite")},
+        **sections,
+    }
+
+
 class Client:
     """One browser's worth of HTTP: its cookies, the page's CSRF token."""
 
