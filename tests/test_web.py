@@ -440,3 +440,43 @@ def test_with_recipes_the_refit_and_its_apply_name_the_recipe(tmp_path: Path) ->
         app.apply(engineer, {"threshold": a["after"]})  # which recipe's? never guessed
     done = app.apply(engineer, {"threshold": a["after"], "recipe": "A"})
     assert done["recipe"] == "A" and applied == [{"value": a["after"], "recipe": "A"}]
+
+
+def test_sound_and_robot_cycle_decisions_show_with_their_pictures(tmp_path: Path) -> None:
+    """The page takes every modality's decision the same way: a microphone's motion and a
+    robot's cycle appear live, each with its spectrogram or cycle plot served as evidence."""
+    import cv2
+    import numpy as np
+
+    pictures = tmp_path / "heatmaps"
+    for name in ("mic1", "robot1"):
+        (pictures / name).mkdir(parents=True)
+        cv2.imwrite(str(pictures / name / "1.png"), np.zeros((8, 8, 3), np.uint8))
+    event = {"label": "unfold", "start_utc": "2026-12-01T10:00:00.000Z", "start_s": 3.2}
+    cycle = {"id": "c17", "first_row": 1700, "rows": 100, "start_s": 0.0, "end_s": 1.0}
+    cycle |= {"top_signals": [{"signal": "torque_1", "map_sum": 4.0}], "top_time_ranges": []}
+    docs = [
+        decision(1, 5.0, source="mic1", modality="audio", event=event, part_id="motion-1"),
+        decision(1, 1.0, source="robot1", modality="series", cycle=cycle, part_id="c17"),
+    ]
+    for doc in docs:
+        doc["heatmap"] = str(pictures / doc["sensor"] / "1.png")
+    spool = Spool(tmp_path / "spool.sqlite", 1000)
+    context = sink_context(spool, Recorder(), lambda: {"threshold": 3.0}, station_config(tmp_path))
+    sink = WebSink(WebSinkConfig(port=0, users=users_file(tmp_path)), context)
+    sink.start()
+    try:
+        put_decisions(spool, docs)
+        assert sink.flush(10)
+        client = Client(sink.server.port)
+        assert client.login("olga") == 303
+        latest = client.json("/api/snapshot")["latest"]
+        assert (latest["mic1"]["decision"], latest["robot1"]["decision"]) == ("ANOMALY", "OK")
+        assert latest["mic1"]["detail"] == "motion unfold"
+        assert latest["robot1"]["detail"] == "cycle c17 · driven by torque_1"
+        for source in ("mic1", "robot1"):
+            status, headers, body = client.get(latest[source]["overlay"])
+            assert (status, headers["Content-Type"], body[:4]) == (200, "image/png", b"\x89PNG")
+    finally:
+        sink.stop("test over", 1.0)
+        spool.close()

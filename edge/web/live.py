@@ -98,6 +98,7 @@ class Live:
             "error": doc.get("error"),
             "modality": doc.get("modality"),
             "recipe": doc.get("recipe"),
+            "detail": detail(doc),
             "overlay": self.evidence_url(doc.get("heatmap")),
             "input": self.evidence_url((doc.get("evidence") or {}).get("input")),
         }
@@ -151,3 +152,19 @@ class Live:
             streams, self._subscribers = self._subscribers, []
         for stream in streams:
             stream.put(None)
+
+
+def detail(doc: dict[str, Any]) -> str:
+    """What the decision was about beyond its part id, in a few words: the recipe, a sound's
+    motion label, a robot cycle and the signals that drove its score (the "why")."""
+    words = [f"recipe {doc['recipe']}"] if doc.get("recipe") else []
+    event = doc.get("event") or {}
+    if event.get("label"):
+        words.append(f"motion {event['label']}")
+    cycle = doc.get("cycle") or {}
+    if cycle.get("id"):
+        words.append(f"cycle {cycle['id']}")
+    signals = [s["signal"] for s in cycle.get("top_signals", [])[:3] if "signal" in s]
+    if signals:
+        words.append(f"driven by {', '.join(signals)}")
+    return " · ".join(words)

@@ -66,6 +66,7 @@ function card(item) {
     el("h2", {}, item.source, " ", el("span", { class: `badge ${item.decision}`, "data-role": "decision" }, item.decision)),
     !fresh ? shown : image ? el("img", { src: image, alt: `overlay of ${item.part_id}` }) : el("div", { class: "noimage" }, "no overlay kept"),
     el("p", {}, `part ${item.part_id} · #${item.seq} · ${item.decided_utc}`),
+    item.detail ? el("p", { "data-role": "detail" }, item.detail) : "",
     el("p", {}, `score ${number(item.score)} / threshold ${number(item.threshold)}`, item.drift ? ` · drift ${item.drift}` : "",
       item.error ? ` · ${item.error}` : ""),
     bar,
