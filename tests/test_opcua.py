@@ -782,3 +782,53 @@ def test_the_plc_announces_the_recipe_on_the_recipe_node(
     assert out == {"after B": "B", "router after B": "B", "router after blank": "B"}
     assert station.metrics.events.labels("command")._value.get() == 1
     assert station.metrics.events.labels("command_refused")._value.get() == 1
+
+
+def test_sound_and_robot_cycle_results_reach_their_nodes(
+    tmp_path: Path, users: Path, client_cert: tuple[Path, Path]
+) -> None:
+    """The OPC UA sink takes every modality's decision document alike: a microphone's and a
+    robot's results land on their own source's nodes, with the picture the station drew."""
+    from history_fakes import Recorder, decision, put_decisions, sink_context
+
+    from flowedge.edge.sinks.opcua import OpcuaSink, OpcuaSinkConfig
+    from flowedge.edge.spool import Spool
+
+    cycle = {"id": "c17", "first_row": 1700, "rows": 100, "start_s": 0.0, "end_s": 1.0}
+    docs = [
+        decision(1, 5.0, source="mic1", modality="audio", part_id="motion-1"),
+        decision(1, 1.0, source="robot1", modality="series", part_id="c17", cycle=cycle),
+    ]
+    for doc in docs:
+        doc["heatmap"] = str(tmp_path / "heatmaps" / doc["sensor"] / "1.png")
+    port, spool = free_port(), Spool(tmp_path / "spool.sqlite", 1000)
+    status = {"sources": {"mic1": "up", "robot1": "up"}}
+    context = sink_context(spool, Recorder(), lambda: status, station_config(tmp_path))
+    sink = OpcuaSink(OpcuaSinkConfig(**opcua_sink(port, users)), context)
+    sink.start()
+
+    async def read() -> dict[str, Any]:
+        c = await opened(client(port, client_cert, user="viewer"))
+        try:
+            await wait_value(c, "robot1.Result.Sequence", 1)
+            paths = [f"{s}.Result.{n}" for s in ("mic1", "robot1") for n in ("PartId", "Decision")]
+            paths += ["mic1.Result.HeatmapPath", "robot1.Counters.Ok", "mic1.Counters.Anomaly"]
+            return {p: await (await node(c, p)).read_value() for p in paths}
+        finally:
+            await c.disconnect()
+
+    try:
+        put_decisions(spool, docs)
+        values = asyncio.run(read())
+    finally:
+        sink.stop("test over", 5.0)
+        spool.close()
+    assert values == {
+        "mic1.Result.PartId": "motion-1",
+        "mic1.Result.Decision": "ANOMALY",
+        "robot1.Result.PartId": "c17",
+        "robot1.Result.Decision": "OK",
+        "mic1.Result.HeatmapPath": docs[0]["heatmap"],
+        "robot1.Counters.Ok": 1,
+        "mic1.Counters.Anomaly": 1,
+    }
