@@ -18,6 +18,7 @@ import numpy as np
 
 from flowedge.calibration.calibfile import check_binding, read_calibration, save_calibration
 from flowedge.calibration.calibrate import CalibrationOptions, build_calibration, update_calibration
+from flowedge.calibration.per_run import score_runs
 from flowedge.calibration.reviewed import report_lines, reviewed_scores, scorer
 from flowedge.calibration.scoring import (
     ScoredFolder,
@@ -32,6 +33,7 @@ from flowedge.core.card import ModelCard
 from flowedge.core.errors import ConfigError, DataError
 from flowedge.core.outpaths import check_output_file
 from flowedge.flows.recipes import matched, recipe_folders
+from flowedge.flows.runs import require_per_run
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--normal/--anomalous DIR one folder per recipe: each model calibrated on its own, "
         "written to CHECKPOINT/<recipe>/calibration.json (or OUT/<recipe>/calibration.json)",
     )
+    parser.add_argument(
+        "--per-run",
+        type=int,
+        metavar="N",
+        help="for a model trained with 'flowedge train --per-run': --normal DIR (and "
+        "--anomalous DIR) hold one folder per run; the first N files of each run's normal "
+        "folder are its baseline (as the station's rebaseline.samples), the rest and its "
+        "defects are scored with that baseline's statistics",
+    )
 
 
 def _options(args: argparse.Namespace, previous: dict | None) -> CalibrationOptions:
@@ -157,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--history-confirmed-ok only applies with --history PATH")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    if args.per_run is not None:
+        _check_per_run(args)
     if not args.recipes:
         if not args.normal and not args.history and (args.update is None or args.replace):
             raise ConfigError(
@@ -208,19 +221,31 @@ def _calibrate(
     try:
         if previous is not None:
             check_binding(previous, card)
+        require_per_run(card, args.per_run, str(checkpoint))
         _refuse_training_images(normal_dirs, card)
         _log_plan(args, opts, card, normal_dirs, anomalous_dirs or [])
         bar = not args.no_progress
-        normal = (
-            score_folders(normal_dirs, infer, card, args.batch_size, "normal", bar)
-            if normal_dirs
-            else None
-        )
-        anomalous = (
-            score_folders(anomalous_dirs, infer, card, args.batch_size, "anomalous", bar)
-            if anomalous_dirs
-            else None
-        )
+        if args.per_run is not None:
+            normal, anomalous = score_runs(
+                normal_dirs[0],
+                anomalous_dirs[0] if anomalous_dirs else None,
+                args.per_run,
+                infer,
+                card,
+                args.batch_size,
+                bar,
+            )
+        else:
+            normal = (
+                score_folders(normal_dirs, infer, card, args.batch_size, "normal", bar)
+                if normal_dirs
+                else None
+            )
+            anomalous = (
+                score_folders(anomalous_dirs, infer, card, args.batch_size, "anomalous", bar)
+                if anomalous_dirs
+                else None
+            )
         reviewed = (
             reviewed_scores(
                 args.history,
@@ -255,6 +280,22 @@ def _calibrate(
         before = previous.threshold if previous is not None else reviewed.threshold_before
         print("\n".join(report_lines(reviewed, before, data["threshold"])))
     log.info("calibration %s written for %s", calibration.sha256[:12], card.model_id)
+
+
+def _check_per_run(args: argparse.Namespace) -> None:
+    """--per-run takes one --normal folder of runs (at most one --anomalous) and no source
+    of scores standardised otherwise."""
+    if args.per_run < 2:
+        raise ConfigError(f"--per-run N: a baseline needs at least 2 samples (got {args.per_run})")
+    if args.recipes or args.history or args.update is not None:
+        raise ConfigError(
+            "--per-run scores held-out runs with their own baselines: leave out --recipes, "
+            "--history and --update (their scores are not standardised per run)"
+        )
+    if len(args.normal or []) != 1 or len(args.anomalous or []) > 1:
+        raise ConfigError(
+            "--per-run takes one --normal DIR (one folder per run) and at most one --anomalous DIR"
+        )
 
 
 def _joined(scored: ScoredFolder | None, reviewed: np.ndarray | None) -> np.ndarray | None:

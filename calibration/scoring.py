@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from flowedge.core.card import ModelCard
+from flowedge.core.card import InputSpec, ModelCard
 from flowedge.core.errors import BadInputError, ConfigError, DataError
 from flowedge.core.progress import Progress
 from flowedge.modalities import get_modality
@@ -39,6 +39,16 @@ class ScoredFolder:
 
     def summary(self) -> dict[str, Any]:
         return {"folders": self.folders, "n_scored": len(self.files), "skipped": self.skipped}
+
+    @classmethod
+    def joined(cls, parts: list[ScoredFolder]) -> ScoredFolder:
+        """The parts as one (their folders, files, skips and scores in order)."""
+        return cls(
+            [f for part in parts for f in part.folders],
+            [f for part in parts for f in part.files],
+            np.concatenate([part.scores for part in parts]) if parts else np.zeros(0),
+            [f for part in parts for f in part.skipped],
+        )
 
 
 def sample_files(folder: Path, kind: str) -> list[Path]:
@@ -77,11 +87,12 @@ def score_folders(
     batch_size: int = 16,
     desc: str = "score",
     show_progress: bool = True,
+    spec: InputSpec | None = None,
 ) -> ScoredFolder:
     """Score every sample; unreadable files are skipped and listed, NaN scores refused."""
     paths = [p for folder in folders for p in sample_files(folder, card.input.kind)]
     return score_paths(
-        paths, infer, card, batch_size, desc, show_progress, [str(f) for f in folders]
+        paths, infer, card, batch_size, desc, show_progress, [str(f) for f in folders], spec
     )
 
 
@@ -93,10 +104,12 @@ def score_paths(
     desc: str = "score",
     show_progress: bool = True,
     folders: list[str] | None = None,
+    spec: InputSpec | None = None,
 ) -> ScoredFolder:
-    """Score these sample files (see :func:`score_folders`; ``folders``: where they came from)."""
+    """Score these sample files (see :func:`score_folders`; ``folders``: where they came from;
+    ``spec``: the input statistics to use instead of the card's, a run's own)."""
     out = ScoredFolder(folders or [])
-    spec = card.input
+    spec = spec or card.input
     modality = get_modality(spec.kind)
     scores: list[np.ndarray] = []
 

@@ -20,12 +20,12 @@ from flowedge.core.errors import EXIT_OK, ConfigError, FlowedgeError
 from flowedge.core.outpaths import check_output_dir, check_output_file
 from flowedge.edge.checks import CheckResult, failed, passed
 from flowedge.edge.config import FlowedgeConfig, load_config
+from flowedge.edge.loop.baseline import check_rebaseline
 from flowedge.edge.loop.policy import load_policy
 from flowedge.edge.loop.recipes import open_model
 from flowedge.edge.models_config import ModelConfig
 from flowedge.edge.sinks import SINK_KINDS
 from flowedge.edge.sources import SOURCE_KINDS, SourceBaseConfig
-from flowedge.modalities import get_modality
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -67,8 +67,7 @@ def _check_one(
         ]
         try:
             policy = load_policy(cfg, card, None, model, key)
-            if model.rebaseline is not None and not get_modality(card.input.kind).rebaselines:
-                raise ConfigError(f"{key}.rebaseline: {card.input.kind} models cannot re-baseline")
+            check_rebaseline(model.rebaseline, card, key)
         except FlowedgeError as exc:
             return [*results, failed(threshold_name, str(exc), exc.exit_code)]
         origin = f"calibration {model.calibration}" if policy.calibration else f"{key}.threshold"

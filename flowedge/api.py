@@ -220,12 +220,14 @@ def train(
     config: str | Path | None = None,
     device: str = "cpu",
     progress: bool = True,
+    per_run: bool = False,
     **overrides: Any,
 ) -> Path:
     """Train like ``flowedge train DATA --out OUT``; returns the checkpoint directory.
 
     ``overrides`` are the command's flags as keywords (``epochs=4``, ``image_size=256``,
-    ``lr=1e-3``...); everything else comes from ``config`` (a config.yaml).
+    ``lr=1e-3``...); everything else comes from ``config`` (a config.yaml). ``per_run``:
+    like ``--per-run``, ``data`` holds one folder per run, each standardised on its own.
     """
     from flowedge.flows.cmd_train import train_checkpoint, training_configs
 
@@ -233,7 +235,7 @@ def train(
         None if config is None else Path(config), {"detector": detector, **overrides}
     )
     with needs_extras("flowedge.train"):
-        train_checkpoint(det_cfg, train_cfg, Path(data), Path(out), device, progress)
+        train_checkpoint(det_cfg, train_cfg, Path(data), Path(out), device, progress, per_run)
     return Path(out)
 
 

@@ -13,6 +13,7 @@ from flowedge.core.errors import CheckFailedError, ConfigError
 from flowedge.core.outpaths import check_output_dir
 from flowedge.flows.data.datasets import labelled_samples
 from flowedge.flows.recipes import matched, recipe_folders
+from flowedge.flows.runs import require_per_run
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="directory for report.json and the PNG figures"
     )
-    parser.add_argument(
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument(
         "--recipes",
         action="store_true",
         help="CHECKPOINT holds one model per recipe ('flowedge train --recipes') and TEST_ROOT "
         "one folder per recipe: each model on its own recipe's test set, reports in OUT/<recipe>",
+    )
+    layout.add_argument(
+        "--per-run",
+        type=int,
+        metavar="N",
+        help="for a model trained with 'flowedge train --per-run': TEST_ROOT holds one test set "
+        "per run; the first N normal files of each are its baseline (as the station's "
+        "rebaseline.samples), not scored; the rest are scored with that baseline's statistics",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per inference (>= 1)")
@@ -76,21 +86,31 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def checkpoint_input_kind(checkpoint: Path) -> str:
-    """The modality of the checkpoint's samples, read from its card (light: no torch);
-    "image" when the card cannot be read here (evaluate then says why)."""
+def checkpoint_card(checkpoint: Path) -> ModelCard | None:
+    """The checkpoint's card (light: no torch); None when it cannot be read here (evaluate
+    then says why)."""
     card = checkpoint if checkpoint.name == "card.json" else checkpoint / "card.json"
     if checkpoint.name == "weights.safetensors":
         card = checkpoint.parent / "card.json"
     try:
-        return ModelCard.load(card).input.kind
+        return ModelCard.load(card)
     except CardError:
-        return "image"
+        return None
 
 
 def log_plan(args: argparse.Namespace, checkpoint: Path, test_root: Path) -> None:
-    """Say what was found and which settings apply, before the long part starts."""
-    samples = labelled_samples(test_root, checkpoint_input_kind(checkpoint))
+    """Check the layout against the card and say what was found and which settings apply,
+    before the long part starts."""
+    card = checkpoint_card(checkpoint)
+    if card is not None:
+        require_per_run(card, args.per_run, str(checkpoint))
+    kind = "image" if card is None else card.input.kind
+    roots = (
+        list(recipe_folders(test_root, "test data folder (--per-run)").values())
+        if args.per_run is not None
+        else [test_root]
+    )
+    samples = [sample for root in roots for sample in labelled_samples(root, kind)]
     per_class = Counter(sample.defect for sample in samples)
     log.info(
         "test files in %s: %s",
@@ -108,6 +128,8 @@ def log_plan(args: argparse.Namespace, checkpoint: Path, test_root: Path) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.per_run is not None and args.per_run < 2:
+        raise ConfigError(f"--per-run N: a baseline needs at least 2 samples (got {args.per_run})")
     if not args.recipes:
         auroc = _evaluate(args, args.checkpoint, args.test_root, args.out)
         _check_target(args, {"": auroc})
@@ -145,6 +167,7 @@ def _evaluate(args: argparse.Namespace, checkpoint: Path, test_root: Path, out: 
         batch_size=args.batch_size,
         n_worst=args.worst,
         show_progress=not args.no_progress,
+        per_run=args.per_run,
     )
     data = report["data"]
     print(

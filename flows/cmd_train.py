@@ -24,6 +24,7 @@ from flowedge.flows.config import (
     TrainingSections,
 )
 from flowedge.flows.recipes import looks_like_recipes, recipe_folders
+from flowedge.flows.runs import require_rebaselining
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint directory to write (weights.safetensors + card.json); with --recipes "
         "one per recipe inside it",
     )
-    parser.add_argument(
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument(
         "--recipes",
         action="store_true",
         help="DATA_DIR holds one folder per recipe (each a data set as above): one model per "
         "recipe, written to OUT/<recipe> (the station's recipes.models)",
+    )
+    layout.add_argument(
+        "--per-run",
+        action="store_true",
+        help="DATA_DIR holds one folder per run or operating point (each a data set as above): "
+        "ONE model, each run standardised with its own statistics, for a station that "
+        "re-baselines after each changeover (series and audio; its config needs rebaseline:)",
     )
     parser.add_argument(
         "--config", type=Path, help="config.yaml whose 'detector' and 'training' sections are used"
@@ -146,12 +155,15 @@ def _set(tree: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
 
 
 def log_plan(
-    det_cfg: DetectorConfigBase, train_cfg: TrainingConfig, data_dir: Path, device: str
+    det_cfg: DetectorConfigBase,
+    train_cfg: TrainingConfig,
+    folders: list[Path],
+    device: str,
 ) -> None:
     """Say what was found and which settings apply, before the long part starts."""
     from flowedge.flows.data.datasets import training_samples
 
-    samples = training_samples(data_dir, det_cfg.modality)
+    samples = [s for folder in folders for s in training_samples(folder, det_cfg.modality)]
     per_folder = Counter(str(sample.path.parent) for sample in samples)
     for folder, count in sorted(per_folder.items()):
         log.info("training %s files: %d in %s", det_cfg.modality, count, folder)
@@ -178,26 +190,35 @@ def train_checkpoint(
     out: Path,
     device: str = "cpu",
     show_progress: bool = True,
+    per_run: bool = False,
 ) -> ModelCard:
-    """What ``flowedge train`` and :func:`flowedge.train` run: check, describe, train, save."""
+    """What ``flowedge train`` and :func:`flowedge.train` run: check, describe, train, save;
+    ``per_run``: ``data_dir`` holds one folder per run (:mod:`flowedge.flows.runs`)."""
     if not data_dir.is_dir():
         raise ConfigError(
             f"training data folder {data_dir} not found; give an MVTec category root (with "
             "train/good) or a folder of normal samples"
         )
     check_output_dir(out)
-    recipes = looks_like_recipes(data_dir)
-    if recipes:
-        log.warning(
-            "%s holds one data set per recipe (%s): training ONE model on all of them; "
-            "'flowedge train --recipes' trains one per recipe",
-            data_dir,
-            ", ".join(recipes),
-        )
-    log_plan(det_cfg, train_cfg, data_dir, device)
+    runs = None
+    if per_run:
+        require_rebaselining(det_cfg.modality)
+        runs = recipe_folders(data_dir, "training data folder (--per-run)")
+    else:
+        recipes = looks_like_recipes(data_dir)
+        if recipes:
+            log.warning(
+                "%s holds one data set per recipe (%s): training ONE model on all of them; "
+                "'flowedge train --recipes' trains one per recipe, '--per-run' one on them "
+                "standardised each with its own statistics",
+                data_dir,
+                ", ".join(recipes),
+            )
+    log_plan(det_cfg, train_cfg, list(runs.values()) if runs else [data_dir], device)
     trainer = importlib.import_module(det_cfg.trainer)
+    extra = {} if runs is None else {"runs": runs}
     return trainer.train(
-        det_cfg, train_cfg, data_dir, out, device=device, show_progress=show_progress
+        det_cfg, train_cfg, data_dir, out, device=device, show_progress=show_progress, **extra
     )
 
 
@@ -212,12 +233,22 @@ def _trained_on(card: ModelCard) -> str:
 def run(args: argparse.Namespace) -> int:
     det_cfg, train_cfg = build_configs(args)
     if not args.recipes:
-        _report(
-            train_checkpoint(
-                det_cfg, train_cfg, args.data_dir, args.out, args.device, not args.no_progress
-            ),
+        card = train_checkpoint(
+            det_cfg,
+            train_cfg,
+            args.data_dir,
             args.out,
+            args.device,
+            not args.no_progress,
+            per_run=args.per_run,
         )
+        _report(card, args.out)
+        if card.trained_per_run:
+            print(
+                f"trained on {len(card.trained_per_run)} runs, each standardised with its own "
+                "statistics: the station's model section needs rebaseline: (samples or "
+                "seconds; spread: true), and calibrate it with 'flowedge calibrate --per-run'"
+            )
         return 0
     folders = recipe_folders(args.data_dir, "training data folder")
     check_output_dir(args.out)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from flowedge.core.card import InputSpec
-from flowedge.core.errors import CheckFailedError
+from flowedge.core.errors import CheckFailedError, ConfigError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import checkpoint_dir, load_checkpoint
 from flowedge.flows.data.datasets import (
@@ -28,6 +28,8 @@ from flowedge.flows.data.datasets import (
 )
 from flowedge.flows.metrics import detection_report
 from flowedge.flows.plots import plot_histogram, plot_overlay, plot_roc
+from flowedge.flows.recipes import recipe_folders
+from flowedge.flows.runs import require_per_run, run_spec
 from flowedge.modalities import get_modality
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,26 @@ def score_samples(
             maps.append(amap.float().cpu().numpy())
             kept_all += kept
     return kept_all, np.concatenate(scores), np.concatenate(maps)
+
+
+def run_groups(
+    root: Path, spec: InputSpec, limits: Any, baseline: int
+) -> list[tuple[list[Sample], InputSpec]]:
+    """Each run's test samples under ``root`` (one folder per run) with the statistics of its
+    first ``baseline`` normal files (in name order), which are left out."""
+    groups = []
+    for run, folder in recipe_folders(root, "test data folder (--per-run)").items():
+        samples = labelled_samples(folder, spec.kind)
+        good = sorted(s.path for s in samples if s.label == 0)
+        if len(good) <= baseline:
+            raise ConfigError(
+                f"test run {run} ({folder}): {len(good)} normal file(s), and its first "
+                f"{baseline} are its baseline (--per-run {baseline}); give it more"
+            )
+        first = set(good[:baseline])
+        own = run_spec(sorted(first), spec, limits, f"test run {run}")
+        groups.append(([s for s in samples if s.path not in first], own))
+    return groups
 
 
 def _worst_cases(
@@ -116,19 +138,31 @@ def evaluate(
     batch_size: int = 16,
     n_worst: int = 3,
     show_progress: bool = True,
+    per_run: int | None = None,
 ) -> dict[str, Any]:
-    """Score ``test_root`` (MVTec category root or its ``test`` folder) and write the report."""
+    """Score ``test_root`` (MVTec category root or its ``test`` folder) and write the report;
+    ``per_run``: ``test_root`` holds one such folder per run, and the first ``per_run`` normal
+    files of each are its baseline (not scored), as for ``flowedge calibrate --per-run``."""
     detector, card = load_checkpoint(checkpoint, device=device)
+    require_per_run(card, per_run, str(checkpoint))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = card.input
-    samples = labelled_samples(test_root, spec.kind)
     summary = LoadSummary(root=str(test_root))
     # a series model reads test logs with its card's log format and cuts them into cycles
     limits = get_modality(spec.kind).reading(card)
-    kept, scores, maps = score_samples(
-        detector, samples, spec, summary, batch_size, device, show_progress, limits
+    groups = (
+        [(labelled_samples(test_root, spec.kind), spec)]
+        if per_run is None
+        else run_groups(Path(test_root), spec, limits, per_run)
     )
+    parts = [
+        score_samples(detector, samples, own, summary, batch_size, device, show_progress, limits)
+        for samples, own in groups
+    ]
+    kept = [sample for part in parts for sample in part[0]]
+    scores = np.concatenate([part[1] for part in parts])
+    maps = np.concatenate([part[2] for part in parts])
     bad = [str(s.path) for s, v in zip(kept, scores, strict=True) if not np.isfinite(v)]
     if bad:
         raise CheckFailedError(

@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from flowedge.flows.config import DetectorConfigBase, TrainingConfig
 from flowedge.flows.data.datasets import LoadSummary, Sample, iter_batches, training_samples
 from flowedge.flows.detectors.base import Detector, Features, TrainBatch
 from flowedge.flows.fit import fit_detector, planned_epochs
+from flowedge.flows.runs import run_spec
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +147,23 @@ def _loaded(
 @torch.no_grad()
 def cache_features(
     detector: Detector,
-    samples: list[Sample],
+    groups: list[tuple[list[Sample], InputSpec]],
     summary: LoadSummary,
     train_cfg: TrainingConfig,
     device: torch.device,
     show_progress: bool,
 ) -> FeatureCache:
-    """Backbone features of all usable samples, on the CPU, extracted batch by batch."""
+    """Backbone features of all usable samples, on the CPU, extracted batch by batch; each
+    group of samples preprocessed with its spec (one group, or one per run)."""
     chunks: list[Features] = []
     kept_all: list[Sample] = []
-    with Progress(len(samples), "features", "file", bar=show_progress) as progress:
-        for batch, kept in _loaded(samples, detector.input_spec(), summary, train_cfg, progress):
-            feats = detector.features(torch.from_numpy(batch).to(device))
-            chunks.append([f.detach().to("cpu") for f in feats])
-            kept_all += kept
+    total = sum(len(samples) for samples, _ in groups)
+    with Progress(total, "features", "file", bar=show_progress) as progress:
+        for samples, spec in groups:
+            for batch, kept in _loaded(samples, spec, summary, train_cfg, progress):
+                feats = detector.features(torch.from_numpy(batch).to(device))
+                chunks.append([f.detach().to("cpu") for f in feats])
+                kept_all += kept
     labels = batch_labels(detector, kept_all)
     return FeatureCache(chunks, labels, train_cfg.batch_size, train_cfg.seed, device)
 
@@ -187,15 +191,20 @@ def train(
     device: str = "cpu",
     show_progress: bool = True,
     augment: Augment | None = None,
+    runs: Mapping[str, Path] | None = None,
 ) -> ModelCard:
     """Train a detector on the normal images in ``data_dir`` and write a checkpoint to ``out_dir``.
 
     ``augment`` transforms each preprocessed training batch, every epoch, for detectors
-    that use augmentation (their features are then computed afresh each epoch).
+    that use augmentation (their features are then computed afresh each epoch). ``runs``:
+    the training folders of each run, each standardised with its own statistics
+    (:mod:`flowedge.flows.runs`); ``data_dir`` is then their parent.
     """
     data_dir = Path(data_dir)
     # before building anything: a wrong folder fails fast
-    samples = training_samples(data_dir, det_cfg.modality)
+    folders = runs if runs is not None else {"": data_dir}
+    grouped = {run: training_samples(folder, det_cfg.modality) for run, folder in folders.items()}
+    samples = [sample for group in grouped.values() for sample in group]
     det_cfg = det_cfg.for_training_files([sample.path for sample in samples])
     from flowedge.flows.detectors import build_detector  # heavy (timm, FrEIA)
 
@@ -210,8 +219,23 @@ def train(
 
     start = time.perf_counter()
     summary = LoadSummary(root=str(data_dir.resolve()))
+    if runs is not None and (augment is not None or not detector.caches_features):
+        raise ConfigError(
+            f"--per-run: detector {detector.name!r} computes its features afresh each epoch; "
+            "per-run statistics are supported for detectors with fixed features"
+        )
     if detector.caches_features and augment is None:
-        batches = cache_features(detector, samples, summary, train_cfg, target, show_progress)
+        spec = detector.input_spec()
+        groups = [
+            (
+                group,
+                spec
+                if runs is None
+                else run_spec([s.path for s in group], spec, None, f"run {run}"),
+            )
+            for run, group in grouped.items()
+        ]
+        batches = cache_features(detector, groups, summary, train_cfg, target, show_progress)
     else:
         batches = stream_features(detector, samples, summary, train_cfg, target, augment)
     feature_s = time.perf_counter() - start
@@ -244,8 +268,9 @@ def train(
             f"training diverged (final loss {final_loss}); no checkpoint written: lower "
             "training.lr or detector.clamp, or check the data for extreme images"
         )
+    per_run = {} if runs is None else {"per_run": list(runs)}
     training: dict[str, Any] = {
-        "data": summary.to_dict() | {"n_images": summary.n_ok},
+        "data": summary.to_dict() | {"n_images": summary.n_ok} | per_run,
         "epochs": int(fit_summary.get("epochs", train_cfg.epochs)),
         "seed": train_cfg.seed,
         "batch_size": train_cfg.batch_size,

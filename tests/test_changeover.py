@@ -37,8 +37,10 @@ class SeriesBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self) -> None:
-        card = ModelCard("fake", {}, {}, SPEC, ScoreSpec(kind="mean"), weights_sha256="c" * 64)
+    def __init__(self, training: dict | None = None) -> None:
+        card = ModelCard(
+            "fake", {}, {}, SPEC, ScoreSpec(kind="mean"), training or {}, weights_sha256="c" * 64
+        )
         super().__init__(card)
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +71,10 @@ class Cycles:
             yield Frame(f"c{i:03d}", cycle(level, setpoint, rng, spike))
 
 
-def run_station(tmp: Path, plan: list, **sections: Any) -> tuple[list[dict], list[dict]]:
+def run_station(
+    tmp: Path, plan: list, training: dict | None = None, **sections: Any
+) -> tuple[list[dict], list[dict]]:
+    """``training``: what the fake model's card says of its training."""
     cfg = station_config(
         tmp, sources=[{"name": "pump", "kind": "folder", "path": str(tmp)}], **sections
     )
@@ -77,8 +82,8 @@ def run_station(tmp: Path, plan: list, **sections: Any) -> tuple[list[dict], lis
         Path("unused.yaml"),
         cfg,
         None,
-        backend=SeriesBackend() if cfg.recipes is None else None,
-        opener=lambda model: SeriesBackend(),
+        backend=SeriesBackend(training) if cfg.recipes is None else None,
+        opener=lambda model: SeriesBackend(training),
         source_factory=lambda c, ctx: Cycles(c.name, plan),
     )
     station.start()
@@ -157,3 +162,12 @@ def test_an_image_model_cannot_rebaseline(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot re-baseline"):
         Station(Path("unused.yaml"), cfg, None, backend=FakeBackend())
     assert ModelConfig(path="m").rebaseline is None
+
+
+def test_a_model_trained_per_run_is_run_only_re_baselined(tmp_path: Path) -> None:
+    per_run = {"data": {"per_run": ["light", "heavy"]}}  # flowedge train --per-run
+    with pytest.raises(ConfigError, match="model: model fake-c* was trained per run"):
+        run_station(tmp_path, [], per_run, model={"path": "m", "threshold": 3.0})
+    model = {"path": "m", "threshold": 3.0, "rebaseline": {"samples": 3}}
+    docs, _ = run_station(tmp_path / "again", [(2.5, 1.0, False)] * 5, per_run, model=model)
+    assert [d["decision"] for d in docs] == ["BASELINING"] * 3 + ["OK"] * 2

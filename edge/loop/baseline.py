@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowedge.core.card import InputSpec
-from flowedge.core.errors import BadInputError
+from flowedge.core.card import InputSpec, ModelCard
+from flowedge.core.errors import BadInputError, ConfigError
 from flowedge.edge.models_config import RebaselineConfig
 from flowedge.modalities import get_modality
 from flowedge.modalities.baseline import MIN_SAMPLES, BaselineRefused
@@ -27,6 +27,26 @@ from flowedge.modalities.baseline import MIN_SAMPLES, BaselineRefused
 log = logging.getLogger(__name__)
 
 EventSink = Callable[..., None]  # (sensor, kind, message, **details)
+
+
+def check_rebaseline(cfg: RebaselineConfig | None, card: ModelCard, key: str) -> None:
+    """ConfigError naming ``key`` (the model's config section) when its ``rebaseline`` does
+    not fit the model: set for a modality that cannot re-baseline, or missing (or without
+    the start and the spread the model was trained with) for a model trained per run,
+    whose inputs are right only once standardised with their own run's statistics."""
+    kind = card.input.kind
+    if cfg is not None and not get_modality(kind).rebaselines:
+        raise ConfigError(
+            f"{key}.rebaseline: {kind} models cannot re-baseline their input statistics; remove it"
+        )
+    runs = card.trained_per_run
+    if runs and (cfg is None or not cfg.on_start or not cfg.spread):
+        raise ConfigError(
+            f"{key}: model {card.model_id} was trained per run ({len(runs)} runs, each "
+            "standardised with its own statistics: flowedge train --per-run), so it judges "
+            f"right only after a re-baseline; give {key} a rebaseline: section (samples or "
+            "seconds) with on_start and spread left true"
+        )
 
 
 @dataclass

@@ -20,11 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from flowedge.backends.base import Backend
 from flowedge.core.card import InputSpec, ModelCard
-from flowedge.core.errors import ConfigError
-from flowedge.edge.loop.baseline import Baselines, EventSink
+from flowedge.edge.loop.baseline import Baselines, EventSink, check_rebaseline
 from flowedge.edge.loop.policy import Policy
 from flowedge.edge.models_config import ModelConfig
-from flowedge.modalities import get_modality
 
 if TYPE_CHECKING:
     from flowedge.edge.loop.sample import Sample
@@ -71,11 +69,9 @@ class ModelState:
         policy: Policy,
         emit: EventSink,
     ) -> None:
-        if cfg.rebaseline is not None and not get_modality(card.input.kind).rebaselines:
-            raise ConfigError(
-                f"{label}: rebaseline is set, but {card.input.kind} models cannot re-baseline "
-                "their input statistics; remove it"
-            )
+        check_rebaseline(
+            cfg.rebaseline, card, "model" if recipe is None else f"recipes.models.{recipe}"
+        )
         self.label, self.recipe, self.cfg, self.card, self.policy = label, recipe, cfg, card, policy
         self.baselines = Baselines(cfg.rebaseline, card.input, label, emit)
         self._counts: Counter[str] = Counter()

@@ -324,6 +324,15 @@ class ModelCard:
         """Short id for messages and file names: detector plus weights hash."""
         return f"{self.detector}-{self.weights_sha256[:12]}"
 
+    @property
+    def trained_per_run(self) -> list[str]:
+        """The runs whose samples were each standardised with their own statistics in
+        training (``flowedge train --per-run``); [] for a model trained on pooled
+        statistics. Such a model sees its inputs right only after a re-baseline."""
+        data = self.training.get("data")
+        runs = data.get("per_run", []) if isinstance(data, dict) else []
+        return [str(run) for run in runs] if isinstance(runs, list) else []
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_digest"] = self.input.digest()

@@ -343,6 +343,15 @@ class AudioModality(Modality[Clip, AudioInput, AudioLimits]):
         """The dB level of the clips (the spread stays training's)."""
         return rebaselined(raws, spec, rules)
 
+    def read_all(
+        self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None
+    ) -> list[Clip]:
+        if spec.cut is None:
+            return [self.read(path, limits)]
+        from flowedge.modalities.audio_cut import cut_clip  # it builds on this module
+
+        return cut_clip(self.read(path, limits), spec.cut)
+
     def load_all(
         self, path: str | Path, spec: AudioInput, limits: AudioLimits | None = None
     ) -> list[np.ndarray]:

@@ -91,6 +91,11 @@ class Modality(ABC, Generic[Raw, Spec, Limits]):
         """Every sample of one file: one, unless the spec cuts files (audio ``input.cut``)."""
         return [self.load(path, spec, limits)]
 
+    def read_all(self, path: str | Path, spec: Spec, limits: Limits | None = None) -> list[Raw]:
+        """Every raw sample of one file, cut as :meth:`load_all` cuts it: what a run's
+        statistics are re-estimated from when a model is trained or calibrated per run."""
+        return [self.read(path, limits)]
+
     def cuts(self, spec: InputSpec, limits: Any = None) -> bool:
         """Whether :meth:`load_all` cuts a file into parts (cycles, windows) with this spec and
         these limits; then each sample is named ``<file>#<part>``."""

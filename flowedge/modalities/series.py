@@ -121,15 +121,22 @@ class SeriesModality(Modality[SignalTable, SeriesInput, LogFormat | CycleReading
     def cuts(self, spec: SeriesInput, limits: LogFormat | CycleReading | None = None) -> bool:
         return isinstance(limits, CycleReading) and limits.segment is not None
 
+    def read_all(
+        self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
+    ) -> list[SignalTable]:
+        table = self.read(path, limits)
+        if not isinstance(limits, CycleReading) or limits.segment is None:
+            return [table]
+        return segment(table, limits.segment)
+
     def load_all(
         self, path: str | Path, spec: SeriesInput, limits: LogFormat | CycleReading | None = None
     ) -> list[np.ndarray]:
         """One tensor per cycle of the file (cut by a CycleReading's segment, else one); a
         cycle that cannot be used is skipped with a warning, none usable is BadInputError."""
-        table = self.read(path, limits)
+        cycles = self.read_all(path, spec, limits)
         if not isinstance(limits, CycleReading) or limits.segment is None:
-            return [self.preprocess(table, spec, str(path))]
-        cycles = segment(table, limits.segment)
+            return [self.preprocess(cycles[0], spec, str(path))]  # the log is one cycle
         tensors = []
         for cycle in cycles:
             try:

@@ -9,14 +9,14 @@ the model card). Unusable cycles are skipped by name, like broken image files.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from flowedge.core.card import ModelCard
+from flowedge.core.card import ModelCard, SeriesInput
 from flowedge.core.errors import BadInputError, DataError
 from flowedge.flows.checkpoint import save_checkpoint, torch_device
 from flowedge.flows.config import SeriesDetectorConfig, TrainingConfig
@@ -24,6 +24,7 @@ from flowedge.flows.data.datasets import training_samples
 from flowedge.flows.detectors.base import Detector
 from flowedge.flows.detectors.series_common import series_input
 from flowedge.flows.fit import fit_detector
+from flowedge.flows.runs import own_spec
 from flowedge.flows.train import FeatureCache, build_card, seed_everything
 from flowedge.modalities.series_cycles import segment
 from flowedge.modalities.series_io import SignalTable, read_log
@@ -60,15 +61,31 @@ def _resampled(cycles: Sequence[SignalTable], config: SeriesDetectorConfig):
     return kept, skipped
 
 
-def prepare_series(cycles: Sequence[SignalTable], config: SeriesDetectorConfig):
-    """(config with training statistics and length, the training set) from normal cycles."""
+def prepare_series(
+    cycles: Sequence[SignalTable],
+    config: SeriesDetectorConfig,
+    runs: Mapping[str, Sequence[SignalTable]] | None = None,
+):
+    """(config with training statistics and length, the training set) from normal cycles;
+    with ``runs`` (the same cycles by run), each run standardised with its own statistics
+    while the config keeps the pooled ones (:mod:`flowedge.flows.runs`)."""
     kept, skipped = _resampled(cycles, config)
     if not kept:
         raise DataError(f"none of the {len(cycles)} training cycles is usable (see warnings)")
     mean, std = signal_statistics([values for _, values in kept])
     length = config.length or max(values.shape[1] for _, values in kept)
     ready = config.model_copy(update={"mean": mean, "std": std, "length": length})
-    return ready, _standardised(kept, ready, skipped)
+    if runs is None:
+        return ready, _standardised(kept, ready, skipped)
+    parts = []
+    for run, run_cycles in runs.items():
+        spec = own_spec(run_cycles, series_input(ready), f"run {run}")
+        assert isinstance(spec, SeriesInput)
+        own = ready.model_copy(update={"mean": list(spec.mean), "std": list(spec.std)})
+        parts.append(standardise_set(run_cycles, own))
+    tensors = np.concatenate([part.tensors for part in parts])
+    names = [name for part in parts for name in part.names]
+    return ready, SeriesSet(tensors, names, [name for part in parts for name in part.skipped])
 
 
 def standardise_set(cycles: Sequence[SignalTable], config: SeriesDetectorConfig) -> SeriesSet:
@@ -133,12 +150,17 @@ def train(
     out_dir: str | Path,
     device: str = "cpu",
     show_progress: bool = True,
+    runs: Mapping[str, Path] | None = None,
 ) -> ModelCard:
     """``flowedge train`` for series detectors: the same call as :func:`flowedge.flows.train.train`."""
     del show_progress  # one tensor set, fitted in seconds: no bars
-    cycles = read_cycles(data_dir, det_cfg)
     root = str(Path(data_dir).resolve())
-    return train_series(cycles, det_cfg, train_cfg, out_dir, device, data_root=root)
+    if runs is None:
+        cycles = read_cycles(data_dir, det_cfg)
+        return train_series(cycles, det_cfg, train_cfg, out_dir, device, data_root=root)
+    by_run = {run: read_cycles(folder, det_cfg) for run, folder in runs.items()}
+    cycles = [cycle for run_cycles in by_run.values() for cycle in run_cycles]
+    return train_series(cycles, det_cfg, train_cfg, out_dir, device, root, by_run)
 
 
 def train_series(
@@ -148,16 +170,18 @@ def train_series(
     out_dir: str | Path,
     device: str = "cpu",
     data_root: str | None = None,
+    runs: Mapping[str, Sequence[SignalTable]] | None = None,
 ) -> ModelCard:
     """Train a series detector on normal cycles and write a checkpoint (card included).
 
     ``data_root``: the folder the cycles were read from, recorded in the card (calibration
-    refuses its files, export checks parity on them); None for cycles from elsewhere."""
+    refuses its files, export checks parity on them); None for cycles from elsewhere.
+    ``runs``: the same cycles by run, each standardised with its own statistics."""
     from flowedge.flows.detectors import build_detector
 
     target = torch_device(device)
     seed_everything(train_cfg.seed)
-    ready, train_set = prepare_series(cycles, config)
+    ready, train_set = prepare_series(cycles, config, runs)
     detector = build_detector(ready).to(target)
     summary = fit_series(detector, train_set, train_cfg)
     training = {
@@ -166,6 +190,7 @@ def train_series(
             "n_cycles": len(train_set.names),
             "n_skipped": len(train_set.skipped),
             "skipped": train_set.skipped,
+            **({} if runs is None else {"per_run": list(runs)}),
         },
         "epochs": int(summary.get("epochs", train_cfg.epochs)),
         "seed": train_cfg.seed,

@@ -1,0 +1,73 @@
+"""Data sets with one folder per run, each standardised with its own statistics: ``--per-run``.
+
+A station that re-baselines (``rebaseline:``) standardises each run with the statistics of
+its first samples after a changeover. A model trained on every run pooled has learnt the
+runs' differences as part of normal; trained per run (``flowedge train DATA --per-run``,
+one folder per run or operating point), it learns the shape of normal that stays once
+each run's level (and, for series, spread) is removed, which is what it will be shown.
+The card keeps the pooled statistics (the bounds a station's baseline is checked against)
+and names the runs, so the station refuses to run it without re-baselining.
+
+``flowedge calibrate --per-run`` scores each held-out run as the station will: its first
+samples form the baseline, the rest are scored with the run's statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flowedge.core.card import InputSpec, ModelCard
+from flowedge.core.errors import BadInputError, ConfigError, DataError
+from flowedge.modalities import get_modality
+from flowedge.modalities.baseline import BaselineRefused, BaselineRules
+
+log = logging.getLogger(__name__)
+
+# a run's own statistics in training: no bounds (training defines them); the station's
+# default spread rule, which a per-run model requires of its station's rebaseline
+TRAINING_RULES = BaselineRules(max_shift=math.inf, max_scale=math.inf, spread=True)
+
+
+def require_rebaselining(kind: str, flag: str = "--per-run") -> None:
+    """ConfigError when the ``kind`` modality has no per-run statistics to re-estimate."""
+    if not get_modality(kind).rebaselines:
+        raise ConfigError(
+            f"{flag}: {kind} models cannot re-baseline their input statistics, so there is "
+            "nothing to standardise per run; leave out the flag"
+        )
+
+
+def require_per_run(card: ModelCard, per_run: int | None, what: str) -> None:
+    """ConfigError when a model trained per run is about to be scored without ``--per-run``."""
+    if card.trained_per_run and per_run is None:
+        raise ConfigError(
+            f"{what} was trained per run (flowedge train --per-run): its scores mean something "
+            "only with each run's own statistics; give --per-run N (the station's "
+            "rebaseline.samples) and one folder per run"
+        )
+
+
+def own_spec(raws: Sequence[Any], spec: InputSpec, what: str) -> InputSpec:
+    """``spec`` with the statistics of ``raws`` (one run's samples); DataError naming
+    ``what`` when they give none (too few, or unusable)."""
+    try:
+        return get_modality(spec.kind).rebaseline(raws, spec, TRAINING_RULES)
+    except (BaselineRefused, BadInputError) as exc:
+        raise DataError(f"{what}: its statistics cannot be estimated: {exc}") from None
+
+
+def run_spec(paths: Sequence[Path], spec: InputSpec, limits: Any, what: str) -> InputSpec:
+    """:func:`own_spec` of every sample in ``paths`` (cut as the model cuts its files);
+    unreadable files are skipped with a warning, as training skips them."""
+    modality = get_modality(spec.kind)
+    raws: list[Any] = []
+    for path in paths:
+        try:
+            raws += modality.read_all(path, spec, limits)
+        except BadInputError as exc:
+            log.warning("skipping %s", exc)
+    return own_spec(raws, spec, what)
