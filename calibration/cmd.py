@@ -221,7 +221,8 @@ def _calibrate(
     try:
         if previous is not None:
             check_binding(previous, card)
-        require_per_run(card, args.per_run, str(checkpoint))
+        if normal_dirs or anomalous_dirs:  # reviewed and stored scores are the station's own
+            require_per_run(card, args.per_run, str(checkpoint))
         _refuse_training_images(normal_dirs, card)
         _log_plan(args, opts, card, normal_dirs, anomalous_dirs or [])
         bar = not args.no_progress
@@ -283,15 +284,11 @@ def _calibrate(
 
 
 def _check_per_run(args: argparse.Namespace) -> None:
-    """--per-run takes one --normal folder of runs (at most one --anomalous) and no source
-    of scores standardised otherwise."""
+    """--per-run takes one model, one --normal folder of runs and at most one --anomalous."""
     if args.per_run < 2:
         raise ConfigError(f"--per-run N: a baseline needs at least 2 samples (got {args.per_run})")
-    if args.recipes or args.history or args.update is not None:
-        raise ConfigError(
-            "--per-run scores held-out runs with their own baselines: leave out --recipes, "
-            "--history and --update (their scores are not standardised per run)"
-        )
+    if args.recipes:
+        raise ConfigError("--per-run calibrates one model: leave out --recipes")
     if len(args.normal or []) != 1 or len(args.anomalous or []) > 1:
         raise ConfigError(
             "--per-run takes one --normal DIR (one folder per run) and at most one --anomalous DIR"

@@ -10,7 +10,9 @@ Each reviewed decision's score is the one the station recorded when the model is
 same (same weights: the station's own runtime, which is what will run); for another
 model the kept input is scored again, unless it was one of that model's training
 samples (left out, like training images given as ``--normal``). A sample without
-either is left out and counted.
+either is left out and counted. A model trained per run (``flowedge train --per-run``)
+scores a kept input right only with its run's statistics, which the history does not
+keep: for it only recorded scores count (the station's, made with them).
 
 Which normal parts get reviewed matters: false alarms alone are the high end of the
 normal scores, so a threshold re-fitted from them (with few other normal samples) is
@@ -103,6 +105,15 @@ def _scores(
     ]
     counts["recorded"] += len(recorded)
     others = [row for row in rows if row.weights_sha256 != card.weights_sha256]
+    if others and card.trained_per_run:
+        log.warning(
+            "%d reviewed %s sample(s) were decided by another model: left out, since %s was "
+            "trained per run and scores a kept input right only with its run's statistics",
+            len(others),
+            label,
+            card.model_id,
+        )
+        others = []
     inputs = [r.input_path for r in others if r.input_path and Path(r.input_path).is_file()]
     counts["without_score"] += len(rows) - len(recorded) - len(inputs)
     trained = set(training_overlap(inputs, card)) if inputs else set()

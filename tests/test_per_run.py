@@ -159,3 +159,31 @@ def test_audio_runs_at_other_recording_levels(tmp_path: Path, capsys) -> None:
     assert main(["calibrate", str(model), *normal, "--per-run", "3"]) == 0
     calibration = json.loads((model / "calibration.json").read_text())
     assert calibration["normal"]["n"] == 3 * (12 - 3)
+
+
+def test_the_review_loop_takes_the_stations_recorded_scores(
+    tmp_path: Path, runs_data: tuple[Path, Path, Path, Path], capsys
+) -> None:
+    from test_history_calibrate import model_decision, reviewed_history
+
+    train, held, _, config = runs_data
+    model = tmp_path / "model"
+    assert (
+        main(["train", str(train), "--per-run", "--config", str(config), "--out", str(model)]) == 0
+    )
+    card = ModelCard.load(model / "card.json")
+    scores = np.linspace(1.0, 4.0, 30)  # this model's false alarms, as the station scored them
+    docs = [model_decision(card, seq, float(s), 0.5) for seq, s in enumerate(scores, start=1)]
+    inputs: list[Path | None] = [None] * len(docs)
+    other = sorted((held / "light" / "test" / "good").iterdir())[:3]  # another model's decisions
+    from history_fakes import decision
+
+    docs += [decision(100 + i, 5.0, 0.5) for i in range(len(other))]
+    inputs += other
+    path = reviewed_history(tmp_path / "history", docs, ["false_alarm"] * len(docs), inputs)
+    out = tmp_path / "calibration.json"
+    args = ["calibrate", str(model), "--history", str(path), "--target-far", "0.1"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    sources = json.loads(out.read_text())["normal"]["sources"]["history"]
+    assert (sources["recorded"], sources["rescored"], sources["without_score"]) == (30, 0, 3)
+    assert "threshold   before 0.5 -> after" in capsys.readouterr().out
