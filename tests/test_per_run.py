@@ -41,6 +41,14 @@ def runs_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
     return root / "train", root / "held", root / "test", config
 
 
+def train_per_run(train: Path, config: Path, model: Path) -> ModelCard:
+    """``flowedge train TRAIN --per-run`` into ``model``; its card."""
+    assert (
+        main(["train", str(train), "--per-run", "--config", str(config), "--out", str(model)]) == 0
+    )
+    return ModelCard.load(model / "card.json")
+
+
 def test_each_run_is_standardised_with_its_own_statistics() -> None:
     config = PCAConfig(signals=SIGNALS, rate_hz=RATE)
     by_run = {
@@ -63,11 +71,8 @@ def test_train_calibrate_and_eval_per_run(
 ) -> None:
     train, held, test, config = runs_data
     model = tmp_path / "model"
-    assert (
-        main(["train", str(train), "--per-run", "--config", str(config), "--out", str(model)]) == 0
-    )
+    card = train_per_run(train, config, model)
     assert "rebaseline:" in capsys.readouterr().out  # says what the station needs
-    card = ModelCard.load(model / "card.json")
     assert card.trained_per_run == ["heavy", "light"]
 
     # without --per-run the scores would use the pooled statistics: refused, saying what to give
@@ -112,10 +117,7 @@ def test_the_station_refuses_a_per_run_model_without_re_baselining(
 ) -> None:
     train, _, _, config = runs_data
     model = tmp_path / "model"
-    assert (
-        main(["train", str(train), "--per-run", "--config", str(config), "--out", str(model)]) == 0
-    )
-    card = ModelCard.load(model / "card.json")
+    card = train_per_run(train, config, model)
     with pytest.raises(ConfigError, match="model: model pca-.* was trained per run"):
         check_rebaseline(None, card, "model")
     for missing in ({"on_start": False}, {"spread": False}):
@@ -168,10 +170,7 @@ def test_the_review_loop_takes_the_stations_recorded_scores(
 
     train, held, _, config = runs_data
     model = tmp_path / "model"
-    assert (
-        main(["train", str(train), "--per-run", "--config", str(config), "--out", str(model)]) == 0
-    )
-    card = ModelCard.load(model / "card.json")
+    card = train_per_run(train, config, model)
     scores = np.linspace(1.0, 4.0, 30)  # this model's false alarms, as the station scored them
     docs = [model_decision(card, seq, float(s), 0.5) for seq, s in enumerate(scores, start=1)]
     inputs: list[Path | None] = [None] * len(docs)
