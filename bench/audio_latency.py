@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from station_harness import print_latencies, station_on_private_broker
 
-from flowedge.edge import microphone
+from flowedge.edge.sources import microphone
 from flowedge.export.checked import ExportRequest, run_export
 from flowedge.flows.config import AudioFlowConfig, PyramidBackboneConfig, TrainingConfig
 from flowedge.flows.train import train
