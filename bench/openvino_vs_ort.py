@@ -258,7 +258,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("nncf").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
-    print(f"load average before: {load_average()} (the 2-core machine is shared, NOT idle)")
+    print(f"load average before: {load_average()} on {os.cpu_count()} CPUs")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
