@@ -52,10 +52,20 @@ def require_per_run(card: ModelCard, per_run: int | None, what: str) -> None:
 
 
 def own_spec(raws: Sequence[Any], spec: InputSpec, what: str) -> InputSpec:
-    """``spec`` with the statistics of ``raws`` (one run's samples); DataError naming
-    ``what`` when they give none (too few, or unusable)."""
+    """``spec`` with the statistics of ``raws`` (one run's samples); a sample the model
+    cannot take is skipped with a warning (training skips it too); DataError naming
+    ``what`` when the rest give none (too few)."""
+    modality = get_modality(spec.kind)
+    usable = []
+    for i, raw in enumerate(raws):
+        try:
+            modality.preprocess(raw, spec, f"{what}, sample {i}")
+        except BadInputError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        usable.append(raw)
     try:
-        return get_modality(spec.kind).rebaseline(raws, spec, TRAINING_RULES)
+        return modality.rebaseline(usable, spec, TRAINING_RULES)
     except (BaselineRefused, BadInputError) as exc:
         raise DataError(f"{what}: its statistics cannot be estimated: {exc}") from None
 

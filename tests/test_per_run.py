@@ -66,6 +66,20 @@ def test_each_run_is_standardised_with_its_own_statistics() -> None:
     assert np.abs(light.mean(axis=(0, 2)) - heavy.mean(axis=(0, 2))).max() > 0.5
 
 
+def test_a_cycle_the_model_cannot_take_is_skipped_not_the_run(caplog) -> None:
+    config = PCAConfig(signals=SIGNALS, rate_hz=RATE)
+    by_run = {
+        name: [c.table for c in sim.simulate_set(6, 0, i, RATE, regime=sim.Regime(payload_kg=kg))]
+        for i, (name, kg) in enumerate(RUNS.items())
+    }
+    broken = by_run["light"][0]
+    broken.columns.pop(SIGNALS[0])  # a log without one of the model's signals
+    cycles = [cycle for run in by_run.values() for cycle in run]
+    _, train_set = prepare_series(cycles, config, by_run)
+    assert len(train_set.names) == 11 and broken.name in train_set.skipped
+    assert any("skipping" in r.message for r in caplog.records)
+
+
 def test_train_calibrate_and_eval_per_run(
     tmp_path: Path, runs_data: tuple[Path, Path, Path, Path], capsys
 ) -> None:
