@@ -33,7 +33,7 @@ from flowedge.core.card import ModelCard
 from flowedge.core.errors import ConfigError, DataError
 from flowedge.core.outpaths import check_output_file
 from flowedge.flows.recipes import matched, recipe_folders
-from flowedge.flows.runs import require_per_run
+from flowedge.flows.runs import baseline_count, require_per_run
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--per-run",
-        type=int,
+        type=baseline_count,
         metavar="N",
         help="for a model trained with 'flowedge train --per-run': --normal DIR (and "
         "--anomalous DIR) hold one folder per run; the first N files of each run's normal "
@@ -285,8 +285,6 @@ def _calibrate(
 
 def _check_per_run(args: argparse.Namespace) -> None:
     """--per-run takes one model, one --normal folder of runs and at most one --anomalous."""
-    if args.per_run < 2:
-        raise ConfigError(f"--per-run N: a baseline needs at least 2 samples (got {args.per_run})")
     if args.recipes:
         raise ConfigError("--per-run calibrates one model: leave out --recipes")
     if len(args.normal or []) != 1 or len(args.anomalous or []) > 1:

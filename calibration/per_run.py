@@ -15,7 +15,7 @@ from flowedge.calibration.scoring import InferFn, ScoredFolder, sample_files, sc
 from flowedge.core.card import ModelCard
 from flowedge.core.errors import ConfigError
 from flowedge.flows.recipes import recipe_folders
-from flowedge.flows.runs import run_spec
+from flowedge.flows.runs import require_rebaselining, split_baseline
 from flowedge.modalities import get_modality
 
 
@@ -30,8 +30,9 @@ def score_runs(
 ) -> tuple[ScoredFolder, ScoredFolder | None]:
     """(normal, anomalous) scores of the runs under ``normal_root`` (one folder per run) and,
     when given, of the same runs' defects under ``anomalous_root``."""
-    runs = recipe_folders(normal_root, "--normal (with --per-run)")
-    defects = recipe_folders(anomalous_root, "--anomalous") if anomalous_root else {}
+    require_rebaselining(card.input.kind)
+    runs = recipe_folders(normal_root, "--normal", "run")
+    defects = recipe_folders(anomalous_root, "--anomalous", "run") if anomalous_root else {}
     unknown = sorted(set(defects) - set(runs))
     if unknown:
         raise ConfigError(
@@ -41,16 +42,11 @@ def score_runs(
     kind, limits = card.input.kind, get_modality(card.input.kind).reading(card)
     normal, anomalous = [], []
     for run, folder in runs.items():
-        files = sorted(sample_files(folder, kind))
-        if len(files) <= baseline:
-            raise ConfigError(
-                f"--normal run {run} ({folder}): {len(files)} file(s), and its first "
-                f"{baseline} are its baseline (--per-run {baseline}); give it more normal files"
-            )
-        spec = run_spec(files[:baseline], card.input, limits, f"--normal run {run}")
+        what = f"--normal run {run} ({folder})"
+        spec, rest = split_baseline(sample_files(folder, kind), baseline, card.input, limits, what)
         normal.append(
             score_paths(
-                files[baseline:],
+                rest,
                 infer,
                 card,
                 batch_size,

@@ -87,12 +87,11 @@ def score_folders(
     batch_size: int = 16,
     desc: str = "score",
     show_progress: bool = True,
-    spec: InputSpec | None = None,
 ) -> ScoredFolder:
     """Score every sample; unreadable files are skipped and listed, NaN scores refused."""
     paths = [p for folder in folders for p in sample_files(folder, card.input.kind)]
     return score_paths(
-        paths, infer, card, batch_size, desc, show_progress, [str(f) for f in folders], spec
+        paths, infer, card, batch_size, desc, show_progress, [str(f) for f in folders]
     )
 
 

@@ -13,7 +13,7 @@ from flowedge.core.errors import CheckFailedError, ConfigError
 from flowedge.core.outpaths import check_output_dir
 from flowedge.flows.data.datasets import labelled_samples
 from flowedge.flows.recipes import matched, recipe_folders
-from flowedge.flows.runs import require_per_run
+from flowedge.flows.runs import baseline_count, require_per_run
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     layout.add_argument(
         "--per-run",
-        type=int,
+        type=baseline_count,
         metavar="N",
         help="for a model trained with 'flowedge train --per-run': TEST_ROOT holds one test set "
         "per run; the first N normal files of each are its baseline (as the station's "
@@ -106,7 +106,7 @@ def log_plan(args: argparse.Namespace, checkpoint: Path, test_root: Path) -> Non
         require_per_run(card, args.per_run, str(checkpoint))
     kind = "image" if card is None else card.input.kind
     roots = (
-        list(recipe_folders(test_root, "test data folder (--per-run)").values())
+        list(recipe_folders(test_root, "test data folder", "run").values())
         if args.per_run is not None
         else [test_root]
     )
@@ -128,8 +128,6 @@ def log_plan(args: argparse.Namespace, checkpoint: Path, test_root: Path) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.per_run is not None and args.per_run < 2:
-        raise ConfigError(f"--per-run N: a baseline needs at least 2 samples (got {args.per_run})")
     if not args.recipes:
         auroc = _evaluate(args, args.checkpoint, args.test_root, args.out)
         _check_target(args, {"": auroc})

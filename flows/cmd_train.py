@@ -203,7 +203,7 @@ def train_checkpoint(
     runs = None
     if per_run:
         require_rebaselining(det_cfg.modality)
-        runs = recipe_folders(data_dir, "training data folder (--per-run)")
+        runs = recipe_folders(data_dir, "training data folder", "run")
     else:
         recipes = looks_like_recipes(data_dir)
         if recipes:
@@ -216,9 +216,8 @@ def train_checkpoint(
             )
     log_plan(det_cfg, train_cfg, list(runs.values()) if runs else [data_dir], device)
     trainer = importlib.import_module(det_cfg.trainer)
-    extra = {} if runs is None else {"runs": runs}
     return trainer.train(
-        det_cfg, train_cfg, data_dir, out, device=device, show_progress=show_progress, **extra
+        det_cfg, train_cfg, data_dir, out, device=device, show_progress=show_progress, runs=runs
     )
 
 

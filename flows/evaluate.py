@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from flowedge.core.card import InputSpec
-from flowedge.core.errors import CheckFailedError, ConfigError
+from flowedge.core.errors import CheckFailedError
 from flowedge.core.progress import Progress
 from flowedge.flows.checkpoint import checkpoint_dir, load_checkpoint
 from flowedge.flows.data.datasets import (
@@ -29,7 +29,7 @@ from flowedge.flows.data.datasets import (
 from flowedge.flows.metrics import detection_report
 from flowedge.flows.plots import plot_histogram, plot_overlay, plot_roc
 from flowedge.flows.recipes import recipe_folders
-from flowedge.flows.runs import require_per_run, run_spec
+from flowedge.flows.runs import require_per_run, require_rebaselining, split_baseline
 from flowedge.modalities import get_modality
 
 log = logging.getLogger(__name__)
@@ -68,18 +68,14 @@ def run_groups(
 ) -> list[tuple[list[Sample], InputSpec]]:
     """Each run's test samples under ``root`` (one folder per run) with the statistics of its
     first ``baseline`` normal files (in name order), which are left out."""
+    require_rebaselining(spec.kind)
     groups = []
-    for run, folder in recipe_folders(root, "test data folder (--per-run)").items():
+    for run, folder in recipe_folders(root, "test data folder", "run").items():
         samples = labelled_samples(folder, spec.kind)
-        good = sorted(s.path for s in samples if s.label == 0)
-        if len(good) <= baseline:
-            raise ConfigError(
-                f"test run {run} ({folder}): {len(good)} normal file(s), and its first "
-                f"{baseline} are its baseline (--per-run {baseline}); give it more"
-            )
-        first = set(good[:baseline])
-        own = run_spec(sorted(first), spec, limits, f"test run {run}")
-        groups.append(([s for s in samples if s.path not in first], own))
+        good = [s.path for s in samples if s.label == 0]
+        own, scored = split_baseline(good, baseline, spec, limits, f"test run {run} ({folder})")
+        kept = set(scored)
+        groups.append(([s for s in samples if s.label == 1 or s.path in kept], own))
     return groups
 
 

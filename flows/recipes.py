@@ -19,21 +19,24 @@ from flowedge.core.errors import ConfigError
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def recipe_folders(root: Path, what: str) -> dict[str, Path]:
-    """The recipe folders of ``root`` by name, in name order; ConfigError naming ``what``
-    when there are none or a name cannot be a recipe's."""
+_FLAG = {"recipe": "--recipes", "run": "--per-run"}
+
+
+def recipe_folders(root: Path, what: str, unit: str = "recipe") -> dict[str, Path]:
+    """The recipe (``unit`` "run": run) folders of ``root`` by name, in name order;
+    ConfigError naming ``what`` when there are none or a name cannot be one's."""
     if not root.is_dir():
         raise ConfigError(f"{what} {root} is not a directory; check the path")
     folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name != "ground_truth"}
     if not folders:
         raise ConfigError(
-            f"{what} {root} has no recipe folders; with --recipes it holds one folder per "
-            "recipe (each a data set of its own)"
+            f"{what} {root} has no {unit} folders; with {_FLAG[unit]} it holds one folder "
+            f"per {unit} (each a data set of its own)"
         )
     bad = [name for name in folders if not _NAME.match(name)]
     if bad:
         raise ConfigError(
-            f"{what} {root}: folder name(s) {', '.join(bad)} cannot name a recipe (letters, "
+            f"{what} {root}: folder name(s) {', '.join(bad)} cannot name a {unit} (letters, "
             "digits, '_', '.', '-'; at most 64); rename them"
         )
     return folders

@@ -14,6 +14,7 @@ samples form the baseline, the rest are scored with the run's statistics.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 from collections.abc import Sequence
@@ -23,13 +24,28 @@ from typing import Any
 from flowedge.core.card import InputSpec, ModelCard
 from flowedge.core.errors import BadInputError, ConfigError, DataError
 from flowedge.modalities import get_modality
-from flowedge.modalities.baseline import BaselineRefused, BaselineRules
+from flowedge.modalities.baseline import MIN_SAMPLES, BaselineRefused, BaselineRules
 
 log = logging.getLogger(__name__)
 
 # a run's own statistics in training: no bounds (training defines them); the station's
 # default spread rule, which a per-run model requires of its station's rebaseline
 TRAINING_RULES = BaselineRules(max_shift=math.inf, max_scale=math.inf, spread=True)
+
+
+def baseline_count(text: str) -> int:
+    """``--per-run N`` of calibrate and eval: how many first samples of a run are its
+    baseline (a usage error below what a baseline needs)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if count < MIN_SAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"a baseline needs at least {MIN_SAMPLES} samples (got {count}); give the "
+            "station's rebaseline.samples"
+        )
+    return count
 
 
 def require_rebaselining(kind: str, flag: str = "--per-run") -> None:
@@ -81,3 +97,18 @@ def run_spec(paths: Sequence[Path], spec: InputSpec, limits: Any, what: str) -> 
         except BadInputError as exc:
             log.warning("skipping %s", exc)
     return own_spec(raws, spec, what)
+
+
+def split_baseline(
+    paths: Sequence[Path], baseline: int, spec: InputSpec, limits: Any, what: str
+) -> tuple[InputSpec, list[Path]]:
+    """A held-out run's normal files as the station meets them: (the :func:`run_spec` of
+    the first ``baseline`` in name order, the rest, to be scored with it). ConfigError
+    naming ``what`` when nothing would be left to score."""
+    ordered = sorted(paths)
+    if len(ordered) <= baseline:
+        raise ConfigError(
+            f"{what}: {len(ordered)} normal file(s), and the first {baseline} are its "
+            f"baseline (--per-run {baseline}); give it more normal files"
+        )
+    return run_spec(ordered[:baseline], spec, limits, what), ordered[baseline:]

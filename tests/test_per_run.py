@@ -126,6 +126,22 @@ def test_per_run_needs_a_modality_that_re_baselines(tmp_path: Path, capsys) -> N
     assert "image models cannot re-baseline" in capsys.readouterr().err
 
 
+def test_calibrate_per_run_refuses_an_image_model_and_a_one_sample_baseline(
+    tiny_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    from test_calibration_cli import normal_images
+
+    runs = tmp_path / "runs"
+    normal_images(runs / "a", 6, seed=5)
+    args = ["calibrate", str(tiny_checkpoint), "--per-run", "3", "--normal", str(runs)]
+    assert main([*args, "--out", str(tmp_path / "c.json")]) == EXIT_USAGE
+    assert "image models cannot re-baseline" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # argparse: a baseline needs two samples
+        main([*args[:3], "1", *args[4:]])
+    assert usage.value.code == EXIT_USAGE
+    assert "a baseline needs at least 2 samples" in capsys.readouterr().err
+
+
 def test_the_station_refuses_a_per_run_model_without_re_baselining(
     tmp_path: Path, runs_data: tuple[Path, Path, Path, Path]
 ) -> None:
